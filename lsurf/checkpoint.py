@@ -1,0 +1,277 @@
+"""Reading and writing model checkpoints, safely.
+
+Owns the checkpoint file: finding the state dict inside whatever layout a trainer wrote,
+loading it into a registry model with one clear error when it does not fit, writing
+checkpoints atomically, and hashing checkpoint files (the surface file records the hash so
+a resumed sweep can tell that the weights did not change).
+
+A checkpoint is untrusted input: it is always read with `torch.load(weights_only=True)`,
+which rebuilds tensors and plain containers but never runs pickled code.
+
+Layouts read (all seen in the wild):
+- a raw state dict `{name: tensor}`;
+- `{'state_dict': ..., ...}`: akamaster/pytorch_resnet_cifar10 (plus 'best_prec1', 'epoch'),
+  tomgoldstein/loss-landscape's cifar10/main.py (plus 'acc', 'epoch'), and lsurf itself;
+- `{'model': ..., ...}`: common in other trainers.
+Keys saved from `nn.DataParallel` / DDP carry a leading 'module.', which is stripped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lsurf import models
+from lsurf.errors import CheckpointError
+
+# Keys under which trainers nest the state dict, in the order they are tried.
+_NESTED_KEYS = ("state_dict", "model")
+_PARALLEL_PREFIX = "module."
+# BatchNorm's batch counter, added in torch 0.4.1: checkpoints saved before (akamaster's
+# pretrained models) lack it, and evaluation never reads it.
+_BATCH_COUNTER = "num_batches_tracked"
+# How many names of each kind of mismatch the error message lists before "and N more".
+_LISTED_PER_KIND = 8
+_SAVE_HINT = "torch.save({'state_dict': model.state_dict()}, path)"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Return the state dict stored in the checkpoint at `path`, keys without 'module.'.
+
+    Raises CheckpointError when the file is missing, is not a PyTorch checkpoint, holds
+    pickled objects other than tensors and plain containers, or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(
+            f"checkpoint {path} {what}; set model.checkpoint to a checkpoint file"
+        )
+    loaded = _load_untrusted(path)
+    state = _find_state_dict(loaded, path)
+    return _strip_parallel_prefix(state, path)
+
+
+def _load_untrusted(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from error
+    except pickle.UnpicklingError as error:
+        # weights_only refuses any pickled global outside its allowlist (a custom class, a
+        # function); torch's message names it as "GLOBAL module.name". Without such a name
+        # the pickle stream itself was not one torch.save writes.
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused is None:
+            raise CheckpointError(
+                f"checkpoint {path} is not a PyTorch checkpoint that torch.save wrote"
+            ) from error
+        raise CheckpointError(
+            f"checkpoint {path} holds non-tensor objects ({refused.group(1)}), which lsurf "
+            f"refuses to unpickle because that could run code; if you trust it, re-save "
+            f"the weights alone with {_SAVE_HINT}"
+        ) from error
+    except Exception as error:
+        # A corrupt or foreign file makes torch.load fail in many ways (EOFError for an empty
+        # file, RuntimeError for a truncated zip, KeyError for random bytes, ...). Whatever
+        # it raises, the cause is the file, so it becomes one user-facing line.
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch checkpoint ({_first_sentence(error)})"
+        ) from error
+
+
+def _first_sentence(error: Exception) -> str:
+    # torch's messages run to several sentences and lines; the first names the problem.
+    text = str(error).strip().split("\n")[0].split(". ")[0]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _find_state_dict(loaded: object, path: Path) -> Mapping[object, object]:
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(loaded).__name__}, not a state dict; "
+            f"save one with {_SAVE_HINT}"
+        )
+    for key in _NESTED_KEYS:
+        nested = loaded.get(key)
+        if isinstance(nested, Mapping):
+            return nested
+    return loaded
+
+
+def _strip_parallel_prefix(state: Mapping[object, object], path: Path) -> dict[str, torch.Tensor]:
+    if not state:
+        raise CheckpointError(f"checkpoint {path} holds an empty state dict")
+    not_tensors = [
+        f"{key!s} ({type(value).__name__})"
+        for key, value in state.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
+    if not_tensors:
+        raise CheckpointError(
+            f"checkpoint {path} is not a state dict: entries that are not tensors: "
+            f"{_listed(not_tensors)}; expected {{name: tensor}}, possibly under "
+            f"'state_dict' or 'model'"
+        )
+    tensors: dict[str, torch.Tensor] = {str(key): value for key, value in state.items()}
+    # Strip only when every key has the prefix (as DataParallel writes them), so that a
+    # model with a submodule genuinely called "module" keeps its names.
+    if all(key.startswith(_PARALLEL_PREFIX) for key in tensors):
+        return {key[len(_PARALLEL_PREFIX) :]: value for key, value in tensors.items()}
+    return tensors
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load the checkpoint at `path` into `model`, requiring an exact fit.
+
+    Every key and shape must match; the only tolerated gap is BatchNorm's
+    `num_batches_tracked` missing from old checkpoints, which keeps the model's value.
+    Any mismatch raises one single-line CheckpointError listing missing keys, unexpected
+    keys and shape mismatches, with a hint when another registry model fits the file.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    missing = [
+        key for key in expected if key not in state and not key.endswith("." + _BATCH_COUNTER)
+    ]
+    unexpected = [key for key in state if key not in expected]
+    mis_shaped = [
+        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+        for key, value in state.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = [f"checkpoint {path} does not fit the model"]
+        for label, names in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mis_shaped),
+        ):
+            if names:
+                parts.append(f"{label} ({len(names)}): {_listed(names)}")
+        parts.extend(_registry_hint(state))
+        raise CheckpointError("; ".join(parts))
+    # The tolerated gaps: fill them with the model's own values so the strict load passes.
+    complete = dict(state)
+    for key, value in expected.items():
+        complete.setdefault(key, value)
+    model.load_state_dict(complete, strict=True)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED_PER_KIND])
+    hidden = len(names) - _LISTED_PER_KIND
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
+
+
+def _registry_hint(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """A question naming the registry models (at most 3) whose keys and shapes fit `state`.
+
+    Catches the common mix-ups: the reference's 'resnet56' is lsurf's 'resnet56_b', and a
+    checkpoint trained with another depth or class count.
+    """
+    wanted = {
+        key: tuple(value.shape)
+        for key, value in state.items()
+        if not key.endswith("." + _BATCH_COUNTER)
+    }
+    # Registry models end in a `linear` classifier; its rows give the class count.
+    head = state.get("linear.weight")
+    num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else 10
+    num_classes = max(num_classes, 1)
+    fitting: list[str] = []
+    for name in models.available():
+        # Building consumes random numbers; fork the generator so that a caller's seeded
+        # sequence stays the same whether or not this hint ran.
+        with torch.random.fork_rng(devices=[]):
+            candidate = models.build(name, num_classes)
+        shapes = {
+            key: tuple(value.shape)
+            for key, value in candidate.state_dict().items()
+            if not key.endswith("." + _BATCH_COUNTER)
+        }
+        if shapes == wanted:
+            fitting.append(name)
+        if len(fitting) == 3:
+            break
+    if not fitting:
+        return []
+    classes = "" if num_classes == 10 else f" with {num_classes} classes"
+    return [f"is this a {' or '.join(repr(name) for name in fitting)} checkpoint{classes}?"]
+
+
+def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], **extra: object) -> None:
+    """Write `{'state_dict': state_dict, **extra}` to `path` atomically.
+
+    The file appears complete or not at all (a temporary file in the same folder is renamed
+    over `path`), so a crash never leaves a half-written checkpoint. Parent folders are
+    created. `extra` values must be plain Python data (None, bool, int, float, str, and
+    lists/tuples/dicts of those), so `weights_only` loading accepts the file.
+    """
+    path = Path(path)
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
+    for key, value in extra.items():
+        if not _is_plain(value):
+            raise TypeError(
+                f"checkpoint entry {key!r} must be plain Python data, got {type(value).__name__}"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name in the target's folder: os.replace is atomic only within one file system.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            torch.save({"state_dict": dict(state_dict), **extra}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+
+
+def _is_plain(value: object) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    return False
+
+
+def _sync_folder(folder: Path) -> None:
+    # Persist the rename itself, so a power loss right after saving cannot lose the file.
+    # Some platforms and file systems cannot open or fsync a folder; the rename still holds.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def file_digest(path: Path) -> str:
+    """Return the SHA-256 hex digest of the file at `path`, read in chunks."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError as error:
+        raise CheckpointError(
+            f"checkpoint {path} not found; set model.checkpoint to a checkpoint file"
+        ) from error

@@ -1,0 +1,156 @@
+"""The `lsurf` command line: sweep, info, train, plot, data synth.
+
+Input: argv. Output: exit codes — 0 done, 2 bad input (one line on stderr, no traceback, no
+existing output touched), 130 interrupted. Library code raises `LsurfError`; only this
+module turns it into a message and an exit code. Heavy imports (torch) happen inside the
+commands, so `lsurf info`, `lsurf plot` and `--help` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from lsurf.errors import LsurfError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other lsurf error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sweep = commands.add_parser("sweep", help="compute (or resume) a loss surface")
+    sweep.add_argument("config", type=Path, help="sweep config YAML")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config key, e.g. grid.x=-1:1:51")
+    sweep.add_argument("--force", action="store_true",
+                       help="start over, replacing an existing output")
+
+    info = commands.add_parser("info", help="what a surface file holds and how complete it is")
+    info.add_argument("surface", type=Path)
+
+    train = commands.add_parser("train", help="train a model with plain SGD, saving checkpoints")
+    train.add_argument("config", type=Path, help="training config YAML")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE")
+
+    plot = commands.add_parser("plot", help="draw a surface file (contours for 2D, a curve for 1D)")
+    plot.add_argument("surface", type=Path)
+    plot.add_argument("--metric", default="train_loss", help="dataset to draw (default train_loss)")
+    plot.add_argument("--out", type=Path, default=None,
+                      help="PNG path (default: beside the surface, named after the metric)")
+
+    data = commands.add_parser("data", help="dataset utilities")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    synth = data_commands.add_parser("synth", help="write a synthetic CIFAR-10-format dataset")
+    synth.add_argument("--out", type=Path, required=True, help="root folder for cifar-10-batches-py")
+    synth.add_argument("--train-size", type=int, default=10000)
+    synth.add_argument("--test-size", type=int, default=2000)
+    synth.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LsurfError as error:
+        print(f"lsurf: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("lsurf: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sweep":
+        from lsurf.config import load_sweep_config
+        from lsurf.sweep import run_sweep
+
+        run_sweep(load_sweep_config(args.config, args.overrides), force=args.force)
+        return 0
+    if args.command == "info":
+        print(describe_surface(args.surface))
+        return 0
+    if args.command == "train":
+        from lsurf.config import load_train_config
+        from lsurf.train import train
+
+        train(load_train_config(args.config, args.overrides))
+        return 0
+    if args.command == "plot":
+        from lsurf.plot import plot_surface
+
+        print(plot_surface(args.surface, args.metric, args.out))
+        return 0
+    if args.command == "data":
+        from lsurf.data import write_synthetic
+
+        for name in ("train_size", "test_size"):
+            if getattr(args, name) < 1:
+                raise LsurfError(f"--{name.replace('_', '-')} must be at least 1")
+        root = write_synthetic(args.out, args.train_size, args.test_size, args.seed)
+        print(f"synthetic CIFAR-10 ({args.train_size} train, {args.test_size} test) in {root}")
+        return 0
+    raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def describe_surface(path: Path) -> str:
+    """The `lsurf info` report: grid, settings, completeness, and the best point so far."""
+    import yaml
+
+    from lsurf.store import read_surface
+
+    surface = read_surface(path)
+    config = yaml.safe_load(str(surface.attributes.get("config", ""))) or {}
+    done, total = int(surface.done.sum()), surface.done.size
+    lines = [f"surface  {path}"]
+    model = config.get("model", {})
+    lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
+    directions = config.get("directions", {})
+    lines.append(
+        f"directions  {directions.get('kind')}  norm={directions.get('norm')}  "
+        f"ignore={directions.get('ignore')}  seed={directions.get('seed')}  "
+        f"file {surface.attributes.get('direction_file')}"
+    )
+    grid = config.get("grid", {})
+    shape = "x".join(str(n) for n in surface.done.shape)
+    lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
+    lines.append(f"metrics  {', '.join(sorted(surface.metrics))}")
+    percent = 100.0 * done / total if total else 0.0
+    status = "complete" if done == total else "incomplete: rerun the same sweep to resume"
+    lines.append(f"done     {done}/{total} points ({percent:.1f}%), {status}")
+    for name in sorted(surface.metrics):
+        if not name.endswith("_loss") or done == 0:
+            continue
+        values = np.where(surface.done, surface.metrics[name], np.nan)
+        if np.all(np.isnan(values)):
+            continue
+        best = np.unravel_index(int(np.nanargmin(values)), values.shape)
+        where = f"x={surface.x[best[0]]:g}"
+        if surface.y is not None:
+            where += f", y={surface.y[best[1]]:g}"
+        lines.append(f"min {name}  {values[best]:.6g} at {where}")
+    lines.append(
+        f"written by lsurf {surface.attributes.get('lsurf_version')} "
+        f"(format {surface.attributes.get('format_version')}), "
+        f"created {surface.attributes.get('created')}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

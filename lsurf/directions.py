@@ -1,0 +1,103 @@
+"""Directions in weight space: seeded random ones with their normalizations, and the target.
+
+Input: θ* (named weight tensors) and the direction settings. Output: a `Directions` value
+holding d1 (and d2 for a plane) as named float32 tensors. Pure functions: no files, no MPI.
+
+The math (see DESIGN.md): entries of a random direction ~ N(0, 1) from a seeded generator,
+drawn for every parameter in state_dict order (x first, then y), so the stream does not
+depend on the normalization. Then, per tensor W with direction D:
+- filter: each slice D[i] along dim 0 is rescaled to ‖W[i]‖ (Frobenius norms, +1e-10);
+- layer: D rescaled to ‖W‖; weight: D ⊙ W; dfilter/dlayer: unit norm per filter/tensor;
+- tensors with ≤ 1 dimension (biases, BN γ/β): 0 with ignore=biasbn, else D = W (the
+  reference's rule, kept so surfaces are comparable with it).
+A target direction is θ2 − θ1 over the parameters and floating buffers, unnormalized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from lsurf import params
+
+EPSILON = 1e-10
+
+
+@dataclass(frozen=True)
+class Directions:
+    kind: str  # random | target
+    norm: str
+    ignore: str
+    seed: int
+    x: dict[str, torch.Tensor]  # d1, keyed by state_dict key, float32
+    y: dict[str, torch.Tensor] | None  # d2 for a 2D surface
+
+    def digest(self) -> str:
+        tensors = {f"x/{key}": value for key, value in self.x.items()}
+        if self.y is not None:
+            tensors |= {f"y/{key}": value for key, value in self.y.items()}
+        settings = f"{self.kind}|{self.norm}|{self.ignore}|{self.seed}|{params.digest(tensors)}"
+        return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def normalize(direction: torch.Tensor, weight: torch.Tensor, norm: str, ignore: str) -> torch.Tensor:
+    """The normalized copy of `direction` for parameter `weight` (see the module docstring)."""
+    if direction.dim() <= 1:
+        return torch.zeros_like(direction) if ignore == "biasbn" else weight.detach().clone()
+    if norm == "none":
+        return direction.clone()
+    if norm == "weight":
+        return direction * weight
+    if norm in ("layer", "dlayer"):
+        target = weight.norm() if norm == "layer" else 1.0
+        return direction * (target / (direction.norm() + EPSILON))
+    if norm in ("filter", "dfilter"):
+        rows = direction.reshape(direction.shape[0], -1)
+        row_norms = rows.norm(dim=1, keepdim=True)
+        if norm == "filter":
+            target = weight.detach().reshape(weight.shape[0], -1).norm(dim=1, keepdim=True)
+        else:
+            target = torch.ones_like(row_norms)
+        return (rows * (target / (row_norms + EPSILON))).reshape(direction.shape)
+    raise ValueError(f"unknown normalization {norm!r}")  # the config validates it
+
+
+def random_direction(
+    weights: dict[str, torch.Tensor], generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """One Gaussian direction shaped like `weights`, drawn on the CPU in key order."""
+    return {
+        key: torch.randn(tuple(weight.shape), generator=generator, dtype=torch.float32)
+        for key, weight in weights.items()
+    }
+
+
+def random_directions(
+    weights: dict[str, torch.Tensor], norm: str, ignore: str, seed: int, plane: bool
+) -> Directions:
+    """d1 (and d2 when `plane`) for the parameters `weights`, normalized against them."""
+    cpu_weights = {key: weight.detach().to("cpu", torch.float32) for key, weight in weights.items()}
+    generator = torch.Generator().manual_seed(seed)
+    drawn = [random_direction(cpu_weights, generator) for _ in range(2 if plane else 1)]
+    normalized = [
+        {key: normalize(d[key], cpu_weights[key], norm, ignore) for key in d} for d in drawn
+    ]
+    return Directions(
+        kind="random",
+        norm=norm,
+        ignore=ignore,
+        seed=seed,
+        x=normalized[0],
+        y=normalized[1] if plane else None,
+    )
+
+
+def target_direction(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]) -> Directions:
+    """θ2 − θ1 for every tensor in `start` (parameters and floating buffers)."""
+    difference = {
+        key: (end[key].detach().to("cpu", torch.float32) - value.detach().to("cpu", torch.float32))
+        for key, value in start.items()
+    }
+    return Directions(kind="target", norm="none", ignore="none", seed=0, x=difference, y=None)

@@ -1,0 +1,95 @@
+"""The (alpha, beta) grid: axis specs, coordinates, and which points are still to do.
+
+Input: 'min:max:num' specs for x and optionally y. Output: coordinates (float64, as
+np.linspace gives them) and flat point indices. A point's flat index k is row-major over the
+surface arrays, so k ↔ [i, j] with i = k // ny, j = k % ny: element [i, j] of every surface
+array is the point (x[i], y[j]), on square and non-square grids alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lsurf.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: `num` evenly spaced values from `start` to `stop` inclusive."""
+
+    start: float
+    stop: float
+    num: int
+
+    @property
+    def spec(self) -> str:
+        return f"{_shortest(self.start)}:{_shortest(self.stop)}:{self.num}"
+
+    def coordinates(self) -> np.ndarray:
+        return np.linspace(self.start, self.stop, self.num, dtype=np.float64)
+
+
+def _shortest(value: float) -> str:
+    """The shortest text that reads back as exactly `value` ('-1', '0.1', '1e-05')."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def parse_axis(spec: str, key: str = "axis") -> Axis:
+    """Parse 'min:max:num' (e.g. '-1:1:51') into an Axis; malformed specs raise ConfigError."""
+    hint = f"{key} must be 'min:max:num' with min < max and num >= 2 (e.g. '-1:1:51')"
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"{hint}; got {spec!r}")
+    try:
+        start, stop = float(parts[0]), float(parts[1])
+        num = int(parts[2])
+    except ValueError:
+        raise ConfigError(f"{hint}; got {spec!r}") from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise ConfigError(f"{hint}; got {spec!r} (bounds must be finite)")
+    if num == 1 and start == stop:
+        return Axis(start, stop, 1)  # a single point, e.g. a slice at alpha = 0
+    if num < 2 or not start < stop:
+        raise ConfigError(f"{hint}; got {spec!r}")
+    return Axis(start, stop, num)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The sweep's points: x coordinates, and y coordinates for a 2D surface."""
+
+    x: np.ndarray  # (nx,) float64
+    y: np.ndarray | None  # (ny,) float64, or None for a 1D curve
+
+    @classmethod
+    def from_axes(cls, x: Axis, y: Axis | None) -> Grid:
+        return cls(x.coordinates(), None if y is None else y.coordinates())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.x),) if self.y is None else (len(self.x), len(self.y))
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def coordinates(self, index: int) -> tuple[float, float]:
+        """(a, b) of flat point `index`; b is 0.0 on a 1D grid."""
+        if self.y is None:
+            return float(self.x[index]), 0.0
+        i, j = divmod(index, len(self.y))
+        return float(self.x[i]), float(self.y[j])
+
+
+def pending(done: np.ndarray) -> np.ndarray:
+    """Flat indices (int64, ascending) of the points whose `done` flag is still false."""
+    return np.flatnonzero(~done.reshape(-1)).astype(np.int64)
+
+
+def chunks(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    """Split point indices into consecutive chunks of at most `size`."""
+    return [indices[start : start + size] for start in range(0, len(indices), size)]

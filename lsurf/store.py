@@ -1,0 +1,233 @@
+"""The HDF5 files: the surface file (one per sweep) and the direction file. The only writer.
+
+Surface file layout (names follow the reference implementation so its tools read ours):
+- `xcoordinates` (nx,) and, for 2D, `ycoordinates` (ny,), float64;
+- one float64 dataset per metric, `{split}_loss` and `{split}_acc` (accuracy in percent),
+  shape (nx,) or (nx, ny), element [i, j] at (x[i], y[j]); NaN where not yet computed;
+- `done`, bool, the grid's shape: which points are finished (a loss may be inf or NaN);
+- `dir_file`, the direction file's path (as the reference writes it);
+- attributes: format_version, lsurf_version, config (resolved YAML), checkpoint_sha256,
+  target_sha256 (interpolations), directions_sha256, direction_file, created.
+
+Crash safety: the file is built completely under a temporary name and renamed into place, so
+it exists only in a whole state. After that, writing results never changes HDF5 metadata:
+every dataset is contiguous and allocated at creation, attributes are never rewritten, and a
+write only overwrites raw values. Values are flushed before their `done` flags, so a kill -9
+at any moment leaves a readable file in which every `done` point holds its real values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+import lsurf
+from lsurf.errors import OutputError
+
+if TYPE_CHECKING:  # plotting reads surface files without importing torch
+    import torch
+
+    from lsurf.directions import Directions
+    from lsurf.grid import Grid
+
+FORMAT_VERSION = 1
+
+
+def metric_names(splits: Sequence[str]) -> list[str]:
+    return [f"{split}_{metric}" for split in splits for metric in ("loss", "acc")]
+
+
+def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
+    """h5py.File with the two failures users meet turned into one-line errors."""
+    try:
+        return h5py.File(path, mode, locking=locking)
+    except FileNotFoundError:
+        raise OutputError(f"{what} not found: {path}") from None
+    except OSError as error:
+        if "lock" in str(error).lower():
+            raise OutputError(
+                f"{what} {path} is open for writing in another process (a sweep still "
+                "running?); wait for it to finish or stop it first"
+            ) from None
+        raise OutputError(f"{what} {path} is not a readable HDF5 file ({error})") from None
+
+
+def _atomic_create(path: Path, build: Any) -> None:
+    """Write a new HDF5 file with `build(h5file)` under a temporary name, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(temporary, "w") as h5file:
+            build(h5file)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- surface file
+
+@dataclass(frozen=True)
+class Surface:
+    """Everything a surface file holds, read into memory (for `info` and plotting)."""
+
+    path: Path
+    x: np.ndarray
+    y: np.ndarray | None
+    metrics: dict[str, np.ndarray]
+    done: np.ndarray
+    attributes: dict[str, Any]
+
+
+def read_surface(path: Path) -> Surface:
+    """Read a surface file without locking it, so a running sweep's file can be inspected."""
+    with _open(path, "r", "surface file", locking=False) as h5file:
+        if "format_version" not in h5file.attrs or "done" not in h5file:
+            raise OutputError(f"{path} is an HDF5 file but not an lsurf surface file")
+        x = h5file["xcoordinates"][()]
+        y = h5file["ycoordinates"][()] if "ycoordinates" in h5file else None
+        metrics = {
+            name: h5file[name][()]
+            for name in h5file
+            if name.endswith(("_loss", "_acc")) and isinstance(h5file[name], h5py.Dataset)
+        }
+        return Surface(path, x, y, metrics, h5file["done"][()], _attributes(h5file))
+
+
+def read_surface_attributes(path: Path) -> dict[str, Any]:
+    with _open(path, "r", "output file") as h5file:
+        if "format_version" not in h5file.attrs:
+            raise OutputError(
+                f"output {path} exists and is not an lsurf surface file; "
+                "choose another output path or pass --force to overwrite it"
+            )
+        return _attributes(h5file)
+
+
+def _attributes(h5file: h5py.File) -> dict[str, Any]:
+    return {
+        key: value.item() if isinstance(value, np.generic) else value
+        for key, value in h5file.attrs.items()
+    }
+
+
+class SurfaceWriter:
+    """The open surface file of a running sweep; rank 0 / the serial sweep is its only writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = _open(path, "r+", "surface file")
+        self.metrics = [name for name in self._file if name.endswith(("_loss", "_acc"))]
+        self.done = self._file["done"][()]  # kept in step with the file
+
+    def record(self, indices: Sequence[int], values: dict[str, Sequence[float]]) -> None:
+        """Store the metric values of the flat point indices, then mark them done."""
+        shape = self.done.shape
+        positions = [np.unravel_index(int(index), shape) for index in indices]
+        for name in self.metrics:
+            dataset = self._file[name]
+            for position, value in zip(positions, values[name]):
+                dataset[position] = value
+        self._file.flush()  # values reach the OS before any flag that vouches for them
+        for position in positions:
+            self._file["done"][position] = True
+            self.done[position] = True
+        self._file.flush()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SurfaceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_surface(
+    path: Path, grid: Grid, metrics: Sequence[str], attributes: dict[str, Any]
+) -> SurfaceWriter:
+    """Create (or atomically replace) the surface file, all NaN and nothing done; open it."""
+
+    def build(h5file: h5py.File) -> None:
+        h5file.create_dataset("xcoordinates", data=grid.x)
+        if grid.y is not None:
+            h5file.create_dataset("ycoordinates", data=grid.y)
+        for name in metrics:
+            h5file.create_dataset(name, data=np.full(grid.shape, np.nan), track_times=False)
+        h5file.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
+        h5file["dir_file"] = str(attributes.get("direction_file", ""))
+        h5file.attrs["format_version"] = FORMAT_VERSION
+        h5file.attrs["lsurf_version"] = lsurf.__version__
+        h5file.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        for key, value in attributes.items():
+            h5file.attrs[key] = value
+
+    _atomic_create(path, build)
+    return SurfaceWriter(path)
+
+
+# ---------------------------------------------------------------------------- direction file
+
+def write_directions(path: Path, directions: Directions, attributes: dict[str, Any]) -> None:
+    """Save d1 (group `xdirection`) and d2 (`ydirection`), one float32 dataset per key."""
+
+    def build(h5file: h5py.File) -> None:
+        groups = {"xdirection": directions.x, "ydirection": directions.y}
+        for group_name, tensors in groups.items():
+            if tensors is None:
+                continue
+            group = h5file.create_group(group_name)
+            for key, tensor in tensors.items():
+                group.create_dataset(key, data=tensor.detach().cpu().numpy())
+        h5file.attrs["kind"] = directions.kind
+        h5file.attrs["norm"] = directions.norm
+        h5file.attrs["ignore"] = directions.ignore
+        h5file.attrs["seed"] = directions.seed
+        h5file.attrs["directions_sha256"] = directions.digest()
+        h5file.attrs["lsurf_version"] = lsurf.__version__
+        for key, value in attributes.items():
+            h5file.attrs[key] = value
+
+    _atomic_create(path, build)
+
+
+def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
+    """Load a direction file written by `write_directions`, with its attributes."""
+    import torch
+
+    from lsurf.directions import Directions
+    with _open(path, "r", "direction file") as h5file:
+        needed = ("kind", "norm", "ignore", "seed")
+        if "xdirection" not in h5file or any(key not in h5file.attrs for key in needed):
+            raise OutputError(
+                f"direction file {path} lacks xdirection or its settings; delete it or set "
+                "directions.file to another path to compute new directions"
+            )
+
+        def tensors(group_name: str) -> dict[str, torch.Tensor] | None:
+            if group_name not in h5file:
+                return None
+            group = h5file[group_name]
+            return {key: torch.from_numpy(group[key][()]) for key in group}
+
+        attributes = _attributes(h5file)
+        directions = Directions(
+            kind=str(attributes["kind"]),
+            norm=str(attributes["norm"]),
+            ignore=str(attributes["ignore"]),
+            seed=int(attributes["seed"]),
+            x=tensors("xdirection") or {},
+            y=tensors("ydirection"),
+        )
+        return directions, attributes

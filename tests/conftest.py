@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny synthetic CIFAR-10 folder, a small trained-ish checkpoint, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lsurf import models
+from lsurf.checkpoint import save_checkpoint
+from lsurf.data import write_synthetic
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated data in the real CIFAR-10 python layout, read by the real loading code."""
+    return write_synthetic(tmp_path_factory.mktemp("cifar"), train_size=200, test_size=100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = models.build("convnet_small")
+    # Non-trivial BN statistics, so tests notice if buffers are moved or lost.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    save_checkpoint(path, model.state_dict(), epoch=1)
+    return path
+
+
+@pytest.fixture
+def sweep_yaml(tmp_path: Path, cifar_root: Path, small_checkpoint: Path):
+    """Write a sweep config (a dict, updated by `changes`) and return its path."""
+
+    def write(changes: dict | None = None, name: str = "sweep.yaml") -> Path:
+        config = {
+            "model": {"name": "convnet_small", "checkpoint": str(small_checkpoint)},
+            "data": {"root": str(cifar_root), "splits": ["train", "test"], "batch_size": 64},
+            "directions": {"kind": "random", "norm": "filter", "ignore": "biasbn", "seed": 0},
+            "grid": {"x": "-1:1:4", "y": "-0.5:0.5:3"},
+            "output": str(tmp_path / "out" / "surface.h5"),
+        }
+        for key, value in (changes or {}).items():
+            section, _, field = key.partition(".")
+            if value is None:
+                if field:
+                    config[section].pop(field, None)
+                else:
+                    config.pop(section, None)
+            elif field:
+                config.setdefault(section, {})[field] = value
+            else:
+                config[section] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
