@@ -58,7 +58,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         )
     loaded = _load_untrusted(path)
     state = _find_state_dict(loaded, path)
-    return _strip_parallel_prefix(state, path)
+    return _as_tensor_dict(state, path)
 
 
 def _load_untrusted(path: Path) -> object:
@@ -108,7 +108,8 @@ def _find_state_dict(loaded: object, path: Path) -> Mapping[object, object]:
     return loaded
 
 
-def _strip_parallel_prefix(state: Mapping[object, object], path: Path) -> dict[str, torch.Tensor]:
+def _as_tensor_dict(state: Mapping[object, object], path: Path) -> dict[str, torch.Tensor]:
+    """Check that `state` maps names to tensors; drop DataParallel's 'module.' prefix."""
     if not state:
         raise CheckpointError(f"checkpoint {path} holds an empty state dict")
     not_tensors = [

@@ -59,7 +59,8 @@ class Prepared:
     identity: dict[str, Any]  # attributes that tell this sweep from any other
 
 
-def prepare(config: SweepConfig) -> Prepared:
+def prepare(config: SweepConfig, force: bool = False) -> Prepared:
+    """Load and check everything; `force` lets new directions replace the output's own file."""
     model = models.build(config.model.name, config.model.num_classes)
     assert config.model.checkpoint is not None  # the config requires it for sweeps
     checkpoint.load_weights(model, config.model.checkpoint)
@@ -75,7 +76,7 @@ def prepare(config: SweepConfig) -> Prepared:
         checkpoint.load_weights(second, config.directions.target)
         identity["target_sha256"] = checkpoint.file_digest(config.directions.target)
         end = params.snapshot(params.movable(second, include_buffers=True))
-    directions, is_new = _obtain_directions(config, model, end, identity)
+    directions, is_new = _obtain_directions(config, model, end, identity, force)
     identity["directions_sha256"] = directions.digest()
     grid = Grid.from_axes(config.grid.x, config.grid.y)
     return Prepared(config, model, directions, is_new, end, grid, identity)
@@ -86,12 +87,17 @@ def _obtain_directions(
     model: torch.nn.Module,
     end: dict[str, torch.Tensor] | None,
     identity: dict[str, Any],
+    force: bool,
 ) -> tuple[Directions, bool]:
-    """Reuse the direction file when it exists and fits this sweep; else compute anew."""
+    """Reuse the direction file when it exists and fits this sweep; else compute anew.
+
+    With --force the default direction file (the one beside the output, owned by it) is
+    recomputed; a file named in directions.file may serve other sweeps and is never replaced.
+    """
     settings = config.directions
     weights = params.movable(model, include_buffers=settings.kind == "target")
     path = config.direction_file
-    if not path.exists():
+    if not path.exists() or (force and settings.file is None):
         if end is not None:
             return target_direction(weights, end), True
         assert settings.norm is not None and settings.ignore is not None  # resolved by config
@@ -197,7 +203,7 @@ def evaluate_point(evaluator: Evaluator, grid: Grid, index: int) -> dict[str, fl
 
 def run_sweep(config: SweepConfig, force: bool = False, log: Log = _stderr) -> SweepOutcome:
     """Run (or resume) the sweep serially in this process."""
-    prepared = prepare(config)
+    prepared = prepare(config, force)
     state = check_output(prepared, force)
     total = prepared.grid.size
     if state is True:

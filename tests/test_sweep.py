@@ -112,6 +112,10 @@ def test_a_different_sweep_is_refused_and_force_starts_over(sweep_yaml):
     outcome = sweep(sweep_yaml(), force=True, overrides=["grid.x=-2:2:4"])
     assert outcome.computed == 12
     assert read_surface(path).x[0] == -2.0
+    # --force also replaces the output's own direction file when the directions change.
+    outcome = sweep(sweep_yaml(), force=True, overrides=["directions.seed=5"])
+    assert outcome.computed == 12
+    assert read_directions(path.with_name("surface.directions.h5"))[1]["seed"] == 5
 
 
 def test_direction_file_is_reused_and_a_mismatched_one_refused(sweep_yaml, tmp_path):

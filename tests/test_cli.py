@@ -1,0 +1,144 @@
+import subprocess
+import sys
+
+import h5py
+import pytest
+import torch
+
+from lsurf import models
+from lsurf.checkpoint import save_checkpoint
+from lsurf.cli import main
+
+
+@pytest.fixture
+def existing_output(sweep_yaml):
+    """A finished sweep whose output every bad run below must leave untouched."""
+    config = sweep_yaml()
+    assert main(["sweep", str(config)]) == 0
+    output = config.parent / "out" / "surface.h5"
+    return output, output.read_bytes(), output.stat().st_mtime_ns
+
+
+def bad_inputs(tmp_path, sweep_yaml, cifar_root):
+    names = iter(range(100))
+
+    def config(changes=None):
+        return sweep_yaml(changes, name=f"bad{next(names)}.yaml")
+
+    wrong_model = tmp_path / "resnet.pt"
+    save_checkpoint(wrong_model, models.build("resnet20").state_dict())
+    return {
+        "missing config": (["sweep", str(tmp_path / "none.yaml")], "config file not found"),
+        "unknown model": (["sweep", str(config({"model.name": "resnet21"}))],
+                          "unknown model 'resnet21'"),
+        "missing checkpoint": (["sweep", str(config({"model.checkpoint": "/no/such.pt"}))],
+                               "/no/such.pt"),
+        "key mismatch": (["sweep", str(config({"model.checkpoint": str(wrong_model)}))],
+                         "layer1.0.conv1.weight"),
+        "malformed grid": (["sweep", str(config()), "--set", "grid.y=0:1"], "min:max:num"),
+        "wrong key": (["sweep", str(config({"grid.z": "0:1:3"}))], "unknown key grid.z"),
+        "no data": (["sweep", str(config({"data.root": str(tmp_path / "nodata"),
+                                           "output": str(tmp_path / "new.h5")}))],
+                    "lsurf data synth"),
+        "other sweep": (["sweep", str(config()), "--set", "grid.x=-2:2:4"],
+                        "holds a different sweep"),
+        "bad subset": (["sweep", str(config({"data.subset": 10**6}))], "subset"),
+        "info on nothing": (["info", str(tmp_path / "none.h5")], "not found"),
+        "info on a config": (["info", str(config())], "not a readable HDF5 file"),
+        "unknown command": (["sweeep"], "invalid choice"),
+        "bad synth size": (["data", "synth", "--out", str(tmp_path / "d"), "--train-size", "0"],
+                           "--train-size must be at least 1"),
+    }
+
+
+CASES = ["missing config", "unknown model", "missing checkpoint", "key mismatch", "malformed grid",
+         "wrong key", "no data", "other sweep", "bad subset", "info on nothing",
+         "info on a config", "unknown command", "bad synth size"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(case, tmp_path, sweep_yaml,
+                                                             cifar_root, existing_output, capsys):
+    argv, expected = bad_inputs(tmp_path, sweep_yaml, cifar_root)[case]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) if case == "unknown command" else _no_exit() as stop:
+        code = main(argv)
+    if stop is not None and hasattr(stop, "value"):
+        code = stop.value.code
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert expected in lines[0]
+    assert "Traceback" not in captured.err
+    output, content, stamp = existing_output
+    assert output.read_bytes() == content and output.stat().st_mtime_ns == stamp
+
+
+class _no_exit:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_as_a_process_bad_input_prints_one_line_without_traceback(tmp_path, sweep_yaml):
+    config = sweep_yaml({"model.name": "resnet21"})
+    result = subprocess.run([sys.executable, "-m", "lsurf", "sweep", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "valid names" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rerunning_a_complete_sweep_exits_0_untouched(sweep_yaml, existing_output, capsys):
+    output, content, stamp = existing_output
+    assert main(["sweep", str(sweep_yaml())]) == 0
+    assert "already complete" in capsys.readouterr().err
+    assert output.read_bytes() == content and output.stat().st_mtime_ns == stamp
+
+
+def test_info_reports_completeness_and_the_best_point(existing_output, capsys):
+    output = existing_output[0]
+    with h5py.File(output, "r+") as h5file:
+        h5file["done"][0, :] = False
+    capsys.readouterr()
+    assert main(["info", str(output)]) == 0
+    text = capsys.readouterr().out
+    assert "model    convnet_small" in text
+    assert "grid     x=-1:1:4  y=-0.5:0.5:3  (4x3 points)" in text
+    assert "done     9/12 points (75.0%), incomplete: rerun the same sweep to resume" in text
+    assert "min train_loss" in text and "min test_loss" in text
+
+
+def test_plot_writes_a_png_with_masked_unfinished_points(existing_output, capsys):
+    output = existing_output[0]
+    with h5py.File(output, "r+") as h5file:
+        h5file["done"][0, 0] = False
+    assert main(["plot", str(output), "--metric", "test_loss"]) == 0
+    png = output.with_name("surface_test_loss.png")
+    assert capsys.readouterr().out.strip() == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert main(["plot", str(output), "--metric", "val_loss"]) == 2
+    assert "available: test_acc, test_loss, train_acc, train_loss" in capsys.readouterr().err
+
+
+def test_train_writes_a_trajectory_and_lowers_the_loss(tmp_path, cifar_root, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model: {{name: convnet_small}}\n"
+        f"data: {{root: {cifar_root}, splits: [train, test], batch_size: 32}}\n"
+        f"training: {{epochs: 3, lr: 0.05, save_every: 2}}\n"
+        f"output: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(config)]) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["final.pt", "model_0.pt", "model_2.pt",
+                                                        "model_3.pt"]
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc" and len(rows) == 4
+    losses = [float(row.split(",")[1]) for row in rows[1:]]
+    assert losses[-1] < losses[0]
+    state = torch.load(run / "final.pt", weights_only=True)
+    assert state["epoch"] == 3 and "conv1.weight" in state["state_dict"] or state["state_dict"]
