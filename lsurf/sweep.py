@@ -201,8 +201,10 @@ def evaluate_point(evaluator: Evaluator, grid: Grid, index: int) -> dict[str, fl
     return values
 
 
-def run_sweep(config: SweepConfig, force: bool = False, log: Log = _stderr) -> SweepOutcome:
-    """Run (or resume) the sweep serially in this process."""
+def run_sweep(
+    config: SweepConfig, force: bool = False, log: Log = _stderr, progress_every: float = 10.0
+) -> SweepOutcome:
+    """Run (or resume) the sweep serially in this process; a progress line every N seconds."""
     prepared = prepare(config, force)
     state = check_output(prepared, force)
     total = prepared.grid.size
@@ -215,7 +217,7 @@ def run_sweep(config: SweepConfig, force: bool = False, log: Log = _stderr) -> S
         verb = "resuming" if state is False else "starting"
         log(f"{verb} {config.output}: {total - len(todo)}/{total} points done")
         evaluator = build_evaluator(prepared, splits)
-        progress = Progress(total, total - len(todo), log)
+        progress = Progress(total, total - len(todo), log, progress_every)
         for index in todo:
             values = evaluate_point(evaluator, prepared.grid, int(index))
             writer.record([int(index)], {name: [value] for name, value in values.items()})
@@ -232,16 +234,18 @@ class Progress:
         self.total, self.done, self.log, self.interval = total, done, log, interval
         self.start_done = done
         self.started = self.last = time.monotonic()
+        self.last_logged = -1
 
     def advance(self, count: int) -> None:
         self.done += count
         now = time.monotonic()
         if now - self.last >= self.interval:
-            self.last = now
+            self.last, self.last_logged = now, self.done
             self.log(self.line(now))
 
     def finish(self) -> None:
-        self.log(self.line(time.monotonic()))
+        if self.last_logged != self.done:
+            self.log(self.line(time.monotonic()))
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
