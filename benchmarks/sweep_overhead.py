@@ -42,13 +42,21 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sweep_point_times(folder: Path, checkpoint: Path, args: argparse.Namespace, block: int,
-                      ) -> list[float]:
+def sweep_point_times(
+    folder: Path,
+    checkpoint: Path,
+    args: argparse.Namespace,
+    block: int,
+) -> list[float]:
     """Run a 1 x points sweep; return the seconds each point took (evaluate + write + flush)."""
     config = {
         "model": {"name": args.model, "checkpoint": str(checkpoint)},
-        "data": {"root": str(folder), "splits": ["train"], "batch_size": args.batch_size,
-                 "subset": args.subset},
+        "data": {
+            "root": str(folder),
+            "splits": ["train"],
+            "batch_size": args.batch_size,
+            "subset": args.subset,
+        },
         "grid": {"x": f"-1:1:{args.points + 1}"},
         "output": str(folder / f"surface{block}.h5"),
     }
@@ -57,22 +65,32 @@ def sweep_point_times(folder: Path, checkpoint: Path, args: argparse.Namespace, 
     stamps: list[float] = []
     # progress_every=0: the callback runs after every point; the first call is the
     # "starting" line, after set-up, so gaps between calls are whole points.
-    run_sweep(load_sweep_config(path), log=lambda _: stamps.append(time.perf_counter()),
-              progress_every=0.0)
+    run_sweep(
+        load_sweep_config(path),
+        log=lambda _: stamps.append(time.perf_counter()),
+        progress_every=0.0,
+    )
     # stamps: start line, one per point, then "surface written"; drop the first point (warm-up).
-    per_point = [later - earlier for earlier, later in zip(stamps[1:-1], stamps[2:-1])]
-    return per_point
+    points = stamps[1:-1]
+    return [later - earlier for earlier, later in zip(points[:-1], points[1:], strict=True)]
 
 
 @torch.inference_mode()
-def bare_point_times(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     batch_size: int, alphas: list[float]) -> list[float]:
+def bare_point_times(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    alphas: list[float],
+) -> list[float]:
     """Seconds per point of the plainest code: set θ* + a·d, forward, cross-entropy, argmax."""
     parameters = dict(model.named_parameters())
     origin = {name: tensor.clone() for name, tensor in parameters.items()}
     torch.manual_seed(1)
-    direction = {name: torch.randn_like(tensor) * 0.1 * (tensor.dim() > 1)
-                 for name, tensor in parameters.items()}
+    direction = {
+        name: torch.randn_like(tensor) * 0.1 * (tensor.dim() > 1)
+        for name, tensor in parameters.items()
+    }
     times = []
     for alpha in alphas:
         started = time.perf_counter()
@@ -121,16 +139,24 @@ def main() -> None:
             memory.append(resident_mib())
 
     bare_median, sweep_median = statistics.median(bare), statistics.median(swept)
-    print(f"model {args.model}, {args.subset} images per point, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, device cpu")
-    print(f"bare forward loop   {bare_median:.4f} s/point median of {len(bare)} "
-          f"({args.subset / bare_median:.0f} images/s)")
-    print(f"lsurf sweep         {sweep_median:.4f} s/point median of {len(swept)} "
-          f"({args.subset / sweep_median:.0f} images/s)")
+    print(
+        f"model {args.model}, {args.subset} images per point, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, device cpu"
+    )
+    print(
+        f"bare forward loop   {bare_median:.4f} s/point median of {len(bare)} "
+        f"({args.subset / bare_median:.0f} images/s)"
+    )
+    print(
+        f"lsurf sweep         {sweep_median:.4f} s/point median of {len(swept)} "
+        f"({args.subset / sweep_median:.0f} images/s)"
+    )
     print(f"ratio sweep/bare    {sweep_median / bare_median:.3f}  (target <= 1.05)")
     blocks = ", ".join(f"{value:.0f}" for value in memory)
-    print(f"resident memory     {blocks} MiB after each block of {args.points} points; "
-          f"peak {peak_mib():.0f} MiB")
+    print(
+        f"resident memory     {blocks} MiB after each block of {args.points} points; "
+        f"peak {peak_mib():.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

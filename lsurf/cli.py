@@ -34,29 +34,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="compute (or resume) a loss surface")
     sweep.add_argument("config", type=Path, help="sweep config YAML")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE", help="override a config key, e.g. grid.x=-1:1:51")
-    sweep.add_argument("--force", action="store_true",
-                       help="start over, replacing an existing output")
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. grid.x=-1:1:51",
+    )
+    sweep.add_argument(
+        "--force", action="store_true", help="start over, replacing an existing output"
+    )
 
     info = commands.add_parser("info", help="what a surface file holds and how complete it is")
     info.add_argument("surface", type=Path)
 
     train = commands.add_parser("train", help="train a model with plain SGD, saving checkpoints")
     train.add_argument("config", type=Path, help="training config YAML")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     plot = commands.add_parser("plot", help="draw a surface file (contours for 2D, a curve for 1D)")
     plot.add_argument("surface", type=Path)
     plot.add_argument("--metric", default="train_loss", help="dataset to draw (default train_loss)")
-    plot.add_argument("--out", type=Path, default=None,
-                      help="PNG path (default: beside the surface, named after the metric)")
+    plot.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="PNG path (default: beside the surface, named after the metric)",
+    )
 
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     synth = data_commands.add_parser("synth", help="write a synthetic CIFAR-10-format dataset")
-    synth.add_argument("--out", type=Path, required=True, help="root folder for cifar-10-batches-py")
+    synth.add_argument(
+        "--out", type=Path, required=True, help="root folder for cifar-10-batches-py"
+    )
     synth.add_argument("--train-size", type=int, default=10000)
     synth.add_argument("--test-size", type=int, default=2000)
     synth.add_argument("--seed", type=int, default=0)

@@ -115,6 +115,7 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------- parsing
 
+
 class _SafeLoader(yaml.SafeLoader):
     """yaml.SafeLoader (no Python objects, ever) that reads '1:2:3' as text.
 
@@ -140,6 +141,7 @@ def safe_load(text: str) -> Any:
     """yaml.safe_load, except that sexagesimal numbers stay text (see _SafeLoader)."""
     return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
+
 def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # type: ignore[assignment]
     return _check_sweep(_parse(SweepConfig, _read_yaml(path, overrides), ""))
 
@@ -160,7 +162,8 @@ def _read_yaml(path: Path, overrides: list[str]) -> dict[str, Any]:
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{path} is not valid YAML{line}: {getattr(error, 'problem', error)}")
+        problem = getattr(error, "problem", error)
+        raise ConfigError(f"{path} is not valid YAML{line}: {problem}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -241,7 +244,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return tuple(_convert(items[0], item, key) for item in value)
         if len(value) != len(items):
             raise ConfigError(f"{key} must be a list of {len(items)} values, got {len(value)}")
-        return tuple(_convert(item_hint, item, key) for item_hint, item in zip(items, value))
+        pairs = zip(items, value, strict=True)
+        return tuple(_convert(item_hint, item, key) for item_hint, item in pairs)
     if hint is Axis:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a 'min:max:num' string, got {_describe(value)}")
@@ -323,6 +327,7 @@ def _check_sweep(config: SweepConfig) -> SweepConfig:
 
 
 # ---------------------------------------------------------------------------- writing
+
 
 def to_plain(config: Any) -> Any:
     """The config tree as plain YAML-able values (paths as strings, axes as specs)."""

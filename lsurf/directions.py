@@ -42,7 +42,9 @@ class Directions:
         return hashlib.sha256(settings.encode()).hexdigest()
 
 
-def normalize(direction: torch.Tensor, weight: torch.Tensor, norm: str, ignore: str) -> torch.Tensor:
+def normalize(
+    direction: torch.Tensor, weight: torch.Tensor, norm: str, ignore: str
+) -> torch.Tensor:
     """The normalized copy of `direction` for parameter `weight` (see the module docstring)."""
     if direction.dim() <= 1:
         return torch.zeros_like(direction) if ignore == "biasbn" else weight.detach().clone()

@@ -58,7 +58,9 @@ class Evaluator:
         self.live = params.movable(self.model, include_buffers=directions.kind == "target")
         self.origin = params.snapshot(self.live)
         self.x = {key: directions.x[key].to(device) for key in self.live}
-        self.y = None if directions.y is None else {k: directions.y[k].to(device) for k in self.live}
+        self.y = (
+            None if directions.y is None else {k: directions.y[k].to(device) for k in self.live}
+        )
         self.end = None if end is None else {k: end[k].to(device, torch.float32) for k in self.live}
         # Each split once on the device, already in the layout the convolutions want.
         self.splits = {
@@ -86,7 +88,6 @@ class Evaluator:
             name: measure(self.model, split, self.batch_size, self.device.type, self.precision)
             for name, split in self.splits.items()
         }
-
 
 
 @torch.inference_mode()

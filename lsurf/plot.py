@@ -52,8 +52,9 @@ def plot_surface(path: Path, metric: str = "train_loss", out: Path | None = None
         else:
             levels = np.linspace(low, high, 21) if high > low else 1
         filled = axes.contourf(grid_x, grid_y, values, levels=levels, norm=norm, cmap="viridis")
-        lines = axes.contour(grid_x, grid_y, values, levels=filled.levels[::2], colors="k",
-                             linewidths=0.6)
+        lines = axes.contour(
+            grid_x, grid_y, values, levels=filled.levels[::2], colors="k", linewidths=0.6
+        )
         axes.clabel(lines, fontsize=7, fmt="%.3g")
         figure.colorbar(filled, ax=axes, label=metric, ticks=filled.levels[::4], format="%.3g")
         axes.set_xlabel("x (direction 1)")

@@ -62,6 +62,8 @@ def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
 def _atomic_create(path: Path, build: Any) -> None:
     """Write a new HDF5 file with `build(h5file)` under a temporary name, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-creation
+        stale.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(temporary, "w") as h5file:
@@ -72,6 +74,7 @@ def _atomic_create(path: Path, build: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- surface file
+
 
 @dataclass(frozen=True)
 class Surface:
@@ -132,7 +135,7 @@ class SurfaceWriter:
         positions = [np.unravel_index(int(index), shape) for index in indices]
         for name in self.metrics:
             dataset = self._file[name]
-            for position, value in zip(positions, values[name]):
+            for position, value in zip(positions, values[name], strict=True):
                 dataset[position] = value
         self._file.flush()  # values reach the OS before any flag that vouches for them
         for position in positions:
@@ -179,6 +182,7 @@ def create_surface(
 
 # ---------------------------------------------------------------------------- direction file
 
+
 def write_directions(path: Path, directions: Directions, attributes: dict[str, Any]) -> None:
     """Save d1 (group `xdirection`) and d2 (`ydirection`), one float32 dataset per key."""
 
@@ -207,6 +211,7 @@ def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
     import torch
 
     from lsurf.directions import Directions
+
     with _open(path, "r", "direction file") as h5file:
         needed = ("kind", "norm", "ignore", "seed")
         if "xdirection" not in h5file or any(key not in h5file.attrs for key in needed):

@@ -102,7 +102,9 @@ def _obtain_directions(
             return target_direction(weights, end), True
         assert settings.norm is not None and settings.ignore is not None  # resolved by config
         plane = config.grid.y is not None
-        return random_directions(weights, settings.norm, settings.ignore, settings.seed, plane), True
+        return random_directions(
+            weights, settings.norm, settings.ignore, settings.seed, plane
+        ), True
 
     directions, attributes = store.read_directions(path)
     expected = {

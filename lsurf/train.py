@@ -28,19 +28,24 @@ def train(config: TrainConfig) -> Path:
         checkpoint.load_weights(model, config.model.checkpoint)
     data = config.data
     splits = {
-        name: load_split(data.root, name, data.mean, data.std, data.subset, data.subset_seed,
-                         data.download)
+        name: load_split(
+            data.root, name, data.mean, data.std, data.subset, data.subset_seed, data.download
+        )
         for name in ("train", *(["test"] if "test" in data.splits else []))
     }
     device = pick_device(config.evaluation.device)
-    memory_format = torch.channels_last if config.evaluation.channels_last else torch.contiguous_format
+    memory_format = (
+        torch.channels_last if config.evaluation.channels_last else torch.contiguous_format
+    )
     model = model.to(device=device, memory_format=memory_format)
     images = splits["train"].images.to(device).contiguous(memory_format=memory_format)
     labels = splits["train"].labels.to(device)
     test = None
     if "test" in splits:
-        test = Split(splits["test"].images.to(device).contiguous(memory_format=memory_format),
-                     splits["test"].labels.to(device))
+        test = Split(
+            splits["test"].images.to(device).contiguous(memory_format=memory_format),
+            splits["test"].labels.to(device),
+        )
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.training.lr,
@@ -67,16 +72,23 @@ def train(config: TrainConfig) -> Path:
             optimizer.step()
             loss_sum += loss.item() * len(batch)
             correct += int((logits.argmax(1) == labels[batch]).sum())
-        row = {"epoch": epoch, "train_loss": loss_sum / len(labels),
-               "train_acc": 100.0 * correct / len(labels)}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / len(labels),
+            "train_acc": 100.0 * correct / len(labels),
+        }
         if test is not None:
             model.eval()
             result = measure(model, test, data.batch_size, device.type)
             row["test_loss"], row["test_acc"] = result.loss, result.accuracy
         rows.append(row)
         summary = ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
-        print(f"epoch {epoch}/{config.training.epochs}: {summary} "
-              f"({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
+        print(
+            f"epoch {epoch}/{config.training.epochs}: {summary} "
+            f"({time.monotonic() - started:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         if epoch % config.training.save_every == 0 or epoch == config.training.epochs:
             checkpoint.save_checkpoint(out / f"model_{epoch}.pt", model.state_dict(), epoch=epoch)
     checkpoint.save_checkpoint(out / "final.pt", model.state_dict(), epoch=config.training.epochs)
@@ -84,7 +96,9 @@ def train(config: TrainConfig) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"checkpoints and log.csv in {out}; trained weights: {out / 'final.pt'}",
-          file=sys.stderr, flush=True)
+    print(
+        f"checkpoints and log.csv in {out}; trained weights: {out / 'final.pt'}",
+        file=sys.stderr,
+        flush=True,
+    )
     return out / "final.pt"
-

@@ -29,36 +29,67 @@ def bad_inputs(tmp_path, sweep_yaml, cifar_root):
     save_checkpoint(wrong_model, models.build("resnet20").state_dict())
     return {
         "missing config": (["sweep", str(tmp_path / "none.yaml")], "config file not found"),
-        "unknown model": (["sweep", str(config({"model.name": "resnet21"}))],
-                          "unknown model 'resnet21'"),
-        "missing checkpoint": (["sweep", str(config({"model.checkpoint": "/no/such.pt"}))],
-                               "/no/such.pt"),
-        "key mismatch": (["sweep", str(config({"model.checkpoint": str(wrong_model)}))],
-                         "layer1.0.conv1.weight"),
+        "unknown model": (
+            ["sweep", str(config({"model.name": "resnet21"}))],
+            "unknown model 'resnet21'",
+        ),
+        "missing checkpoint": (
+            ["sweep", str(config({"model.checkpoint": "/no/such.pt"}))],
+            "/no/such.pt",
+        ),
+        "key mismatch": (
+            ["sweep", str(config({"model.checkpoint": str(wrong_model)}))],
+            "layer1.0.conv1.weight",
+        ),
         "malformed grid": (["sweep", str(config()), "--set", "grid.y=0:1"], "min:max:num"),
         "wrong key": (["sweep", str(config({"grid.z": "0:1:3"}))], "unknown key grid.z"),
-        "no data": (["sweep", str(config({"data.root": str(tmp_path / "nodata"),
-                                           "output": str(tmp_path / "new.h5")}))],
-                    "lsurf data synth"),
-        "other sweep": (["sweep", str(config()), "--set", "grid.x=-2:2:4"],
-                        "holds a different sweep"),
+        "no data": (
+            [
+                "sweep",
+                str(
+                    config(
+                        {"data.root": str(tmp_path / "nodata"), "output": str(tmp_path / "new.h5")}
+                    )
+                ),
+            ],
+            "lsurf data synth",
+        ),
+        "other sweep": (
+            ["sweep", str(config()), "--set", "grid.x=-2:2:4"],
+            "holds a different sweep",
+        ),
         "bad subset": (["sweep", str(config({"data.subset": 10**6}))], "subset"),
         "info on nothing": (["info", str(tmp_path / "none.h5")], "not found"),
         "info on a config": (["info", str(config())], "not a readable HDF5 file"),
         "unknown command": (["sweeep"], "invalid choice"),
-        "bad synth size": (["data", "synth", "--out", str(tmp_path / "d"), "--train-size", "0"],
-                           "--train-size must be at least 1"),
+        "bad synth size": (
+            ["data", "synth", "--out", str(tmp_path / "d"), "--train-size", "0"],
+            "--train-size must be at least 1",
+        ),
     }
 
 
-CASES = ["missing config", "unknown model", "missing checkpoint", "key mismatch", "malformed grid",
-         "wrong key", "no data", "other sweep", "bad subset", "info on nothing",
-         "info on a config", "unknown command", "bad synth size"]
+CASES = [
+    "missing config",
+    "unknown model",
+    "missing checkpoint",
+    "key mismatch",
+    "malformed grid",
+    "wrong key",
+    "no data",
+    "other sweep",
+    "bad subset",
+    "info on nothing",
+    "info on a config",
+    "unknown command",
+    "bad synth size",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_exits_2_with_one_line_and_touches_nothing(case, tmp_path, sweep_yaml,
-                                                             cifar_root, existing_output, capsys):
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+    case, tmp_path, sweep_yaml, cifar_root, existing_output, capsys
+):
     argv, expected = bad_inputs(tmp_path, sweep_yaml, cifar_root)[case]
     capsys.readouterr()
     with pytest.raises(SystemExit) if case == "unknown command" else _no_exit() as stop:
@@ -85,8 +116,12 @@ class _no_exit:
 
 def test_as_a_process_bad_input_prints_one_line_without_traceback(tmp_path, sweep_yaml):
     config = sweep_yaml({"model.name": "resnet21"})
-    result = subprocess.run([sys.executable, "-m", "lsurf", "sweep", str(config)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "lsurf", "sweep", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "valid names" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -134,8 +169,12 @@ def test_train_writes_a_trajectory_and_lowers_the_loss(tmp_path, cifar_root, cap
     )
     assert main(["train", str(config)]) == 0
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.glob("*.pt")) == ["final.pt", "model_0.pt", "model_2.pt",
-                                                        "model_3.pt"]
+    assert sorted(p.name for p in run.glob("*.pt")) == [
+        "final.pt",
+        "model_0.pt",
+        "model_2.pt",
+        "model_3.pt",
+    ]
     rows = (run / "log.csv").read_text().splitlines()
     assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc" and len(rows) == 4
     losses = [float(row.split(",")[1]) for row in rows[1:]]

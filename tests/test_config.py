@@ -49,8 +49,10 @@ def test_unquoted_grid_specs_are_not_read_as_base_60_numbers(tmp_path):
 
 def test_set_overrides_are_type_checked(tmp_path):
     path = write(tmp_path, MINIMAL)
-    config = load_sweep_config(path, ["grid.x=-2:2:9", "data.batch_size=64",
-                                      "data.splits=[train, test]", "data.subset=100"])
+    config = load_sweep_config(
+        path,
+        ["grid.x=-2:2:9", "data.batch_size=64", "data.splits=[train, test]", "data.subset=100"],
+    )
     assert config.grid.x == Axis(-2.0, 2.0, 9)
     assert config.data.batch_size == 64 and config.data.splits == ("train", "test")
     with pytest.raises(ConfigError, match="data.batch_size must be an integer"):
@@ -62,8 +64,10 @@ def test_set_overrides_are_type_checked(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("model: {name: resnet20, checkpoint: c.pt, depth: 3}",
-         "unknown key model.depth in model; valid keys: name, checkpoint, num_classes"),
+        (
+            "model: {name: resnet20, checkpoint: c.pt, depth: 3}",
+            "unknown key model.depth in model; valid keys: name, checkpoint, num_classes",
+        ),
         ("colour: red", "unknown key colour in the config; valid keys: model, data, grid, output"),
         ("grid: {x: '1:2'}", "grid.x must be 'min:max:num'"),
         ("grid: {x: 5}", "grid.x must be a 'min:max:num' string"),
@@ -76,7 +80,10 @@ def test_set_overrides_are_type_checked(tmp_path):
         ("output: out.txt", "output must be an HDF5 file ending in .h5"),
         ("model: {name: resnet20}", "missing required key model.checkpoint"),
         ("directions: {kind: target}", "needs directions.target"),
-        ("directions: {kind: target, target: b.pt, norm: filter}", "apply to random directions only"),
+        (
+            "directions: {kind: target, target: b.pt, norm: filter}",
+            "apply to random directions only",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_what_is_valid(tmp_path, change, message):

@@ -9,8 +9,9 @@ from lsurf.config import load_sweep_config, load_train_config
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.mark.parametrize("name", ["random-2d.yaml", "random-1d.yaml", "interpolate.yaml",
-                                  "demo/sweep.yaml"])
+@pytest.mark.parametrize(
+    "name", ["random-2d.yaml", "random-1d.yaml", "interpolate.yaml", "demo/sweep.yaml"]
+)
 def test_shipped_sweep_configs_are_valid(name):
     config = load_sweep_config(CONFIGS / name)
     assert config.output.suffix == ".h5"

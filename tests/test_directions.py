@@ -24,7 +24,9 @@ def test_filter_normalization_gives_each_filter_its_weights_filter_norm(weights)
             if weight.dim() <= 1:
                 assert torch.count_nonzero(d[key]) == 0, f"{key} must stay at θ*"
                 continue
-            torch.testing.assert_close(filter_norms(d[key]), filter_norms(weight), rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(
+                filter_norms(d[key]), filter_norms(weight), rtol=1e-5, atol=1e-7
+            )
             checked += 1
     assert checked == 2 * 20  # 19 convolutions + the linear layer, in both directions
 

@@ -33,8 +33,9 @@ def constant_logits_evaluator(labels: list[int]) -> Evaluator:
     x[0, 0], y[0, 1] = 1.0, 1.0
     directions = Directions("random", "none", "none", 0, {"table": x}, {"table": y})
     split = Split(torch.zeros(len(labels), 3, 32, 32), torch.tensor(labels))
-    return Evaluator(ConstantLogits(), directions, {"train": split}, batch_size=3,
-                     device=torch.device("cpu"))
+    return Evaluator(
+        ConstantLogits(), directions, {"train": split}, batch_size=3, device=torch.device("cpu")
+    )
 
 
 def test_loss_and_accuracy_match_the_closed_form():
@@ -72,4 +73,6 @@ def test_origin_is_theta_star_exactly_and_moves_do_not_accumulate(cifar_root, sm
     evaluator.move_to(0.5, 0.25)
     key = next(k for k in directions.x if directions.x[k].dim() > 1)
     live = params.movable(model, include_buffers=False)[key]
-    torch.testing.assert_close(live, theta[key] + 0.5 * directions.x[key] + 0.25 * directions.y[key])
+    torch.testing.assert_close(
+        live, theta[key] + 0.5 * directions.x[key] + 0.25 * directions.y[key]
+    )

@@ -13,8 +13,9 @@ def test_parse_axis_gives_linspace_coordinates():
     assert parse_axis("0:0:1").coordinates().tolist() == [0.0]
 
 
-@pytest.mark.parametrize("spec", ["1:2", "a:1:3", "1:0:3", "0:1:1", "0:1:0", "0:1:2.5",
-                                  "0:inf:3", "0:1:3:4", ""])
+@pytest.mark.parametrize(
+    "spec", ["1:2", "a:1:3", "1:0:3", "0:1:1", "0:1:0", "0:1:2.5", "0:inf:3", "0:1:3:4", ""]
+)
 def test_malformed_specs_are_rejected_with_the_expected_form(spec):
     with pytest.raises(ConfigError, match="min:max:num"):
         parse_axis(spec, "grid.x")

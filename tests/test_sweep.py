@@ -36,7 +36,9 @@ def direct_loss(checkpoint_path, state_changes, split):
     return F.cross_entropy(logits, split.labels).item(), accuracy
 
 
-def test_non_square_surface_lands_every_value_at_its_index(sweep_yaml, cifar_root, small_checkpoint):
+def test_non_square_surface_lands_every_value_at_its_index(
+    sweep_yaml, cifar_root, small_checkpoint
+):
     config_path = sweep_yaml({"grid": {"x": "-1:1:4", "y": "-0.5:0.5:3"}})
     outcome = sweep(config_path)
     assert (outcome.total, outcome.computed, outcome.already_complete) == (12, 12, False)
@@ -46,8 +48,10 @@ def test_non_square_surface_lands_every_value_at_its_index(sweep_yaml, cifar_roo
     np.testing.assert_array_equal(surface.y, np.linspace(-0.5, 0.5, 3))
     assert surface.done.all()
     directions, _ = read_directions(outcome.path.with_name("surface.directions.h5"))
-    splits = {name: load_split(cifar_root, name, REFERENCE_MEAN, REFERENCE_STD)
-              for name in ("train", "test")}
+    splits = {
+        name: load_split(cifar_root, name, REFERENCE_MEAN, REFERENCE_STD)
+        for name in ("train", "test")
+    }
     for i, a in enumerate(surface.x):
         for j, b in enumerate(surface.y):
             change = {k: a * directions.x[k] + b * directions.y[k] for k in directions.x}
@@ -106,8 +110,10 @@ def test_a_different_sweep_is_refused_and_force_starts_over(sweep_yaml):
     with pytest.raises(OutputError, match=r"differs in: grid\.x.*--force"):
         sweep(sweep_yaml(), overrides=["grid.x=-2:2:4"])
     with pytest.raises(OutputError, match="directions.seed"):
-        sweep(sweep_yaml({"directions.file": str(path.with_name("other.h5"))}),
-              overrides=["directions.seed=5"])
+        sweep(
+            sweep_yaml({"directions.file": str(path.with_name("other.h5"))}),
+            overrides=["directions.seed=5"],
+        )
     assert path.read_bytes() == before
     outcome = sweep(sweep_yaml(), force=True, overrides=["grid.x=-2:2:4"])
     assert outcome.computed == 12
@@ -123,19 +129,22 @@ def test_direction_file_is_reused_and_a_mismatched_one_refused(sweep_yaml, tmp_p
     direction_file = first.path.with_name("surface.directions.h5")
     stamp = direction_file.stat().st_mtime_ns
     # Another surface (other grid, other output) from the same direction file.
-    second = sweep(sweep_yaml({"output": str(tmp_path / "b.h5"),
-                               "directions.file": str(direction_file)}),
-                   overrides=["grid.x=-0.5:0.5:2"])
+    second = sweep(
+        sweep_yaml({"output": str(tmp_path / "b.h5"), "directions.file": str(direction_file)}),
+        overrides=["grid.x=-0.5:0.5:2"],
+    )
     assert second.computed == 6 and direction_file.stat().st_mtime_ns == stamp
     with pytest.raises(OutputError, match="seed"):
-        sweep(sweep_yaml({"output": str(tmp_path / "c.h5"),
-                          "directions.file": str(direction_file)}),
-              overrides=["directions.seed=1"])
+        sweep(
+            sweep_yaml({"output": str(tmp_path / "c.h5"), "directions.file": str(direction_file)}),
+            overrides=["directions.seed=1"],
+        )
     assert not (tmp_path / "c.h5").exists()
 
 
-def test_interpolation_ends_are_exactly_the_two_checkpoints(sweep_yaml, cifar_root, tmp_path,
-                                                            small_checkpoint):
+def test_interpolation_ends_are_exactly_the_two_checkpoints(
+    sweep_yaml, cifar_root, tmp_path, small_checkpoint
+):
     torch.manual_seed(5)
     other = models.build("convnet_small")
     for module in other.modules():
@@ -143,10 +152,12 @@ def test_interpolation_ends_are_exactly_the_two_checkpoints(sweep_yaml, cifar_ro
             module.running_mean.uniform_(-0.3, 0.3)
     second = tmp_path / "second.pt"
     save_checkpoint(second, other.state_dict())
-    config_path = sweep_yaml({
-        "directions": {"kind": "target", "target": str(second)},
-        "grid": {"x": "-0.5:1.5:5"},
-    })
+    config_path = sweep_yaml(
+        {
+            "directions": {"kind": "target", "target": str(second)},
+            "grid": {"x": "-0.5:1.5:5"},
+        }
+    )
     surface = read_surface(sweep(config_path).path)
     np.testing.assert_array_equal(surface.x, [-0.5, 0.0, 0.5, 1.0, 1.5])
     for index, path in ((1, small_checkpoint), (3, second)):
@@ -155,8 +166,9 @@ def test_interpolation_ends_are_exactly_the_two_checkpoints(sweep_yaml, cifar_ro
         model.to(memory_format=torch.channels_last).eval()
         for name in ("train", "test"):
             split = load_split(cifar_root, name, REFERENCE_MEAN, REFERENCE_STD)
-            split = type(split)(split.images.contiguous(memory_format=torch.channels_last),
-                                split.labels)
+            split = type(split)(
+                split.images.contiguous(memory_format=torch.channels_last), split.labels
+            )
             expected = measure(model, split, 64, "cpu")
             assert surface.metrics[f"{name}_loss"][index] == expected.loss
             assert surface.metrics[f"{name}_acc"][index] == expected.accuracy

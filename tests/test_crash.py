@@ -1,0 +1,84 @@
+"""kill -9 at any moment leaves a readable surface file, and the rerun completes it exactly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+
+from lsurf.store import read_surface
+
+GRID = ["--set", "grid.x=-1:1:12", "--set", "grid.y=-1:1:10"]
+
+
+def start_sweep(config, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # the same threads in every run: same bits
+    return subprocess.Popen(
+        [sys.executable, "-m", "lsurf", "sweep", str(config), *GRID, *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def done_count(path):
+    if not path.exists():
+        return 0
+    with h5py.File(path, "r", locking=False) as h5file:
+        return int(h5file["done"][()].sum())
+
+
+def kill_when(process, path, points, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while done_count(path) < points:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "sweep made no progress"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()  # the file lock goes with the last thread of the process
+
+
+def test_sweep_killed_repeatedly_then_rerun_equals_uninterrupted(sweep_yaml, tmp_path):
+    reference_config = sweep_yaml({"output": str(tmp_path / "reference.h5")}, name="ref.yaml")
+    assert start_sweep(reference_config).wait(timeout=300) == 0
+    reference = read_surface(tmp_path / "reference.h5")
+
+    config = sweep_yaml()
+    output = tmp_path / "out" / "surface.h5"
+    seen = []
+    for points in (1, 30, 75):
+        process = start_sweep(config)
+        kill_when(process, output, points)
+        surface = read_surface(output)  # opens after every kill
+        done = surface.done
+        seen.append(int(done.sum()))
+        for name, values in surface.metrics.items():
+            # Every point marked done holds its final value; the rest are still NaN.
+            np.testing.assert_array_equal(values[done], reference.metrics[name][done])
+            assert np.isnan(values[~done]).all()
+    assert seen[0] < seen[1] < seen[2] < 120
+    process = start_sweep(config)
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()
+    final = read_surface(output)
+    assert final.done.all()
+    for name, values in reference.metrics.items():
+        np.testing.assert_array_equal(final.metrics[name], values)
+
+
+def test_kill_during_start_up_leaves_no_partial_file(sweep_yaml, tmp_path):
+    config = sweep_yaml()
+    output = tmp_path / "out" / "surface.h5"
+    for delay in (0.5, 1.5, 2.5):
+        process = start_sweep(config)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if output.exists():
+            read_surface(output)  # whatever exists is a whole file
+    process = start_sweep(config)
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()
+    assert read_surface(output).done.all()
+    assert not list(output.parent.glob(".*.tmp")), "temporary files left behind"
