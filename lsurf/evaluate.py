@@ -21,6 +21,7 @@ from torch import nn
 from lsurf import params
 from lsurf.data import Split
 from lsurf.directions import Directions
+from lsurf.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class SplitResult:
 
 
 def pick_device(requested: str) -> torch.device:
+    """The device for `evaluation.device`: auto picks CUDA when present."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "evaluation.device is cuda but this machine has no usable CUDA device; "
+            "set evaluation.device: auto (or cpu)"
+        )
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")

@@ -56,9 +56,11 @@ def test_sweep_killed_repeatedly_then_rerun_equals_uninterrupted(sweep_yaml, tmp
         done = surface.done
         seen.append(int(done.sum()))
         for name, values in surface.metrics.items():
-            # Every point marked done holds its final value; the rest are still NaN.
+            # Every point marked done holds its final value. The rest are NaN, or, for a point
+            # killed between its values and its flag, already the value (it is redone anyway).
             np.testing.assert_array_equal(values[done], reference.metrics[name][done])
-            assert np.isnan(values[~done]).all()
+            pending = values[~done]
+            assert (np.isnan(pending) | (pending == reference.metrics[name][~done])).all()
     assert seen[0] < seen[1] < seen[2] < 120
     process = start_sweep(config)
     assert process.wait(timeout=300) == 0, process.stderr.read().decode()

@@ -1,12 +1,14 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
 from lsurf import checkpoint, models, params
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, Split, load_split
 from lsurf.directions import Directions, random_directions
-from lsurf.evaluate import Evaluator
+from lsurf.errors import ConfigError
+from lsurf.evaluate import Evaluator, pick_device
 
 
 class ConstantLogits(nn.Module):
@@ -76,3 +78,10 @@ def test_origin_is_theta_star_exactly_and_moves_do_not_accumulate(cifar_root, sm
     torch.testing.assert_close(
         live, theta[key] + 0.5 * directions.x[key] + 0.25 * directions.y[key]
     )
+
+
+def test_asking_for_cuda_without_one_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable CUDA device"):
+        pick_device("cuda")
+    assert pick_device("auto") == torch.device("cpu")
