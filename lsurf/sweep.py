@@ -3,33 +3,43 @@
 Input: a validated `SweepConfig`. Output: the surface file at `config.output` (created,
 resumed or left alone when already complete) and the direction file beside it.
 
+One process runs it serially; under mpiexec rank 0 prepares and writes while the other ranks
+evaluate (the protocol itself lives in `parallel`). Serial runs and workers build their
+evaluator with the same code from the same `WorkerSetup`, so a surface is the same bit for bit
+whatever the number of ranks.
+
 Order matters for the promise that bad input never touches existing output: everything
 that can fail on user input (model, checkpoints, direction file, the output's identity,
-the data) is checked before the first byte is written.
+the data — on every worker) is checked before the first byte is written.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
-from lsurf import checkpoint, models, params, store
+from lsurf import checkpoint, models, parallel, params, store
 from lsurf.config import SweepConfig, differences, to_plain, to_yaml
 from lsurf.data import Split, load_split
 from lsurf.directions import Directions, random_directions, target_direction
-from lsurf.errors import OutputError
+from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import Evaluator, pick_device
-from lsurf.grid import Grid, pending
+from lsurf.grid import Grid, chunks, pending
+from lsurf.progress import Progress
+
+EXIT_BAD_INPUT = 2
 
 # Keys that do not change a single result value, so resuming with them changed is fine.
 OPERATIONAL_KEYS = {"data.download"}
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a job they pre-empted
+MAX_CHUNK = 16  # points per chunk at most: little lost work, fine-grained load balance
 
 Log = Callable[[str], None]
 
@@ -57,6 +67,21 @@ class Prepared:
     end: dict[str, torch.Tensor] | None  # θ2 of an interpolation
     grid: Grid
     identity: dict[str, Any]  # attributes that tell this sweep from any other
+
+    def worker_setup(self) -> WorkerSetup:
+        state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+        return WorkerSetup(self.config, state, self.directions, self.end, self.grid)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What an evaluator is built from; sent from rank 0 to every worker (no shared disk)."""
+
+    config: SweepConfig
+    state: dict[str, torch.Tensor]  # θ*: the checkpoint's full state dict
+    directions: Directions
+    end: dict[str, torch.Tensor] | None
+    grid: Grid
 
 
 def prepare(config: SweepConfig, force: bool = False) -> Prepared:
@@ -179,34 +204,82 @@ def open_output(prepared: Prepared, resume: bool) -> store.SurfaceWriter:
     return store.create_surface(config.output, prepared.grid, metrics, prepared.identity)
 
 
-def build_evaluator(prepared: Prepared, splits: dict[str, Split]) -> Evaluator:
-    config = prepared.config
+def build_evaluator(
+    setup: WorkerSetup, splits: dict[str, Split], device: torch.device
+) -> Evaluator:
+    """A fresh model holding θ*, with the directions and data on `device`."""
+    config = setup.config
+    model = models.build(config.model.name, config.model.num_classes)
+    model.load_state_dict(setup.state)
     return Evaluator(
-        prepared.model,
-        prepared.directions,
+        model,
+        setup.directions,
         splits,
         config.data.batch_size,
-        pick_device(config.evaluation.device),
+        device,
         config.evaluation.channels_last,
         config.evaluation.precision,
-        prepared.end,
+        setup.end,
     )
 
 
-def evaluate_point(evaluator: Evaluator, grid: Grid, index: int) -> dict[str, float]:
-    """Metric name → value at flat point `index`, named as in the surface file."""
-    a, b = grid.coordinates(index)
-    values: dict[str, float] = {}
-    for split, result in evaluator.evaluate(a, b).items():
-        values[f"{split}_loss"] = result.loss
-        values[f"{split}_acc"] = result.accuracy
-    return values
+class PointFailed(Exception):
+    """Evaluating point `index` raised; the original exception is the __cause__."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"point {index} failed")
+        self.index = index
+
+
+def evaluate_chunk(
+    evaluator: Evaluator,
+    grid: Grid,
+    chunk: np.ndarray,
+    metrics: list[str],
+    stop_when: Callable[[], bool] = lambda: False,
+) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Evaluate the points of `chunk` in order, until done or until `stop_when()`.
+
+    Returns the indices evaluated and metric name → values (named as in the surface file).
+    """
+    values: dict[str, list[float]] = {name: [] for name in metrics}
+    finished = 0
+    for index in chunk:
+        if stop_when():
+            break
+        a, b = grid.coordinates(int(index))
+        try:
+            results = evaluator.evaluate(a, b)
+        except Exception as error:
+            raise PointFailed(int(index)) from error
+        for split, result in results.items():
+            values[f"{split}_loss"].append(result.loss)
+            values[f"{split}_acc"].append(result.accuracy)
+        finished += 1
+    return chunk[:finished], values
+
+
+def chunk_size(points: int, workers: int) -> int:
+    """About eight chunks per worker for balance at the end, at most MAX_CHUNK points each."""
+    return max(1, min(MAX_CHUNK, points // max(8 * workers, 1)))
 
 
 def run_sweep(
     config: SweepConfig, force: bool = False, log: Log = _stderr, progress_every: float = 10.0
 ) -> SweepOutcome:
-    """Run (or resume) the sweep serially in this process; a progress line every N seconds."""
+    """Run (or resume) the sweep: serially, or as rank 0 / a worker under mpiexec."""
+    if parallel.launched_by_mpi():
+        session = parallel.Session()
+        if session.size > 1:
+            if session.is_master:
+                return _run_master(config, force, session, log, progress_every)
+            return _run_worker(session)
+    return _run_serial(config, force, log, progress_every)
+
+
+def _run_serial(config: SweepConfig, force: bool, log: Log, progress_every: float) -> SweepOutcome:
+    terminated = parallel.TerminationFlag()
+    terminated.install()
     prepared = prepare(config, force)
     state = check_output(prepared, force)
     total = prepared.grid.size
@@ -214,47 +287,155 @@ def run_sweep(
         log(f"{config.output} is already complete ({total} points); nothing to do")
         return SweepOutcome(config.output, total, 0, already_complete=True)
     splits = load_splits(config)
+    metrics = store.metric_names(config.data.splits)
     with open_output(prepared, resume=state is False) as writer:
         todo = pending(writer.done)
-        verb = "resuming" if state is False else "starting"
-        log(f"{verb} {config.output}: {total - len(todo)}/{total} points done")
-        evaluator = build_evaluator(prepared, splits)
+        _log_start(log, config, state is False, total, len(todo), workers=0)
+        evaluator = build_evaluator(
+            prepared.worker_setup(), splits, pick_device(config.evaluation.device)
+        )
         progress = Progress(total, total - len(todo), log, progress_every)
-        for index in todo:
-            values = evaluate_point(evaluator, prepared.grid, int(index))
-            writer.record([int(index)], {name: [value] for name, value in values.items()})
-            progress.advance(1)
+        for chunk in chunks(todo, 1):
+            done, values = evaluate_chunk(evaluator, prepared.grid, chunk, metrics, terminated)
+            if len(done):
+                writer.record(done.tolist(), values)
+                progress.advance(len(done))
+            if terminated():
+                _log_preempted(log, config, writer)
+                raise SystemExit(EXIT_PREEMPTED)
         progress.finish()
     log(f"surface written to {config.output}")
     return SweepOutcome(config.output, total, len(todo), already_complete=False)
 
 
-class Progress:
-    """Plain progress lines (points done, rate, ETA), at most one every `interval` seconds."""
+def _log_start(
+    log: Log, config: SweepConfig, resume: bool, total: int, todo: int, workers: int
+) -> None:
+    verb = "resuming" if resume else "starting"
+    where = f" on {workers} workers" if workers else ""
+    log(f"{verb} {config.output}: {total - todo}/{total} points done, {todo} to go{where}")
 
-    def __init__(self, total: int, done: int, log: Log, interval: float = 10.0) -> None:
-        self.total, self.done, self.log, self.interval = total, done, log, interval
-        self.start_done = done
-        self.started = self.last = time.monotonic()
-        self.last_logged = -1
 
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last, self.last_logged = now, self.done
-            self.log(self.line(now))
+def _log_preempted(log: Log, config: SweepConfig, writer: store.SurfaceWriter) -> None:
+    done = int(writer.done.sum())
+    log(
+        f"stopped by SIGTERM: {done}/{writer.done.size} points are on disk in {config.output}; "
+        "run the same command again to resume"
+    )
 
-    def finish(self) -> None:
-        if self.last_logged != self.done:
-            self.log(self.line(time.monotonic()))
 
-    def line(self, now: float) -> str:
-        elapsed = max(now - self.started, 1e-9)
-        rate = (self.done - self.start_done) / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        percent = 100.0 * self.done / max(self.total, 1)
-        return (
-            f"{self.done}/{self.total} points ({percent:.0f}%), {rate:.2f} points/s, "
-            f"elapsed {elapsed:.0f}s, ETA {eta:.0f}s"
-        )
+def _run_master(
+    config: SweepConfig, force: bool, session: parallel.Session, log: Log, progress_every: float
+) -> SweepOutcome:
+    terminated = parallel.TerminationFlag()
+    terminated.install()
+    try:
+        prepared = prepare(config, force)
+        state = check_output(prepared, force)
+    except BaseException:
+        session.send_setup(None)  # the workers exit quietly; this rank reports the error
+        raise
+    total = prepared.grid.size
+    if state is True:
+        session.send_setup(None)
+        log(f"{config.output} is already complete ({total} points); nothing to do")
+        return SweepOutcome(config.output, total, 0, already_complete=True)
+    session.send_setup(prepared.worker_setup())
+    # Every worker loads its data before anything is written: a missing dataset on any
+    # node is a one-line error with the output untouched.
+    failures = session.gather_ready(terminated)
+    if failures:
+        user_errors = all(failure.kind == "input" for failure in failures)
+        session.stop_workers(EXIT_BAD_INPUT if user_errors else 1)
+        first = failures[0]
+        if first.kind == "input":
+            raise LsurfError(f"rank {first.rank}: {first.message}")
+        raise RuntimeError(f"rank {first.rank} failed during set-up:\n{first.message}")
+
+    workers = len(session.workers)
+    with open_output(prepared, resume=state is False) as writer:
+        todo = pending(writer.done)
+        _log_start(log, config, state is False, total, len(todo), workers)
+        progress = Progress(total, total - len(todo), log, progress_every)
+
+        def record(chunk: np.ndarray, values: dict[str, list[float]]) -> None:
+            writer.record(chunk.tolist(), values)
+            progress.advance(len(chunk))
+
+        try:
+            session.serve(chunks(todo, chunk_size(len(todo), workers)), record, terminated)
+        except parallel.WorkerFailed as error:
+            failure = error.failure
+            if failure.kind == "preempted":
+                _log_preempted(log, config, writer)
+                writer.close()
+                session.abort(EXIT_PREEMPTED)
+            log(
+                f"rank {failure.rank} failed at point {failure.point} "
+                f"({_coordinates(prepared.grid, failure.point)}); stopping the job:\n"
+                f"{failure.message}"
+            )
+            writer.close()
+            session.abort(1)
+        except parallel.Preempted:
+            _log_preempted(log, config, writer)
+            writer.close()
+            session.abort(EXIT_PREEMPTED)
+        session.stop_workers(0)
+        progress.finish()
+    log(f"surface written to {config.output}")
+    return SweepOutcome(config.output, total, len(todo), already_complete=False)
+
+
+def _coordinates(grid: Grid, point: int | None) -> str:
+    if point is None:
+        return "during set-up"
+    a, b = grid.coordinates(point)
+    return f"x={a:g}" if grid.y is None else f"x={a:g}, y={b:g}"
+
+
+def _run_worker(session: parallel.Session) -> None:
+    """Evaluate chunks for rank 0 until told to stop (rank 0 reports everything)."""
+    terminated = parallel.TerminationFlag()
+    terminated.install()
+    setup: WorkerSetup | None = session.receive_setup()
+    if setup is None:
+        return
+    config = setup.config
+    try:
+        cuda = config.evaluation.device != "cpu" and torch.cuda.is_available()
+        if config.evaluation.device == "cuda" and not cuda:
+            pick_device("cuda")  # raises the one-line error
+        placement = session.placement(torch.cuda.device_count() if cuda else 0)
+        torch.set_num_threads(placement.threads)
+        evaluator = build_evaluator(setup, load_splits(config), torch.device(placement.device))
+    except LsurfError as error:
+        session.report_ready(parallel.WorkerFailure(session.rank, None, str(error), "input"))
+        return _wait_for_stop(session)
+    except Exception as error:  # noqa: BLE001 - reported to rank 0 with its traceback
+        session.report_ready(parallel.failure(session.rank, None, error))
+        return _wait_for_stop(session)
+    session.report_ready(None)
+    metrics = store.metric_names(config.data.splits)
+    for chunk in session.chunks():
+        try:
+            done, values = evaluate_chunk(evaluator, setup.grid, chunk, metrics, terminated)
+        except PointFailed as error:
+            assert error.__cause__ is not None
+            session.report_failure(parallel.failure(session.rank, error.index, error.__cause__))
+            return _wait_for_stop(session)
+        session.send_result(done, values)
+        if terminated():
+            # Whatever this worker finished is on its way to rank 0; tell it the job must stop.
+            session.report_failure(parallel.WorkerFailure(session.rank, None, "", "preempted"))
+            return _wait_for_stop(session)
+    if session.exit_code:
+        raise SystemExit(session.exit_code)
+
+
+def _wait_for_stop(session: parallel.Session) -> None:
+    """After reporting a problem: wait for rank 0's Stop (or its abort of the job)."""
+    for _ in session.chunks():
+        pass  # chunks still in flight are dropped; rank 0 has stopped handing out work
+    if session.exit_code:
+        raise SystemExit(session.exit_code)

@@ -1,0 +1,269 @@
+"""All of lsurf's MPI: who is master, where each worker runs, and the chunk protocol.
+
+The only module that imports mpi4py. Rank 0 is the master: it owns the plan and the surface
+file and hands out chunks of point indices on request (a dynamic queue, so a slow GPU or a
+costly region of the grid does not hold the others back). Every other rank is a worker that
+evaluates chunks and sends the values back. Nobody blocks in a receive: MPI's blocking
+receive busy-waits and would take a whole core from the workers, so every wait here is an
+Iprobe followed by a short sleep.
+
+Messages (all point to point, pickled; tags below):
+    master → worker  SETUP    the sweep's payload, or None: stop before starting
+    worker → master  READY    setup done (data loaded), or the user error that stopped it
+    master → worker  WORK     a chunk (int64 array of flat point indices), or a Stop
+    worker → master  RESULT   (chunk, {metric: values}) for a finished chunk
+    worker → master  FAILED   (rank, point, traceback) — the master aborts the job
+The master keeps up to `PIPELINE` chunks in flight per worker, so a worker never waits
+for the master's reply between two chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Literal
+
+import numpy as np
+
+TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
+PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
+POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
+
+# Environment variables that launchers set in every rank: MPICH/Hydra and Intel MPI (PMI_*),
+# Open MPI, PMIx (srun --mpi=pmix), and MPICH's node-local counts.
+_LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Sent instead of a chunk: no more work; the worker exits with `exit_code`."""
+
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """What a worker reports when it cannot go on."""
+
+    rank: int
+    point: int | None  # flat index being evaluated, None during set-up
+    message: str  # the traceback, or the one-line user error
+    kind: Literal["error", "input", "preempted"]  # a bug/crash, bad input (exit 2), SIGTERM
+
+
+def failure(rank: int, point: int | None, error: BaseException) -> WorkerFailure:
+    """A WorkerFailure carrying `error`'s full traceback."""
+    text = "".join(traceback.format_exception(error)).rstrip()
+    return WorkerFailure(rank, point, text, "error")
+
+
+class Preempted(Exception):
+    """SIGTERM (a scheduler's pre-emption or scancel) arrived; stop cleanly."""
+
+
+def launched_by_mpi() -> bool:
+    """True under mpiexec/srun (or `python -m mpi4py`), without importing mpi4py otherwise."""
+    if "mpi4py.MPI" in sys.modules:
+        return True
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+# ---------------------------------------------------------------------------- placement
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cuda:N" or "cpu"
+    threads: int  # torch intra-op threads
+
+
+def place_worker(local_worker: int, local_workers: int, cuda_devices: int, cores: int) -> Placement:
+    """Where the `local_worker`-th worker of a node runs (pure: testable without MPI or GPUs).
+
+    With GPUs, workers take them round-robin by node-local index (one each when there are
+    as many GPUs as workers). On CPU the node's cores are shared out evenly, at least one
+    thread each, since more threads than cores only slows everyone.
+    """
+    if cuda_devices > 0:
+        return Placement(f"cuda:{local_worker % cuda_devices}", max(1, cores // local_workers))
+    return Placement("cpu", max(1, cores // max(local_workers, 1)))
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------- session
+
+
+class Session:
+    """This process's place in the MPI job, and the protocol's send/receive steps."""
+
+    def __init__(self) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        # Ranks sharing this node's memory: the node-local view, whatever the launcher.
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        world_ranks = node.allgather(self.rank)
+        node.Free()
+        self.local_workers = [rank for rank in world_ranks if rank != 0]
+        self.exit_code = 0  # set by the master's Stop
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def workers(self) -> list[int]:
+        return list(range(1, self.size))
+
+    def placement(self, cuda_devices: int) -> Placement:
+        local_index = self.local_workers.index(self.rank)
+        return place_worker(local_index, len(self.local_workers), cuda_devices, available_cores())
+
+    # -- polling receive: Iprobe + sleep, never a busy-waiting blocking recv
+
+    def _wait(self, source: int, tag: int, stop_when: Callable[[], bool] | None = None) -> Any:
+        status = self._mpi.Status()
+        while not self.comm.Iprobe(source=source, tag=tag, status=status):
+            if stop_when is not None and stop_when():
+                raise Preempted
+            time.sleep(POLL_SECONDS)
+        return self.comm.recv(source=status.Get_source(), tag=status.Get_tag()), status
+
+    def _wait_any(
+        self, tags: tuple[int, ...], stop_when: Callable[[], bool]
+    ) -> tuple[int, int, Any]:
+        """(source, tag, message) of the first message with one of `tags` from any rank."""
+        status = self._mpi.Status()
+        while True:
+            for tag in tags:
+                if self.comm.Iprobe(source=self._mpi.ANY_SOURCE, tag=tag, status=status):
+                    source = status.Get_source()
+                    return source, tag, self.comm.recv(source=source, tag=tag)
+            if stop_when():
+                raise Preempted
+            time.sleep(POLL_SECONDS)
+
+    # -- master side
+
+    def send_setup(self, payload: Any) -> None:
+        """Send the setup payload (or None: stop now) to every worker."""
+        requests = [self.comm.isend(payload, dest=worker, tag=TAG_SETUP) for worker in self.workers]
+        self._mpi.Request.waitall(requests)
+
+    def gather_ready(self, stop_when: Callable[[], bool]) -> list[WorkerFailure]:
+        """Wait until every worker has finished its setup; return the failures reported."""
+        failures = []
+        for _ in self.workers:
+            _, _, message = self._wait_any((TAG_READY,), stop_when)
+            if message is not None:
+                failures.append(message)
+        return failures
+
+    def stop_workers(self, exit_code: int) -> None:
+        requests = [self.comm.isend(Stop(exit_code), dest=w, tag=TAG_WORK) for w in self.workers]
+        self._mpi.Request.waitall(requests)
+
+    def serve(
+        self,
+        chunks: list[np.ndarray],
+        record: Callable[[np.ndarray, dict[str, list[float]]], None],
+        stop_when: Callable[[], bool],
+    ) -> None:
+        """Hand out `chunks` on request until all are done; `record` each result as it comes.
+
+        A worker's failure raises WorkerFailed; `stop_when()` turning true raises Preempted,
+        after which no new chunk is handed out.
+        """
+        queue = deque(chunks)
+        outstanding = {worker: 0 for worker in self.workers}
+        pending_sends = []
+
+        def hand_out(worker: int) -> None:
+            if queue:
+                chunk = queue.popleft()
+                pending_sends.append(self.comm.isend(chunk, dest=worker, tag=TAG_WORK))
+                outstanding[worker] += 1
+
+        for _ in range(PIPELINE):
+            for worker in self.workers:
+                hand_out(worker)
+        while any(outstanding.values()):
+            source, tag, message = self._wait_any((TAG_FAILED, TAG_RESULT), stop_when)
+            if tag == TAG_FAILED:
+                raise WorkerFailed(message)
+            chunk, values = message
+            outstanding[source] -= 1
+            record(chunk, values)
+            hand_out(source)
+            pending_sends = [request for request in pending_sends if not request.Test()]
+        self._mpi.Request.waitall(pending_sends)
+
+    def abort(self, exit_code: int) -> None:
+        """End every rank of the job now (a worker failed or the master cannot go on)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(exit_code)
+
+    # -- worker side
+
+    def receive_setup(self) -> Any:
+        return self._wait(0, TAG_SETUP)[0]
+
+    def report_ready(self, failure: WorkerFailure | None) -> None:
+        self.comm.send(failure, dest=0, tag=TAG_READY)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The chunks this worker is handed, in order, until the master says stop."""
+        while True:
+            message, _ = self._wait(0, TAG_WORK)
+            if isinstance(message, Stop):
+                self.exit_code = message.exit_code
+                return
+            yield message
+
+    def send_result(self, chunk: np.ndarray, values: dict[str, list[float]]) -> None:
+        self.comm.send((chunk, values), dest=0, tag=TAG_RESULT)
+
+    def report_failure(self, failure: WorkerFailure) -> None:
+        self.comm.send(failure, dest=0, tag=TAG_FAILED)
+
+
+class WorkerFailed(Exception):
+    def __init__(self, failure: WorkerFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+class TerminationFlag:
+    """Turns SIGTERM into a flag that the loops check between points."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self) -> bool:
+        return self.raised
+
+    def install(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.raised = True
+
+        signal.signal(signal.SIGTERM, handler)
