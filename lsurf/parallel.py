@@ -28,13 +28,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
 PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
 POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
+GRACE_SECONDS = 10.0  # after SIGTERM, how long results still in flight are waited for
 
 # Environment variables that launchers set in every rank: MPICH/Hydra and Intel MPI (PMI_*),
 # Open MPI, PMIx (srun --mpi=pmix), and MPICH's node-local counts.
@@ -145,19 +146,23 @@ class Session:
             time.sleep(POLL_SECONDS)
         return self.comm.recv(source=status.Get_source(), tag=status.Get_tag()), status
 
+    def _poll_any(self, tags: tuple[int, ...]) -> tuple[int, int, Any] | None:
+        """(source, tag, message) of a waiting message with one of `tags`, or None."""
+        status = self._mpi.Status()
+        for tag in tags:
+            if self.comm.Iprobe(source=self._mpi.ANY_SOURCE, tag=tag, status=status):
+                source = status.Get_source()
+                return source, tag, self.comm.recv(source=source, tag=tag)
+        return None
+
     def _wait_any(
         self, tags: tuple[int, ...], stop_when: Callable[[], bool]
     ) -> tuple[int, int, Any]:
-        """(source, tag, message) of the first message with one of `tags` from any rank."""
-        status = self._mpi.Status()
-        while True:
-            for tag in tags:
-                if self.comm.Iprobe(source=self._mpi.ANY_SOURCE, tag=tag, status=status):
-                    source = status.Get_source()
-                    return source, tag, self.comm.recv(source=source, tag=tag)
+        while (message := self._poll_any(tags)) is None:
             if stop_when():
                 raise Preempted
             time.sleep(POLL_SECONDS)
+        return message
 
     # -- master side
 
@@ -187,38 +192,54 @@ class Session:
     ) -> None:
         """Hand out `chunks` on request until all are done; `record` each result as it comes.
 
-        A worker's failure raises WorkerFailed; `stop_when()` turning true raises Preempted,
-        after which no new chunk is handed out.
+        A worker's failure raises WorkerFailed. Pre-emption (`stop_when()` here, or a worker
+        reporting SIGTERM) stops the handing out; results still arriving within GRACE_SECONDS
+        are recorded, then Preempted is raised.
         """
         queue = deque(chunks)
         outstanding = {worker: 0 for worker in self.workers}
-        pending_sends = []
+        sends: list[Any] = []
+        deadline: float | None = None
 
         def hand_out(worker: int) -> None:
-            if queue:
-                chunk = queue.popleft()
-                pending_sends.append(self.comm.isend(chunk, dest=worker, tag=TAG_WORK))
+            if queue and deadline is None:
+                sends.append(self.comm.isend(queue.popleft(), dest=worker, tag=TAG_WORK))
                 outstanding[worker] += 1
 
         for _ in range(PIPELINE):
             for worker in self.workers:
                 hand_out(worker)
         while any(outstanding.values()):
-            source, tag, message = self._wait_any((TAG_FAILED, TAG_RESULT), stop_when)
-            if tag == TAG_FAILED:
-                raise WorkerFailed(message)
-            chunk, values = message
-            outstanding[source] -= 1
-            record(chunk, values)
-            hand_out(source)
-            pending_sends = [request for request in pending_sends if not request.Test()]
-        self._mpi.Request.waitall(pending_sends)
+            if deadline is None and stop_when():
+                deadline = time.monotonic() + GRACE_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            message = self._poll_any((TAG_FAILED, TAG_RESULT))
+            if message is None:
+                time.sleep(POLL_SECONDS)
+                continue
+            source, tag, payload = message
+            if tag == TAG_FAILED and payload.kind == "preempted":
+                outstanding[source] = 0  # it drops the chunks it had not started
+                deadline = deadline or time.monotonic() + GRACE_SECONDS
+            elif tag == TAG_FAILED:
+                raise WorkerFailed(payload)
+            else:
+                chunk, values = payload
+                outstanding[source] -= 1
+                record(chunk, values)
+                hand_out(source)
+            sends = [request for request in sends if not request.Test()]
+        if deadline is not None:
+            raise Preempted
+        self._mpi.Request.waitall(sends)
 
-    def abort(self, exit_code: int) -> None:
+    def abort(self, exit_code: int) -> NoReturn:
         """End every rank of the job now (a worker failed or the master cannot go on)."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(exit_code)
+        os._exit(exit_code)  # MPI_Abort may return before the launcher reaps this process
 
     # -- worker side
 

@@ -16,6 +16,7 @@ the data — on every worker) is checked before the first byte is written.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,15 +267,26 @@ def chunk_size(points: int, workers: int) -> int:
 
 def run_sweep(
     config: SweepConfig, force: bool = False, log: Log = _stderr, progress_every: float = 10.0
-) -> SweepOutcome:
-    """Run (or resume) the sweep: serially, or as rank 0 / a worker under mpiexec."""
-    if parallel.launched_by_mpi():
-        session = parallel.Session()
-        if session.size > 1:
-            if session.is_master:
-                return _run_master(config, force, session, log, progress_every)
-            return _run_worker(session)
-    return _run_serial(config, force, log, progress_every)
+) -> SweepOutcome | None:
+    """Run (or resume) the sweep: serially, or as rank 0 / a worker under mpiexec.
+
+    Returns the outcome (None on workers: rank 0 reports for the job).
+    """
+    if not parallel.launched_by_mpi():
+        return _run_serial(config, force, log, progress_every)
+    session = parallel.Session()
+    if session.size == 1:
+        return _run_serial(config, force, log, progress_every)
+    try:
+        if session.is_master:
+            return _run_master(config, force, session, log, progress_every)
+        return _run_worker(session)
+    except (LsurfError, SystemExit, KeyboardInterrupt):
+        raise  # the other ranks were told to stop; the CLI reports
+    except Exception:
+        # A bug: never leave the other ranks hanging, even without `python -m mpi4py`.
+        log(f"rank {session.rank} failed:\n{traceback.format_exc().rstrip()}")
+        session.abort(1)
 
 
 def _run_serial(config: SweepConfig, force: bool, log: Log, progress_every: float) -> SweepOutcome:
@@ -366,10 +378,6 @@ def _run_master(
             session.serve(chunks(todo, chunk_size(len(todo), workers)), record, terminated)
         except parallel.WorkerFailed as error:
             failure = error.failure
-            if failure.kind == "preempted":
-                _log_preempted(log, config, writer)
-                writer.close()
-                session.abort(EXIT_PREEMPTED)
             log(
                 f"rank {failure.rank} failed at point {failure.point} "
                 f"({_coordinates(prepared.grid, failure.point)}); stopping the job:\n"

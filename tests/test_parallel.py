@@ -1,0 +1,270 @@
+"""The distributed sweep under a real mpiexec: same bits as serial, kill -9, failures, SIGTERM."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lsurf.parallel import Placement, place_worker
+from lsurf.store import read_surface
+from lsurf.sweep import chunk_size
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+INJECT = Path(__file__).resolve().parent / "inject"
+GRID = ["--set", "grid.x=-1:1:6", "--set", "grid.y=-0.5:0.5:4"]  # non-square, 24 points
+needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+
+
+# ---------------------------------------------------------------------------- pure logic
+
+
+def test_workers_take_gpus_by_node_local_index():
+    assert place_worker(0, 4, cuda_devices=4, cores=16) == Placement("cuda:0", 4)
+    assert place_worker(3, 4, cuda_devices=4, cores=16) == Placement("cuda:3", 4)
+    # More workers than GPUs: round-robin, never an index past the last device.
+    assert [place_worker(i, 3, 2, 8).device for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+def test_cpu_workers_share_the_cores():
+    assert place_worker(0, 2, cuda_devices=0, cores=2) == Placement("cpu", 1)
+    assert place_worker(1, 1, cuda_devices=0, cores=2) == Placement("cpu", 2)
+    assert place_worker(5, 8, cuda_devices=0, cores=2) == Placement("cpu", 1)  # at least one
+
+
+def test_chunks_are_small_enough_to_balance_and_bounded():
+    assert chunk_size(24, 2) == 1
+    assert chunk_size(10_000, 2) == 16
+    assert chunk_size(1000, 4) == 16 and chunk_size(300, 4) == 9
+
+
+def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
+    from lsurf.cli import describe_surface
+    from lsurf.config import load_sweep_config
+    from lsurf.sweep import run_sweep
+
+    path = run_sweep(load_sweep_config(sweep_yaml()), log=lambda _: None).path
+    with h5py.File(path, "r+") as h5file:
+        h5file["done"][2:, :] = False
+    # Another process holds the file open for writing (and its HDF5 lock), as rank 0 does.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, time; from lsurf.store import SurfaceWriter; "
+            f"w = SurfaceWriter(pathlib.Path({str(path)!r})); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert "done     6/12 points (50.0%)" in describe_surface(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---------------------------------------------------------------------------- real mpiexec
+
+
+def environment(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env.pop("LSURF_TEST_FAIL_RANK", None)
+    env.update(extra)
+    return env
+
+
+def launch(ranks, config, *extra, env=None):
+    command = [sys.executable, "-m", "lsurf", "sweep", str(config), *GRID, *extra]
+    if ranks:
+        command = [
+            str(MPIEXEC),
+            "-n",
+            str(ranks),
+            sys.executable,
+            "-m",
+            "mpi4py",
+            "-m",
+            "lsurf",
+            "sweep",
+            str(config),
+            *GRID,
+            *extra,
+        ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or environment(), text=True
+    )
+
+
+def finish(process, timeout=180):
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(process.pid)
+        raise
+    return process.returncode, out + err
+
+
+def descendants(pid):
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def kill_tree(pid):
+    """kill -9 mpiexec and every rank (with the pip mpich each rank has its own session)."""
+    victims = [pid, *descendants(pid)]
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    # A killed rank holds the HDF5 file lock until its last thread is gone.
+    while any(Path(f"/proc/{victim}").exists() for victim in victims):
+        assert time.monotonic() < deadline
+        for victim in victims:
+            try:
+                os.waitpid(victim, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.05)
+
+
+def done_count(path):
+    if not path.exists():
+        return 0
+    with h5py.File(path, "r", locking=False) as h5file:
+        return int(h5file["done"][()].sum())
+
+
+@pytest.fixture
+def serial_surface(sweep_yaml, tmp_path):
+    config = sweep_yaml({"output": str(tmp_path / "serial.h5")}, name="serial.yaml")
+    code, text = finish(launch(0, config))
+    assert code == 0, text
+    return read_surface(tmp_path / "serial.h5")
+
+
+def assert_same(surface, reference):
+    assert surface.done.all()
+    for name, values in reference.metrics.items():
+        np.testing.assert_array_equal(surface.metrics[name], values, err_msg=name)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_any_number_of_ranks_gives_the_serial_surface_bit_for_bit(
+    ranks, sweep_yaml, tmp_path, serial_surface
+):
+    output = tmp_path / f"ranks{ranks}.h5"
+    config = sweep_yaml({"output": str(output)}, name=f"ranks{ranks}.yaml")
+    code, text = finish(launch(ranks, config))
+    assert code == 0, text
+    if ranks > 1:
+        assert f"on {ranks - 1} workers" in text
+    assert_same(read_surface(output), serial_surface)
+
+
+@needs_mpi
+def test_job_killed_at_several_moments_resumes_to_the_same_surface(
+    sweep_yaml, tmp_path, serial_surface
+):
+    config = sweep_yaml()
+    output = tmp_path / "out" / "surface.h5"
+    counts = []
+    for points in (1, 8, 16):
+        process = launch(3, config)
+        deadline = time.monotonic() + 120
+        while done_count(output) < points:
+            assert process.poll() is None, finish(process)[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        kill_tree(process.pid)
+        surface = read_surface(output)  # the file opens after every kill
+        counts.append(int(surface.done.sum()))
+        for name, values in serial_surface.metrics.items():
+            done = surface.done
+            np.testing.assert_array_equal(surface.metrics[name][done], values[done])
+    assert counts[0] < counts[-1] < 24
+    code, text = finish(launch(3, config))
+    assert code == 0, text
+    assert "resuming" in text
+    assert_same(read_surface(output), serial_surface)
+
+
+@needs_mpi
+def test_a_failing_worker_ends_the_job_quickly_naming_rank_and_point(sweep_yaml, tmp_path):
+    env = environment(LSURF_TEST_FAIL_RANK="2", PYTHONPATH=str(INJECT))
+    started = time.monotonic()
+    code, text = finish(launch(3, sweep_yaml(), env=env), timeout=60)
+    elapsed = time.monotonic() - started
+    assert code != 0
+    assert elapsed < 30
+    assert "rank 2 failed at point" in text
+    assert "RuntimeError: injected failure" in text and "Traceback" in text
+    surface = read_surface(tmp_path / "out" / "surface.h5")  # readable, partly done
+    assert not surface.done.all()
+
+
+@needs_mpi
+def test_bad_data_on_the_workers_is_one_line_and_touches_nothing(sweep_yaml, tmp_path):
+    config = sweep_yaml({"data.root": str(tmp_path / "nowhere")})
+    code, text = finish(launch(3, config))
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("lsurf: error:")]
+    assert len(errors) == 1 and "lsurf data synth" in errors[0]
+    assert "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+@needs_mpi
+def test_resume_refuses_a_changed_config_and_sigterm_leaves_a_resumable_file(
+    sweep_yaml, tmp_path, serial_surface
+):
+    config = sweep_yaml()
+    output = tmp_path / "out" / "surface.h5"
+    process = launch(3, config)
+    deadline = time.monotonic() + 120
+    while done_count(output) < 3:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # what a scheduler does: mpiexec forwards it
+    code, text = finish(process, timeout=60)
+    assert code != 0 and "stopped by SIGTERM" in text and "run the same command again" in text
+    stopped = read_surface(output)
+    assert 3 <= stopped.done.sum() < 24
+    before = output.read_bytes()
+    code, text = finish(
+        launch(
+            3,
+            config,
+            "--set",
+            "directions.seed=1",
+            "--set",
+            f"directions.file={tmp_path / 'other.h5'}",
+        )
+    )
+    assert code == 2 and "holds a different sweep (differs in: directions.seed" in text
+    assert output.read_bytes() == before
+    code, text = finish(launch(3, config))
+    assert code == 0, text
+    assert_same(read_surface(output), serial_surface)
