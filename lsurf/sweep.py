@@ -276,6 +276,9 @@ def run_sweep(
         return _run_serial(config, force, log, progress_every)
     session = parallel.Session()
     if session.size == 1:
+        # Launchers may leave torch one thread (seen with MPICH's mpiexec): a lone rank owns
+        # the cores of its allocation.
+        torch.set_num_threads(parallel.available_cores())
         return _run_serial(config, force, log, progress_every)
     try:
         if session.is_master:

@@ -1,4 +1,4 @@
-"""Injected into MPI test ranks through PYTHONPATH: makes one rank's evaluation raise.
+"""Injected into MPI test ranks through PYTHONPATH: one rank's evaluations all raise.
 
 Only active when LSURF_TEST_FAIL_RANK is set, so the production code carries no test hooks.
 """
@@ -13,7 +13,7 @@ if os.environ.get("LSURF_TEST_FAIL_RANK"):
     def failing_evaluate(self, a, b):
         from mpi4py import MPI
 
-        if MPI.COMM_WORLD.Get_rank() == int(os.environ["LSURF_TEST_FAIL_RANK"]) and a > 0:
+        if MPI.COMM_WORLD.Get_rank() == int(os.environ["LSURF_TEST_FAIL_RANK"]):
             raise RuntimeError("injected failure")
         return original(self, a, b)
 

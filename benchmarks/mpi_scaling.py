@@ -1,0 +1,173 @@
+"""Benchmark: distributed sweep throughput with 1, 2 and 3 ranks, and the protocol's overhead.
+
+Part 1 runs the same ResNet-20 sweep serially (one process, all cores) and under
+`mpiexec -n R python -m mpi4py -m lsurf sweep` for R = 1, 2, 3, each at two grid sizes, and
+reports points/s and images/s from the difference (T_big − T_small) / (N_big − N_small), so
+start-up (imports, data, directions, MPI start) is not counted. With R ranks, rank 0 is the
+polling master and R − 1 are one-thread (cores / workers) workers.
+
+Part 2 measures the protocol alone: rank 0 serves single-point chunks to workers that answer
+at once with made-up values (no model at all), so the seconds per point it reports are the
+messaging and polling cost per point, an upper bound of what the protocol adds to a real point,
+printed as a fraction of the real point's compute time from part 1.
+
+Run: .venv/bin/python benchmarks/mpi_scaling.py [--subset 1000] [--small 4] [--big 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+
+def run(command: list[str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"benchmark run failed: {' '.join(command)}\n{result.stderr}")
+    return time.perf_counter() - started
+
+
+def sweep_command(ranks: int, config: Path, points: int, output: Path) -> list[str]:
+    lsurf = [sys.executable, "-m", "lsurf"]
+    if ranks:
+        lsurf = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "lsurf"]
+    return [
+        *lsurf,
+        "sweep",
+        str(config),
+        "--set",
+        f"grid.x=-1:1:{points}",
+        "--set",
+        f"output={output}",
+    ]
+
+
+def protocol_main(points: int) -> None:
+    """Runs inside mpiexec: the chunk protocol with workers that do no work at all."""
+    import numpy as np
+
+    from lsurf.parallel import Session
+
+    session = Session()
+    if session.is_master:
+        chunks = [np.array([index]) for index in range(points)]
+        session.send_setup("go")
+        session.gather_ready(lambda: False)
+        started = time.perf_counter()
+        session.serve(chunks, lambda chunk, values: None, lambda: False)
+        elapsed = time.perf_counter() - started
+        session.stop_workers(0)
+        print(f"{elapsed / points:.6f}")
+    else:
+        session.receive_setup()
+        session.report_ready(None)
+        for chunk in session.chunks():
+            session.send_result(chunk, {"train_loss": [0.0] * len(chunk)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subset", type=int, default=1000, help="images evaluated per point")
+    parser.add_argument("--small", type=int, default=4, help="points of the small sweep")
+    parser.add_argument("--big", type=int, default=20, help="points of the big sweep")
+    parser.add_argument("--rounds", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--protocol-points", type=int, default=2000)
+    parser.add_argument("--protocol", type=int, help=argparse.SUPPRESS)  # inside mpiexec
+    args = parser.parse_args()
+    if args.protocol:
+        protocol_main(args.protocol)
+        return
+
+    import torch
+    import yaml
+
+    from lsurf import models
+    from lsurf.checkpoint import save_checkpoint
+    from lsurf.data import write_synthetic
+
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        write_synthetic(folder, train_size=args.subset, test_size=10)
+        torch.manual_seed(0)
+        save_checkpoint(folder / "model.pt", models.build("resnet20").state_dict())
+        config = folder / "sweep.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"name": "resnet20", "checkpoint": str(folder / "model.pt")},
+                    "data": {
+                        "root": str(folder),
+                        "splits": ["train"],
+                        "batch_size": 250,
+                        "subset": args.subset,
+                    },
+                    "grid": {"x": "-1:1:2"},
+                    "output": str(folder / "unused.h5"),
+                }
+            )
+        )
+        print(
+            f"resnet20, {args.subset} images per point, {os.cpu_count()} cores; "
+            f"points/s from a {args.big}-point minus a {args.small}-point sweep"
+        )
+        # Rounds go through every layout in turn and each layout keeps its best round: load
+        # from elsewhere on a shared machine only ever slows a run down.
+        rates: dict[int, float] = {}
+        for round_number in range(args.rounds):
+            for ranks in (0, 1, 2, 3):
+                times = [
+                    run(
+                        sweep_command(
+                            ranks, config, points, folder / f"{round_number}_{ranks}_{points}.h5"
+                        )
+                    )
+                    for points in (args.small, args.big)
+                ]
+                rate = (args.big - args.small) / (times[1] - times[0])
+                rates[ranks] = max(rates.get(ranks, 0.0), rate)
+        for ranks, rate in rates.items():
+            label = "serial (1 process)" if ranks == 0 else f"mpiexec -n {ranks}"
+            print(f"{label:20s} {rate:6.2f} points/s  {rate * args.subset:7.0f} images/s")
+        print(
+            f"speed-up of 2 workers + master (-n 3) over one process: "
+            f"{rates[3] / rates[0]:.2f}x  (target >= 1.2)"
+        )
+
+        overhead = float(
+            subprocess.run(
+                [
+                    str(MPIEXEC),
+                    "-n",
+                    "3",
+                    sys.executable,
+                    "-m",
+                    "mpi4py",
+                    __file__,
+                    "--protocol",
+                    str(args.protocol_points),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        compute = 2 / rates[3]  # seconds of one point on one of the two workers
+        print(
+            f"protocol alone: {overhead * 1e3:.3f} ms per point with 2 idle workers; "
+            f"{100 * overhead / compute:.3f}% of a point's compute ({compute:.3f} s) "
+            "(target < 1%)"
+        )
+
+
+if __name__ == "__main__":
+    main()
