@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/mpi_scaling.py
 
 lint: install
 	$(BIN)/ruff check lsurf tests benchmarks

@@ -1,23 +1,26 @@
 """Benchmark: distributed sweep throughput with 1, 2 and 3 ranks, and the protocol's overhead.
 
 Part 1 runs the same ResNet-20 sweep serially (one process, all cores) and under
-`mpiexec -n R python -m mpi4py -m lsurf sweep` for R = 1, 2, 3, each at two grid sizes, and
-reports points/s and images/s from the difference (T_big − T_small) / (N_big − N_small), so
-start-up (imports, data, directions, MPI start) is not counted. With R ranks, rank 0 is the
-polling master and R − 1 are one-thread (cores / workers) workers.
+`mpiexec -n R python -m mpi4py -m lsurf sweep` for R = 1, 2, 3, with a progress line per
+point (`--log-every 1`) timestamped as it arrives: points/s is measured from the first
+finished point to the last, so start-up (imports, data, directions, MPI start) is not
+counted. Each layout runs `--rounds` times, in turn, and keeps its best round (load from
+elsewhere on a shared machine only slows runs down). With R ranks, rank 0 is the polling
+master and R − 1 are workers with cores / workers threads each.
 
 Part 2 measures the protocol alone: rank 0 serves single-point chunks to workers that answer
 at once with made-up values (no model at all), so the seconds per point it reports are the
 messaging and polling cost per point, an upper bound of what the protocol adds to a real point,
 printed as a fraction of the real point's compute time from part 1.
 
-Run: .venv/bin/python benchmarks/mpi_scaling.py [--subset 1000] [--small 4] [--big 20]
+Run: .venv/bin/python benchmarks/mpi_scaling.py [--subset 1000] [--points 16] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,27 +30,28 @@ from pathlib import Path
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 
 
-def run(command: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"benchmark run failed: {' '.join(command)}\n{result.stderr}")
-    return time.perf_counter() - started
+PROGRESS = re.compile(r"^(\d+)/\d+ points")
 
 
-def sweep_command(ranks: int, config: Path, points: int, output: Path) -> list[str]:
+def points_per_second(ranks: int, config: Path, points: int, output: Path) -> float:
+    """Run one sweep; its rate from the first to the last point, as seen by rank 0."""
     lsurf = [sys.executable, "-m", "lsurf"]
     if ranks:
         lsurf = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "lsurf"]
-    return [
-        *lsurf,
-        "sweep",
-        str(config),
-        "--set",
-        f"grid.x=-1:1:{points}",
-        "--set",
-        f"output={output}",
-    ]
+    command = [*lsurf, "sweep", str(config), "--log-every", "1"]
+    command += ["--set", f"grid.x=-1:1:{points}", "--set", f"output={output}"]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert process.stderr is not None
+    stamps = []
+    for line in process.stderr:
+        if match := PROGRESS.match(line):
+            stamps.append((time.perf_counter(), int(match.group(1))))
+    if process.wait() != 0 or len(stamps) < 2:
+        sys.exit(f"benchmark run failed: {' '.join(command)}")
+    (first_time, first_done), (last_time, last_done) = stamps[0], stamps[-1]
+    return (last_done - first_done) / (last_time - first_time)
 
 
 def protocol_main(points: int) -> None:
@@ -76,8 +80,7 @@ def protocol_main(points: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subset", type=int, default=1000, help="images evaluated per point")
-    parser.add_argument("--small", type=int, default=4, help="points of the small sweep")
-    parser.add_argument("--big", type=int, default=20, help="points of the big sweep")
+    parser.add_argument("--points", type=int, default=16, help="points per sweep")
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs each")
     parser.add_argument("--protocol-points", type=int, default=2000)
     parser.add_argument("--protocol", type=int, help=argparse.SUPPRESS)  # inside mpiexec
@@ -116,22 +119,13 @@ def main() -> None:
         )
         print(
             f"resnet20, {args.subset} images per point, {os.cpu_count()} cores; "
-            f"points/s from a {args.big}-point minus a {args.small}-point sweep"
+            f"{args.points}-point sweeps, best of {args.rounds}"
         )
-        # Rounds go through every layout in turn and each layout keeps its best round: load
-        # from elsewhere on a shared machine only ever slows a run down.
         rates: dict[int, float] = {}
         for round_number in range(args.rounds):
             for ranks in (0, 1, 2, 3):
-                times = [
-                    run(
-                        sweep_command(
-                            ranks, config, points, folder / f"{round_number}_{ranks}_{points}.h5"
-                        )
-                    )
-                    for points in (args.small, args.big)
-                ]
-                rate = (args.big - args.small) / (times[1] - times[0])
+                output = folder / f"round{round_number}_ranks{ranks}.h5"
+                rate = points_per_second(ranks, config, args.points, output)
                 rates[ranks] = max(rates.get(ranks, 0.0), rate)
         for ranks, rate in rates.items():
             label = "serial (1 process)" if ranks == 0 else f"mpiexec -n {ranks}"

@@ -63,12 +63,12 @@ def sweep_point_times(
     path = folder / f"sweep{block}.yaml"
     path.write_text(yaml.safe_dump(config))
     stamps: list[float] = []
-    # progress_every=0: the callback runs after every point; the first call is the
+    # log_every=1: the callback runs after every point; the first call is the
     # "starting" line, after set-up, so gaps between calls are whole points.
     run_sweep(
         load_sweep_config(path),
         log=lambda _: stamps.append(time.perf_counter()),
-        progress_every=0.0,
+        log_every=1,
     )
     # stamps: start line, one per point, then "surface written"; drop the first point (warm-up).
     points = stamps[1:-1]

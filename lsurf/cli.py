@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--force", action="store_true", help="start over, replacing an existing output"
     )
+    sweep.add_argument(
+        "--log-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a plain progress line every N points (default: a bar on a terminal, "
+        "else about every 1%% of the grid)",
+    )
 
     info = commands.add_parser("info", help="what a surface file holds and how complete it is")
     info.add_argument("surface", type=Path)
@@ -92,7 +100,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lsurf.config import load_sweep_config
         from lsurf.sweep import run_sweep
 
-        run_sweep(load_sweep_config(args.config, args.overrides), force=args.force)
+        if args.log_every is not None and args.log_every < 1:
+            raise LsurfError("--log-every must be at least 1")
+        config = load_sweep_config(args.config, args.overrides)
+        run_sweep(config, force=args.force, log_every=args.log_every)
         return 0
     if args.command == "info":
         print(describe_surface(args.surface))

@@ -1,7 +1,8 @@
 """Progress of a sweep as rank 0 sees it: points done, points/s, ETA.
 
-On a terminal: a tqdm bar. Otherwise (a cluster job's log): one plain line at most every
-`interval` seconds, and a last one at the end, so logs stay readable and greppable.
+On a terminal: a tqdm bar. Otherwise (a cluster job's log): a plain line every `every`
+points — by default about every 1% of the grid — and at least one every five minutes, plus a
+last one at the end, so logs stay short, readable and greppable.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ import time
 from collections.abc import Callable
 
 Log = Callable[[str], None]
+QUIET_LIMIT_SECONDS = 300.0  # the longest a job log goes without a progress line
 
 
 class Progress:
-    def __init__(self, total: int, done: int, log: Log, interval: float = 10.0) -> None:
-        self.total, self.done, self.log, self.interval = total, done, log, interval
-        self.start_done = done
-        self.started = self.last = time.monotonic()
-        self.last_logged = -1
+    def __init__(self, total: int, done: int, log: Log, every: int | None = None) -> None:
+        self.total, self.done, self.log = total, done, log
+        self.every = every if every is not None else max(1, total // 100)
+        self.start_done = self.logged_done = done
+        self.started = self.logged_at = time.monotonic()
         self.bar = None
-        if sys.stderr.isatty() and interval > 0:
+        if every is None and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(
-                total=total, initial=done, unit="point", dynamic_ncols=True, smoothing=0.05
-            )
+            self.bar = tqdm(total=total, initial=done, unit="point", dynamic_ncols=True)
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -33,14 +33,17 @@ class Progress:
             self.bar.update(count)
             return
         now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last, self.last_logged = now, self.done
+        if (
+            self.done - self.logged_done >= self.every
+            or now - self.logged_at >= QUIET_LIMIT_SECONDS
+        ):
+            self.logged_done, self.logged_at = self.done, now
             self.log(self.line(now))
 
     def finish(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.last_logged != self.done:
+        elif self.logged_done != self.done:
             self.log(self.line(time.monotonic()))
 
     def line(self, now: float) -> str:

@@ -266,23 +266,23 @@ def chunk_size(points: int, workers: int) -> int:
 
 
 def run_sweep(
-    config: SweepConfig, force: bool = False, log: Log = _stderr, progress_every: float = 10.0
+    config: SweepConfig, force: bool = False, log: Log = _stderr, log_every: int | None = None
 ) -> SweepOutcome | None:
     """Run (or resume) the sweep: serially, or as rank 0 / a worker under mpiexec.
 
     Returns the outcome (None on workers: rank 0 reports for the job).
     """
     if not parallel.launched_by_mpi():
-        return _run_serial(config, force, log, progress_every)
+        return _run_serial(config, force, log, log_every)
     session = parallel.Session()
     if session.size == 1:
         # Launchers may leave torch one thread (seen with MPICH's mpiexec): a lone rank owns
         # the cores of its allocation.
         torch.set_num_threads(parallel.available_cores())
-        return _run_serial(config, force, log, progress_every)
+        return _run_serial(config, force, log, log_every)
     try:
         if session.is_master:
-            return _run_master(config, force, session, log, progress_every)
+            return _run_master(config, force, session, log, log_every)
         return _run_worker(session)
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # the other ranks were told to stop; the CLI reports
@@ -292,7 +292,7 @@ def run_sweep(
         session.abort(1)
 
 
-def _run_serial(config: SweepConfig, force: bool, log: Log, progress_every: float) -> SweepOutcome:
+def _run_serial(config: SweepConfig, force: bool, log: Log, log_every: int | None) -> SweepOutcome:
     terminated = parallel.TerminationFlag()
     terminated.install()
     prepared = prepare(config, force)
@@ -309,7 +309,7 @@ def _run_serial(config: SweepConfig, force: bool, log: Log, progress_every: floa
         evaluator = build_evaluator(
             prepared.worker_setup(), splits, pick_device(config.evaluation.device)
         )
-        progress = Progress(total, total - len(todo), log, progress_every)
+        progress = Progress(total, total - len(todo), log, log_every)
         for chunk in chunks(todo, 1):
             done, values = evaluate_chunk(evaluator, prepared.grid, chunk, metrics, terminated)
             if len(done):
@@ -340,7 +340,7 @@ def _log_preempted(log: Log, config: SweepConfig, writer: store.SurfaceWriter) -
 
 
 def _run_master(
-    config: SweepConfig, force: bool, session: parallel.Session, log: Log, progress_every: float
+    config: SweepConfig, force: bool, session: parallel.Session, log: Log, log_every: int | None
 ) -> SweepOutcome:
     terminated = parallel.TerminationFlag()
     terminated.install()
@@ -371,7 +371,7 @@ def _run_master(
     with open_output(prepared, resume=state is False) as writer:
         todo = pending(writer.done)
         _log_start(log, config, state is False, total, len(todo), workers)
-        progress = Progress(total, total - len(todo), log, progress_every)
+        progress = Progress(total, total - len(todo), log, log_every)
 
         def record(chunk: np.ndarray, values: dict[str, list[float]]) -> None:
             writer.record(chunk.tolist(), values)

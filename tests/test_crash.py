@@ -84,3 +84,23 @@ def test_kill_during_start_up_leaves_no_partial_file(sweep_yaml, tmp_path):
     assert process.wait(timeout=300) == 0, process.stderr.read().decode()
     assert read_surface(output).done.all()
     assert not list(output.parent.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_sigterm_stops_a_serial_sweep_cleanly_and_it_resumes(sweep_yaml, tmp_path):
+    config = sweep_yaml()
+    output = tmp_path / "out" / "surface.h5"
+    process = start_sweep(config)
+    deadline = time.monotonic() + 120
+    while done_count(output) < 5:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    message = process.stderr.read().decode()
+    assert "stopped by SIGTERM" in message and "run the same command again" in message
+    assert "Traceback" not in message
+    stopped = read_surface(output)
+    assert 5 <= stopped.done.sum() < 120
+    process = start_sweep(config)
+    assert process.wait(timeout=300) == 0
+    assert read_surface(output).done.all()
