@@ -54,6 +54,36 @@ def points_per_second(ranks: int, config: Path, points: int, output: Path) -> fl
     return (last_done - first_done) / (last_time - first_time)
 
 
+def bare_main(root: Path, threads: int, seconds: float) -> None:
+    """Runs as its own process: images/s of a bare ResNet-20 forward loop, no lsurf machinery."""
+    import torch
+
+    from lsurf import models
+    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+
+    torch.set_num_threads(threads)
+    split = load_split(root, "train", REFERENCE_MEAN, REFERENCE_STD)
+    model = models.build("resnet20").to(memory_format=torch.channels_last).eval()
+    images = split.images.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(images[:250])
+        started, count = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            for start in range(0, len(images), 250):
+                model(images[start : start + 250])
+            count += len(images)
+    print(f"{count / (time.perf_counter() - started):.1f}")
+
+
+def bare_images_per_second(root: Path, processes: int, threads: int, seconds: float) -> float:
+    """Total images/s of `processes` concurrent bare loops with `threads` threads each."""
+    command = [sys.executable, __file__, "--bare", str(root), str(threads), str(seconds)]
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    return sum(float(process.communicate()[0].strip()) for process in running)
+
+
 def protocol_main(points: int) -> None:
     """Runs inside mpiexec: the chunk protocol with workers that do no work at all."""
     import numpy as np
@@ -84,9 +114,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs each")
     parser.add_argument("--protocol-points", type=int, default=2000)
     parser.add_argument("--protocol", type=int, help=argparse.SUPPRESS)  # inside mpiexec
+    parser.add_argument("--bare", nargs=3, help=argparse.SUPPRESS)  # one bare-loop process
     args = parser.parse_args()
     if args.protocol:
         protocol_main(args.protocol)
+        return
+    if args.bare:
+        bare_main(Path(args.bare[0]), int(args.bare[1]), float(args.bare[2]))
         return
 
     import torch
@@ -117,8 +151,9 @@ def main() -> None:
                 }
             )
         )
+        cores = len(os.sched_getaffinity(0))
         print(
-            f"resnet20, {args.subset} images per point, {os.cpu_count()} cores; "
+            f"resnet20, {args.subset} images per point, {cores} cores; "
             f"{args.points}-point sweeps, best of {args.rounds}"
         )
         rates: dict[int, float] = {}
@@ -133,6 +168,13 @@ def main() -> None:
         print(
             f"speed-up of 2 workers + master (-n 3) over one process: "
             f"{rates[3] / rates[0]:.2f}x  (target >= 1.2)"
+        )
+        # The machine's own ceiling for that speed-up: bare loops, no lsurf, no MPI.
+        one = bare_images_per_second(folder, 1, cores, 15.0)
+        split = bare_images_per_second(folder, cores, 1, 15.0)
+        print(
+            f"bare loops: 1 process x {cores} threads {one:.0f} images/s, {cores} processes x "
+            f"1 thread {split:.0f} images/s: ceiling {split / one:.2f}x"
         )
 
         overhead = float(
