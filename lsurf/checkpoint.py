@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import secrets
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,9 +45,11 @@ _LISTED_PER_KIND = 8
 _SAVE_HINT = "torch.save({'state_dict': model.state_dict()}, path)"
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Return the state dict stored in the checkpoint at `path`, keys without 'module.'.
 
+    With `mmap`, tensors are memory-mapped from the file (read from disk only where touched,
+    as PCA over hundreds of checkpoints needs); files in torch's old format load normally.
     Raises CheckpointError when the file is missing, is not a PyTorch checkpoint, holds
     pickled objects other than tensors and plain containers, or holds no state dict.
     """
@@ -56,14 +59,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"checkpoint {path} {what}; set model.checkpoint to a checkpoint file"
         )
-    loaded = _load_untrusted(path)
+    loaded = _load_untrusted(path, mmap)
     state = _find_state_dict(loaded, path)
     return _as_tensor_dict(state, path)
 
 
-def _load_untrusted(path: Path) -> object:
+def _load_untrusted(path: Path, mmap: bool = False) -> object:
+    if mmap and zipfile.is_zipfile(path):  # only torch's zip format can be memory-mapped
+        return _load_untrusted_as(path, mmap=True)
+    return _load_untrusted_as(path, mmap=False)
+
+
+def _load_untrusted_as(path: Path, mmap: bool) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from error
     except pickle.UnpicklingError as error:

@@ -26,7 +26,7 @@ from lsurf.errors import ConfigError
 from lsurf.grid import Axis, parse_axis
 
 SplitName = Literal["train", "test"]
-DirectionKind = Literal["random", "target"]
+DirectionKind = Literal["random", "target", "pca"]
 Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
 Ignore = Literal["biasbn", "none"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -56,13 +56,17 @@ class DataConfig:
 @dataclass(frozen=True)
 class DirectionsConfig:
     kind: DirectionKind = "random"
-    # norm/ignore apply to random directions; a target direction is θ2 − θ1 unnormalized.
-    # Left out, they resolve to filter/biasbn (random) or none/none (target).
+    # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
+    # components) are used as they are. Left out, norm/ignore resolve to filter/biasbn
+    # (random), none/none (target) or none/biasbn (pca).
     norm: Norm | None = None
     ignore: Ignore | None = None
     seed: int = 0
     file: Path | None = None  # None: <output>.directions.h5 beside the surface file
     target: Path | None = None  # the second checkpoint, for kind: target
+    trajectory: Path | None = None  # kind: pca — the training run's checkpoint folder
+    pattern: str = "model_*.pt"  # which files of `trajectory`, ordered by their number
+    center: bool = True  # pca rows mean-centred before the SVD, as the reference (sklearn)
 
 
 @dataclass(frozen=True)
@@ -302,14 +306,30 @@ def _check_sweep(config: SweepConfig) -> SweepConfig:
     if config.model.checkpoint is None:
         raise ConfigError("missing required key model.checkpoint (the trained weights to sweep)")
     directions = config.directions
+    if directions.kind != "target" and directions.target is not None:
+        raise ConfigError("directions.target is only used with directions.kind: target")
+    if directions.kind != "pca" and directions.trajectory is not None:
+        raise ConfigError("directions.trajectory is only used with directions.kind: pca")
     if directions.kind == "random":
         resolved = dataclasses.replace(
             directions,
             norm=directions.norm or "filter",
             ignore=directions.ignore or "biasbn",
         )
-        if directions.target is not None:
-            raise ConfigError("directions.target is only used with directions.kind: target")
+    elif directions.kind == "pca":
+        if directions.trajectory is None:
+            raise ConfigError(
+                "directions.kind: pca needs directions.trajectory (the folder of the training "
+                "run's checkpoints)"
+            )
+        if directions.norm not in (None, "none"):
+            raise ConfigError(
+                "directions.norm applies to random directions only; principal components "
+                "are unit vectors: remove it"
+            )
+        resolved = dataclasses.replace(
+            directions, norm="none", ignore=directions.ignore or "biasbn"
+        )
     else:
         if directions.target is None:
             raise ConfigError("directions.kind: target needs directions.target (second checkpoint)")

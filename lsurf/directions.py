@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lsurf import params
+from lsurf.trajectory import Trajectory
 
 EPSILON = 1e-10
 
@@ -33,6 +34,7 @@ class Directions:
     seed: int
     x: dict[str, torch.Tensor]  # d1, keyed by state_dict key, float32
     y: dict[str, torch.Tensor] | None  # d2 for a 2D surface
+    trajectory: Trajectory | None = None  # pca: the training run's path on the plane
 
     def digest(self) -> str:
         tensors = {f"x/{key}": value for key, value in self.x.items()}

@@ -30,6 +30,7 @@ import numpy as np
 
 import lsurf
 from lsurf.errors import OutputError
+from lsurf.trajectory import Trajectory
 
 if TYPE_CHECKING:  # plotting reads surface files without importing torch
     import torch
@@ -86,6 +87,7 @@ class Surface:
     metrics: dict[str, np.ndarray]
     done: np.ndarray
     attributes: dict[str, Any]
+    trajectory: Trajectory | None = None  # a PCA sweep's training path on the plane
 
 
 def read_surface(path: Path) -> Surface:
@@ -100,7 +102,9 @@ def read_surface(path: Path) -> Surface:
             for name in h5file
             if name.endswith(("_loss", "_acc")) and isinstance(h5file[name], h5py.Dataset)
         }
-        return Surface(path, x, y, metrics, h5file["done"][()], _attributes(h5file))
+        return Surface(
+            path, x, y, metrics, h5file["done"][()], _attributes(h5file), _read_trajectory(h5file)
+        )
 
 
 def read_surface_attributes(path: Path) -> dict[str, Any]:
@@ -158,7 +162,11 @@ class SurfaceWriter:
 
 
 def create_surface(
-    path: Path, grid: Grid, metrics: Sequence[str], attributes: dict[str, Any]
+    path: Path,
+    grid: Grid,
+    metrics: Sequence[str],
+    attributes: dict[str, Any],
+    trajectory: Trajectory | None = None,
 ) -> SurfaceWriter:
     """Create (or atomically replace) the surface file, all NaN and nothing done; open it."""
 
@@ -170,6 +178,7 @@ def create_surface(
             h5file.create_dataset(name, data=np.full(grid.shape, np.nan), track_times=False)
         h5file.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
         h5file["dir_file"] = str(attributes.get("direction_file", ""))
+        _write_trajectory(h5file, trajectory)
         h5file.attrs["format_version"] = FORMAT_VERSION
         h5file.attrs["lsurf_version"] = lsurf.__version__
         h5file.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -184,7 +193,10 @@ def create_surface(
 
 
 def write_directions(path: Path, directions: Directions, attributes: dict[str, Any]) -> None:
-    """Save d1 (group `xdirection`) and d2 (`ydirection`), one float32 dataset per key."""
+    """Save d1 (group `xdirection`) and d2 (`ydirection`), one float32 dataset per key.
+
+    `attributes` records how they were made (kind, norm, ignore, seed, checkpoint digest, ...).
+    """
 
     def build(h5file: h5py.File) -> None:
         groups = {"xdirection": directions.x, "ydirection": directions.y}
@@ -194,16 +206,35 @@ def write_directions(path: Path, directions: Directions, attributes: dict[str, A
             group = h5file.create_group(group_name)
             for key, tensor in tensors.items():
                 group.create_dataset(key, data=tensor.detach().cpu().numpy())
-        h5file.attrs["kind"] = directions.kind
-        h5file.attrs["norm"] = directions.norm
-        h5file.attrs["ignore"] = directions.ignore
-        h5file.attrs["seed"] = directions.seed
         h5file.attrs["directions_sha256"] = directions.digest()
         h5file.attrs["lsurf_version"] = lsurf.__version__
         for key, value in attributes.items():
             h5file.attrs[key] = value
+        _write_trajectory(h5file, directions.trajectory)
 
     _atomic_create(path, build)
+
+
+# The reference names the projected path's coordinates proj_xcoord/proj_ycoord.
+_PATH_NAMES = ("proj_xcoord", "proj_ycoord", "proj_epoch")
+
+
+def _write_trajectory(h5file: h5py.File, trajectory: Trajectory | None) -> None:
+    if trajectory is None:
+        return
+    h5file.create_dataset("proj_xcoord", data=trajectory.coordinates[:, 0])
+    h5file.create_dataset("proj_ycoord", data=trajectory.coordinates[:, 1])
+    h5file.create_dataset("proj_epoch", data=np.asarray(trajectory.epochs, dtype=np.int64))
+    h5file.attrs["explained_variance_ratio"] = np.asarray(trajectory.explained_variance_ratio)
+
+
+def _read_trajectory(h5file: h5py.File) -> Trajectory | None:
+    if any(name not in h5file for name in _PATH_NAMES):
+        return None
+    coordinates = np.stack([h5file["proj_xcoord"][()], h5file["proj_ycoord"][()]], axis=1)
+    ratio = [float(value) for value in h5file.attrs.get("explained_variance_ratio", [0.0, 0.0])]
+    epochs = tuple(int(epoch) for epoch in h5file["proj_epoch"][()])
+    return Trajectory(coordinates, epochs, (ratio[0], ratio[1]))
 
 
 def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
@@ -234,5 +265,6 @@ def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
             seed=int(attributes["seed"]),
             x=tensors("xdirection") or {},
             y=tensors("ydirection"),
+            trajectory=_read_trajectory(h5file),
         )
         return directions, attributes

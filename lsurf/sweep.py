@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from lsurf.directions import Directions, random_directions, target_direction
 from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import Evaluator, pick_device
 from lsurf.grid import Grid, chunks, pending
+from lsurf.pca import principal_plane, trajectory_files
 from lsurf.progress import Progress
 
 EXIT_BAD_INPUT = 2
@@ -108,6 +109,45 @@ def prepare(config: SweepConfig, force: bool = False) -> Prepared:
     return Prepared(config, model, directions, is_new, end, grid, identity)
 
 
+def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    """What a direction file records of how it was made; reuse requires all of it to match."""
+    settings = config.directions
+    recorded = {
+        "kind": settings.kind,
+        "norm": settings.norm,
+        "ignore": settings.ignore,
+        "seed": settings.seed if settings.kind == "random" else 0,
+        "checkpoint_sha256": identity["checkpoint_sha256"],
+        "target_sha256": identity.get("target_sha256", ""),
+    }
+    if settings.kind == "pca":
+        recorded |= {
+            "trajectory": str(settings.trajectory),
+            "pattern": settings.pattern,
+            "center": settings.center,
+        }
+    return recorded
+
+
+def _compute_directions(
+    config: SweepConfig, weights: dict[str, torch.Tensor], end: dict[str, torch.Tensor] | None
+) -> Directions:
+    settings = config.directions
+    assert settings.norm is not None and settings.ignore is not None  # resolved by config
+    if settings.kind == "target":
+        assert end is not None  # prepare loads θ2 for targets
+        return target_direction(weights, end)
+    if settings.kind == "pca":
+        assert settings.trajectory is not None  # the config requires it for pca
+        files = trajectory_files(settings.trajectory, settings.pattern)
+        plane = principal_plane(weights, files, settings.ignore, settings.center)
+        directions = plane.directions(settings.ignore)
+        # A 1D sweep along the first principal component only.
+        return directions if config.grid.y is not None else replace(directions, y=None)
+    plane_wanted = config.grid.y is not None
+    return random_directions(weights, settings.norm, settings.ignore, settings.seed, plane_wanted)
+
+
 def _obtain_directions(
     config: SweepConfig,
     model: torch.nn.Module,
@@ -120,27 +160,13 @@ def _obtain_directions(
     With --force the default direction file (the one beside the output, owned by it) is
     recomputed; a file named in directions.file may serve other sweeps and is never replaced.
     """
-    settings = config.directions
-    weights = params.movable(model, include_buffers=settings.kind == "target")
+    weights = params.movable(model, include_buffers=config.directions.kind == "target")
     path = config.direction_file
-    if not path.exists() or (force and settings.file is None):
-        if end is not None:
-            return target_direction(weights, end), True
-        assert settings.norm is not None and settings.ignore is not None  # resolved by config
-        plane = config.grid.y is not None
-        return random_directions(
-            weights, settings.norm, settings.ignore, settings.seed, plane
-        ), True
+    if not path.exists() or (force and config.directions.file is None):
+        return _compute_directions(config, weights, end), True
 
     directions, attributes = store.read_directions(path)
-    expected = {
-        "kind": settings.kind,
-        "norm": settings.norm,
-        "ignore": settings.ignore,
-        "seed": settings.seed if settings.kind == "random" else 0,
-        "checkpoint_sha256": identity["checkpoint_sha256"],
-        "target_sha256": identity.get("target_sha256", ""),
-    }
+    expected = direction_settings(config, identity)
     found = {key: attributes.get(key, "") for key in expected}
     mismatched = [key for key in expected if found[key] != expected[key]]
     shapes = {key: tuple(tensor.shape) for key, tensor in weights.items()}
@@ -197,12 +223,14 @@ def open_output(prepared: Prepared, resume: bool) -> store.SurfaceWriter:
         store.write_directions(
             config.direction_file,
             prepared.directions,
-            {key: prepared.identity.get(key, "") for key in ("checkpoint_sha256", "target_sha256")},
+            direction_settings(config, prepared.identity),
         )
     if resume:
         return store.SurfaceWriter(config.output)
     metrics = store.metric_names(config.data.splits)
-    return store.create_surface(config.output, prepared.grid, metrics, prepared.identity)
+    return store.create_surface(
+        config.output, prepared.grid, metrics, prepared.identity, prepared.directions.trajectory
+    )
 
 
 def build_evaluator(
