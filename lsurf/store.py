@@ -31,6 +31,7 @@ import numpy as np
 import lsurf
 from lsurf.errors import OutputError
 from lsurf.trajectory import Trajectory
+from lsurf.weights import WeightStatistics
 
 if TYPE_CHECKING:  # plotting reads surface files without importing torch
     import torch
@@ -88,6 +89,7 @@ class Surface:
     done: np.ndarray
     attributes: dict[str, Any]
     trajectory: Trajectory | None = None  # a PCA sweep's training path on the plane
+    weights: WeightStatistics | None = None  # θ*'s weight norms and histogram
 
 
 def read_surface(path: Path) -> Surface:
@@ -103,7 +105,14 @@ def read_surface(path: Path) -> Surface:
             if name.endswith(("_loss", "_acc")) and isinstance(h5file[name], h5py.Dataset)
         }
         return Surface(
-            path, x, y, metrics, h5file["done"][()], _attributes(h5file), _read_trajectory(h5file)
+            path,
+            x,
+            y,
+            metrics,
+            h5file["done"][()],
+            _attributes(h5file),
+            _read_trajectory(h5file),
+            read_weight_statistics(h5file["weights"]) if "weights" in h5file else None,
         )
 
 
@@ -167,8 +176,12 @@ def create_surface(
     metrics: Sequence[str],
     attributes: dict[str, Any],
     trajectory: Trajectory | None = None,
+    weights: WeightStatistics | None = None,
 ) -> SurfaceWriter:
-    """Create (or atomically replace) the surface file, all NaN and nothing done; open it."""
+    """Create (or atomically replace) the surface file, all NaN and nothing done; open it.
+
+    `trajectory` (PCA sweeps) and `weights` (θ*'s weight statistics) are stored beside.
+    """
 
     def build(h5file: h5py.File) -> None:
         h5file.create_dataset("xcoordinates", data=grid.x)
@@ -179,6 +192,8 @@ def create_surface(
         h5file.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
         h5file["dir_file"] = str(attributes.get("direction_file", ""))
         _write_trajectory(h5file, trajectory)
+        if weights is not None:
+            write_weight_statistics(h5file.create_group("weights"), weights)
         h5file.attrs["format_version"] = FORMAT_VERSION
         h5file.attrs["lsurf_version"] = lsurf.__version__
         h5file.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -211,6 +226,37 @@ def write_directions(path: Path, directions: Directions, attributes: dict[str, A
         for key, value in attributes.items():
             h5file.attrs[key] = value
         _write_trajectory(h5file, directions.trajectory)
+
+    _atomic_create(path, build)
+
+
+def write_weight_statistics(group: h5py.Group, statistics: WeightStatistics) -> None:
+    group.create_dataset("names", data=np.array(statistics.names, dtype=h5py.string_dtype()))
+    group.create_dataset("norms", data=statistics.norms)
+    group.create_dataset("sizes", data=statistics.sizes)
+    group.create_dataset("histogram_edges", data=statistics.bin_edges)
+    group.create_dataset("histogram_counts", data=statistics.counts)
+
+
+def read_weight_statistics(group: h5py.Group) -> WeightStatistics:
+    return WeightStatistics(
+        names=tuple(
+            name.decode() if isinstance(name, bytes) else name for name in group["names"][()]
+        ),
+        norms=group["norms"][()],
+        sizes=group["sizes"][()],
+        bin_edges=group["histogram_edges"][()],
+        counts=group["histogram_counts"][()],
+    )
+
+
+def write_weight_file(path: Path, statistics: dict[str, WeightStatistics]) -> None:
+    """A stats file: one group per labelled checkpoint (`lsurf weights`)."""
+
+    def build(h5file: h5py.File) -> None:
+        h5file.attrs["lsurf_version"] = lsurf.__version__
+        for label, stats in statistics.items():
+            write_weight_statistics(h5file.create_group(label.replace("/", "_")), stats)
 
     _atomic_create(path, build)
 

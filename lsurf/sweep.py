@@ -35,6 +35,7 @@ from lsurf.evaluate import Evaluator, pick_device
 from lsurf.grid import Grid, chunks, pending
 from lsurf.pca import principal_plane, trajectory_files
 from lsurf.progress import Progress
+from lsurf.weights import weight_statistics
 
 EXIT_BAD_INPUT = 2
 
@@ -229,7 +230,12 @@ def open_output(prepared: Prepared, resume: bool) -> store.SurfaceWriter:
         return store.SurfaceWriter(config.output)
     metrics = store.metric_names(config.data.splits)
     return store.create_surface(
-        config.output, prepared.grid, metrics, prepared.identity, prepared.directions.trajectory
+        config.output,
+        prepared.grid,
+        metrics,
+        prepared.identity,
+        prepared.directions.trajectory,
+        weight_statistics(prepared.model.state_dict()),
     )
 
 
