@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG path (default: beside the surface, named after the metric)",
     )
 
+    weights = commands.add_parser(
+        "weights", help="per-layer weight norms and weight histograms of checkpoints"
+    )
+    weights.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files to compare")
+    weights.add_argument(
+        "--out", type=Path, required=True, help="folder for weights.h5 and weights.png"
+    )
+
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     synth = data_commands.add_parser("synth", help="write a synthetic CIFAR-10-format dataset")
@@ -119,6 +127,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(plot_surface(args.surface, args.metric, args.out))
         return 0
+    if args.command == "weights":
+        print(compare_weights(args.checkpoints, args.out))
+        return 0
     if args.command == "data":
         from lsurf.data import write_synthetic
 
@@ -129,6 +140,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"synthetic CIFAR-10 ({args.train_size} train, {args.test_size} test) in {root}")
         return 0
     raise AssertionError(args.command)  # argparse only lets known commands through
+
+
+def compare_weights(paths: list[Path], out: Path) -> Path:
+    """`lsurf weights`: statistics on one shared histogram range, a stats file and a figure."""
+    from lsurf.checkpoint import read_state_dict
+    from lsurf.store import write_weight_file
+    from lsurf.weights import plot_weight_statistics, shared_limit, weight_statistics
+
+    states = [read_state_dict(path) for path in paths]
+    labels = [path.stem for path in paths]
+    if len(set(labels)) < len(labels):  # e.g. run_a/final.pt and run_b/final.pt
+        labels = [f"{path.parent.name}/{path.stem}" for path in paths]
+    limit = shared_limit(states)
+    statistics = {
+        label: weight_statistics(state, limit) for label, state in zip(labels, states, strict=True)
+    }
+    write_weight_file(out / "weights.h5", statistics)
+    return plot_weight_statistics(statistics, out / "weights.png")
 
 
 def describe_surface(path: Path) -> str:
