@@ -77,9 +77,8 @@ def principal_plane(
 ) -> Plane:
     """The PCA plane of the trajectory `files` around `origin` (see the module docstring)."""
     keys = [key for key in origin if not (ignore == "biasbn" and origin[key].dim() <= 1)]
-    states = [read_state_dict(path, mmap=True) for path in files]
-    for path, state in zip(files, states, strict=True):
-        _check_fits(state, origin, keys, path)
+    for path in files:
+        _check_fits(read_state_dict(path, mmap=True), origin, keys, path)
     rows = len(files)
     span = max(1, memory_bytes // (8 * rows))
     flat_origin = {key: origin[key].detach().reshape(-1).to(torch.float64) for key in keys}
@@ -87,16 +86,20 @@ def principal_plane(
     def blocks() -> Iterator[tuple[list[tuple[str, int, int]], torch.Tensor]]:
         """(slices, X_block): rows x_i restricted to ≤ `span` parameters at a time."""
         for pieces in _slices(keys, flat_origin, span):
-            block = torch.empty(
-                rows, sum(stop - start for _, start, stop in pieces), dtype=torch.float64
-            )
-            for row, state in enumerate(states):
+            width = sum(stop - start for _, start, stop in pieces)
+            block = torch.empty(rows, width, dtype=torch.float64)
+            for row, path in enumerate(files):
+                # Mapped afresh per block and dropped after: only this block's pages of each
+                # file are ever resident, whatever the number and size of the checkpoints.
+                state = read_state_dict(path, mmap=True)
                 column = 0
                 for key, start, stop in pieces:
-                    width = stop - start
                     values = state[key].reshape(-1)[start:stop].to(torch.float64)
-                    block[row, column : column + width] = values - flat_origin[key][start:stop]
-                    column += width
+                    block[row, column : column + stop - start] = (
+                        values - flat_origin[key][start:stop]
+                    )
+                    column += stop - start
+                del state
             yield pieces, block
 
     gram = torch.zeros(rows, rows, dtype=torch.float64)
