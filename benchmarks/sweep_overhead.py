@@ -10,6 +10,9 @@ is written and flushed: start-up (imports, data loading, directions) is not coun
 It also prints resident memory after each block and the peak, to show that memory does not
 grow from point to point.
 
+With --precision bf16 (or tf32 on a GPU) it also sweeps the same points in that precision
+and prints its speed-up and its largest relative loss error against fp32.
+
 Run: .venv/bin/python benchmarks/sweep_overhead.py [--model resnet20] [--subset 2000]
 """
 
@@ -22,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -30,6 +34,7 @@ from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.config import load_sweep_config
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split, write_synthetic
+from lsurf.store import read_surface
 from lsurf.sweep import run_sweep
 
 
@@ -46,7 +51,8 @@ def sweep_point_times(
     folder: Path,
     checkpoint: Path,
     args: argparse.Namespace,
-    block: int,
+    block: int | str,
+    precision: str = "fp32",
 ) -> list[float]:
     """Run a 1 x points sweep; return the seconds each point took (evaluate + write + flush)."""
     config = {
@@ -58,6 +64,7 @@ def sweep_point_times(
             "subset": args.subset,
         },
         "grid": {"x": f"-1:1:{args.points + 1}"},
+        "evaluation": {"precision": precision},
         "output": str(folder / f"surface{block}.h5"),
     }
     path = folder / f"sweep{block}.yaml"
@@ -114,6 +121,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--points", type=int, default=5, help="points per block")
     parser.add_argument("--blocks", type=int, default=4, help="alternating blocks of each")
+    parser.add_argument(
+        "--precision", choices=["bf16", "tf32"], help="also measure this opt-in's speed and error"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -137,6 +147,11 @@ def main() -> None:
             bare += bare_point_times(model, images, split.labels, args.batch_size, alphas)
             swept += sweep_point_times(folder, checkpoint, args, block)
             memory.append(resident_mib())
+        if args.precision:
+            lower = sweep_point_times(folder, checkpoint, args, "lower", args.precision)
+            reference = read_surface(folder / "surface0.h5").metrics["train_loss"]
+            rounded = read_surface(folder / "surfacelower.h5").metrics["train_loss"]
+            error = float(np.max(np.abs(rounded - reference) / np.abs(reference)))
 
     bare_median, sweep_median = statistics.median(bare), statistics.median(swept)
     print(
@@ -152,6 +167,12 @@ def main() -> None:
         f"({args.subset / sweep_median:.0f} images/s)"
     )
     print(f"ratio sweep/bare    {sweep_median / bare_median:.3f}  (target <= 1.05)")
+    if args.precision:
+        median = statistics.median(lower)
+        print(
+            f"{args.precision:18s}  {median:.4f} s/point ({sweep_median / median:.2f}x fp32), "
+            f"largest relative loss error vs fp32 {error:.2e}"
+        )
     blocks = ", ".join(f"{value:.0f}" for value in memory)
     print(
         f"resident memory     {blocks} MiB after each block of {args.points} points; "

@@ -30,7 +30,7 @@ DirectionKind = Literal["random", "target", "pca"]
 Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
 Ignore = Literal["biasbn", "none"]
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "tf32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,10 @@ class GridConfig:
 @dataclass(frozen=True)
 class EvaluationConfig:
     device: Device = "auto"  # auto: CUDA when present, else CPU
-    precision: Precision = "fp32"  # bf16 rounds the weights: opt-in only
+    # fp32 by default. tf32 (GPU convolutions/matmuls with 10-bit mantissas) and bf16
+    # (autocast: weights and activations rounded to 8 bits) are faster opt-ins whose error
+    # benchmarks/sweep_overhead.py --precision measures.
+    precision: Precision = "fp32"
     channels_last: bool = True
 
 

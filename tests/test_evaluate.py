@@ -85,3 +85,19 @@ def test_asking_for_cuda_without_one_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="no usable CUDA device"):
         pick_device("cuda")
     assert pick_device("auto") == torch.device("cpu")
+
+
+def test_fp32_turns_off_tf32_and_tf32_is_an_opt_in():
+    directions = Directions("random", "none", "none", 0, {"table": torch.zeros(1, 10)}, None)
+    split = Split(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
+    for precision, allowed in (("tf32", True), ("fp32", False)):
+        Evaluator(
+            ConstantLogits(),
+            directions,
+            {"train": split},
+            2,
+            torch.device("cpu"),
+            precision=precision,
+        )
+        assert torch.backends.cudnn.allow_tf32 is allowed
+        assert torch.backends.cuda.matmul.allow_tf32 is allowed
