@@ -195,15 +195,17 @@ def _registry_hint(state: Mapping[str, torch.Tensor]) -> list[str]:
         for key, value in state.items()
         if not key.endswith("." + _BATCH_COUNTER)
     }
-    # Registry models end in a `linear` classifier; its rows give the class count.
-    head = state.get("linear.weight")
+    # Registry models end in a `linear` (ResNets, DenseNet) or `classifier` (VGG) layer;
+    # its rows give the class count.
+    head = state.get("linear.weight", state.get("classifier.weight"))
     num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else 10
     num_classes = max(num_classes, 1)
     fitting: list[str] = []
     for name in models.available():
-        # Building consumes random numbers; fork the generator so that a caller's seeded
-        # sequence stays the same whether or not this hint ran.
-        with torch.random.fork_rng(devices=[]):
+        # Built on the meta device: shapes without memory or initialization (a WRN-56-8 is
+        # 54M parameters); the generator is forked anyway so a caller's seeded sequence stays
+        # the same whether or not this hint ran.
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
             candidate = models.build(name, num_classes)
         shapes = {
             key: tuple(value.shape)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from lsurf.errors import ConfigError
-from lsurf.models import cifar_resnet, small
+from lsurf.models import cifar_resnet, densenet, small, vgg, wide_resnet
 
 # A builder takes num_classes and returns a freshly initialized model.
 ModelBuilder = Callable[[int], nn.Module]
@@ -26,6 +26,9 @@ ModelBuilder = Callable[[int], nn.Module]
 _FAMILIES: tuple[Mapping[str, ModelBuilder], ...] = (
     cifar_resnet.MODELS,
     small.MODELS,
+    vgg.MODELS,
+    densenet.MODELS,
+    wide_resnet.MODELS,
 )
 
 

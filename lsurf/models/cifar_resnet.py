@@ -3,7 +3,8 @@
 Owns the architecture: a 3x3 stem conv to 16 channels, three stages of n BasicBlocks with
 16, 32 and 64 channels (the first block of stages 2 and 3 halves the resolution), global
 average pooling and a linear classifier, so depth = 6n + 2. Input (N, 3, 32, 32), output
-(N, num_classes) logits.
+(N, num_classes) logits. An optional `width` k multiplies every channel count (16k, 32k, 64k,
+the stem included): the Wide-ResNets of `lsurf.models.wide_resnet`; k = 1 is He et al.'s net.
 
 The shortcut kind picks which published checkpoints load without any key renaming:
 
@@ -105,16 +106,21 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 images; see the module docstring for the layout."""
 
-    def __init__(self, depth: int, shortcut: ShortcutKind, num_classes: int = 10) -> None:
+    def __init__(
+        self, depth: int, shortcut: ShortcutKind, num_classes: int = 10, *, width: int = 1
+    ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
+        if width < 1:
+            raise ValueError(f"CIFAR ResNet width must be a positive integer, got {width}")
         blocks_per_stage = (depth - 2) // 6
-        self.conv1 = _conv3x3(3, _STAGE_CHANNELS[0], 1)
-        self.bn1 = nn.BatchNorm2d(_STAGE_CHANNELS[0])
-        in_channels = _STAGE_CHANNELS[0]
+        stage_channels = [channels * width for channels in _STAGE_CHANNELS]
+        self.conv1 = _conv3x3(3, stage_channels[0], 1)
+        self.bn1 = nn.BatchNorm2d(stage_channels[0])
+        in_channels = stage_channels[0]
         stages: list[nn.Sequential] = []
-        for stage_index, channels in enumerate(_STAGE_CHANNELS):
+        for stage_index, channels in enumerate(stage_channels):
             # Stage 1 keeps 32x32; stages 2 and 3 halve the resolution in their first block.
             first_stride = 1 if stage_index == 0 else 2
             blocks = []
@@ -124,7 +130,7 @@ class CifarResNet(nn.Module):
                 in_channels = channels
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.linear = nn.Linear(_STAGE_CHANNELS[-1], num_classes)
+        self.linear = nn.Linear(stage_channels[-1], num_classes)
         self._initialize()
 
     def _initialize(self) -> None:
@@ -136,6 +142,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Shapes for width k = 1; a wider net has k times the channels at every step.
         out = F.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
         out = self.layer1(out)  # (N, 16, 32, 32)
         out = self.layer2(out)  # (N, 32, 16, 16)
