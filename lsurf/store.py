@@ -18,6 +18,7 @@ at any moment leaves a readable file in which every `done` point holds its real 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Sequence
@@ -63,16 +64,22 @@ def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
 
 def _atomic_create(path: Path, build: Any) -> None:
     """Write a new HDF5 file with `build(h5file)` under a temporary name, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-creation
-        stale.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # from a run killed mid-creation
+            stale.unlink(missing_ok=True)
         with h5py.File(temporary, "w") as h5file:
             build(h5file)
         os.replace(temporary, path)
+    except OSError as error:
+        reason = error.strerror or str(error).split("\n")[0]
+        raise OutputError(
+            f"cannot write {path} ({reason}); choose an output folder you can write to"
+        ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
+            temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- surface file

@@ -181,3 +181,12 @@ def test_train_writes_a_trajectory_and_lowers_the_loss(tmp_path, cifar_root, cap
     assert losses[-1] < losses[0]
     state = torch.load(run / "final.pt", weights_only=True)
     assert state["epoch"] == 3 and "conv1.weight" in state["state_dict"]
+
+
+def test_an_unwritable_output_folder_is_one_line(sweep_yaml, tmp_path, capsys):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    config = sweep_yaml({"output": str(blocked / "surface.h5")}, name="blocked.yaml")
+    assert main(["sweep", str(config)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in lines[0]
