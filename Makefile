@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/lsurf train configs/demo/train.yaml
 	$(BIN)/lsurf sweep configs/demo/sweep.yaml
 	$(BIN)/lsurf info $(DEMO)/surface.h5
-	$(BIN)/lsurf plot $(DEMO)/surface.h5 --metric train_loss
+	$(BIN)/lsurf plot $(DEMO)/surface.h5 --metric train_loss --log
 
 # The Slurm tests run a real one-node cluster: Debian's slurm-wlm and munge, installed here
 # when this is root on Debian/Ubuntu (as CI is); elsewhere those tests skip with a note.

@@ -61,14 +61,48 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", type=Path, help="training config YAML")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    plot = commands.add_parser("plot", help="draw a surface file (contours for 2D, a curve for 1D)")
-    plot.add_argument("surface", type=Path)
-    plot.add_argument("--metric", default="train_loss", help="dataset to draw (default train_loss)")
+    plot = commands.add_parser(
+        "plot",
+        help="draw surface files: contours, heatmap and 3D (2D) or loss/accuracy curves (1D); "
+        "several files side by side on one color scale",
+    )
+    plot.add_argument("surfaces", nargs="+", type=Path, metavar="SURFACE", help="surface files")
+    plot.add_argument(
+        "--metric", default=None, help="dataset to draw (default train_loss, else the first loss)"
+    )
     plot.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="PNG path (default: beside the surface, named after the metric)",
+        metavar="DIR",
+        help="folder for the files (default: beside the first surface file)",
+    )
+    plot.add_argument(
+        "--format",
+        default="png",
+        metavar="LIST",
+        help="comma list of png, pdf, svg (figures), vtk (ParaView .vtu), html (interactive "
+        "3D page) (default png)",
+    )
+    plot.add_argument(
+        "--kinds",
+        default=None,
+        metavar="LIST",
+        help="2D: comma list of contour, filled, heatmap, surface3d (default all); 1D: curve",
+    )
+    plot.add_argument("--log", action="store_true", help="log color scale / log10 heights")
+    plot.add_argument(
+        "--zmax",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="clip values above Z to Z for display (the figures say how many)",
+    )
+    plot.add_argument(
+        "--levels",
+        default=None,
+        metavar="SPEC",
+        help="contour levels: MIN:MAX:STEP (the paper's vmin:vmax:vlevel) or a comma list",
     )
 
     weights = commands.add_parser(
@@ -123,9 +157,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         train(load_train_config(args.config, args.overrides))
         return 0
     if args.command == "plot":
-        from lsurf.plot import plot_surface
+        from lsurf.plot import parse_options, plot_files
 
-        print(plot_surface(args.surface, args.metric, args.out))
+        options = parse_options(
+            args.metric, args.out, args.format, args.kinds, args.log, args.zmax, args.levels
+        )
+        for path in plot_files(args.surfaces, options):
+            print(path)
         return 0
     if args.command == "weights":
         print(compare_weights(args.checkpoints, args.out))

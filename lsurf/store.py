@@ -104,6 +104,9 @@ def read_surface(path: Path) -> Surface:
     with _open(path, "r", "surface file", locking=False) as h5file:
         if "format_version" not in h5file.attrs or "done" not in h5file:
             raise OutputError(f"{path} is an HDF5 file but not an lsurf surface file")
+        # `done` before the values: the writer sets values before flags, so every point read
+        # as done here already had its values when they are read next.
+        done = h5file["done"][()]
         x = h5file["xcoordinates"][()]
         y = h5file["ycoordinates"][()] if "ycoordinates" in h5file else None
         metrics = {
@@ -116,7 +119,7 @@ def read_surface(path: Path) -> Surface:
             x,
             y,
             metrics,
-            h5file["done"][()],
+            done,
             _attributes(h5file),
             _read_trajectory(h5file),
             read_weight_statistics(h5file["weights"]) if "weights" in h5file else None,

@@ -152,9 +152,21 @@ def test_plot_writes_a_png_with_masked_unfinished_points(existing_output, capsys
     with h5py.File(output, "r+") as h5file:
         h5file["done"][0, 0] = False
     assert main(["plot", str(output), "--metric", "test_loss"]) == 0
-    png = output.with_name("surface_test_loss.png")
-    assert capsys.readouterr().out.strip() == str(png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    kinds = ("contour", "filled", "heatmap", "surface3d")  # the standard set for a 2D surface
+    pngs = [output.with_name(f"surface_test_loss_{kind}.png") for kind in kinds]
+    assert capsys.readouterr().out.split() == [str(png) for png in pngs]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    # The unfinished point is painted in the "not computed" grey, not in a colormap color.
+    import matplotlib.colors
+    import matplotlib.image
+    import numpy as np
+
+    from lsurf.plot.planes import NOT_COMPUTED_COLOR
+
+    heatmap = matplotlib.image.imread(pngs[2])[..., :3]
+    grey = np.array(matplotlib.colors.to_rgb(NOT_COMPUTED_COLOR))
+    assert np.sum(np.all(np.abs(heatmap - grey) < 0.01, axis=-1)) > 1000
     assert main(["plot", str(output), "--metric", "val_loss"]) == 2
     assert "available: test_acc, test_loss, train_acc, train_loss" in capsys.readouterr().err
 

@@ -1,0 +1,129 @@
+"""Figures and exports of surface files: what `lsurf plot` does.
+
+Input: one or more surface files (read without torch or MPI, without locking, so a file a
+sweep is still writing can be drawn) and `PlotOptions`. Output: the files written, in order.
+
+- 2D: contour lines with labelled levels, filled contours, a heatmap and a 3D surface; a
+  PCA sweep's optimizer path is drawn over the 2D kinds, axes labelled with the explained
+  variance. 1D: loss and accuracy on twin axes, train solid, test dashed.
+- Several files: one figure per kind with the panels side by side on ONE color scale and the
+  SAME contour levels (1D: the same y-limits), so sharpness compares honestly.
+- Points not computed, inf and NaN are masked and painted as such, never drawn as values.
+- `--format vtk` / `html`: a ParaView .vtu and a self-contained interactive 3D page.
+
+Modules: options (flags → PlotOptions), view (masking, the shared scale), labels (words from
+the stored config), planes (2D figures), curves (1D figures), export (VTK, HTML).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from lsurf.errors import LsurfError
+from lsurf.plot.options import (
+    FIGURE_FORMATS,
+    KINDS_1D,
+    KINDS_2D,
+    Kind,
+    PlotOptions,
+    parse_levels,
+    parse_options,
+)
+from lsurf.plot.view import Panel, load_panels, shared_scale
+
+__all__ = ["PlotOptions", "parse_levels", "parse_options", "plot_files"]
+
+# Above three files, names like a_vs_b_vs_c_vs_d get unwieldy; the first one and a count say it.
+_MAX_NAMED = 3
+
+
+def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
+    """Draw the surfaces (side by side when several) and return the paths written."""
+    from lsurf.plot.curves import draw_curves
+    from lsurf.plot.export import write_curve_html, write_surface_html, write_vtk
+    from lsurf.plot.planes import draw_plane
+
+    panels = load_panels(paths, options)
+    is_2d = panels[0].is_2d
+    kinds = _kinds(panels, options)
+    if not is_2d and options.levels is not None:
+        raise LsurfError("--levels sets contour levels of 2D surfaces; these files are 1D")
+    if not is_2d and "vtk" in options.formats:
+        raise LsurfError("--format vtk exports 2D surfaces; these files are 1D (try html)")
+    out = options.out if options.out is not None else paths[0].parent
+    out.mkdir(parents=True, exist_ok=True)
+    scale = shared_scale(panels, options) if is_2d else None
+    suffix = "_log" if options.log else ""
+    metric = f"_{panels[0].metric}" if is_2d else ""
+    base = f"{_joined_name(panels)}{metric}{suffix}"
+
+    written: list[Path] = []
+    figure_formats = [name for name in options.formats if name in FIGURE_FORMATS]
+    for kind in kinds if figure_formats else ():
+        figure = draw_curves(panels, options) if scale is None else draw_plane(kind, panels, scale)
+        for name in figure_formats:
+            path = out / f"{base}_{kind}.{name}"
+            with _written_atomically(path) as temporary:
+                figure.savefig(temporary, format=name)
+            written.append(path)
+    for panel in panels:  # exports are one per file, on the shared scale
+        own = f"{_slug(panel.label)}{metric}{suffix}"
+        if "vtk" in options.formats and scale is not None:
+            path = out / f"{own}.vtu"
+            with _written_atomically(path) as temporary:
+                write_vtk(panel, scale, temporary)
+            written.append(path)
+        if "html" in options.formats:
+            path = out / (f"{own}_curve.html" if scale is None else f"{own}.html")
+            with _written_atomically(path) as temporary:
+                if scale is None:
+                    write_curve_html(panel, options, temporary)
+                else:
+                    write_surface_html(panel, scale, temporary)
+            written.append(path)
+    return written
+
+
+def _kinds(panels: Sequence[Panel], options: PlotOptions) -> tuple[Kind, ...]:
+    """The figure kinds to draw: as asked, or the standard set for the files' dimension."""
+    if not panels[0].is_2d:
+        if options.kinds is not None and set(options.kinds) - set(KINDS_1D):
+            raise LsurfError("1D surfaces are drawn as --kinds curve (loss and accuracy)")
+        return KINDS_1D
+    if options.kinds is not None and "curve" in options.kinds:
+        raise LsurfError(f"--kinds curve is for 1D surfaces; 2D: {', '.join(KINDS_2D)}")
+    # Contours and a 3D surface need at least two points along each axis.
+    thin = [panel for panel in panels if min(panel.surface.done.shape) < 2]
+    if options.kinds is None:
+        return ("heatmap",) if thin else KINDS_2D
+    if thin and set(options.kinds) - {"heatmap"}:
+        raise LsurfError(
+            f"{thin[0].surface.path} has a single row or column of points: only --kinds heatmap"
+        )
+    return options.kinds
+
+
+def _slug(label: str) -> str:
+    return label.replace("/", "_").replace(":", "_")
+
+
+def _joined_name(panels: Sequence[Panel]) -> str:
+    """'surface' for one file, 'a_vs_b' for a comparison."""
+    slugs = [_slug(panel.label) for panel in panels]
+    if len(slugs) > _MAX_NAMED:
+        return f"{slugs[0]}_vs_{len(slugs) - 1}_more"
+    return "_vs_".join(slugs)
+
+
+@contextmanager
+def _written_atomically(path: Path) -> Iterator[Path]:
+    """A temporary path to write, renamed to `path` after: readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,158 @@
+"""Figures of 1D surfaces: loss and accuracy along a line, as the paper's interpolation plots.
+
+Input: `Panel`s of 1D surface files and the `PlotOptions`. Output: a matplotlib `Figure`
+with a panel per file; in each, loss on the left axis (blue) and accuracy on a twin right
+axis (red), train solid and test dashed (Li et al., Figs. 2-3). Side-by-side panels share
+their y-limits, so a wider or flatter curve is really wider or flatter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from lsurf.plot.labels import completeness, titles
+from lsurf.plot.options import PlotOptions
+from lsurf.plot.planes import DPI, NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, PANEL_SIZE
+from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, mask_hidden
+
+LOSS_COLOR = "#1f77b4"  # blue loss, red accuracy, as in the paper
+ACCURACY_COLOR = "#d62728"
+SPLIT_STYLES = {"train": "-", "test": "--"}  # any other split: dotted
+ACCURACY_LIMITS = (0.0, 100.0)  # percent; a fixed range compares across files by itself
+
+
+def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
+    count = len(panels)
+    width, height = PANEL_SIZE
+    figure = Figure(figsize=(width * count + 0.8, height + 0.9), dpi=DPI, layout="constrained")
+    loss_axes = list(figure.subplots(1, count, squeeze=False)[0])
+    curves = [_curves(panel, options) for panel in panels]
+    loss_limits = _loss_limits([loss for panel in curves for loss, _ in panel.values()], options)
+    for ax, panel, panel_curves in zip(loss_axes, panels, curves, strict=True):
+        accuracy_ax = ax.twinx()
+        x = panel.surface.x
+        for split, (loss, accuracy) in panel_curves.items():
+            style = SPLIT_STYLES.get(split, ":")
+            ax.plot(x, loss, color=LOSS_COLOR, linestyle=style, label=f"{split} loss")
+            if accuracy is not None:
+                accuracy_ax.plot(
+                    x, accuracy, color=ACCURACY_COLOR, linestyle=style, label=f"{split} accuracy"
+                )
+        _shade_hidden(ax, x, _status(panel, panel_curves))
+        if options.log:
+            ax.set_yscale("log")
+        ax.set_ylim(*loss_limits)
+        accuracy_ax.set_ylim(*ACCURACY_LIMITS)
+        if len(x) > 1:
+            ax.set_xlim(x[0], x[-1])
+        ax.set_xlabel(panel.description.x_label)
+        ax.set_ylabel("loss" + (" (log scale)" if options.log else ""), color=LOSS_COLOR)
+        accuracy_ax.set_ylabel("accuracy (%)", color=ACCURACY_COLOR)
+    heading = "loss and accuracy" + (" (log-scale loss)" if options.log else "")
+    heading, panel_titles = titles(
+        heading,
+        [panel.label for panel in panels],
+        [panel.description.subject for panel in panels],
+        [_note(panel, options) for panel in panels],
+    )
+    figure.suptitle(heading, fontsize=10)
+    for ax, title in zip(loss_axes, panel_titles, strict=True):
+        ax.set_title(title, fontsize=8)
+    handles = _legend_handles(panels, curves)
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    return figure
+
+
+def _curves(
+    panel: Panel, options: PlotOptions
+) -> dict[str, tuple[np.ma.MaskedArray, np.ma.MaskedArray | None]]:
+    """{split: (loss, accuracy)} with hidden points masked (gaps in the lines)."""
+    metrics = panel.surface.metrics
+    order = {split: rank for rank, split in enumerate(SPLIT_STYLES)}  # train, then test
+    splits = sorted(
+        (name.removesuffix("_loss") for name in metrics if name.endswith("_loss")),
+        key=lambda split: (order.get(split, len(order)), split),
+    )
+    found = {}
+    for split in splits:
+        loss, _, _ = mask_hidden(
+            metrics[f"{split}_loss"], panel.surface.done, options.log, options.zmax
+        )
+        accuracy = None
+        if f"{split}_acc" in metrics:
+            accuracy = mask_hidden(metrics[f"{split}_acc"], panel.surface.done, False, None)[0]
+        found[split] = (loss, accuracy)
+    return found
+
+
+def _note(panel: Panel, options: PlotOptions) -> str:
+    """How complete the curve is, and whether --zmax clipped any loss."""
+    notes = [completeness(panel.surface)]
+    done = panel.surface.done.astype(bool)
+    losses = [values for name, values in panel.surface.metrics.items() if name.endswith("_loss")]
+    if options.zmax is not None and any(np.any(loss[done] > options.zmax) for loss in losses):
+        notes.append(f"loss above {options.zmax:g} drawn at {options.zmax:g}")
+    return "; ".join(note for note in notes if note)
+
+
+def _status(panel: Panel, curves: dict) -> np.ndarray:
+    """Not computed where not done; not finite where any drawn line has a gap at a done point."""
+    status = np.where(panel.surface.done, SHOWN, NOT_COMPUTED).astype(np.int8)
+    for line in (line for pair in curves.values() for line in pair if line is not None):
+        status[(status == SHOWN) & np.ma.getmaskarray(line)] = NOT_FINITE
+    return status
+
+
+def _shade_hidden(ax: Axes, x: np.ndarray, status: np.ndarray) -> None:
+    """Grey (not computed) and pink (inf/NaN) bands over each run of hidden points."""
+    if len(x) < 2:
+        return
+    # Each point owns the interval between the midpoints to its neighbours.
+    middles = (x[1:] + x[:-1]) / 2
+    edges = np.concatenate([[x[0]], middles, [x[-1]]])
+    for code, color in ((NOT_COMPUTED, NOT_COMPUTED_COLOR), (NOT_FINITE, NOT_FINITE_COLOR)):
+        hidden = np.concatenate([[False], status == code, [False]]).astype(np.int8)
+        starts = np.flatnonzero(np.diff(hidden) == 1)
+        stops = np.flatnonzero(np.diff(hidden) == -1)
+        for start, stop in zip(starts, stops, strict=True):
+            ax.axvspan(edges[start], edges[stop], color=color, alpha=0.6, linewidth=0, zorder=0)
+
+
+def _loss_limits(losses: Sequence[np.ma.MaskedArray], options: PlotOptions) -> tuple[float, float]:
+    """One y-range for the loss axes of every panel, with a little room around the data."""
+    shown = np.concatenate([loss.compressed() for loss in losses]) if losses else np.array([])
+    if shown.size == 0:
+        return (0.1, 10.0) if options.log else (0.0, 1.0)
+    low, high = float(shown.min()), float(shown.max())
+    if options.log:
+        ratio = max(high / low, 1.1) ** 0.05
+        return low / ratio, high * ratio
+    margin = 0.05 * (high - low) if high > low else 0.05 * max(abs(high), 1.0)
+    return low - margin, high + margin
+
+
+def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict]) -> list[Artist]:
+    handles: list[Artist] = []
+    splits = list(dict.fromkeys(split for panel in curves for split in panel))
+    for split in splits:
+        style = SPLIT_STYLES.get(split, ":")
+        handles.append(Line2D([], [], color=LOSS_COLOR, linestyle=style, label=f"{split} loss"))
+    for split in splits:
+        if any(panel[split][1] is not None for panel in curves if split in panel):
+            style = SPLIT_STYLES.get(split, ":")
+            handles.append(
+                Line2D([], [], color=ACCURACY_COLOR, linestyle=style, label=f"{split} accuracy")
+            )
+    statuses = [_status(panel, found) for panel, found in zip(panels, curves, strict=True)]
+    if any(np.any(status == NOT_COMPUTED) for status in statuses):
+        handles.append(Patch(color=NOT_COMPUTED_COLOR, alpha=0.6, label="not computed"))
+    if any(np.any(status == NOT_FINITE) for status in statuses):
+        handles.append(Patch(color=NOT_FINITE_COLOR, alpha=0.6, label="inf or NaN"))
+    return handles

@@ -1,0 +1,123 @@
+"""The words on a figure: what was plotted, read from the resolved config a surface stores.
+
+Input: a `Surface` (its `attributes["config"]` YAML and its PCA trajectory, if any).
+Output: a `Description` with the subject line (model, directions, normalization, split,
+grid) and the axis labels, so every figure says what it shows without the file name.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lsurf.store import Surface
+
+_ORDINALS = ("1st", "2nd")
+
+
+@dataclass(frozen=True)
+class Description:
+    subject: str  # 'resnet56 · random directions, filter-normalized, biases/BN fixed'
+    x_label: str
+    y_label: str  # '' for 1D surfaces
+
+
+def stored_config(surface: Surface) -> dict[str, Any]:
+    """The sweep config saved in the file; {} when absent or unreadable (older files)."""
+    try:
+        config = yaml.safe_load(str(surface.attributes.get("config", "")))
+    except yaml.YAMLError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def describe(surface: Surface) -> Description:
+    config = stored_config(surface)
+    model = config.get("model") or {}
+    directions = config.get("directions") or {}
+    kind = directions.get("kind")
+    parts = [str(model.get("name", "unknown model"))]
+    if kind == "target":
+        target = directions.get("target")
+        parts.append(f"interpolation to {Path(str(target)).name if target else 'a target'}")
+    elif kind == "pca":
+        parts.append("PCA plane of the training path")
+    else:
+        norm = directions.get("norm")
+        text = f"{kind or 'random'} directions"
+        if norm and norm != "none":
+            text += f", {norm}-normalized"
+        elif norm == "none":
+            text += ", unnormalized"
+        if directions.get("ignore") == "biasbn":
+            text += ", biases/BN fixed"
+        parts.append(text)
+    subset = (config.get("data") or {}).get("subset")
+    if subset:
+        parts.append(f"{subset} examples per split")
+    shape = "×".join(str(n) for n in surface.done.shape)
+    parts.append(f"{shape} points")
+    subject = " · ".join(parts)
+
+    if surface.trajectory is not None:
+        # Each PCA axis says how much of the path's variance it captures (the paper's Fig. 9).
+        ratios = surface.trajectory.explained_variance_ratio
+        x_label, y_label = (
+            f"{_ORDINALS[axis]} PC: {100 * ratios[axis]:.1f} %" for axis in range(2)
+        )
+    elif kind == "target":
+        start, end = _short_names(model.get("checkpoint") or "θ1", directions.get("target") or "θ2")
+        x_label, y_label = f"α  (0: {start}, 1: {end})", "β (direction 2)"
+    else:
+        x_label, y_label = "α (direction 1)", "β (direction 2)"
+    return Description(subject, x_label, y_label if surface.y is not None else "")
+
+
+def _short_names(first: str, second: str) -> tuple[str, str]:
+    """File names, with their folder when both are called the same (run_a/final.pt)."""
+    paths = Path(str(first)), Path(str(second))
+    if paths[0].name != paths[1].name:
+        return paths[0].name, paths[1].name
+    return f"{paths[0].parent.name}/{paths[0].name}", f"{paths[1].parent.name}/{paths[1].name}"
+
+
+def metric_label(metric: str) -> str:
+    """'train_loss' → 'train loss', 'test_acc' → 'test accuracy (%)'."""
+    split, _, quantity = metric.rpartition("_")
+    if quantity == "acc":
+        return f"{split} accuracy (%)"
+    return f"{split} {quantity}" if split else metric
+
+
+def completeness(surface: Surface) -> str:
+    """'1234/2601 points done' for a partial surface, '' for a complete one."""
+    done, total = int(surface.done.sum()), int(surface.done.size)
+    return "" if done == total else f"{done}/{total} points done"
+
+
+def titles(
+    heading: str, labels: Sequence[str], subjects: Sequence[str], notes: Sequence[str]
+) -> tuple[str, list[str]]:
+    """The figure's title and each panel's: what all panels share is said once, on top.
+
+    `labels` name the files (shown only when there are several), `subjects` say what was
+    swept, `notes` say how complete each panel is and what was clipped.
+    """
+    shared = len(set(subjects)) == 1
+    # About 65 characters of 9-point text fit a panel's width; wrap rather than crop.
+    figure_title = (
+        "\n".join([heading, *textwrap.wrap(subjects[0], 65 * len(labels))]) if shared else heading
+    )
+    panel_titles = []
+    for label, subject, note in zip(labels, subjects, notes, strict=True):
+        lines = [label] if len(labels) > 1 else []
+        if not shared:
+            lines += textwrap.wrap(subject, 65)
+        lines.append(note)
+        panel_titles.append("\n".join(line for line in lines if line))
+    return figure_title, panel_titles

@@ -1,0 +1,339 @@
+"""Figures of 2D surfaces: contour lines, filled contours, a heatmap and a 3D surface.
+
+Input: `Panel`s (one per surface file) and the `Scale` they share. Output: a matplotlib
+`Figure` (object-oriented, no pyplot: no global state, no display needed) with the panels
+side by side, ONE colorbar, the same norm and the same contour levels in every panel.
+
+Array orientation: a panel's values[i, j] is the point (x[i], y[j]); matplotlib's 2D
+functions want rows along y, so they get values.T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from lsurf.plot.labels import completeness, metric_label, titles
+from lsurf.plot.options import Kind
+from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
+
+COLORMAP = "viridis"
+NOT_COMPUTED_COLOR = "#c8c8c8"  # grey: no colormap color, so a hole never reads as a value
+NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log scale)
+PATH_COLOR = "#e41a1c"
+DPI = 150
+PANEL_SIZE = (5.4, 4.4)  # inches per panel; the colorbar and legend add to it
+SURFACE_SAMPLES = 120  # 3D: at most this many rows/columns of facets (matplotlib samples)
+
+
+def color_norm(scale: Scale) -> Normalize:
+    return LogNorm(scale.vmin, scale.vmax) if scale.log else Normalize(scale.vmin, scale.vmax)
+
+
+def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
+    """One figure of `kind` with a panel per surface, on one shared color scale."""
+    count = len(panels)
+    width, height = PANEL_SIZE
+    figure = Figure(figsize=(width * count + 1.2, height + 0.9), dpi=DPI, layout="constrained")
+    if kind == "surface3d":
+        axes = [figure.add_subplot(1, count, i + 1, projection="3d") for i in range(count)]
+    else:
+        axes = list(figure.subplots(1, count, sharex=True, sharey=True, squeeze=False)[0])
+    norm = color_norm(scale)
+    draw: Callable[[Axes, Panel, Scale, Normalize], None] = {
+        "contour": _draw_contour,
+        "filled": _draw_filled,
+        "heatmap": _draw_heatmap,
+        "surface3d": _draw_surface3d,
+    }[kind]
+    for ax, panel in zip(axes, panels, strict=True):
+        draw(ax, panel, scale, norm)
+        ax.set_xlabel(panel.description.x_label)
+        ax.set_ylabel(panel.description.y_label)
+    heading, panel_titles = titles(
+        _scale_label(panels[0].metric, scale),
+        [panel.label for panel in panels],
+        [panel.description.subject for panel in panels],
+        [_panel_note(panel, scale) for panel in panels],
+    )
+    figure.suptitle(heading, fontsize=10)
+    for ax, title in zip(axes, panel_titles, strict=True):
+        ax.set_title(title, fontsize=8)
+    _share_limits(axes, panels, kind)
+    mappable = ScalarMappable(norm=norm, cmap=COLORMAP)
+    colorbar = figure.colorbar(
+        mappable, ax=axes, extend=scale.extend, shrink=0.8 if kind == "surface3d" else 1.0
+    )
+    colorbar.set_label(_scale_label(panels[0].metric, scale))
+    if scale.log:  # ticks at 1, 2, 5 × 10^k read better than the levels' ratios
+        colorbar.set_ticks(round_log_ticks(scale.vmin, scale.vmax))
+    elif kind != "heatmap":  # ticks on contour levels, so a line's label is on the bar
+        colorbar.set_ticks(scale.levels[:: math.ceil(len(scale.levels) / 12)])
+    colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    colorbar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    handles = _legend_handles(panels, scale)
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    return figure
+
+
+# ---------------------------------------------------------------------------- the four kinds
+
+
+def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+    _draw_status(ax, panel, per_cell=True)
+    if _can_contour(panel):
+        x, y = panel.surface.x, panel.surface.y
+        lines = ax.contour(
+            x,
+            y,
+            panel.values.T,
+            levels=scale.levels,
+            cmap=COLORMAP,
+            norm=norm,
+            linewidths=0.9,
+            corner_mask=False,
+        )
+        # Label every other level: all twenty crowd the lines they name.
+        ax.clabel(lines, lines.levels[::2], fontsize=6, fmt="%.3g", inline=True)
+    _draw_path(ax, panel)
+
+
+def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+    _draw_status(ax, panel, per_cell=True)
+    if _can_contour(panel):
+        x, y = panel.surface.x, panel.surface.y
+        # corner_mask=False: a cell with any hidden corner is left out whole, and painted.
+        style = {"levels": scale.levels, "corner_mask": False}
+        ax.contourf(x, y, panel.values.T, cmap=COLORMAP, norm=norm, extend=scale.extend, **style)
+        ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
+    _draw_path(ax, panel)
+
+
+def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+    _draw_status(ax, panel, per_cell=False)
+    # Masked points are transparent here, so the status layer beneath shows through.
+    x_edges, y_edges = cell_edges(panel.surface.x), cell_edges(panel.surface.y)
+    _cells(ax, x_edges, y_edges, panel.values.T, cmap=COLORMAP, norm=norm, zorder=1)
+    _draw_path(ax, panel)
+
+
+def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+    # The reference's Axes3D(fig) draws nothing on matplotlib >= 3.4 (the axes is never added
+    # to the figure); add_subplot(projection="3d"), NaN for hidden points (plot_surface leaves
+    # those facets out) and explicit limits give a surface on every current version.
+    x, y = panel.surface.x, panel.surface.y
+    grid_x, grid_y = np.meshgrid(x, y, indexing="ij")  # [i, j] = (x[i], y[j]), as stored
+    heights = panel.values.filled(np.nan)
+    low, high = scale.vmin, scale.vmax
+    height_norm = norm
+    if scale.log:  # 3D axes have no log scale: draw log10 heights, label ticks with values
+        heights, low, high = np.log10(heights), np.log10(low), np.log10(high)
+        height_norm = Normalize(low, high)
+        ax.set_zticks(np.log10(round_log_ticks(scale.vmin, scale.vmax)))
+        ax.zaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{10**value:.3g}"))
+    # Keep every facet inside the box: values beyond the levels are drawn at its floor/ceiling.
+    heights = np.clip(heights, low, high)
+    samples = {"rcount": min(len(x), SURFACE_SAMPLES), "ccount": min(len(y), SURFACE_SAMPLES)}
+    if panel.values.count():
+        ax.plot_surface(
+            grid_x,
+            grid_y,
+            heights,
+            cmap=COLORMAP,
+            norm=height_norm,
+            linewidth=0,
+            antialiased=False,
+            **samples,
+        )
+    # Hidden points as flat grey/pink patches on the floor, where the surface has holes.
+    for status, color in ((NOT_COMPUTED, NOT_COMPUTED_COLOR), (NOT_FINITE, NOT_FINITE_COLOR)):
+        if np.any(panel.status == status):
+            # A facet needs four defined corners: widen each hidden point to its neighbours.
+            hidden = np.pad(panel.status == status, 1)
+            near = np.zeros_like(panel.status, bool)
+            for di in range(3):
+                for dj in range(3):
+                    near |= hidden[di : di + near.shape[0], dj : dj + near.shape[1]]
+            floor = np.where(near, low, np.nan)
+            ax.plot_surface(grid_x, grid_y, floor, color=color, linewidth=0, shade=False, **samples)
+    _draw_path(ax, panel, floor=low)
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(y[0], y[-1])
+    ax.set_zlim(low, high)
+    ax.tick_params(labelsize=7)
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def round_log_ticks(low: float, high: float) -> np.ndarray:
+    """1, 2, 5 × 10^k within [low, high] (at least the two ends when the range is narrow)."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    ticks = np.array([m * 10.0**k for k in decades for m in (1, 2, 5)])
+    ticks = ticks[(ticks >= low * (1 - 1e-9)) & (ticks <= high * (1 + 1e-9))]
+    return ticks if len(ticks) >= 3 else np.geomspace(low, high, 5)
+
+
+def _can_contour(panel: Panel) -> bool:
+    return panel.values.count() >= 4  # contour needs a cell; fewer points draw nothing
+
+
+def _cells(
+    ax: Axes, x_edges: np.ndarray, y_edges: np.ndarray, array: np.ndarray, **style: object
+) -> Artist:
+    """Draw array[row = y, column = x] as cells between the given edges.
+
+    imshow when the edges are evenly spaced (fast at 1001×1001), else pcolormesh.
+    """
+    if _uniform(x_edges) and _uniform(y_edges):
+        extent = (x_edges[0], x_edges[-1], y_edges[0], y_edges[-1])
+        return ax.imshow(
+            array, origin="lower", extent=extent, aspect="auto", interpolation="nearest", **style
+        )
+    return ax.pcolormesh(x_edges, y_edges, array, **style)
+
+
+def _uniform(coordinates: np.ndarray) -> bool:
+    steps = np.diff(coordinates)
+    return len(steps) == 0 or bool(np.allclose(steps, steps[0], rtol=1e-6, atol=0))
+
+
+def cell_edges(coordinates: np.ndarray) -> np.ndarray:
+    """Edges of cells centred on the coordinates: the midpoints, and as far again outside."""
+    if len(coordinates) == 1:
+        return np.array([coordinates[0] - 0.5, coordinates[0] + 0.5])
+    middles = (coordinates[1:] + coordinates[:-1]) / 2
+    first = 2 * coordinates[0] - middles[0]
+    last = 2 * coordinates[-1] - middles[-1]
+    return np.concatenate([[first], middles, [last]])
+
+
+def _draw_status(ax: Axes, panel: Panel, per_cell: bool) -> None:
+    """Paint hidden points grey (not computed) or pink (inf/NaN), under everything else.
+
+    Contours (drawn with corner_mask=False) leave out every grid cell with a hidden corner,
+    so for them (`per_cell`) the paint covers exactly those cells; the heatmap's cell around
+    each point is painted for the heatmap. Either way no gap is left white.
+    """
+    if not np.any(panel.status != SHOWN):
+        return
+    x, y = panel.surface.x, panel.surface.y
+    status = panel.status
+    if per_cell and min(status.shape) >= 2:
+        corners = (status[:-1, :-1], status[1:, :-1], status[:-1, 1:], status[1:, 1:])
+        status, x_edges, y_edges = np.maximum.reduce(corners), x, y  # pink wins over grey
+    else:
+        x_edges, y_edges = cell_edges(x), cell_edges(y)
+    colors = ListedColormap([NOT_COMPUTED_COLOR, NOT_FINITE_COLOR])
+    masked = np.ma.masked_equal(status, SHOWN).T
+    _cells(ax, x_edges, y_edges, masked, cmap=colors, norm=Normalize(0.5, 2.5), zorder=0)
+
+
+def _draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
+    """A PCA sweep's optimizer path: line and markers, a few epochs named, start and end.
+
+    On a 3D axes (`floor` given) the path lies on the floor of the box, under the surface.
+    """
+    trajectory = panel.surface.trajectory
+    if trajectory is None:
+        return
+    a, b = trajectory.coordinates[:, 0], trajectory.coordinates[:, 1]
+    heights = () if floor is None else (np.full(len(a), floor),)
+    ends = [(0, "o", 7), (len(a) - 1, "*", 11)]
+    ax.plot(
+        a, b, *heights, "-o", color=PATH_COLOR, markersize=2.5, linewidth=1.2, zorder=4, gid="path"
+    )
+    for index, marker, size in ends:
+        point = (a[index : index + 1], b[index : index + 1])
+        point += () if floor is None else (np.array([floor]),)
+        ax.plot(*point, marker, color="white", markeredgecolor="k", markersize=size, zorder=5)
+    for index in _some(np.arange(len(a)), 6):
+        label = str(trajectory.epochs[index])
+        if floor is None:
+            ax.annotate(
+                label,
+                (a[index], b[index]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+                zorder=6,
+            )
+        else:
+            ax.text(a[index], b[index], floor, label, fontsize=7)
+
+
+def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> None:
+    """Every panel spans the union of the grids (and paths): equal distances look equal."""
+    lows, highs = [], []
+    for panel in panels:
+        x, y = panel.surface.x, panel.surface.y
+        if kind == "heatmap":
+            (x0, x1), (y0, y1) = cell_edges(x)[[0, -1]], cell_edges(y)[[0, -1]]
+        else:
+            x0, x1, y0, y1 = x[0], x[-1], y[0], y[-1]
+        corners = [(x0, y0), (x1, y1)]
+        if panel.surface.trajectory is not None:
+            path = panel.surface.trajectory.coordinates
+            corners += [tuple(path.min(axis=0)), tuple(path.max(axis=0))]
+        lows.append(np.min(corners, axis=0))
+        highs.append(np.max(corners, axis=0))
+    low, high = np.min(lows, axis=0), np.max(highs, axis=0)
+    for ax in axes:
+        ax.set_xlim(low[0], high[0] if high[0] > low[0] else low[0] + 1)
+        ax.set_ylim(low[1], high[1] if high[1] > low[1] else low[1] + 1)
+
+
+def _some(values: np.ndarray, count: int) -> np.ndarray:
+    """About `count` evenly spread items, always the first and the last."""
+    if len(values) <= count:
+        return values
+    return values[np.unique(np.linspace(0, len(values) - 1, count).round().astype(int))]
+
+
+def _panel_note(panel: Panel, scale: Scale) -> str:
+    notes = [completeness(panel.surface)]
+    invalid = int(np.sum(panel.status == NOT_FINITE))
+    if invalid:  # a single pink point is invisible at 1001×1001: say it in words too
+        what = "inf, NaN or ≤ 0" if scale.log else "inf or NaN"
+        notes.append(f"{invalid} point{'s' if invalid > 1 else ''} {what}")
+    if panel.clipped:
+        notes.append(f"{panel.clipped} points above {scale.zmax:g} drawn at {scale.zmax:g}")
+    return "; ".join(note for note in notes if note)
+
+
+def _scale_label(metric: str, scale: Scale) -> str:
+    label = metric_label(metric)
+    if scale.log:
+        label += " (log scale)"
+    if scale.zmax is not None:
+        label += f", clipped at {scale.zmax:g}"
+    return label
+
+
+def _legend_handles(panels: Sequence[Panel], scale: Scale) -> list[Artist]:
+    handles: list[Artist] = []
+    if any(np.any(panel.status == NOT_COMPUTED) for panel in panels):
+        handles.append(Patch(color=NOT_COMPUTED_COLOR, label="not computed"))
+    if any(np.any(panel.status == NOT_FINITE) for panel in panels):
+        label = "inf, NaN or ≤ 0 (log scale)" if scale.log else "inf or NaN"
+        handles.append(Patch(color=NOT_FINITE_COLOR, label=label))
+    if any(panel.surface.trajectory is not None for panel in panels):
+        handles += [
+            Line2D([], [], color=PATH_COLOR, marker="o", markersize=3, label="optimizer path"),
+            Line2D([], [], color="white", marker="o", markeredgecolor="k", ls="", label="start"),
+            Line2D(
+                [], [], color="white", marker="*", markeredgecolor="k", ls="", ms=10, label="end"
+            ),
+        ]
+    return handles
