@@ -1,8 +1,9 @@
 """Progress of a sweep as rank 0 sees it: points done, points/s, ETA.
 
 On a terminal: a tqdm bar. Otherwise (a cluster job's log): a plain line every `every`
-points — by default about every 1% of the grid — and at least one every five minutes, plus a
-last one at the end, so logs stay short, readable and greppable.
+points when asked (`--log-every N`); by default about every 1% of the grid but no more than
+one per 10 s. At least one every five minutes, and a last one at the end, so logs stay
+short, readable and greppable.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from collections.abc import Callable
 
 Log = Callable[[str], None]
 QUIET_LIMIT_SECONDS = 300.0  # the longest a job log goes without a progress line
+DEFAULT_GAP_SECONDS = 10.0  # the shortest, unless --log-every asks for every N points
 
 
 class Progress:
     def __init__(self, total: int, done: int, log: Log, every: int | None = None) -> None:
         self.total, self.done, self.log = total, done, log
         self.every = every if every is not None else max(1, total // 100)
+        self.gap = 0.0 if every is not None else DEFAULT_GAP_SECONDS
         self.start_done = self.logged_done = done
         self.started = self.logged_at = time.monotonic()
         self.bar = None
@@ -33,10 +36,9 @@ class Progress:
             self.bar.update(count)
             return
         now = time.monotonic()
-        if (
-            self.done - self.logged_done >= self.every
-            or now - self.logged_at >= QUIET_LIMIT_SECONDS
-        ):
+        quiet_for = now - self.logged_at
+        due = self.done - self.logged_done >= self.every and quiet_for >= self.gap
+        if due or quiet_for >= QUIET_LIMIT_SECONDS:
             self.logged_done, self.logged_at = self.done, now
             self.log(self.line(now))
 
