@@ -57,9 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a surface file holds and how complete it is")
     info.add_argument("surface", type=Path)
 
-    train = commands.add_parser("train", help="train a model with plain SGD, saving checkpoints")
+    train = commands.add_parser(
+        "train",
+        help="train a model (SGD/Adam, lr schedules, augmentation) into a checkpoint "
+        "trajectory; rerun the same command to resume",
+    )
     train.add_argument("config", type=Path, help="training config YAML")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. training.epochs=2",
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="start over, replacing the training files in the output folder",
+    )
 
     plot = commands.add_parser(
         "plot",
@@ -154,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lsurf.config import load_train_config
         from lsurf.train import train
 
-        train(load_train_config(args.config, args.overrides))
+        train(load_train_config(args.config, args.overrides), force=args.force)
         return 0
     if args.command == "plot":
         from lsurf.plot import parse_options, plot_files

@@ -101,13 +101,28 @@ class SweepConfig:
         return self.output.with_name(self.output.stem + ".directions.h5")
 
 
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["constant", "step", "cosine"]
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
+    """How `lsurf train` optimizes; the learning rate of epoch e follows `schedule`:
+    constant: lr; step: lr times gamma once per milestone m < e (milestone 150 means from
+    epoch 151 on, as the reference decays after epoch 150); cosine: lr·(1 + cos(π(e−1)/epochs))/2,
+    reaching 0 at the end of the run."""
+
     epochs: int = 10
+    optimizer: Optimizer = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
+    momentum: float = 0.9  # sgd only; adam uses torch's betas (0.9, 0.999)
+    nesterov: bool = False  # sgd only; the reference trains with nesterov: true
+    weight_decay: float = 5e-4  # L2 added to the gradient, as torch's SGD and Adam do
+    schedule: Schedule = "constant"
+    milestones: tuple[int, ...] = ()  # schedule: step only, increasing epoch numbers
+    gamma: float = 0.1  # schedule: step, the factor applied at each milestone
+    augment: bool = True  # random 4-pixel-padded crop and horizontal flip of training images
+    seed: int = 0  # model initialization, shuffling and augmentation
     save_every: int = 1  # write a checkpoint every k epochs (plus the initial and final ones)
 
 
@@ -115,7 +130,7 @@ class TrainingConfig:
 class TrainConfig:
     model: ModelConfig
     data: DataConfig
-    output: Path  # folder for the checkpoints
+    output: Path  # folder for the checkpoints, log.csv, config.yaml and resume.pt
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
@@ -155,8 +170,30 @@ def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # 
 
 def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
     config = _parse(TrainConfig, _read_yaml(path, overrides), "")
-    _check_positive(config.training.epochs, "training.epochs")
-    _check_positive(config.training.save_every, "training.save_every")
+    training = config.training
+    _check_positive(training.epochs, "training.epochs")
+    _check_positive(training.save_every, "training.save_every")
+    # `not 0 < x < inf` also catches NaN, which YAML spells .nan.
+    for key, value in (("training.lr", training.lr), ("training.gamma", training.gamma)):
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"{key} must be a positive number, got {value}")
+    if not 0 <= training.momentum < 1:
+        raise ConfigError(f"training.momentum must be in [0, 1), got {training.momentum}")
+    if not 0 <= training.weight_decay < float("inf"):
+        raise ConfigError(f"training.weight_decay must be 0 or more, got {training.weight_decay}")
+    if training.seed < 0:
+        raise ConfigError(f"training.seed must be 0 or more, got {training.seed}")
+    if training.nesterov and (training.optimizer != "sgd" or training.momentum == 0):
+        raise ConfigError("training.nesterov needs optimizer: sgd and a momentum above 0")
+    milestones = list(training.milestones)
+    if training.schedule == "step" and not milestones:
+        raise ConfigError("training.schedule: step needs training.milestones, e.g. [150, 225]")
+    if training.schedule != "step" and milestones:
+        raise ConfigError("training.milestones is only used with training.schedule: step")
+    if milestones != sorted(set(milestones)) or any(epoch < 1 for epoch in milestones):
+        raise ConfigError(
+            f"training.milestones must be increasing epoch numbers of at least 1, got {milestones}"
+        )
     _check_data(config.data)
     return config
 

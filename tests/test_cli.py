@@ -3,7 +3,6 @@ import sys
 
 import h5py
 import pytest
-import torch
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
@@ -169,30 +168,6 @@ def test_plot_writes_a_png_with_masked_unfinished_points(existing_output, capsys
     assert np.sum(np.all(np.abs(heatmap - grey) < 0.01, axis=-1)) > 1000
     assert main(["plot", str(output), "--metric", "val_loss"]) == 2
     assert "available: test_acc, test_loss, train_acc, train_loss" in capsys.readouterr().err
-
-
-def test_train_writes_a_trajectory_and_lowers_the_loss(tmp_path, cifar_root, capsys):
-    config = tmp_path / "train.yaml"
-    config.write_text(
-        f"model: {{name: convnet_small}}\n"
-        f"data: {{root: {cifar_root}, splits: [train, test], batch_size: 32}}\n"
-        f"training: {{epochs: 3, lr: 0.05, save_every: 2}}\n"
-        f"output: {tmp_path / 'run'}\n"
-    )
-    assert main(["train", str(config)]) == 0
-    run = tmp_path / "run"
-    assert sorted(p.name for p in run.glob("*.pt")) == [
-        "final.pt",
-        "model_0.pt",
-        "model_2.pt",
-        "model_3.pt",
-    ]
-    rows = (run / "log.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc" and len(rows) == 4
-    losses = [float(row.split(",")[1]) for row in rows[1:]]
-    assert losses[-1] < losses[0]
-    state = torch.load(run / "final.pt", weights_only=True)
-    assert state["epoch"] == 3 and "conv1.weight" in state["state_dict"]
 
 
 def test_an_unwritable_output_folder_is_one_line(sweep_yaml, tmp_path, capsys):
