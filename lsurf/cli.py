@@ -28,20 +28,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key (repeatable), e.g. {example}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sweep = commands.add_parser("sweep", help="compute (or resume) a loss surface")
     sweep.add_argument("config", type=Path, help="sweep config YAML")
-    sweep.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. grid.x=-1:1:51",
-    )
+    _add_overrides(sweep, "grid.x=-1:1:51")
     sweep.add_argument(
         "--force", action="store_true", help="start over, replacing an existing output"
     )
@@ -63,14 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trajectory; rerun the same command to resume",
     )
     train.add_argument("config", type=Path, help="training config YAML")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. training.epochs=2",
-    )
+    _add_overrides(train, "training.epochs=2")
     train.add_argument(
         "--force",
         action="store_true",

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
+from surface_helpers import done_count
 
 from lsurf.store import read_surface
 
@@ -22,13 +22,6 @@ def start_sweep(config, *extra):
         stderr=subprocess.PIPE,
         env=env,
     )
-
-
-def done_count(path):
-    if not path.exists():
-        return 0
-    with h5py.File(path, "r", locking=False) as h5file:
-        return int(h5file["done"][()].sum())
 
 
 def kill_when(process, path, points, timeout=120.0):

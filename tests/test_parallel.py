@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from surface_helpers import done_count
 
 from lsurf.parallel import Placement, place_worker
 from lsurf.store import read_surface
@@ -147,13 +148,6 @@ def kill_tree(pid):
             except ChildProcessError:
                 pass
         time.sleep(0.05)
-
-
-def done_count(path):
-    if not path.exists():
-        return 0
-    with h5py.File(path, "r", locking=False) as h5file:
-        return int(h5file["done"][()].sum())
 
 
 @pytest.fixture

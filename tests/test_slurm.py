@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from surface_helpers import done_count
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
@@ -89,13 +89,6 @@ def wait_for(env, job, states, timeout=240):
         assert time.monotonic() < deadline, f"job {job} still {current} after {timeout}s"
         time.sleep(0.5)
     return current
-
-
-def done_count(path):
-    if not path.exists():
-        return 0
-    with h5py.File(path, "r", locking=False) as h5file:
-        return int(h5file["done"][()].sum())
 
 
 @pytest.fixture
