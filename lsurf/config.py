@@ -23,7 +23,7 @@ import yaml
 
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
-from lsurf.grid import Axis, parse_axis
+from lsurf.grid import AXIS_HINT, AutoAxis, Axis, parse_auto_axis, parse_axis
 
 SplitName = Literal["train", "test"]
 DirectionKind = Literal["random", "target", "pca"]
@@ -71,8 +71,10 @@ class DirectionsConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    x: Axis
-    y: Axis | None = None
+    # 'auto:num' (AutoAxis) fits the range to a PCA path; the sweep resolves it to an Axis
+    # before anything is stored, so the surface file records the concrete range.
+    x: Axis | AutoAxis
+    y: Axis | AutoAxis | None = None
 
 
 @dataclass(frozen=True)
@@ -290,10 +292,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a list of {len(items)} values, got {len(value)}")
         pairs = zip(items, value, strict=True)
         return tuple(_convert(item_hint, item, key) for item_hint, item in pairs)
-    if hint is Axis:
+    if hint is Axis or hint is AutoAxis:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a 'min:max:num' string, got {_describe(value)}")
-        return parse_axis(value, key)
+            raise ConfigError(f"{AXIS_HINT.format(key=key)}; got {_describe(value)}")
+        return parse_axis(value, key) if hint is Axis else parse_auto_axis(value, key)
     if dataclasses.is_dataclass(hint):
         return _parse(hint, value, key + ".")
     if hint is Path:
@@ -350,6 +352,14 @@ def _check_sweep(config: SweepConfig) -> SweepConfig:
         raise ConfigError("directions.target is only used with directions.kind: target")
     if directions.kind != "pca" and directions.trajectory is not None:
         raise ConfigError("directions.trajectory is only used with directions.kind: pca")
+    automatic = [
+        f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
+    ]
+    if automatic and directions.kind != "pca":
+        raise ConfigError(
+            f"{automatic[0]}: 'auto:num' fits the range to a training path, so it needs "
+            "directions.kind: pca; give 'min:max:num' instead"
+        )
     if directions.kind == "random":
         resolved = dataclasses.replace(
             directions,
@@ -391,7 +401,7 @@ def _check_sweep(config: SweepConfig) -> SweepConfig:
 
 def to_plain(config: Any) -> Any:
     """The config tree as plain YAML-able values (paths as strings, axes as specs)."""
-    if isinstance(config, Axis):
+    if isinstance(config, (Axis, AutoAxis)):
         return config.spec
     if dataclasses.is_dataclass(config):
         return {f.name: to_plain(getattr(config, f.name)) for f in dataclasses.fields(config)}

@@ -1,6 +1,7 @@
 """The (alpha, beta) grid: axis specs, coordinates, and which points are still to do.
 
-Input: 'min:max:num' specs for x and optionally y. Output: coordinates (float64, as
+Input: 'min:max:num' specs for x and optionally y ('auto:num' on a PCA plane: the range is
+fitted to the training path once it is known, see `fit_axis`). Output: coordinates (float64, as
 np.linspace gives them) and flat point indices. A point's flat index k is row-major over the
 surface arrays, so k ↔ [i, j] with i = k // ny, j = k % ny: element [i, j] of every surface
 array is the point (x[i], y[j]), on square and non-square grids alike.
@@ -32,15 +33,57 @@ class Axis:
         return np.linspace(self.start, self.stop, self.num, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class AutoAxis:
+    """'auto:num': `num` points over a range fitted to a PCA trajectory's path (`fit_axis`)."""
+
+    num: int
+
+    @property
+    def spec(self) -> str:
+        return f"auto:{self.num}"
+
+
+AUTO_MARGIN = 0.1  # of the path's extent, added on each side of a fitted axis
+
+
+def fit_axis(values: np.ndarray, num: int) -> Axis:
+    """An axis over `values` and 0 (the swept model) with a margin, rounded outward.
+
+    The bounds are multiples of a tenth of the range's order of magnitude, so they read
+    well in titles and configs: a path from -2.3 to 35 gives '-7:39'.
+    """
+    low = min(float(np.min(values)), 0.0)
+    high = max(float(np.max(values)), 0.0)
+    extent = high - low
+    if not extent > 0:
+        extent = 1.0  # a path that never leaves the origin: a small window around it
+    low -= AUTO_MARGIN * extent
+    high += AUTO_MARGIN * extent
+    exponent = math.floor(math.log10(high - low)) - 1
+    step = 10.0**exponent
+    digits = max(0, -exponent)
+    # Rounded before floor/ceil so that float noise (0.30000000000000004) adds no step.
+    start = round(math.floor(round(low / step, 6)) * step, digits)
+    stop = round(math.ceil(round(high / step, 6)) * step, digits)
+    return Axis(start, stop, num)
+
+
 def _shortest(value: float) -> str:
     """The shortest text that reads back as exactly `value` ('-1', '0.1', '1e-05')."""
     text = repr(value)
     return text[:-2] if text.endswith(".0") else text
 
 
+AXIS_HINT = (
+    "{key} must be 'min:max:num' with min < max and num >= 2 (e.g. '-1:1:51'), or 'auto:num' "
+    "on a PCA plane"
+)
+
+
 def parse_axis(spec: str, key: str = "axis") -> Axis:
     """Parse 'min:max:num' (e.g. '-1:1:51') into an Axis; malformed specs raise ConfigError."""
-    hint = f"{key} must be 'min:max:num' with min < max and num >= 2 (e.g. '-1:1:51')"
+    hint = AXIS_HINT.format(key=key)
     parts = spec.split(":")
     if len(parts) != 3:
         raise ConfigError(f"{hint}; got {spec!r}")
@@ -56,6 +99,21 @@ def parse_axis(spec: str, key: str = "axis") -> Axis:
     if num < 2 or not start < stop:
         raise ConfigError(f"{hint}; got {spec!r}")
     return Axis(start, stop, num)
+
+
+def parse_auto_axis(spec: str, key: str = "axis") -> AutoAxis:
+    """Parse 'auto:num' (e.g. 'auto:51'); anything else raises ConfigError."""
+    hint = AXIS_HINT.format(key=key)
+    parts = spec.split(":")
+    if len(parts) != 2 or parts[0] != "auto":
+        raise ConfigError(f"{hint}; got {spec!r}")
+    try:
+        num = int(parts[1])
+    except ValueError:
+        raise ConfigError(f"{hint}; got {spec!r}") from None
+    if num < 2:
+        raise ConfigError(f"{hint}; got {spec!r}")
+    return AutoAxis(num)
 
 
 @dataclass(frozen=True)

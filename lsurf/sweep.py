@@ -27,12 +27,12 @@ import torch
 import yaml
 
 from lsurf import checkpoint, models, parallel, params, store
-from lsurf.config import SweepConfig, differences, to_plain, to_yaml
+from lsurf.config import GridConfig, SweepConfig, differences, to_plain, to_yaml
 from lsurf.data import Split, load_split
 from lsurf.directions import Directions, random_directions, target_direction
 from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import Evaluator, pick_device
-from lsurf.grid import Grid, chunks, pending
+from lsurf.grid import AutoAxis, Axis, Grid, chunks, fit_axis, pending
 from lsurf.pca import principal_plane, trajectory_files
 from lsurf.progress import Progress
 from lsurf.weights import weight_statistics
@@ -93,7 +93,6 @@ def prepare(config: SweepConfig, force: bool = False) -> Prepared:
     assert config.model.checkpoint is not None  # the config requires it for sweeps
     checkpoint.load_weights(model, config.model.checkpoint)
     identity: dict[str, Any] = {
-        "config": to_yaml(config),
         "checkpoint_sha256": checkpoint.file_digest(config.model.checkpoint),
         "direction_file": str(config.direction_file),
     }
@@ -106,8 +105,23 @@ def prepare(config: SweepConfig, force: bool = False) -> Prepared:
         end = params.snapshot(params.movable(second, include_buffers=True))
     directions, is_new = _obtain_directions(config, model, end, identity, force)
     identity["directions_sha256"] = directions.digest()
+    config = replace(config, grid=resolve_grid(config.grid, directions))
+    identity["config"] = to_yaml(config)
+    assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)
     return Prepared(config, model, directions, is_new, end, grid, identity)
+
+
+def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
+    """Replace 'auto:num' axes by ranges fitted to the PCA path (config checks the kind)."""
+    path = None if directions.trajectory is None else directions.trajectory.coordinates
+    axes = []
+    for column, axis in enumerate((grid.x, grid.y)):
+        if isinstance(axis, AutoAxis):
+            assert path is not None  # config allows auto axes only for kind: pca
+            axis = fit_axis(path[:, column], axis.num)
+        axes.append(axis)
+    return GridConfig(*axes)
 
 
 def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lsurf.errors import ConfigError
-from lsurf.grid import Axis, Grid, chunks, parse_axis, pending
+from lsurf.grid import AutoAxis, Axis, Grid, chunks, fit_axis, parse_auto_axis, parse_axis, pending
 
 
 def test_parse_axis_gives_linspace_coordinates():
@@ -19,6 +19,30 @@ def test_parse_axis_gives_linspace_coordinates():
 def test_malformed_specs_are_rejected_with_the_expected_form(spec):
     with pytest.raises(ConfigError, match="min:max:num"):
         parse_axis(spec, "grid.x")
+
+
+def test_auto_specs_parse_and_malformed_ones_show_both_forms():
+    assert parse_auto_axis("auto:51") == AutoAxis(51)
+    assert AutoAxis(51).spec == "auto:51"
+    for spec in ("auto", "auto:1", "auto:x", "auto:5:6", "automatic:5", "-1:1:5"):
+        with pytest.raises(ConfigError, match="'auto:num' on a PCA plane"):
+            parse_auto_axis(spec, "grid.x")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([-2.3, 35.0, 12.0], Axis(-7.0, 39.0, 9)),  # 10% of 37.3 each side, whole numbers
+        ([0.0, 0.42, 0.07], Axis(-0.05, 0.47, 9)),  # origin included, hundredths
+        ([-3.0, -1.0], Axis(-3.3, 0.3, 9)),  # a path on one side still shows the origin
+        ([0.0, 0.0], Axis(-0.1, 0.1, 9)),  # a path that never moves: a small window
+    ],
+)
+def test_fitted_axis_covers_the_path_and_the_origin_with_round_bounds(values, expected):
+    axis = fit_axis(np.array(values), 9)
+    assert axis == expected
+    assert axis.start <= min(min(values), 0) and axis.stop >= max(max(values), 0)
+    assert parse_axis(axis.spec) == axis  # the stored spec reads back exactly
 
 
 def test_flat_index_maps_row_major_onto_non_square_grid():

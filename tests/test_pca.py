@@ -147,3 +147,36 @@ def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint
         a, b = surface.trajectory.coordinates[index]
         on_plane = evaluator.evaluate(float(a), float(b))["train"].loss
         assert on_plane == pytest.approx(direct.evaluate(0.0, 0.0)["train"].loss, rel=1e-4)
+
+
+def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
+    planar_trajectory, sweep_yaml
+):
+    import yaml
+
+    from lsurf.config import load_sweep_config
+    from lsurf.grid import fit_axis
+    from lsurf.store import read_surface, read_surface_attributes
+    from lsurf.sweep import run_sweep
+
+    *_, files = planar_trajectory
+    config = sweep_yaml(
+        {
+            "model.checkpoint": str(files[-1]),
+            "directions": {"kind": "pca", "trajectory": str(files[0].parent)},
+            "grid": {"x": "auto:4", "y": "auto:3"},
+        }
+    )
+    outcome = run_sweep(load_sweep_config(config), log=lambda _: None)
+    surface = read_surface(outcome.path)
+    path = surface.trajectory.coordinates
+    assert surface.done.all() and surface.metrics["train_loss"].shape == (4, 3)
+    # Every checkpoint of the path lies inside the swept window, with a margin.
+    assert surface.x[0] < path[:, 0].min() and surface.x[-1] > path[:, 0].max()
+    assert surface.y[0] < path[:, 1].min() and surface.y[-1] > path[:, 1].max()
+    stored = yaml.safe_load(read_surface_attributes(outcome.path)["config"])
+    assert stored["grid"] == {"x": fit_axis(path[:, 0], 4).spec, "y": fit_axis(path[:, 1], 3).spec}
+    assert "auto" not in stored["grid"]["x"] + stored["grid"]["y"]
+    # The same config (still 'auto') finds its surface complete: same directions, same range.
+    again = run_sweep(load_sweep_config(config), log=lambda _: None)
+    assert again.already_complete and again.computed == 0
