@@ -4,6 +4,7 @@ read back with the library that wrote them. Surface files are made with the real
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 import sys
@@ -352,6 +353,26 @@ def test_the_pca_path_is_drawn_with_explained_variance_on_the_axes(tmp_path):
         assert labels == ["optimizer path", "start", "end"]
     texts = [text.get_text() for text in panels_of(draw_plane("contour", panels, scale))[0].texts]
     assert {"0", "40"} <= set(texts)  # epochs named, the first and the last among them
+
+
+def test_epoch_labels_spread_along_a_path_that_crawls_at_the_end(tmp_path):
+    from lsurf.plot.planes import LABEL_GAP, MOST_LABELS
+
+    # 41 epochs: big steps first, then 30 epochs creeping into the minimum at (0, 0).
+    fast = np.linspace([0.9, 0.8], [0.05, 0.05], 11)
+    slow = np.linspace([0.05, 0.05], [0.0, 0.0], 31)[1:]
+    path = np.vstack([fast, slow])
+    trajectory = Trajectory(path, tuple(range(41)), (0.9, 0.05))
+    surface = write_surface(tmp_path / "s.h5", *SQUARE, bowl(), trajectory=trajectory, kind="pca")
+    panels = load_panels([surface], PlotOptions())
+    ax = panels_of(draw_plane("contour", panels, shared_scale(panels, PlotOptions())))[0]
+    named = {int(text.get_text()): text.xy for text in ax.texts if hasattr(text, "xy")}
+    assert {0, 40} <= set(named) and 3 <= len(named) <= MOST_LABELS
+    extent = np.ptp(np.r_[path[:, 0], SQUARE[0].coordinates()])  # the square grid: x and y alike
+    for first, second in itertools.combinations(sorted(set(named) - {40}), 2):
+        gap = np.linalg.norm(np.subtract(named[first], named[second])) / extent
+        assert gap >= LABEL_GAP, (first, second)  # no two labels on top of each other
+    assert max(set(named) - {40}) <= 11  # the crawl to the minimum is named once, at its end
 
 
 def test_1d_curves_have_twin_axes_train_solid_test_dashed(tmp_path, capsys):

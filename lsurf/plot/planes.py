@@ -26,11 +26,14 @@ from matplotlib.ticker import FuncFormatter
 from lsurf.plot.labels import completeness, metric_label, titles
 from lsurf.plot.options import Kind
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
+from lsurf.store import Surface
 
 COLORMAP = "viridis"
 NOT_COMPUTED_COLOR = "#c8c8c8"  # grey: no colormap color, so a hole never reads as a value
 NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log scale)
 PATH_COLOR = "#e41a1c"
+LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs
+MOST_LABELS = 8  # epochs named on a path at most
 DPI = 150
 PANEL_SIZE = (5.4, 4.4)  # inches per panel; the colorbar and legend add to it
 SURFACE_SAMPLES = 120  # 3D: at most this many rows/columns of facets (matplotlib samples)
@@ -258,7 +261,7 @@ def _draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
         point = (a[index : index + 1], b[index : index + 1])
         point += () if floor is None else (np.array([floor]),)
         ax.plot(*point, marker, color="white", markeredgecolor="k", markersize=size, zorder=5)
-    for index in _some(np.arange(len(a)), 6):
+    for index in _epochs_to_name(_plot_fractions(panel.surface, a, b)):
         label = str(trajectory.epochs[index])
         if floor is None:
             ax.annotate(
@@ -294,11 +297,28 @@ def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> 
         ax.set_ylim(low[1], high[1] if high[1] > low[1] else low[1] + 1)
 
 
-def _some(values: np.ndarray, count: int) -> np.ndarray:
-    """About `count` evenly spread items, always the first and the last."""
-    if len(values) <= count:
-        return values
-    return values[np.unique(np.linspace(0, len(values) - 1, count).round().astype(int))]
+def _plot_fractions(surface: Surface, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Path points over the extent of grid and path, so distances along x and y compare."""
+    assert surface.y is not None  # paths are drawn on planes only
+    spans = [np.ptp(np.r_[a, surface.x]), np.ptp(np.r_[b, surface.y])]
+    return np.column_stack([a, b]) / np.maximum(spans, 1e-12)
+
+
+def _epochs_to_name(points: np.ndarray) -> list[int]:
+    """Which path points get their epoch written: the first and the last, and others spread
+    evenly along the path, none closer than LABEL_GAP to another (points in plot fractions).
+
+    Training paths crawl at the end, so evenly spaced epochs would pile their labels up there.
+    """
+    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    along = np.r_[0.0, np.cumsum(steps)]  # arc length at each point
+    targets = np.linspace(0.0, along[-1], MOST_LABELS)
+    named = sorted({0, len(points) - 1})  # always, however close they are
+    for target in targets[1:-1]:
+        index = int(np.argmin(np.abs(along - target)))
+        if all(np.linalg.norm(points[index] - points[other]) >= LABEL_GAP for other in named):
+            named.append(index)
+    return sorted(named)
 
 
 def _panel_note(panel: Panel, scale: Scale) -> str:
