@@ -128,7 +128,7 @@ def main() -> None:
 
     from lsurf import models
     from lsurf.checkpoint import save_checkpoint
-    from lsurf.data import write_synthetic
+    from lsurf.synth import write_synthetic
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)

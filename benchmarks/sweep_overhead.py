@@ -33,9 +33,10 @@ import yaml
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.config import load_sweep_config
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split, write_synthetic
+from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
 from lsurf.store import read_surface
 from lsurf.sweep import run_sweep
+from lsurf.synth import write_synthetic
 
 
 def resident_mib() -> float:

@@ -182,7 +182,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(compare_weights(args.checkpoints, args.out))
         return 0
     if args.command == "data":
-        from lsurf.data import write_synthetic
+        from lsurf.synth import write_synthetic
 
         for name in ("train_size", "test_size"):
             if getattr(args, name) < 1:

@@ -1,26 +1,25 @@
-"""CIFAR-10 splits as normalized tensors, and a synthetic stand-in written in the same format.
+"""CIFAR-10 splits as normalized tensors, read from the python version of the dataset.
 
-This module owns everything about the dataset on disk:
+This module owns reading the dataset on disk, and the file format itself:
 
-- reading the python version of CIFAR-10 (``ROOT/cifar-10-batches-py/``: ``data_batch_1`` to
-  ``data_batch_5``, ``test_batch``) through an unpickler that can build numpy arrays and
-  nothing else, because the data folder is user input and a pickle can otherwise run code;
+- the layout of the python version of CIFAR-10 (``ROOT/cifar-10-batches-py/``:
+  ``data_batch_1`` to ``data_batch_5``, ``test_batch``, ``batches.meta``; images of 3072
+  uint8 values, labels 0 to 9, and the marker file of a synthetic copy), as public constants
+  that `lsurf.synth` writes to;
+- reading it through an unpickler that can build numpy arrays and nothing else, because the
+  data folder is user input and a pickle can otherwise run code;
 - turning a split into one contiguous, normalized float32 tensor, once per process, so that
   the thousands of evaluations of a sweep never touch a loader or a per-image transform;
-- writing a learnable synthetic 10-class dataset in exactly that file format, for machines
-  (CI, air-gapped clusters) that cannot download the real one.
+- the error messages for a missing or damaged dataset, and the optional download.
 
 Inputs: a data root folder, a split name, the per-channel mean/std the checkpoint was trained
 with, an optional subset size and seed. Outputs: a `Split` of CPU tensors (the caller moves
-it to its device once), or the root folder of a freshly written synthetic dataset.
+it to its device once).
 """
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -49,18 +48,20 @@ AKAMASTER_STD: Final[Channels] = (0.229, 0.224, 0.225)
 
 SPLITS: Final = ("train", "test")
 
-_FOLDER: Final = "cifar-10-batches-py"
-_TRAIN_FILES: Final = tuple(f"data_batch_{number}" for number in range(1, 6))
-_SPLIT_FILES: Final[dict[str, tuple[str, ...]]] = {"train": _TRAIN_FILES, "test": ("test_batch",)}
-_META_FILE: Final = "batches.meta"
+# The file format, public because lsurf.synth writes what this module reads; the import goes
+# that way only, so reading never depends on the writer.
+FOLDER: Final = "cifar-10-batches-py"
+TRAIN_FILES: Final = tuple(f"data_batch_{number}" for number in range(1, 6))
+_SPLIT_FILES: Final[dict[str, tuple[str, ...]]] = {"train": TRAIN_FILES, "test": ("test_batch",)}
+META_FILE: Final = "batches.meta"
 # Its presence marks a folder as ours to overwrite; torchvision's CIFAR10 class can also be
 # pointed at the synthetic files with these checksums in place of the real ones.
-_SYNTHETIC_MARKER: Final = "SYNTHETIC_MD5SUMS"
-_SIDE: Final = 32
-_CHANNELS: Final = 3
-_VALUES_PER_IMAGE: Final = _CHANNELS * _SIDE * _SIDE  # 3072: R plane, G plane, B plane
-_NUM_CLASSES: Final = 10
-_LABEL_NAMES: Final = (
+SYNTHETIC_MARKER: Final = "SYNTHETIC_MD5SUMS"
+SIDE: Final = 32
+CHANNELS: Final = 3
+VALUES_PER_IMAGE: Final = CHANNELS * SIDE * SIDE  # 3072: R plane, G plane, B plane
+NUM_CLASSES: Final = 10
+LABEL_NAMES: Final = (
     "airplane",
     "automobile",
     "bird",
@@ -105,7 +106,7 @@ def load_split(
     _check_channels("mean", mean, positive=False)
     _check_channels("std", std, positive=True)
     root = Path(root)
-    folder = root / _FOLDER
+    folder = root / FOLDER
     missing = _first_missing(folder, _SPLIT_FILES[split])
     if missing is not None and download:
         failure = _download(root, split)
@@ -123,83 +124,6 @@ def load_split(
         chosen = _subset_indices(len(labels), subset, subset_seed, split).numpy()
         pixels, labels = pixels[chosen], labels[chosen]
     return Split(images=_normalize(pixels, mean, std), labels=torch.from_numpy(labels))
-
-
-def write_synthetic(
-    out: Path, train_size: int = 10000, test_size: int = 2000, seed: int = 0
-) -> Path:
-    """Write a learnable synthetic CIFAR-10 look-alike into ``out/cifar-10-batches-py``.
-
-    Each class is a smooth random colour texture; each image is its class texture at a random
-    circular offset, maybe mirrored, with random contrast, brightness and pixel noise. Nearest
-    class mean on raw pixels gets about 40 % of the test split right, a small ResNet about 80 %
-    after two epochs. The same seed writes the same bytes. Returns ``out``, the root to pass
-    to `load_split`.
-    """
-    for name, size in (("train_size", train_size), ("test_size", test_size)):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise DataError(f"{name} must be a positive whole number, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DataError(f"seed must be a non-negative whole number, got {seed!r}")
-    out = Path(out)
-    folder = out / _FOLDER
-    if folder.exists() and not _is_replaceable(folder):
-        raise DataError(
-            f"refusing to overwrite {folder}: it has no {_SYNTHETIC_MARKER}, so it may be real "
-            "CIFAR-10; choose another output folder or remove this one yourself"
-        )
-
-    # Separate streams, so the test images do not change when train_size does.
-    templates, colours = _synthetic_classes(np.random.default_rng([seed, 0]))
-    train_pixels, train_labels = _synthetic_images(
-        train_size, templates, colours, np.random.default_rng([seed, 1])
-    )
-    test_pixels, test_labels = _synthetic_images(
-        test_size, templates, colours, np.random.default_rng([seed, 2])
-    )
-
-    contents: dict[str, dict[str, Any]] = {
-        _META_FILE: {
-            "num_cases_per_batch": -(-train_size // len(_TRAIN_FILES)),
-            "label_names": list(_LABEL_NAMES),
-            "num_vis": _VALUES_PER_IMAGE,
-        }
-    }
-    # np.array_split spreads the remainder, so every example lands in exactly one batch.
-    train_parts = zip(
-        np.array_split(train_pixels, len(_TRAIN_FILES)),
-        np.array_split(train_labels, len(_TRAIN_FILES)),
-        np.array_split(np.arange(train_size), len(_TRAIN_FILES)),
-        strict=True,
-    )
-    for number, (pixels, labels, indices) in enumerate(train_parts, start=1):
-        label = f"training batch {number} of {len(_TRAIN_FILES)}"
-        contents[f"data_batch_{number}"] = _batch_content(label, pixels, labels, indices)
-    contents["test_batch"] = _batch_content(
-        "testing batch 1 of 1", test_pixels, test_labels, np.arange(test_size)
-    )
-
-    out.mkdir(parents=True, exist_ok=True)
-    # Build the folder beside its final place and swap it in, so an interrupted run never
-    # leaves a half-written dataset under the real name.
-    staging = Path(tempfile.mkdtemp(prefix=f".{_FOLDER}.new-", dir=out))
-    try:
-        checksums = []
-        for name, content in contents.items():
-            # Protocol 2 is what Python 2 could read, as the real files are.
-            encoded = pickle.dumps(content, protocol=2)
-            (staging / name).write_bytes(encoded)
-            digest = hashlib.md5(encoded, usedforsecurity=False).hexdigest()
-            checksums.append(f"{digest}  {name}\n")  # md5sum's format: `md5sum -c` checks it
-        (staging / _SYNTHETIC_MARKER).write_text("".join(checksums))
-        _swap_in(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out
-
-
-# --- reading -------------------------------------------------------------------------------
 
 
 def _latin1_encode(text: str, encoding: str) -> bytes:
@@ -272,7 +196,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         not isinstance(pixels, np.ndarray)
         or pixels.dtype != np.uint8
         or pixels.ndim != 2
-        or pixels.shape[1] != _VALUES_PER_IMAGE
+        or pixels.shape[1] != VALUES_PER_IMAGE
     ):
         found = (
             f"a {pixels.dtype} array of shape {pixels.shape}"
@@ -300,7 +224,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: 'labels' is not a list of {len(pixels)} integers, one per image; "
             f"{_REPLACE_HINT}"
         )
-    if len(labels) and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise DataError(
             f"{path}: labels range over {labels.min()}..{labels.max()}, expected 0..9; "
             f"{_REPLACE_HINT}"
@@ -315,11 +239,11 @@ def _normalize(pixels: np.ndarray, mean: Channels, std: Channels) -> torch.Tenso
     Normalize, so a checkpoint sees exactly the inputs it was evaluated on by the reference.
     """
     # Each row is the R plane, then G, then B, each 32x32 row-major: channel-first already.
-    images = torch.from_numpy(pixels).view(-1, _CHANNELS, _SIDE, _SIDE).to(torch.float32)
+    images = torch.from_numpy(pixels).view(-1, CHANNELS, SIDE, SIDE).to(torch.float32)
     # One allocation above; everything after works in place (the train split is 600 MB).
     images.div_(255)
-    images.sub_(torch.tensor(mean, dtype=torch.float32).view(1, _CHANNELS, 1, 1))
-    images.div_(torch.tensor(std, dtype=torch.float32).view(1, _CHANNELS, 1, 1))
+    images.sub_(torch.tensor(mean, dtype=torch.float32).view(1, CHANNELS, 1, 1))
+    images.div_(torch.tensor(std, dtype=torch.float32).view(1, CHANNELS, 1, 1))
     return images
 
 
@@ -339,7 +263,7 @@ def _check_channels(name: str, values: Channels, positive: bool) -> None:
         numbers = [float(value) for value in values]
     except (TypeError, ValueError):
         numbers = []
-    if len(numbers) != _CHANNELS or (positive and min(numbers) <= 0):
+    if len(numbers) != CHANNELS or (positive and min(numbers) <= 0):
         kind = "positive numbers" if positive else "numbers"
         raise DataError(f"{name} must be three {kind}, one per RGB channel, got {values!r}")
 
@@ -371,103 +295,3 @@ def _download(root: Path, split: str) -> str | None:
     except Exception as error:  # noqa: BLE001 - network, HTTP, checksum and tar errors alike
         return " ".join(f"{type(error).__name__}: {error}".split())[:200]
     return None
-
-
-# --- the synthetic stand-in -----------------------------------------------------------------
-
-# Difficulty knobs, in grey levels. Tuned so the classes are learnable but not separable at a
-# glance: the textures differ in their spatial frequencies and colours, which a convnet picks
-# up; the random offsets smear them out of a pixel-wise class mean, leaving mostly colour.
-_TEXTURE_MAX_FREQUENCY: Final = 3  # cycles per image: smooth, CIFAR-like blobs, not noise
-_TEXTURE_AMPLITUDE: Final = 25.0
-_COLOUR_SPREAD: Final = 8.0  # class mean colours overlap, so colour alone is a weak cue
-_CONTRAST_RANGE: Final = (0.5, 1.5)
-_BRIGHTNESS_SPREAD: Final = 20.0
-_NOISE_LEVEL: Final = 50.0
-_CHUNK: Final = 2048  # images generated at a time, to bound memory for large splits
-
-
-def _synthetic_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: a periodic smooth texture (10, 3, 32, 32) float32 of unit standard deviation
-    per channel, and a mean colour (10, 3) float32."""
-    # Random Fourier coefficients on the lowest frequencies only; the inverse real FFT makes
-    # the texture smooth and periodic, so circular shifts leave no seam.
-    frequencies = _TEXTURE_MAX_FREQUENCY + 1
-    rows = np.r_[0:frequencies, _SIDE - _TEXTURE_MAX_FREQUENCY : _SIDE]  # +-k along y
-    shape = (_NUM_CLASSES, _CHANNELS, len(rows), frequencies)
-    spectrum = np.zeros((_NUM_CLASSES, _CHANNELS, _SIDE, _SIDE // 2 + 1), np.complex128)
-    spectrum[:, :, rows[:, None], np.arange(frequencies)[None, :]] = rng.standard_normal(
-        shape
-    ) + 1j * rng.standard_normal(shape)
-    spectrum[:, :, 0, 0] = 0  # the mean colour is set separately
-    textures = np.fft.irfft2(spectrum, s=(_SIDE, _SIDE))
-    textures /= textures.std(axis=(-2, -1), keepdims=True)
-    colours = 128.0 + _COLOUR_SPREAD * rng.standard_normal((_NUM_CLASSES, _CHANNELS))
-    return textures.astype(np.float32), colours.astype(np.float32)
-
-
-def _synthetic_images(
-    count: int, textures: np.ndarray, colours: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """`count` images as (count, 3072) uint8 in CIFAR's plane order, and their labels."""
-    labels = rng.permutation(np.arange(count) % _NUM_CLASSES)  # balanced classes
-    row_shift = rng.integers(0, _SIDE, count)
-    column_shift = rng.integers(0, _SIDE, count)
-    mirrored = rng.random(count) < 0.5
-    contrast = rng.uniform(*_CONTRAST_RANGE, count).astype(np.float32)
-    brightness = (_BRIGHTNESS_SPREAD * rng.standard_normal(count)).astype(np.float32)
-
-    positions = np.arange(_SIDE)
-    rows = (positions[None, :] + row_shift[:, None]) % _SIDE  # (count, 32)
-    columns = (positions[None, :] + column_shift[:, None]) % _SIDE
-    columns = np.where(mirrored[:, None], columns[:, ::-1], columns)
-    channels = np.arange(_CHANNELS)[None, :, None, None]
-
-    pixels = np.empty((count, _CHANNELS, _SIDE, _SIDE), np.uint8)
-    for start in range(0, count, _CHUNK):
-        part = slice(start, min(start + _CHUNK, count))
-        # Gather each image's shifted (and maybe mirrored) texture: (n, 3, 32, 32).
-        image = textures[
-            labels[part, None, None, None],
-            channels,
-            rows[part, None, :, None],
-            columns[part, None, None, :],
-        ]
-        image *= (_TEXTURE_AMPLITUDE * contrast[part])[:, None, None, None]
-        image += colours[labels[part]][:, :, None, None] + brightness[part, None, None, None]
-        image += _NOISE_LEVEL * rng.standard_normal(image.shape, dtype=np.float32)
-        pixels[part] = np.clip(np.rint(image), 0, 255)
-    return pixels.reshape(count, _VALUES_PER_IMAGE), labels
-
-
-def _batch_content(
-    batch_label: str, pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray
-) -> dict[str, Any]:
-    """One batch dict with the real files' keys and types."""
-    return {
-        "batch_label": batch_label,
-        "labels": [int(label) for label in labels],
-        "data": np.ascontiguousarray(pixels),
-        "filenames": [
-            f"synthetic_{_LABEL_NAMES[label]}_{index:06d}.png"
-            for label, index in zip(labels, indices, strict=True)
-        ],
-    }
-
-
-def _is_replaceable(folder: Path) -> bool:
-    """Whether `folder` is ours to overwrite: a synthetic dataset, or an empty folder."""
-    if not folder.is_dir():
-        return False
-    return (folder / _SYNTHETIC_MARKER).is_file() or not any(folder.iterdir())
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    """Put the finished `staging` folder at `folder`, replacing a previous synthetic one."""
-    if folder.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{_FOLDER}.old-", dir=folder.parent))
-        folder.rename(retired / _FOLDER)
-        staging.rename(folder)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(folder)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic CIFAR-10 folder, a small trained-ish checkpoint, configs."""
+"""Shared fixtures: tiny synthetic CIFAR-10 folders, a small trained-ish checkpoint, configs."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cifar_helpers import SMALL_TEST, SMALL_TRAIN
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
-from lsurf.data import write_synthetic
+from lsurf.synth import write_synthetic
 
 
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated data in the real CIFAR-10 python layout, read by the real loading code."""
     return write_synthetic(tmp_path_factory.mktemp("cifar"), train_size=200, test_size=100, seed=0)
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Path:
+    """A fresh synthetic folder of uneven sizes, one per test: the data tests damage it."""
+    return write_synthetic(tmp_path / "data", train_size=SMALL_TRAIN, test_size=SMALL_TEST)
 
 
 @pytest.fixture(scope="session")

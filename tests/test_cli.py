@@ -113,6 +113,26 @@ class _no_exit:
         return False
 
 
+def test_bad_input_aimed_at_a_new_output_creates_nothing(
+    tmp_path, sweep_yaml, cifar_root, monkeypatch, capsys
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cases = {
+        "no usable CUDA device": {"evaluation.device": "cuda"},
+        "lsurf data synth": {"data.root": str(tmp_path / "nodata")},
+    }
+    for expected, changes in cases.items():
+        output = tmp_path / "new" / "surface.h5"
+        config = sweep_yaml(changes | {"output": str(output)}, name="new.yaml")
+        assert main(["sweep", str(config)]) == 2
+        assert expected in capsys.readouterr().err
+        assert not output.exists() and not output.with_name("surface.directions.h5").exists()
+    # Fixed, the same command runs: no half-made file from the failed attempts stands in the way.
+    assert main(["sweep", str(config), "--set", f"data.root={cifar_root}"]) == 0
+
+
 def test_as_a_process_bad_input_prints_one_line_without_traceback(tmp_path, sweep_yaml):
     config = sweep_yaml({"model.name": "resnet21"})
     result = subprocess.run(

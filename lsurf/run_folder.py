@@ -1,0 +1,215 @@
+"""A training run's folder on disk: its files, written so that any crash leaves a resumable run.
+
+Owns the files `lsurf train` writes in `config.output`, and only those (the folder may also
+hold surfaces computed from the run, which are never touched):
+- `config.yaml`  the resolved config; a rerun must match it, or pass --force to start over;
+- `model_0.pt`   the initial weights; `model_E.pt` every `save_every` epochs and after the
+                 last epoch; `final.pt` the last epoch's weights again. Each holds
+                 {'state_dict', 'epoch'} written by `checkpoint.save_checkpoint`: `lsurf
+                 sweep` reads any of them, PCA globs `model_*.pt` and orders them by E;
+- `log.csv`      one row per finished epoch: epoch, lr, train_loss, train_acc (running means
+                 over the epoch's augmented batches in training mode, as the reference
+                 logs them), test_loss, test_acc (only when `test` is in data.splits; eval
+                 mode, no augmentation), seconds;
+- `resume.pt`    the committed state after the last finished epoch: weights, optimizer state
+                 (momentum buffers, Adam moments and step counts), the epoch and the log rows.
+
+Every file is replaced atomically (written beside its place, then renamed). The caller
+writes `resume.pt` (`commit`) last in each epoch, so it is the commit point: after kill -9
+at any moment, `committed_state` reads it back and `discard_uncommitted` removes the files
+of the epoch that did not commit and rewrites log.csv from the committed rows.
+
+Input: the output folder, a `TrainConfig`, the model, optimizer and log rows to store.
+Output: the files above; `committed_state` returns resume.pt's
+{'state_dict', 'optimizer', 'epoch', 'rows'}, or None where there is nothing to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import yaml
+from torch import nn
+
+from lsurf import checkpoint
+from lsurf.config import TrainConfig, differences, to_yaml
+from lsurf.errors import CheckpointError, ConfigError
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.csv"
+FINAL_FILE = "final.pt"
+RESUME_FILE = "resume.pt"
+_TRAJECTORY_FILE = re.compile(r"model_(\d+)\.pt")
+# What an atomic write killed between open and rename leaves: .NAME.PID.HEX.tmp
+_TEMPORARY_FILE = re.compile(r"\.(.+)\.\d+\.[0-9a-f]{8}\.tmp")
+
+
+def trajectory_file(out: Path, epoch: int) -> Path:
+    """Where the weights after `epoch` go in the run folder `out` (epoch 0: the initial ones)."""
+    return out / f"model_{epoch}.pt"
+
+
+def committed_state(config: TrainConfig, force: bool) -> dict[str, Any] | None:
+    """resume.pt of the run in config.output when that run has this config; None when the
+    folder holds no run yet or `force` starts over. Raises ConfigError for a run with another
+    config or files that are not a resumable run."""
+    out = config.output
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file, not a folder; set output to a folder")
+    if force or not out.exists():
+        return None
+    config_file = out / CONFIG_FILE
+    if not config_file.is_file():
+        leftovers = _training_files(out)
+        if leftovers:
+            raise ConfigError(
+                f"{out} holds {leftovers[0].name} but no {CONFIG_FILE}, so it is not a run "
+                "lsurf can resume; rerun with --force to replace it, or set another output"
+            )
+        return None
+    try:
+        old = yaml.safe_load(config_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        old = None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{config_file} is unreadable; rerun with --force to start over")
+    # Compare as the file stores it (a YAML round trip), so tuples, paths and floats agree.
+    changed = differences(old, yaml.safe_load(to_yaml(config)))
+    if changed:
+        raise ConfigError(
+            f"{out} holds a training run with a different config (differs in "
+            f"{', '.join(changed)}); rerun with --force to start over, or set another output"
+        )
+    if not (out / RESUME_FILE).is_file():
+        return None  # stopped before epoch 0 was committed: start afresh
+    return _read_resume(out / RESUME_FILE)
+
+
+def _read_resume(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the same: the file is bad
+        raise CheckpointError(
+            f"{path} is unreadable ({type(error).__name__}); rerun with --force to start over"
+        ) from error
+    needed = ("state_dict", "optimizer", "epoch", "rows")
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        raise CheckpointError(f"{path} is not an lsurf resume file; rerun with --force")
+    return state
+
+
+def _is_training_file(name: str) -> bool:
+    """Whether `name` is one of the files a training run writes (nothing else is touched)."""
+    names = (CONFIG_FILE, LOG_FILE, FINAL_FILE, RESUME_FILE)
+    return name in names or _TRAJECTORY_FILE.fullmatch(name) is not None
+
+
+def _training_files(out: Path) -> list[Path]:
+    return sorted(path for path in out.iterdir() if path.is_file() and _is_training_file(path.name))
+
+
+def remove_training_files(out: Path) -> None:
+    # Only the run's own files: the folder may hold surfaces computed from it.
+    if out.is_dir():
+        for path in _training_files(out):
+            path.unlink()
+        _remove_temporaries(out)
+
+
+def _remove_temporaries(out: Path) -> None:
+    for path in out.iterdir():
+        match = _TEMPORARY_FILE.fullmatch(path.name)
+        if match is not None and _is_training_file(match.group(1)) and path.is_file():
+            path.unlink()
+
+
+def discard_uncommitted(out: Path, epoch: int, rows: list[dict[str, float]]) -> None:
+    """Remove what a crashed epoch after `epoch` wrote, and rewrite log.csv from `rows`."""
+    for path in out.iterdir():
+        match = _TRAJECTORY_FILE.fullmatch(path.name)
+        if match is not None and int(match.group(1)) > epoch:
+            path.unlink()
+    (out / FINAL_FILE).unlink(missing_ok=True)  # written only with the last epoch
+    _remove_temporaries(out)
+    if rows:
+        write_log(out / LOG_FILE, rows)
+    else:
+        (out / LOG_FILE).unlink(missing_ok=True)
+
+
+def write_config(out: Path, config: TrainConfig) -> None:
+    """Write config.yaml: the resolved config, which a rerun must match."""
+    _write_atomically(out / CONFIG_FILE, lambda handle: handle.write(to_yaml(config).encode()))
+
+
+def save_weights(path: Path, model: nn.Module, epoch: int) -> None:
+    # CPU tensors in the default layout: files that load anywhere and flatten with .view.
+    checkpoint.save_checkpoint(path, _cpu_copy(model.state_dict()), epoch=epoch)
+
+
+def commit(
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    rows: list[dict[str, float]],
+) -> None:
+    """Write resume.pt: everything a rerun needs to continue after `epoch`."""
+    state = {
+        "state_dict": _cpu_copy(model.state_dict()),
+        "optimizer": _cpu_copy(optimizer.state_dict()),
+        "epoch": epoch,
+        "rows": rows,
+    }
+    _write_atomically(out / RESUME_FILE, lambda handle: torch.save(state, handle))
+
+
+def _cpu_copy(value: Any) -> Any:
+    """`value` with every tensor as a contiguous CPU tensor (plain containers kept)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu").contiguous()
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(item) for item in value)
+    return value
+
+
+def write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomically(path, lambda handle: handle.write(text.getvalue().encode()))
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Replace `path` by what `write` puts in a file: the old or the new file, never half.
+
+    The same scheme as `checkpoint.save_checkpoint`: a unique temporary name in the same
+    folder (a rename is atomic only within one file system), fsync, rename, fsync the folder.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
+        descriptor = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
