@@ -12,11 +12,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from lsurf.errors import LsurfError
+
+if TYPE_CHECKING:
+    from lsurf.store import Surface
 
 EXIT_BAD_INPUT = 2
 
@@ -223,12 +226,7 @@ def describe_surface(path: Path) -> str:
     lines = [f"surface  {path}"]
     model = config.get("model", {})
     lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
-    directions = config.get("directions", {})
-    lines.append(
-        f"directions  {directions.get('kind')}  norm={directions.get('norm')}  "
-        f"ignore={directions.get('ignore')}  seed={directions.get('seed')}  "
-        f"file {surface.attributes.get('direction_file')}"
-    )
+    lines += _describe_directions(config.get("directions", {}), surface)
     grid = config.get("grid", {})
     shape = "x".join(str(n) for n in surface.done.shape)
     lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
@@ -253,6 +251,32 @@ def describe_surface(path: Path) -> str:
         f"created {surface.attributes.get('created')}"
     )
     return "\n".join(lines)
+
+
+def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[str]:
+    """What the directions were, in the terms of their kind (a seed means nothing to PCA)."""
+    kind = directions.get("kind")
+    file = f"file {surface.attributes.get('direction_file')}"
+    if kind == "target":
+        return [f"directions  target  to {directions.get('target')}  {file}"]
+    if kind != "pca":
+        return [
+            f"directions  {kind}  norm={directions.get('norm')}  "
+            f"ignore={directions.get('ignore')}  seed={directions.get('seed')}  {file}"
+        ]
+    centred = "centred" if directions.get("center", True) else "not centred"
+    lines = [
+        f"directions  pca  trajectory {directions.get('trajectory')}  "
+        f"ignore={directions.get('ignore')}  {centred}  {file}"
+    ]
+    path = surface.trajectory
+    if path is not None:
+        first, second = (100.0 * ratio for ratio in path.explained_variance_ratio)
+        lines.append(
+            f"plane    explained variance x {first:.1f}%, y {second:.1f}%; path of "
+            f"{len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

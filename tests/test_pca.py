@@ -177,6 +177,13 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     stored = yaml.safe_load(read_surface_attributes(outcome.path)["config"])
     assert stored["grid"] == {"x": fit_axis(path[:, 0], 4).spec, "y": fit_axis(path[:, 1], 3).spec}
     assert "auto" not in stored["grid"]["x"] + stored["grid"]["y"]
+    from lsurf.cli import describe_surface
+
+    report = describe_surface(outcome.path)
+    first, second = (100 * ratio for ratio in surface.trajectory.explained_variance_ratio)
+    assert f"plane    explained variance x {first:.1f}%, y {second:.1f}%" in report
+    assert "path of 7 checkpoints, epochs 0-6" in report and "seed=" not in report
+    assert f"grid     x={stored['grid']['x']}  y={stored['grid']['y']}  (4x3 points)" in report
     # The same config (still 'auto') finds its surface complete: same directions, same range.
     again = run_sweep(load_sweep_config(config), log=lambda _: None)
     assert again.already_complete and again.computed == 0
