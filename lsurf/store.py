@@ -311,7 +311,8 @@ def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
             if group_name not in h5file:
                 return None
             group = h5file[group_name]
-            return {key: torch.from_numpy(group[key][()]) for key in group}
+            # [...] reads an ndarray even for a 0-dim tensor, where [()] gives a numpy scalar
+            return {key: torch.from_numpy(group[key][...]) for key in group}
 
         attributes = _attributes(h5file)
         directions = Directions(

@@ -1,0 +1,284 @@
+import datetime
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import lsurf
+from lsurf import store
+from lsurf.directions import Directions
+from lsurf.errors import LsurfError, OutputError
+from lsurf.grid import Grid
+from lsurf.trajectory import Trajectory
+from lsurf.weights import WeightStatistics
+
+METRICS = store.metric_names(["train", "test"])
+GRID = Grid(np.linspace(-1.0, 1.0, 3), np.linspace(-0.5, 0.5, 4))  # non-square: 3 x 4
+ATTRIBUTES = {
+    "config": "model:\n  name: convnet_small\ngrid:\n  x: -1:1:3\n",
+    "checkpoint_sha256": "c" * 64,
+    "directions_sha256": "d" * 64,
+    "direction_file": "/runs/a/directions.h5",
+}
+TRAJECTORY = Trajectory(np.array([[0.5, -1.25], [0.1, 0.2], [0.0, 0.0]]), (1, 5, 10), (0.7, 0.2))
+WEIGHTS = WeightStatistics(
+    names=("conv.weight", "fc.weight"),
+    norms=np.array([3.5, 0.25]),
+    sizes=np.array([432, 40], dtype=np.int64),
+    bin_edges=np.linspace(-1.0, 1.0, 5),
+    counts=np.array([1, 200, 270, 1], dtype=np.int64),
+)
+# Runs in another process, as `lsurf info` does beside a running sweep.
+READER = """import sys
+from pathlib import Path
+from lsurf.store import read_surface, read_surface_attributes
+try:
+    surface = read_surface(Path(sys.argv[1]))
+    print(surface.metrics["train_loss"].tolist(), surface.done.tolist())
+    read_surface_attributes(Path(sys.argv[1]))
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+def read_in_another_process(path):
+    result = subprocess.run(
+        [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()
+
+
+def assert_same_trajectory(found, expected):
+    np.testing.assert_array_equal(found.coordinates, expected.coordinates)
+    assert found.epochs == expected.epochs
+    assert found.explained_variance_ratio == expected.explained_variance_ratio
+
+
+def assert_same_weights(found, expected):
+    assert found.names == expected.names
+    for field in ("norms", "sizes", "bin_edges", "counts"):
+        np.testing.assert_array_equal(getattr(found, field), getattr(expected, field))
+        assert getattr(found, field).dtype == getattr(expected, field).dtype
+
+
+def test_a_new_surface_has_the_reference_layout_all_nan_and_nothing_done(tmp_path):
+    assert METRICS == ["train_loss", "train_acc", "test_loss", "test_acc"]
+    with store.create_surface(tmp_path / "s.h5", GRID, METRICS, ATTRIBUTES) as writer:
+        assert not writer.complete
+    with h5py.File(tmp_path / "s.h5", "r") as h5file:
+        assert set(h5file) == {"xcoordinates", "ycoordinates", "done", "dir_file", *METRICS}
+        assert h5file["xcoordinates"].dtype == h5file["ycoordinates"].dtype == np.float64
+        np.testing.assert_array_equal(h5file["xcoordinates"][()], GRID.x)
+        np.testing.assert_array_equal(h5file["ycoordinates"][()], GRID.y)
+        for name in METRICS:
+            assert h5file[name].dtype == np.float64 and h5file[name].shape == (3, 4)
+            assert np.isnan(h5file[name][()]).all()
+        assert h5file["done"].dtype == bool and h5file["done"].shape == (3, 4)
+        assert not h5file["done"][()].any()
+        assert h5file["dir_file"][()].decode() == "/runs/a/directions.h5"
+
+
+@pytest.mark.parametrize("grid", [GRID, Grid(np.linspace(0.0, 2.0, 5), None)], ids=["2d", "1d"])
+def test_element_i_j_holds_the_point_x_i_y_j(tmp_path, grid):
+    def loss(a, b):
+        return 10.0 * a + b  # a different value at every point, also after swapping x and y
+
+    order = np.random.default_rng(0).permutation(grid.size)
+    with store.create_surface(tmp_path / "s.h5", grid, METRICS, ATTRIBUTES) as writer:
+        for chunk in np.array_split(order, 3):  # chunks arrive in any order
+            values = {name: [loss(*grid.coordinates(int(k))) for k in chunk] for name in METRICS}
+            writer.record(chunk.tolist(), values)
+        assert writer.complete
+    surface = store.read_surface(tmp_path / "s.h5")
+    y = np.zeros(1) if grid.y is None else grid.y
+    expected = np.add.outer(10.0 * grid.x, y).reshape(grid.shape)
+    for name in METRICS:
+        np.testing.assert_array_equal(surface.metrics[name], expected)
+    assert surface.done.shape == grid.shape and surface.done.all()
+    assert surface.y is None if grid.y is None else surface.y.tolist() == grid.y.tolist()
+
+
+def test_nan_inf_and_zero_are_results_and_a_reopened_writer_resumes(tmp_path):
+    path = tmp_path / "s.h5"
+    values = {name: [np.inf, np.nan, 0.0] for name in METRICS}
+    with store.create_surface(path, GRID, METRICS, ATTRIBUTES) as writer:
+        writer.record([0, 6, 11], values)
+    surface = store.read_surface(path)
+    assert np.flatnonzero(surface.done).tolist() == [0, 6, 11]
+    loss = surface.metrics["test_loss"].reshape(-1)
+    assert loss[0] == np.inf and np.isnan(loss[6]) and loss[11] == 0.0
+    assert np.isnan(np.delete(loss, [0, 6, 11])).all()  # the rest: not computed yet
+    with store.SurfaceWriter(path) as writer:  # resume: the mask is read back from the file
+        assert np.flatnonzero(writer.done).tolist() == [0, 6, 11] and not writer.complete
+        rest = [k for k in range(12) if k not in (0, 6, 11)]
+        writer.record(rest, {name: [1.0] * len(rest) for name in METRICS})
+        assert writer.complete
+    assert store.read_surface(path).metrics["train_acc"].reshape(-1)[0] == np.inf
+
+
+def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypatch):
+    path = tmp_path / "s.h5"
+    writer = store.create_surface(path, GRID, METRICS, ATTRIBUTES)
+    seen_before_flags = []
+    original_setitem = h5py.Dataset.__setitem__
+
+    def watching(dataset, key, value):  # what a reader sees when the first flag is written
+        if dataset.name == "/done" and not seen_before_flags:
+            seen_before_flags.extend(read_in_another_process(path))
+        original_setitem(dataset, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", watching)
+    writer.record([1, 10], {name: [5.0, 6.0] for name in METRICS})
+    monkeypatch.undo()
+    nan = float("nan")
+    values_then = [[nan, 5.0, nan, nan], [nan, nan, nan, nan], [nan, nan, 6.0, nan]]
+    assert seen_before_flags[0] == f"{values_then} {np.zeros((3, 4), bool).tolist()}"
+    # After `record` returns, a reader sees the flags; the file stays claimed by the writer.
+    lines = read_in_another_process(path)
+    flags_now = np.isin(np.arange(12), [1, 10]).reshape(3, 4).tolist()
+    assert lines[0] == f"{values_then} {flags_now}"
+    assert lines[1].startswith(f"OutputError output file {path} is open for writing")
+    writer.close()
+    assert read_in_another_process(path) == [lines[0]]
+
+
+def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
+    path = tmp_path / "s.h5"
+    store.create_surface(path, GRID, METRICS, ATTRIBUTES, TRAJECTORY, WEIGHTS).close()
+    surface = store.read_surface(path)
+    attributes = surface.attributes
+    assert {key: attributes[key] for key in ATTRIBUTES} == ATTRIBUTES
+    assert attributes["format_version"] == store.FORMAT_VERSION == 1
+    assert type(attributes["format_version"]) is int
+    assert attributes["lsurf_version"] == lsurf.__version__
+    created = datetime.datetime.fromisoformat(attributes["created"])
+    assert abs(datetime.datetime.now(datetime.UTC) - created) < datetime.timedelta(minutes=1)
+    assert store.read_surface_attributes(path).keys() == attributes.keys()
+    assert_same_trajectory(surface.trajectory, TRAJECTORY)
+    assert_same_weights(surface.weights, WEIGHTS)
+    store.create_surface(path, GRID, METRICS, ATTRIBUTES).close()  # replaced: neither left
+    assert store.read_surface(path).trajectory is None and store.read_surface(path).weights is None
+
+
+def test_a_weight_file_holds_one_group_per_label(tmp_path):
+    store.write_weight_file(tmp_path / "w.h5", {"runs/small": WEIGHTS, "large": WEIGHTS})
+    with h5py.File(tmp_path / "w.h5", "r") as h5file:
+        assert set(h5file) == {"runs_small", "large"}
+        assert h5file.attrs["lsurf_version"] == lsurf.__version__
+        assert_same_weights(store.read_weight_statistics(h5file["runs_small"]), WEIGHTS)
+
+
+@pytest.mark.parametrize("two_dimensional", [True, False], ids=["2d", "1d"])
+def test_direction_files_round_trip_tensors_exactly(tmp_path, two_dimensional):
+    generator = torch.Generator().manual_seed(0)
+
+    def direction():  # not in alphabetical order; a 0-dim tensor too
+        shapes = {"layer2.conv.weight": (4, 3, 3, 3), "fc.bias": (10,), "scale": ()}
+        return {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
+
+    y = direction() if two_dimensional else None
+    written = Directions("pca", "filter", "biasbn", 7, direction(), y, TRAJECTORY)
+    settings = {"kind": "pca", "norm": "filter", "ignore": "biasbn", "seed": 7, "x_spec": "a"}
+    store.write_directions(tmp_path / "d.h5", written, settings)
+    found, attributes = store.read_directions(tmp_path / "d.h5")
+    for found_tensors, written_tensors in ((found.x, written.x), (found.y, written.y)):
+        if written_tensors is None:
+            assert found_tensors is None
+            continue
+        assert found_tensors.keys() == written_tensors.keys()
+        for key, tensor in written_tensors.items():
+            assert found_tensors[key].dtype == torch.float32
+            assert torch.equal(found_tensors[key], tensor)  # bit for bit, shape included
+    assert (found.kind, found.norm, found.ignore, found.seed) == ("pca", "filter", "biasbn", 7)
+    assert {key: attributes[key] for key in settings} == settings
+    assert attributes["directions_sha256"] == written.digest() == found.digest()
+    assert attributes["lsurf_version"] == lsurf.__version__
+    assert_same_trajectory(found.trajectory, TRAJECTORY)
+    with h5py.File(tmp_path / "d.h5", "r") as h5file:
+        assert ("ydirection" in h5file) is two_dimensional
+
+
+def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
+    path = tmp_path / "out" / "s.h5"
+    path.parent.mkdir()
+    (path.parent / ".s.h5.999.tmp").write_bytes(b"left by a run killed mid-creation")
+    during_build = []
+    original = store.write_weight_statistics
+
+    def watching(group, statistics):
+        during_build.append((path.exists(), sorted(p.name for p in path.parent.iterdir())))
+        original(group, statistics)
+
+    monkeypatch.setattr(store, "write_weight_statistics", watching)
+    store.create_surface(path, GRID, METRICS, ATTRIBUTES, weights=WEIGHTS).close()
+    assert during_build == [(False, [f".s.h5.{os.getpid()}.tmp"])]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s.h5"]
+
+
+def test_a_failed_creation_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "s.h5"
+    store.create_surface(path, GRID, METRICS, {"config": "old"}).close()
+
+    def no_rename(source, target):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store.os, "replace", no_rename)
+    with pytest.raises(OutputError) as caught:
+        store.create_surface(path, GRID, METRICS, {"config": "new"})
+    assert str(caught.value) == (
+        f"cannot write {path} (Permission denied); choose an output folder you can write to"
+    )
+    monkeypatch.undo()
+
+    def broken(group, statistics):
+        raise RuntimeError("disk vanished")
+
+    monkeypatch.setattr(store, "write_weight_statistics", broken)
+    with pytest.raises(RuntimeError):
+        store.write_weight_file(tmp_path / "w.h5", {"a": WEIGHTS})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+    assert store.read_surface_attributes(path)["config"] == "old"
+
+
+def write_text(path):
+    path.write_text("not hdf5\n")
+
+
+def write_foreign_hdf5(path):
+    with h5py.File(path, "w") as h5file:
+        h5file["data"] = np.zeros(3)
+
+
+@pytest.mark.parametrize(
+    ("reader", "make", "message"),
+    [
+        (store.read_surface, None, "surface file not found: {path}"),
+        (store.read_surface, write_text, "surface file {path} is not a readable HDF5 file ("),
+        (store.read_surface, write_foreign_hdf5, "{path} is an HDF5 file but not an lsurf"),
+        (store.read_surface_attributes, None, "output file not found: {path}"),
+        (store.read_surface_attributes, write_foreign_hdf5, "output {path} exists and is not"),
+        (store.read_directions, write_text, "direction file {path} is not a readable HDF5"),
+        (store.read_directions, write_foreign_hdf5, "direction file {path} lacks xdirection"),
+    ],
+)
+def test_unusable_files_raise_one_line_lsurf_errors(tmp_path, reader, make, message):
+    path = tmp_path / "file.h5"
+    if make is not None:
+        make(path)
+    with pytest.raises(LsurfError) as caught:
+        reader(path)
+    assert str(caught.value).startswith(message.format(path=path))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_surface_is_no_direction_file_and_a_file_is_no_output_folder(tmp_path):
+    store.create_surface(tmp_path / "s.h5", GRID, METRICS, ATTRIBUTES).close()
+    with pytest.raises(OutputError, match="lacks xdirection"):
+        store.read_directions(tmp_path / "s.h5")
+    with pytest.raises(OutputError, match=r"^cannot write .*; choose an output folder") as caught:
+        store.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, METRICS, ATTRIBUTES)
+    assert "\n" not in str(caught.value)
