@@ -224,10 +224,18 @@ def describe_surface(path: Path) -> str:
     config = yaml.safe_load(str(surface.attributes.get("config", ""))) or {}
     done, total = int(surface.done.sum()), surface.done.size
     lines = [f"surface  {path}"]
-    model = config.get("model", {})
-    lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
-    lines += _describe_directions(config.get("directions", {}), surface)
-    grid = config.get("grid", {})
+    written_by = surface.attributes.get("written_by")
+    if written_by:  # the reference code's file: no config stored, only the direction file
+        lines.append(f"written by {written_by}; no sweep settings stored in it")
+        lines.append(f"directions  file {surface.attributes.get('direction_file')}")
+    else:
+        model = config.get("model", {})
+        lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
+        lines += _describe_directions(config.get("directions", {}), surface)
+    grid = config.get("grid") or {
+        "x": _axis_spec(surface.x),
+        "y": None if surface.y is None else _axis_spec(surface.y),
+    }
     shape = "x".join(str(n) for n in surface.done.shape)
     lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
     lines.append(f"metrics  {', '.join(sorted(surface.metrics))}")
@@ -245,12 +253,18 @@ def describe_surface(path: Path) -> str:
         if surface.y is not None:
             where += f", y={surface.y[best[1]]:g}"
         lines.append(f"min {name}  {values[best]:.6g} at {where}")
+    if written_by:
+        return "\n".join(lines)
     lines.append(
         f"written by lsurf {surface.attributes.get('lsurf_version')} "
         f"(format {surface.attributes.get('format_version')}), "
         f"created {surface.attributes.get('created')}"
     )
     return "\n".join(lines)
+
+
+def _axis_spec(coordinates: np.ndarray) -> str:
+    return f"{coordinates[0]:g}:{coordinates[-1]:g}:{len(coordinates)}"
 
 
 def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[str]:

@@ -31,6 +31,7 @@ import numpy as np
 
 import lsurf
 from lsurf.errors import OutputError
+from lsurf.reference import is_reference_surface, read_reference_surface
 from lsurf.trajectory import Trajectory
 from lsurf.weights import WeightStatistics
 
@@ -100,10 +101,22 @@ class Surface:
 
 
 def read_surface(path: Path) -> Surface:
-    """Read a surface file without locking it, so a running sweep's file can be inspected."""
+    """Read a surface file without locking it, so a running sweep's file can be inspected.
+
+    Surface files of the reference code are read too, converted to lsurf's layout.
+    """
     with _open(path, "r", "surface file", locking=False) as h5file:
+        if is_reference_surface(h5file):
+            try:
+                old = read_reference_surface(h5file)
+            except OutputError as error:
+                raise OutputError(f"{path}: {error}") from None
+            return Surface(path, old.x, old.y, old.metrics, old.done, old.attributes)
         if "format_version" not in h5file.attrs or "done" not in h5file:
-            raise OutputError(f"{path} is an HDF5 file but not an lsurf surface file")
+            raise OutputError(
+                f"{path} is an HDF5 file but not a surface file (of lsurf or of "
+                "tomgoldstein/loss-landscape)"
+            )
         # `done` before the values: the writer sets values before flags, so every point read
         # as done here already had its values when they are read next.
         done = h5file["done"][()]

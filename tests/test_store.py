@@ -258,7 +258,7 @@ def write_foreign_hdf5(path):
     [
         (store.read_surface, None, "surface file not found: {path}"),
         (store.read_surface, write_text, "surface file {path} is not a readable HDF5 file ("),
-        (store.read_surface, write_foreign_hdf5, "{path} is an HDF5 file but not an lsurf"),
+        (store.read_surface, write_foreign_hdf5, "{path} is an HDF5 file but not a surface file"),
         (store.read_surface_attributes, None, "output file not found: {path}"),
         (store.read_surface_attributes, write_foreign_hdf5, "output {path} exists and is not"),
         (store.read_directions, write_text, "direction file {path} is not a readable HDF5"),

@@ -42,7 +42,9 @@ def describe(surface: Surface) -> Description:
     directions = config.get("directions") or {}
     kind = directions.get("kind")
     parts = [str(model.get("name", "unknown model"))]
-    if kind == "target":
+    if surface.attributes.get("written_by"):
+        parts = [f"{surface.path.name} (written by {surface.attributes['written_by']})"]
+    elif kind == "target":
         target = directions.get("target")
         parts.append(f"interpolation to {Path(str(target)).name if target else 'a target'}")
     elif kind == "pca":
