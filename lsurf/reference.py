@@ -82,9 +82,7 @@ def _in_lsurf_order(name: str, values: np.ndarray, shape: tuple[int, ...]) -> np
     """The reference's array with element [i, j] moved to (x[i], y[j]) (see the docstring)."""
     if values.size != int(np.prod(shape)):
         grid = "x".join(str(n) for n in shape)
-        raise OutputError(
-            f"{name} holds {values.size} values, not one per point of a {grid} grid"
-        )
+        raise OutputError(f"{name} holds {values.size} values, not one per point of a {grid} grid")
     if len(shape) == 1:
         return values.reshape(shape)
     nx, ny = shape
