@@ -108,26 +108,33 @@ def test_trajectory_listing_orders_by_epoch_and_needs_three(tmp_path):
         trajectory_files(tmp_path / "missing")
 
 
-def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint(
-    planar_trajectory, sweep_yaml, cifar_root, tmp_path
-):
-    from lsurf import checkpoint
+def pca_sweep(files, sweep_yaml, grid):
+    """Sweep the plane of the trajectory `files` (the last one is θ*): config, outcome, surface."""
     from lsurf.config import load_sweep_config
-    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
-    from lsurf.evaluate import Evaluator
-    from lsurf.store import read_directions, read_surface
+    from lsurf.store import read_surface
     from lsurf.sweep import run_sweep
 
-    *_, files = planar_trajectory
     config = sweep_yaml(
         {
             "model.checkpoint": str(files[-1]),
             "directions": {"kind": "pca", "trajectory": str(files[0].parent)},
-            "grid": {"x": "-1:4:6", "y": "-2:2:5"},
+            "grid": grid,
         }
     )
     outcome = run_sweep(load_sweep_config(config), log=lambda _: None)
-    surface = read_surface(outcome.path)
+    return config, outcome, read_surface(outcome.path)
+
+
+def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint(
+    planar_trajectory, sweep_yaml, cifar_root, tmp_path
+):
+    from lsurf import checkpoint
+    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+    from lsurf.evaluate import Evaluator
+    from lsurf.store import read_directions
+
+    *_, files = planar_trajectory
+    _, outcome, surface = pca_sweep(files, sweep_yaml, {"x": "-1:4:6", "y": "-2:2:5"})
     assert surface.done.all() and surface.trajectory is not None
     assert surface.trajectory.epochs == tuple(range(7))
     assert sum(surface.trajectory.explained_variance_ratio) == pytest.approx(1.0, abs=1e-6)
@@ -156,19 +163,11 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
 
     from lsurf.config import load_sweep_config
     from lsurf.grid import fit_axis
-    from lsurf.store import read_surface, read_surface_attributes
+    from lsurf.store import read_surface_attributes
     from lsurf.sweep import run_sweep
 
     *_, files = planar_trajectory
-    config = sweep_yaml(
-        {
-            "model.checkpoint": str(files[-1]),
-            "directions": {"kind": "pca", "trajectory": str(files[0].parent)},
-            "grid": {"x": "auto:4", "y": "auto:3"},
-        }
-    )
-    outcome = run_sweep(load_sweep_config(config), log=lambda _: None)
-    surface = read_surface(outcome.path)
+    config, outcome, surface = pca_sweep(files, sweep_yaml, {"x": "auto:4", "y": "auto:3"})
     path = surface.trajectory.coordinates
     assert surface.done.all() and surface.metrics["train_loss"].shape == (4, 3)
     # Every checkpoint of the path lies inside the swept window, with a margin.
