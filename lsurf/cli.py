@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         "else about every 1%% of the grid)",
     )
 
-    info = commands.add_parser("info", help="what a surface file holds and how complete it is")
-    info.add_argument("surface", type=Path)
+    info = commands.add_parser(
+        "info", help="what a surface file holds and how complete it is (or a direction file)"
+    )
+    info.add_argument("file", type=Path, help="a surface file or a direction file")
 
     train = commands.add_parser(
         "train",
@@ -164,7 +166,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_sweep(config, force=args.force, log_every=args.log_every)
         return 0
     if args.command == "info":
-        print(describe_surface(args.surface))
+        from lsurf.store import is_direction_file
+
+        is_directions = is_direction_file(args.file)
+        print(describe_directions(args.file) if is_directions else describe_surface(args.file))
         return 0
     if args.command == "train":
         from lsurf.config import load_train_config
@@ -259,6 +264,41 @@ def describe_surface(path: Path) -> str:
         f"written by lsurf {surface.attributes.get('lsurf_version')} "
         f"(format {surface.attributes.get('format_version')}), "
         f"created {surface.attributes.get('created')}"
+    )
+    return "\n".join(lines)
+
+
+def describe_directions(path: Path) -> str:
+    """The `lsurf info` report on a direction file: how it was made, its size, its angle."""
+    import torch
+
+    from lsurf.store import read_directions
+
+    directions, attributes = read_directions(path)
+    lines = [f"directions  {path}"]
+    if directions.kind == "random":
+        how = f"norm={directions.norm}  ignore={directions.ignore}  seed={directions.seed}"
+    elif directions.kind == "pca":
+        centred = "centred" if attributes.get("center", True) else "not centred"
+        how = f"trajectory {attributes.get('trajectory')}  ignore={directions.ignore}  {centred}"
+    else:
+        how = "θ2 − θ1, unnormalized"
+    lines.append(f"kind     {directions.kind}  {how}")
+    values = sum(tensor.numel() for tensor in directions.x.values())
+    count = "2 directions (a plane)" if directions.y is not None else "1 direction (a line)"
+    lines.append(f"size     {count}, each {values} values in {len(directions.x)} tensors")
+    if directions.y is not None:
+        # Random directions in many dimensions are almost orthogonal; PCA's are exactly so.
+        x = torch.cat([tensor.reshape(-1).double() for tensor in directions.x.values()])
+        y = torch.cat([directions.y[key].reshape(-1).double() for key in directions.x])
+        cosine = float(x @ y / (x.norm() * y.norm()).clamp_min(1e-300))
+        lines.append(f"angle    cos(d1, d2) = {cosine:.4g}")
+    if directions.trajectory is not None:
+        first, second = (100.0 * ratio for ratio in directions.trajectory.explained_variance_ratio)
+        lines.append(f"plane    explained variance x {first:.1f}%, y {second:.1f}%")
+    checkpoint = str(attributes.get("checkpoint_sha256", ""))[:16]
+    lines.append(
+        f"made for checkpoint sha256 {checkpoint}…  by lsurf {attributes.get('lsurf_version')}"
     )
     return "\n".join(lines)
 

@@ -306,6 +306,12 @@ def _read_trajectory(h5file: h5py.File) -> Trajectory | None:
     return Trajectory(coordinates, epochs, (ratio[0], ratio[1]))
 
 
+def is_direction_file(path: Path) -> bool:
+    """Whether `path` holds directions (and no surface), for `lsurf info` to tell files apart."""
+    with _open(path, "r", "file", locking=False) as h5file:
+        return "xdirection" in h5file and "xcoordinates" not in h5file
+
+
 def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
     """Load a direction file written by `write_directions`, with its attributes."""
     import torch

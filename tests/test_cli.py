@@ -197,3 +197,24 @@ def test_an_unwritable_output_folder_is_one_line(sweep_yaml, tmp_path, capsys):
     assert main(["sweep", str(config)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_info_on_a_direction_file_says_how_it_was_made(existing_output, capsys):
+    import torch
+
+    from lsurf.store import read_directions
+
+    path = existing_output[0].with_name("surface.directions.h5")
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    directions, attributes = read_directions(path)
+    x = torch.cat([t.reshape(-1).double() for t in directions.x.values()])
+    y = torch.cat([directions.y[key].reshape(-1).double() for key in directions.x])
+    assert lines[:4] == [
+        f"directions  {path}",
+        "kind     random  norm=filter  ignore=biasbn  seed=0",
+        f"size     2 directions (a plane), each {x.numel()} values in {len(directions.x)} tensors",
+        f"angle    cos(d1, d2) = {float(x @ y / (x.norm() * y.norm())):.4g}",
+    ]
+    assert lines[4].startswith(f"made for checkpoint sha256 {attributes['checkpoint_sha256'][:16]}")
