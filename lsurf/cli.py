@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a plain progress line every N points (default: a bar on a terminal, "
         "else about every 1%% of the grid)",
     )
+    sweep.add_argument(
+        "--plan",
+        action="store_true",
+        help="check everything, time one point and say what the sweep would do; write nothing",
+    )
 
     info = commands.add_parser(
         "info", help="what a surface file holds and how complete it is (or a direction file)"
@@ -163,6 +168,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.log_every is not None and args.log_every < 1:
             raise LsurfError("--log-every must be at least 1")
         config = load_sweep_config(args.config, args.overrides)
+        if args.plan:
+            from lsurf.plan import plan_sweep
+
+            print("\n".join(plan_sweep(config, force=args.force)))
+            return 0
         run_sweep(config, force=args.force, log_every=args.log_every)
         return 0
     if args.command == "info":

@@ -1,0 +1,85 @@
+"""`lsurf sweep --plan`: what a sweep would do and how long it would take, writing nothing.
+
+Before asking a scheduler for hours of GPU time, a researcher wants to know how many points
+are left (a resumed sweep has fewer), whether the direction file will be reused, and what a
+point costs on this hardware. The plan runs every check the sweep runs (a config that plans
+cleanly starts cleanly), times the evaluation of the origin on the configured device, and
+writes no byte: no surface file, no direction file.
+
+Input: a validated `SweepConfig` and the `--force` flag. Output: the report's lines.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lsurf import params, store
+from lsurf.config import SweepConfig
+from lsurf.evaluate import pick_device
+from lsurf.grid import pending
+from lsurf.preparation import build_evaluator, check_output, load_splits, prepare
+
+TIMED_RUNS = 2  # the first evaluation pays for warm-up (allocations, kernel selection)
+
+
+def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
+    prepared = prepare(config, force)
+    state = check_output(prepared, force)
+    grid = prepared.grid
+    lines = [f"plan for {config.output} (nothing written)"]
+    if state is True:
+        lines.append(f"output   complete ({grid.size} points): the sweep would exit at once")
+        return lines
+    if state is None:
+        to_go = grid.size
+        lines.append(
+            "output   new" if not config.output.exists() else "output   replaced (--force)"
+        )
+    else:
+        to_go = len(pending(store.read_surface(config.output).done))
+        lines.append(f"output   resumed: {grid.size - to_go} of {grid.size} points done")
+    reuse = "computed now" if prepared.directions_are_new else "reused"
+    lines.append(f"directions  {reuse}: {config.direction_file}")
+    x, y = config.grid.x, config.grid.y
+    shape = "x".join(str(n) for n in grid.shape)
+    axes = f"x={x.spec}" + ("" if y is None else f"  y={y.spec}")
+    lines.append(f"grid     {axes}  ({shape} points), {to_go} to evaluate")
+
+    splits = load_splits(config)
+    sizes = ", ".join(f"{name} {len(split)} images" for name, split in splits.items())
+    lines.append(f"data     {sizes}")
+    weights = params.count(params.movable(prepared.model, include_buffers=False))
+    device = pick_device(config.evaluation.device)
+    threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
+    lines.append(
+        f"model    {config.model.name}, {_count(weights)} parameters, on {device}{threads}"
+    )
+    evaluator = build_evaluator(prepared.worker_setup(), splits, device)
+    seconds = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        evaluator.evaluate(0.0, 0.0)
+        seconds.append(time.perf_counter() - start)
+    per_point = seconds[-1]
+    lines.append(f"timing   {per_point:.3g} s per point here (after one warm-up point)")
+    for workers in (1, 4, 16):
+        lines.append(
+            f"         {to_go} points on {workers:>2} worker{'s' if workers > 1 else ' '}"
+            f" ≈ {_duration(to_go * per_point / workers)}"
+        )
+    lines.append("         (one worker per GPU; workers add up as long as each has its own)")
+    return lines
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e6:.2f}M" if parameters >= 10_000 else str(parameters)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
