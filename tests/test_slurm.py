@@ -113,6 +113,12 @@ def resnet_config(sweep_yaml, tmp_path):
     return config, read_surface(tmp_path / "serial.h5")
 
 
+def job_log(tmp_path, job):
+    """The job's log, for assertion messages: what a failure in CI needs to be understood."""
+    path = tmp_path / f"job-{job}.log"
+    return path.read_text() if path.exists() else f"(no log {path})"
+
+
 def assert_same(path, reference):
     surface = read_surface(path)
     assert surface.done.all()
@@ -123,16 +129,18 @@ def assert_same(path, reference):
 def test_slurm_job_completes_with_the_serial_surface(slurm, resnet_config, tmp_path):
     config, reference = resnet_config
     job = submit(slurm, config, tmp_path)
-    assert wait_for(slurm, job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED"
-    log = (tmp_path / f"job-{job}.log").read_text()
-    assert "on 2 workers" in log and "48/48 points (100%)" in log
+    ended = wait_for(slurm, job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "on 2 workers" in log and "48/48 points (100%)" in log, log
     assert_same(tmp_path / "out" / "surface.h5", reference)
     # Resubmitting a finished sweep (a requeue, a chain) completes at once, file untouched.
     output = tmp_path / "out" / "surface.h5"
     before = output.read_bytes()
     again = submit(slurm, config, tmp_path)
-    assert wait_for(slurm, again, {"COMPLETED", "FAILED", "CANCELLED"}) == "COMPLETED"
-    assert "already complete" in (tmp_path / f"job-{again}.log").read_text()
+    ended = wait_for(slurm, again, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert ended == "COMPLETED" and "already complete" in job_log(tmp_path, again), job_log(
+        tmp_path, again
+    )
     assert output.read_bytes() == before
 
 
@@ -142,18 +150,21 @@ def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_con
     job = submit(slurm, config, tmp_path)
     deadline = time.monotonic() + 240
     while done_count(output) < 6:
-        assert state(slurm, job) in {"PENDING", "RUNNING", "CONFIGURING"}, state(slurm, job)
-        assert time.monotonic() < deadline
+        current = state(slurm, job)
+        assert current in {"PENDING", "RUNNING", "CONFIGURING"}, (current, job_log(tmp_path, job))
+        assert time.monotonic() < deadline, job_log(tmp_path, job)
         time.sleep(0.2)
     subprocess.run(["scancel", job], env=slurm, check=True)
-    assert wait_for(slurm, job, {"CANCELLED", "FAILED", "COMPLETED"}) == "CANCELLED"
-    log = (tmp_path / f"job-{job}.log").read_text()
-    assert "stopped by SIGTERM" in log
+    ended = wait_for(slurm, job, {"CANCELLED", "FAILED", "COMPLETED"})
+    log = job_log(tmp_path, job)
+    assert ended == "CANCELLED", log
+    assert "stopped by SIGTERM" in log, log
     partial = read_surface(output)
-    assert 6 <= partial.done.sum() < 48
+    assert 6 <= partial.done.sum() < 48, log
     resumed = submit(slurm, config, tmp_path)
-    assert wait_for(slurm, resumed, {"COMPLETED", "FAILED", "CANCELLED"}) == "COMPLETED"
-    assert "resuming" in (tmp_path / f"job-{resumed}.log").read_text()
+    ended = wait_for(slurm, resumed, {"COMPLETED", "FAILED", "CANCELLED"})
+    log = job_log(tmp_path, resumed)
+    assert ended == "COMPLETED" and "resuming" in log, log
     assert_same(output, reference)
 
 
@@ -184,7 +195,9 @@ def test_a_chain_of_jobs_finishes_a_sweep_its_first_job_did_not(slurm, resnet_co
         assert time.monotonic() < deadline
         time.sleep(0.2)
     subprocess.run(["scancel", first], env=slurm, check=True)  # as if it hit its time limit
-    assert wait_for(slurm, first, {"CANCELLED", "COMPLETED", "FAILED"}) == "CANCELLED"
-    assert wait_for(slurm, second, {"COMPLETED", "FAILED", "CANCELLED"}) == "COMPLETED"
-    assert "resuming" in (tmp_path / f"job-{second}.log").read_text()
+    ended = wait_for(slurm, first, {"CANCELLED", "COMPLETED", "FAILED"})
+    assert ended == "CANCELLED", job_log(tmp_path, first)
+    ended = wait_for(slurm, second, {"COMPLETED", "FAILED", "CANCELLED"})
+    log = job_log(tmp_path, second)
+    assert ended == "COMPLETED" and "resuming" in log, log
     assert_same(output, reference)
