@@ -11,6 +11,7 @@ from cifar_helpers import SMALL_TEST, SMALL_TRAIN
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
+from lsurf.cli import main
 from lsurf.synth import write_synthetic
 
 
@@ -68,3 +69,12 @@ def sweep_yaml(tmp_path: Path, cifar_root: Path, small_checkpoint: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def existing_output(sweep_yaml):
+    """A finished sweep (surface, its bytes, its mtime) that bad runs must leave untouched."""
+    config = sweep_yaml()
+    assert main(["sweep", str(config)]) == 0
+    output = config.parent / "out" / "surface.h5"
+    return output, output.read_bytes(), output.stat().st_mtime_ns

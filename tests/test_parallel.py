@@ -45,8 +45,8 @@ def test_chunks_are_small_enough_to_balance_and_bounded():
 
 
 def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
-    from lsurf.cli import describe_surface
     from lsurf.config import load_sweep_config
+    from lsurf.report import describe_surface
     from lsurf.sweep import run_sweep
 
     path = run_sweep(load_sweep_config(sweep_yaml()), log=lambda _: None).path

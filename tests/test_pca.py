@@ -176,7 +176,7 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     stored = yaml.safe_load(read_surface_attributes(outcome.path)["config"])
     assert stored["grid"] == {"x": fit_axis(path[:, 0], 4).spec, "y": fit_axis(path[:, 1], 3).spec}
     assert "auto" not in stored["grid"]["x"] + stored["grid"]["y"]
-    from lsurf.cli import describe_surface
+    from lsurf.report import describe_surface
 
     report = describe_surface(outcome.path)
     first, second = (100 * ratio for ratio in surface.trajectory.explained_variance_ratio)

@@ -13,8 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lsurf.cli import describe_surface, main
+from lsurf.cli import main
 from lsurf.errors import OutputError
+from lsurf.report import describe_surface
 from lsurf.store import read_surface
 
 

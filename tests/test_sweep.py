@@ -172,6 +172,6 @@ def test_interpolation_ends_are_exactly_the_two_checkpoints(
             expected = measure(model, split, 64, "cpu")
             assert surface.metrics[f"{name}_loss"][index] == expected.loss
             assert surface.metrics[f"{name}_acc"][index] == expected.accuracy
-    from lsurf.cli import describe_surface
+    from lsurf.report import describe_surface
 
     assert f"directions  target  to {second}  file " in describe_surface(surface.path)

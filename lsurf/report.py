@@ -1,0 +1,132 @@
+"""`lsurf info`: what a surface file or a direction file holds, in a few plain lines.
+
+Input: a path to an HDF5 file written by lsurf (or a surface file of the reference code).
+Output: the report as text — for a surface its model, directions, grid, completeness and best
+point so far (readable while a sweep still writes it); for a direction file how it was made,
+its size and the angle between its two directions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lsurf.store import Surface, is_direction_file, read_surface
+
+
+def describe(path: Path) -> str:
+    """The report for a surface file or a direction file, whichever `path` is."""
+    return describe_directions(path) if is_direction_file(path) else describe_surface(path)
+
+
+def describe_surface(path: Path) -> str:
+    """The `lsurf info` report: grid, settings, completeness, and the best point so far."""
+    surface = read_surface(path)
+    config = yaml.safe_load(str(surface.attributes.get("config", ""))) or {}
+    done, total = int(surface.done.sum()), surface.done.size
+    lines = [f"surface  {path}"]
+    written_by = surface.attributes.get("written_by")
+    if written_by:  # the reference code's file: no config stored, only the direction file
+        lines.append(f"written by {written_by}; no sweep settings stored in it")
+        lines.append(f"directions  file {surface.attributes.get('direction_file')}")
+    else:
+        model = config.get("model", {})
+        lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
+        lines += _describe_directions(config.get("directions", {}), surface)
+    grid = config.get("grid") or {
+        "x": _axis_spec(surface.x),
+        "y": None if surface.y is None else _axis_spec(surface.y),
+    }
+    shape = "x".join(str(n) for n in surface.done.shape)
+    lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
+    lines.append(f"metrics  {', '.join(sorted(surface.metrics))}")
+    percent = 100.0 * done / total if total else 0.0
+    status = "complete" if done == total else "incomplete: rerun the same sweep to resume"
+    lines.append(f"done     {done}/{total} points ({percent:.1f}%), {status}")
+    for name in sorted(surface.metrics):
+        if not name.endswith("_loss") or done == 0:
+            continue
+        values = np.where(surface.done, surface.metrics[name], np.nan)
+        if np.all(np.isnan(values)):
+            continue
+        best = np.unravel_index(int(np.nanargmin(values)), values.shape)
+        where = f"x={surface.x[best[0]]:g}"
+        if surface.y is not None:
+            where += f", y={surface.y[best[1]]:g}"
+        lines.append(f"min {name}  {values[best]:.6g} at {where}")
+    if written_by:
+        return "\n".join(lines)
+    lines.append(
+        f"written by lsurf {surface.attributes.get('lsurf_version')} "
+        f"(format {surface.attributes.get('format_version')}), "
+        f"created {surface.attributes.get('created')}"
+    )
+    return "\n".join(lines)
+
+
+def describe_directions(path: Path) -> str:
+    """The `lsurf info` report on a direction file: how it was made, its size, its angle."""
+    import torch
+
+    from lsurf.store import read_directions
+
+    directions, attributes = read_directions(path)
+    lines = [f"directions  {path}"]
+    if directions.kind == "random":
+        how = f"norm={directions.norm}  ignore={directions.ignore}  seed={directions.seed}"
+    elif directions.kind == "pca":
+        centred = "centred" if attributes.get("center", True) else "not centred"
+        how = f"trajectory {attributes.get('trajectory')}  ignore={directions.ignore}  {centred}"
+    else:
+        how = "θ2 − θ1, unnormalized"
+    lines.append(f"kind     {directions.kind}  {how}")
+    values = sum(tensor.numel() for tensor in directions.x.values())
+    count = "2 directions (a plane)" if directions.y is not None else "1 direction (a line)"
+    lines.append(f"size     {count}, each {values} values in {len(directions.x)} tensors")
+    if directions.y is not None:
+        # Random directions in many dimensions are almost orthogonal; PCA's are exactly so.
+        x = torch.cat([tensor.reshape(-1).double() for tensor in directions.x.values()])
+        y = torch.cat([directions.y[key].reshape(-1).double() for key in directions.x])
+        cosine = float(x @ y / (x.norm() * y.norm()).clamp_min(1e-300))
+        lines.append(f"angle    cos(d1, d2) = {cosine:.4g}")
+    if directions.trajectory is not None:
+        first, second = (100.0 * ratio for ratio in directions.trajectory.explained_variance_ratio)
+        lines.append(f"plane    explained variance x {first:.1f}%, y {second:.1f}%")
+    checkpoint = str(attributes.get("checkpoint_sha256", ""))[:16]
+    lines.append(
+        f"made for checkpoint sha256 {checkpoint}…  by lsurf {attributes.get('lsurf_version')}"
+    )
+    return "\n".join(lines)
+
+
+def _axis_spec(coordinates: np.ndarray) -> str:
+    return f"{coordinates[0]:g}:{coordinates[-1]:g}:{len(coordinates)}"
+
+
+def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[str]:
+    """What the directions were, in the terms of their kind (a seed means nothing to PCA)."""
+    kind = directions.get("kind")
+    file = f"file {surface.attributes.get('direction_file')}"
+    if kind == "target":
+        return [f"directions  target  to {directions.get('target')}  {file}"]
+    if kind != "pca":
+        return [
+            f"directions  {kind}  norm={directions.get('norm')}  "
+            f"ignore={directions.get('ignore')}  seed={directions.get('seed')}  {file}"
+        ]
+    centred = "centred" if directions.get("center", True) else "not centred"
+    lines = [
+        f"directions  pca  trajectory {directions.get('trajectory')}  "
+        f"ignore={directions.get('ignore')}  {centred}  {file}"
+    ]
+    path = surface.trajectory
+    if path is not None:
+        first, second = (100.0 * ratio for ratio in path.explained_variance_ratio)
+        lines.append(
+            f"plane    explained variance x {first:.1f}%, y {second:.1f}%; path of "
+            f"{len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
+        )
+    return lines
