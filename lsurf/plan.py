@@ -42,7 +42,7 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
         lines.append(f"output   resumed: {grid.size - to_go} of {grid.size} points done")
     reuse = "computed now" if prepared.directions_are_new else "reused"
     lines.append(f"directions  {reuse}: {config.direction_file}")
-    x, y = config.grid.x, config.grid.y
+    x, y = prepared.config.grid.x, prepared.config.grid.y  # 'auto' axes fitted by now
     shape = "x".join(str(n) for n in grid.shape)
     axes = f"x={x.spec}" + ("" if y is None else f"  y={y.spec}")
     lines.append(f"grid     {axes}  ({shape} points), {to_go} to evaluate")

@@ -183,6 +183,10 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     assert f"plane    explained variance x {first:.1f}%, y {second:.1f}%" in report
     assert "path of 7 checkpoints, epochs 0-6" in report and "seed=" not in report
     assert f"grid     x={stored['grid']['x']}  y={stored['grid']['y']}  (4x3 points)" in report
+    from lsurf.plan import plan_sweep
+
+    planned = plan_sweep(load_sweep_config(config), force=True)  # as if new: nothing written
+    assert f"grid     x={stored['grid']['x']}  y={stored['grid']['y']}  (4x3 points)" in planned[3]
     # The same config (still 'auto') finds its surface complete: same directions, same range.
     again = run_sweep(load_sweep_config(config), log=lambda _: None)
     assert again.already_complete and again.computed == 0
