@@ -189,12 +189,14 @@ class Session:
         chunks: list[np.ndarray],
         record: Callable[[np.ndarray, dict[str, list[float]]], None],
         stop_when: Callable[[], bool],
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         """Hand out `chunks` on request until all are done; `record` each result as it comes.
 
         A worker's failure raises WorkerFailed. Pre-emption (`stop_when()` here, or a worker
-        reporting SIGTERM) stops the handing out; results still arriving within GRACE_SECONDS
-        are recorded, then Preempted is raised.
+        reporting SIGTERM) stops the handing out and calls `on_stop()` at once (a launcher may
+        kill this rank any moment now); results still arriving within GRACE_SECONDS are
+        recorded, then Preempted is raised.
         """
         queue = deque(chunks)
         outstanding = {worker: 0 for worker in self.workers}
@@ -209,9 +211,14 @@ class Session:
         for _ in range(PIPELINE):
             for worker in self.workers:
                 hand_out(worker)
+
+        def stop() -> float:
+            on_stop()
+            return time.monotonic() + GRACE_SECONDS
+
         while any(outstanding.values()):
             if deadline is None and stop_when():
-                deadline = time.monotonic() + GRACE_SECONDS
+                deadline = stop()
             if deadline is not None and time.monotonic() > deadline:
                 break
             message = self._poll_any((TAG_FAILED, TAG_RESULT))
@@ -221,7 +228,7 @@ class Session:
             source, tag, payload = message
             if tag == TAG_FAILED and payload.kind == "preempted":
                 outstanding[source] = 0  # it drops the chunks it had not started
-                deadline = deadline or time.monotonic() + GRACE_SECONDS
+                deadline = deadline or stop()
             elif tag == TAG_FAILED:
                 raise WorkerFailed(payload)
             else:

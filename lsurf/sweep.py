@@ -214,7 +214,18 @@ def _run_master(
             progress.advance(len(chunk))
 
         try:
-            session.serve(chunks(todo, chunk_size(len(todo), workers)), record, terminated)
+
+            def on_stop() -> None:
+                # Said before waiting for the points in flight: under some launchers (MPICH's
+                # hydra) a SIGKILL follows the SIGTERM closely, and the log must still say it.
+                done = int(writer.done.sum())
+                log(
+                    f"SIGTERM received: {done}/{total} points are on disk in {config.output}; "
+                    f"saving the points in flight (at most {parallel.GRACE_SECONDS:g} s)"
+                )
+
+            work = chunks(todo, chunk_size(len(todo), workers))
+            session.serve(work, record, terminated, on_stop)
         except parallel.WorkerFailed as error:
             failure = error.failure
             log(

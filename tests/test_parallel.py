@@ -244,6 +244,8 @@ def test_resume_refuses_a_changed_config_and_sigterm_leaves_a_resumable_file(
     process.send_signal(signal.SIGTERM)  # what a scheduler does: mpiexec forwards it
     code, text = finish(process, timeout=60)
     assert code != 0 and "stopped by SIGTERM" in text and "run the same command again" in text
+    # Said at once, before the grace period, in case a launcher kills rank 0 right after.
+    assert 0 <= text.index("SIGTERM received: ") < text.index("stopped by SIGTERM")
     stopped = read_surface(output)
     assert 3 <= stopped.done.sum() < 24
     before = output.read_bytes()

@@ -158,7 +158,7 @@ def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_con
     ended = wait_for(slurm, job, {"CANCELLED", "FAILED", "COMPLETED"})
     log = job_log(tmp_path, job)
     assert ended == "CANCELLED", log
-    assert "stopped by SIGTERM" in log, log
+    assert "SIGTERM received: " in log, log  # the line rank 0 writes before anything can kill it
     partial = read_surface(output)
     assert 6 <= partial.done.sum() < 48, log
     resumed = submit(slurm, config, tmp_path)
