@@ -1,29 +1,26 @@
-"""The config tree: YAML + `--set` overrides, validated once, into frozen dataclasses.
+"""The config tree: lsurf's options as frozen dataclasses, and the rules across their fields.
 
-Input: a YAML file (read with `yaml.safe_load`) and `key.path=value` overrides.
+Input: a YAML file and `key.path=value` overrides, read and type-checked by lsurf.schema
+against the dataclasses here; this module supplies the converters for the grid's axis specs.
 Output: a `SweepConfig` or `TrainConfig` whose every field is typed and has a value, with
-relative paths resolved against the current directory. `to_yaml` writes the resolved tree
-back (every default spelled out), which is what the surface file stores.
-
-The dataclasses are the single source of truth for the options: the parser walks their
-fields, so an unknown key is rejected with the list of valid ones and a wrong type names the
-key, the value and the expected type.
+relative paths resolved against the current directory, the kind-dependent defaults of
+directions.norm/ignore filled in, and the rules no single field can check (a PCA sweep needs
+a trajectory, a step schedule needs milestones, ...) enforced with a `ConfigError`.
+`lsurf.schema.to_yaml` writes the resolved tree back, which is what the surface file stores.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
-
-import yaml
+from typing import Any, Literal
 
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
 from lsurf.grid import AXIS_HINT, AutoAxis, Axis, parse_auto_axis, parse_axis
+from lsurf.schema import LeafConverter, describe, parse, read_yaml
 
 SplitName = Literal["train", "test"]
 DirectionKind = Literal["random", "target", "pca"]
@@ -140,38 +137,26 @@ class TrainConfig:
 # ---------------------------------------------------------------------------- parsing
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader (no Python objects, ever) that reads '1:2:3' as text.
-
-    YAML 1.1 reads an unquoted `-1:1:51` as a base-60 integer (-3711); a grid spec written
-    without quotes must reach the spec parser as the string the user typed.
-    """
-
-
-def _number_or_text(loader: _SafeLoader, node: yaml.ScalarNode) -> Any:
-    text = loader.construct_scalar(node)
-    if ":" in text:
-        return text
-    if node.tag.endswith(":int"):
-        return yaml.SafeLoader.construct_yaml_int(loader, node)
-    return yaml.SafeLoader.construct_yaml_float(loader, node)
+def _axis_text(value: Any, key: str) -> str:
+    """A grid spec as the text the user wrote; a number (`x: 5`) is no spec."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{AXIS_HINT.format(key=key)}; got {describe(value)}")
+    return value
 
 
-_SafeLoader.add_constructor("tag:yaml.org,2002:int", _number_or_text)
-_SafeLoader.add_constructor("tag:yaml.org,2002:float", _number_or_text)
-
-
-def safe_load(text: str) -> Any:
-    """yaml.safe_load, except that sexagesimal numbers stay text (see _SafeLoader)."""
-    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+# The grid's axis types, which lsurf.schema does not know: each is parsed from its spec text.
+_AXIS_CONVERTERS: Mapping[type, LeafConverter] = {
+    Axis: lambda value, key: parse_axis(_axis_text(value, key), key),
+    AutoAxis: lambda value, key: parse_auto_axis(_axis_text(value, key), key),
+}
 
 
 def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # type: ignore[assignment]
-    return _check_sweep(_parse(SweepConfig, _read_yaml(path, overrides), ""))
+    return _check_sweep(parse(SweepConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
 
 
 def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
-    config = _parse(TrainConfig, _read_yaml(path, overrides), "")
+    config = parse(TrainConfig, read_yaml(path, overrides), _AXIS_CONVERTERS)
     training = config.training
     _check_positive(training.epochs, "training.epochs")
     _check_positive(training.save_every, "training.save_every")
@@ -198,131 +183,6 @@ def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # 
         )
     _check_data(config.data)
     return config
-
-
-def _read_yaml(path: Path, overrides: list[str]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        problem = getattr(error, "problem", error)
-        raise ConfigError(f"{path} is not valid YAML{line}: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model, data, ...)")
-    for override in overrides:
-        _apply_override(raw, override)
-    return raw
-
-
-def _apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in the raw tree; the value is parsed as YAML, then type-checked."""
-    key, sep, text = override.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects key.path=value, got {override!r}")
-    try:
-        value = safe_load(text) if text else ""
-    except yaml.YAMLError:
-        value = text
-    parts = key.split(".")
-    node = raw
-    for index, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[: index + 1])} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _parse(cls: type, raw: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
-    where = prefix.rstrip(".") or "the config"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {_describe(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields), key=str)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]} in {where}; valid keys: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for name, spec in fields.items():
-        if name in raw:
-            values[name] = _convert(hints[name], raw[name], prefix + name)
-        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {prefix}{name}")
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, key)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[0]
-    if origin is Literal:
-        choices = get_args(hint)
-        if value not in choices:
-            valid = ", ".join(str(choice) for choice in choices)
-            raise ConfigError(f"{key} must be one of {valid}; got {_describe(value)}")
-        return value
-    if origin is tuple:
-        items = get_args(hint)
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            value = [value] if items[-1] is Ellipsis else value
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {_describe(value)}")
-        if items[-1] is Ellipsis:
-            return tuple(_convert(items[0], item, key) for item in value)
-        if len(value) != len(items):
-            raise ConfigError(f"{key} must be a list of {len(items)} values, got {len(value)}")
-        pairs = zip(items, value, strict=True)
-        return tuple(_convert(item_hint, item, key) for item_hint, item in pairs)
-    if hint is Axis or hint is AutoAxis:
-        if not isinstance(value, str):
-            raise ConfigError(f"{AXIS_HINT.format(key=key)}; got {_describe(value)}")
-        return parse_axis(value, key) if hint is Axis else parse_auto_axis(value, key)
-    if dataclasses.is_dataclass(hint):
-        return _parse(hint, value, key + ".")
-    if hint is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key} must be a path, got {_describe(value)}")
-        return Path(value).expanduser().absolute()
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {_describe(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {_describe(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {_describe(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {_describe(value)}")
-        return value
-    raise TypeError(f"no converter for {hint!r} ({key})")  # a bug in the config tree
-
-
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
 
 
 def _check_positive(value: int, key: str) -> None:
@@ -394,36 +254,3 @@ def _check_sweep(config: SweepConfig) -> SweepConfig:
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
     return dataclasses.replace(config, directions=resolved)
-
-
-# ---------------------------------------------------------------------------- writing
-
-
-def to_plain(config: Any) -> Any:
-    """The config tree as plain YAML-able values (paths as strings, axes as specs)."""
-    if isinstance(config, (Axis, AutoAxis)):
-        return config.spec
-    if dataclasses.is_dataclass(config):
-        return {f.name: to_plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, Path):
-        return str(config)
-    if isinstance(config, tuple):
-        return [to_plain(item) for item in config]
-    return config
-
-
-def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(to_plain(config), sort_keys=False, allow_unicode=True)
-
-
-def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain config trees."""
-    keys = list(old) + [key for key in new if key not in old]
-    found: list[str] = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            found.append(f"{prefix}{key}")
-    return found

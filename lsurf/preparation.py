@@ -29,13 +29,14 @@ import torch
 import yaml
 
 from lsurf import checkpoint, models, params, store
-from lsurf.config import GridConfig, SweepConfig, differences, to_plain, to_yaml
+from lsurf.config import GridConfig, SweepConfig
 from lsurf.data import Split, load_split
 from lsurf.directions import Directions, random_directions, target_direction
 from lsurf.errors import OutputError
 from lsurf.evaluate import Evaluator
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.pca import principal_plane, trajectory_files
+from lsurf.schema import differences, to_plain, to_yaml
 from lsurf.weights import weight_statistics
 
 # Keys that do not change a single result value, so resuming with them changed is fine.

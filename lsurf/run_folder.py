@@ -41,8 +41,9 @@ import yaml
 from torch import nn
 
 from lsurf import checkpoint
-from lsurf.config import TrainConfig, differences, to_yaml
+from lsurf.config import TrainConfig
 from lsurf.errors import CheckpointError, ConfigError
+from lsurf.schema import differences, to_yaml
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.csv"

@@ -3,10 +3,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lsurf.config import differences, load_sweep_config, load_train_config, safe_load, to_plain
+from lsurf.config import load_sweep_config, load_train_config
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
 from lsurf.grid import Axis
+from lsurf.schema import to_plain
 
 MINIMAL = """\
 model: {name: resnet20, checkpoint: ckpt.pt}
@@ -43,8 +44,6 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
 def test_unquoted_grid_specs_are_not_read_as_base_60_numbers(tmp_path):
     config = load_sweep_config(write(tmp_path, MINIMAL.replace('"-1:1:5"', "-1:1:5")))
     assert config.grid.x == Axis(-1.0, 1.0, 5)
-    assert safe_load("a: 1:30") == {"a": "1:30"}
-    assert safe_load("a: 12\nb: 1.5") == {"a": 12, "b": 1.5}
 
 
 def test_set_overrides_are_type_checked(tmp_path):
@@ -126,9 +125,3 @@ def test_train_config_defaults(tmp_path):
     config = load_train_config(path, ["training.epochs=2"])
     assert config.training.epochs == 2 and config.training.save_every == 1
     assert config.model.checkpoint is None
-
-
-def test_differences_lists_dotted_keys():
-    old = {"a": 1, "grid": {"x": "0:1:3", "y": None}}
-    new = {"a": 1, "grid": {"x": "0:1:5", "y": None}, "b": 2}
-    assert differences(old, new) == ["grid.x", "b"]

@@ -40,7 +40,7 @@ VIRIDIS = colormaps["viridis"]
 
 
 def sweep_config(x: Axis, y: Axis | None, kind: str = "random", model: str = "resnet56") -> str:
-    """The resolved config YAML a sweep stores (the keys `lsurf.config.to_yaml` writes)."""
+    """The resolved config YAML a sweep stores (the keys `lsurf.schema.to_yaml` writes)."""
     config = {
         "model": {"name": model, "checkpoint": "/runs/a/final.pt", "num_classes": 10},
         "data": {"root": "/data", "splits": ["train", "test"], "batch_size": 256, "subset": None},

@@ -11,7 +11,7 @@ import yaml
 
 from lsurf import models, store
 from lsurf.checkpoint import read_state_dict, save_checkpoint
-from lsurf.config import GridConfig, load_sweep_config, to_plain
+from lsurf.config import GridConfig, load_sweep_config
 from lsurf.directions import Directions
 from lsurf.errors import OutputError
 from lsurf.grid import AutoAxis, Axis
@@ -23,6 +23,7 @@ from lsurf.preparation import (
     prepare,
     resolve_grid,
 )
+from lsurf.schema import to_plain
 from lsurf.trajectory import Trajectory
 
 

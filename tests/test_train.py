@@ -17,9 +17,10 @@ import yaml
 from lsurf import models
 from lsurf import train as training_module
 from lsurf.cli import main
-from lsurf.config import load_train_config, to_plain
+from lsurf.config import load_train_config
 from lsurf.errors import ConfigError
 from lsurf.recipe import learning_rate
+from lsurf.schema import to_plain
 
 
 def write_config(folder: Path, cifar_root: Path, name: str = "train.yaml", **training) -> Path:
