@@ -356,7 +356,7 @@ def test_the_pca_path_is_drawn_with_explained_variance_on_the_axes(tmp_path):
 
 
 def test_epoch_labels_spread_along_a_path_that_crawls_at_the_end(tmp_path):
-    from lsurf.plot.planes import LABEL_GAP, MOST_LABELS
+    from lsurf.plot.path import LABEL_GAP, MOST_LABELS
 
     # 41 epochs: big steps first, then 30 epochs creeping into the minimum at (0, 0).
     fast = np.linspace([0.9, 0.8], [0.05, 0.05], 11)

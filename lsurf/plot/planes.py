@@ -25,15 +25,12 @@ from matplotlib.ticker import FuncFormatter
 
 from lsurf.plot.labels import completeness, metric_label, titles
 from lsurf.plot.options import Kind
+from lsurf.plot.path import PATH_COLOR, draw_path
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
-from lsurf.store import Surface
 
 COLORMAP = "viridis"
 NOT_COMPUTED_COLOR = "#c8c8c8"  # grey: no colormap color, so a hole never reads as a value
 NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log scale)
-PATH_COLOR = "#e41a1c"
-LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs
-MOST_LABELS = 8  # epochs named on a path at most
 DPI = 150
 PANEL_SIZE = (5.4, 4.4)  # inches per panel; the colorbar and legend add to it
 SURFACE_SAMPLES = 120  # 3D: at most this many rows/columns of facets (matplotlib samples)
@@ -109,7 +106,7 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
         )
         # Label every other level: all twenty crowd the lines they name.
         ax.clabel(lines, lines.levels[::2], fontsize=6, fmt="%.3g", inline=True)
-    _draw_path(ax, panel)
+    draw_path(ax, panel)
 
 
 def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
@@ -120,7 +117,7 @@ def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
         style = {"levels": scale.levels, "corner_mask": False}
         ax.contourf(x, y, panel.values.T, cmap=COLORMAP, norm=norm, extend=scale.extend, **style)
         ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
-    _draw_path(ax, panel)
+    draw_path(ax, panel)
 
 
 def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
@@ -128,7 +125,7 @@ def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
     # Masked points are transparent here, so the status layer beneath shows through.
     x_edges, y_edges = cell_edges(panel.surface.x), cell_edges(panel.surface.y)
     _cells(ax, x_edges, y_edges, panel.values.T, cmap=COLORMAP, norm=norm, zorder=1)
-    _draw_path(ax, panel)
+    draw_path(ax, panel)
 
 
 def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
@@ -170,7 +167,7 @@ def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> No
                     near |= hidden[di : di + near.shape[0], dj : dj + near.shape[1]]
             floor = np.where(near, low, np.nan)
             ax.plot_surface(grid_x, grid_y, floor, color=color, linewidth=0, shade=False, **samples)
-    _draw_path(ax, panel, floor=low)
+    draw_path(ax, panel, floor=low)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(y[0], y[-1])
     ax.set_zlim(low, high)
@@ -243,39 +240,6 @@ def _draw_status(ax: Axes, panel: Panel, per_cell: bool) -> None:
     _cells(ax, x_edges, y_edges, masked, cmap=colors, norm=Normalize(0.5, 2.5), zorder=0)
 
 
-def _draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
-    """A PCA sweep's optimizer path: line and markers, a few epochs named, start and end.
-
-    On a 3D axes (`floor` given) the path lies on the floor of the box, under the surface.
-    """
-    trajectory = panel.surface.trajectory
-    if trajectory is None:
-        return
-    a, b = trajectory.coordinates[:, 0], trajectory.coordinates[:, 1]
-    heights = () if floor is None else (np.full(len(a), floor),)
-    ends = [(0, "o", 7), (len(a) - 1, "*", 11)]
-    ax.plot(
-        a, b, *heights, "-o", color=PATH_COLOR, markersize=2.5, linewidth=1.2, zorder=4, gid="path"
-    )
-    for index, marker, size in ends:
-        point = (a[index : index + 1], b[index : index + 1])
-        point += () if floor is None else (np.array([floor]),)
-        ax.plot(*point, marker, color="white", markeredgecolor="k", markersize=size, zorder=5)
-    for index in _epochs_to_name(_plot_fractions(panel.surface, a, b)):
-        label = str(trajectory.epochs[index])
-        if floor is None:
-            ax.annotate(
-                label,
-                (a[index], b[index]),
-                xytext=(4, 4),
-                textcoords="offset points",
-                fontsize=7,
-                zorder=6,
-            )
-        else:
-            ax.text(a[index], b[index], floor, label, fontsize=7)
-
-
 def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> None:
     """Every panel spans the union of the grids (and paths): equal distances look equal."""
     lows, highs = [], []
@@ -295,30 +259,6 @@ def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> 
     for ax in axes:
         ax.set_xlim(low[0], high[0] if high[0] > low[0] else low[0] + 1)
         ax.set_ylim(low[1], high[1] if high[1] > low[1] else low[1] + 1)
-
-
-def _plot_fractions(surface: Surface, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Path points over the extent of grid and path, so distances along x and y compare."""
-    assert surface.y is not None  # paths are drawn on planes only
-    spans = [np.ptp(np.r_[a, surface.x]), np.ptp(np.r_[b, surface.y])]
-    return np.column_stack([a, b]) / np.maximum(spans, 1e-12)
-
-
-def _epochs_to_name(points: np.ndarray) -> list[int]:
-    """Which path points get their epoch written: the first and the last, and others spread
-    evenly along the path, none closer than LABEL_GAP to another (points in plot fractions).
-
-    Training paths crawl at the end, so evenly spaced epochs would pile their labels up there.
-    """
-    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    along = np.r_[0.0, np.cumsum(steps)]  # arc length at each point
-    targets = np.linspace(0.0, along[-1], MOST_LABELS)
-    named = sorted({0, len(points) - 1})  # always, however close they are
-    for target in targets[1:-1]:
-        index = int(np.argmin(np.abs(along - target)))
-        if all(np.linalg.norm(points[index] - points[other]) >= LABEL_GAP for other in named):
-            named.append(index)
-    return sorted(named)
 
 
 def _panel_note(panel: Panel, scale: Scale) -> str:

@@ -1,0 +1,75 @@
+"""A PCA sweep's optimizer path drawn on a plane figure: line, start and end, some epochs.
+
+Input: a matplotlib Axes (2D, or 3D with the height of the box's floor) and the `Panel` whose
+surface holds the trajectory. Output: the path drawn over what is there, with epochs named
+where their labels cannot collide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.axes import Axes
+
+from lsurf.plot.view import Panel
+from lsurf.store import Surface
+
+PATH_COLOR = "#e41a1c"
+LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs
+MOST_LABELS = 8  # epochs named on a path at most
+
+
+def draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
+    """A PCA sweep's optimizer path: line and markers, a few epochs named, start and end.
+
+    On a 3D axes (`floor` given) the path lies on the floor of the box, under the surface.
+    """
+    trajectory = panel.surface.trajectory
+    if trajectory is None:
+        return
+    a, b = trajectory.coordinates[:, 0], trajectory.coordinates[:, 1]
+    heights = () if floor is None else (np.full(len(a), floor),)
+    ends = [(0, "o", 7), (len(a) - 1, "*", 11)]
+    ax.plot(
+        a, b, *heights, "-o", color=PATH_COLOR, markersize=2.5, linewidth=1.2, zorder=4, gid="path"
+    )
+    for index, marker, size in ends:
+        point = (a[index : index + 1], b[index : index + 1])
+        point += () if floor is None else (np.array([floor]),)
+        ax.plot(*point, marker, color="white", markeredgecolor="k", markersize=size, zorder=5)
+    for index in _epochs_to_name(_plot_fractions(panel.surface, a, b)):
+        label = str(trajectory.epochs[index])
+        if floor is None:
+            ax.annotate(
+                label,
+                (a[index], b[index]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+                zorder=6,
+            )
+        else:
+            ax.text(a[index], b[index], floor, label, fontsize=7)
+
+
+def _plot_fractions(surface: Surface, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Path points over the extent of grid and path, so distances along x and y compare."""
+    assert surface.y is not None  # paths are drawn on planes only
+    spans = [np.ptp(np.r_[a, surface.x]), np.ptp(np.r_[b, surface.y])]
+    return np.column_stack([a, b]) / np.maximum(spans, 1e-12)
+
+
+def _epochs_to_name(points: np.ndarray) -> list[int]:
+    """Which path points get their epoch written: the first and the last, and others spread
+    evenly along the path, none closer than LABEL_GAP to another (points in plot fractions).
+
+    Training paths crawl at the end, so evenly spaced epochs would pile their labels up there.
+    """
+    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    along = np.r_[0.0, np.cumsum(steps)]  # arc length at each point
+    targets = np.linspace(0.0, along[-1], MOST_LABELS)
+    named = sorted({0, len(points) - 1})  # always, however close they are
+    for target in targets[1:-1]:
+        index = int(np.argmin(np.abs(along - target)))
+        if all(np.linalg.norm(points[index] - points[other]) >= LABEL_GAP for other in named):
+            named.append(index)
+    return sorted(named)
