@@ -12,7 +12,8 @@ sweep is still writing can be drawn) and `PlotOptions`. Output: the files writte
 - `--format vtk` / `html`: a ParaView .vtu and a self-contained interactive 3D page.
 
 Modules: options (flags → PlotOptions), view (masking, the shared scale), labels (words from
-the stored config), planes (2D figures), curves (1D figures), export (VTK, HTML).
+the stored config), planes (2D figures), path (the optimizer path on them), curves (1D
+figures), export (VTK, HTML).
 """
 
 from __future__ import annotations
