@@ -66,6 +66,10 @@ class Evaluator:
         # fp32 means fp32 here; TF32 is an explicit opt-in (evaluation.precision: tf32).
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        # The same point must give the same bits on every rank (and serially): cuDNN may only
+        # use its deterministic algorithms, chosen the same way in every process (no autotuning).
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
         # The live tensors the directions move, and θ* (the checkpoint's values) beside them.
         self.live = params.movable(self.model, include_buffers=directions.kind == "target")
         self.origin = params.snapshot(self.live)

@@ -101,3 +101,5 @@ def test_fp32_turns_off_tf32_and_tf32_is_an_opt_in():
         )
         assert torch.backends.cudnn.allow_tf32 is allowed
         assert torch.backends.cuda.matmul.allow_tf32 is allowed
+        # Same bits on every rank: deterministic cuDNN algorithms, no per-process autotuning.
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
