@@ -21,10 +21,8 @@ from lsurf.evaluate import pick_device
 from lsurf.grid import pending
 from lsurf.preparation import build_evaluator, check_output, load_splits, prepare
 
-TIMED_RUNS = 2  # the first evaluation pays for warm-up (allocations, kernel selection)
-
-
 def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
+    """The report's lines; raises the same `LsurfError`s as the sweep would on bad input."""
     prepared = prepare(config, force)
     state = check_output(prepared, force)
     grid = prepared.grid
@@ -57,12 +55,10 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
         f"model    {config.model.name}, {_count(weights)} parameters, on {device}{threads}"
     )
     evaluator = build_evaluator(prepared.worker_setup(), splits, device)
-    seconds = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        evaluator.evaluate(0.0, 0.0)
-        seconds.append(time.perf_counter() - start)
-    per_point = seconds[-1]
+    evaluator.evaluate(0.0, 0.0)  # warm-up: allocations, kernel selection, caches
+    start = time.perf_counter()
+    evaluator.evaluate(0.0, 0.0)
+    per_point = time.perf_counter() - start
     lines.append(f"timing   {per_point:.3g} s per point here (after one warm-up point)")
     for workers in (1, 4, 16):
         lines.append(
