@@ -21,6 +21,7 @@ from lsurf.evaluate import pick_device
 from lsurf.grid import pending
 from lsurf.preparation import build_evaluator, check_output, load_splits, prepare
 
+
 def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
     """The report's lines; raises the same `LsurfError`s as the sweep would on bad input."""
     prepared = prepare(config, force)
