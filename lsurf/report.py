@@ -45,6 +45,8 @@ def describe_surface(path: Path) -> str:
     lines.append(f"metrics  {', '.join(sorted(surface.metrics))}")
     percent = 100.0 * done / total if total else 0.0
     status = "complete" if done == total else "incomplete: rerun the same sweep to resume"
+    if written_by and done < total:
+        status = "incomplete (the reference code resumes its own files, lsurf does not)"
     lines.append(f"done     {done}/{total} points ({percent:.1f}%), {status}")
     for name in sorted(surface.metrics):
         if not name.endswith("_loss") or done == 0:

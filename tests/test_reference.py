@@ -96,7 +96,7 @@ def test_info_and_plot_read_reference_files(tmp_path, capsys):
     assert "written by tomgoldstein/loss-landscape; no sweep settings stored in it" in report
     assert "directions  file resnet56.t7_weights_xnorm=filter.h5" in report
     assert "grid     x=-1:1:5  y=-0.5:0.5:3  (5x3 points)" in report
-    assert "done     12/15 points (80.0%)" in report
+    assert "done     12/15 points (80.0%), incomplete (the reference code resumes" in report
     done_points = [grid_index(k, X, Y) for k in range(12)]
     i, j = min(done_points, key=lambda ij: loss_at(X[ij[0]], Y[ij[1]]))
     assert f"min train_loss  {loss_at(X[i], Y[j]):.6g} at x={X[i]:g}, y={Y[j]:g}" in report
