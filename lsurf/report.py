@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lsurf.grid import Axis
 from lsurf.store import Surface, is_direction_file, read_surface
 
 
@@ -37,8 +38,8 @@ def describe_surface(path: Path) -> str:
         lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
         lines += _describe_directions(config.get("directions", {}), surface)
     grid = config.get("grid") or {
-        "x": _axis_spec(surface.x),
-        "y": None if surface.y is None else _axis_spec(surface.y),
+        "x": _axis(surface.x).spec,
+        "y": None if surface.y is None else _axis(surface.y).spec,
     }
     shape = "x".join(str(n) for n in surface.done.shape)
     lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
@@ -104,8 +105,9 @@ def describe_directions(path: Path) -> str:
     return "\n".join(lines)
 
 
-def _axis_spec(coordinates: np.ndarray) -> str:
-    return f"{coordinates[0]:g}:{coordinates[-1]:g}:{len(coordinates)}"
+def _axis(coordinates: np.ndarray) -> Axis:
+    """The evenly spaced axis a file's coordinates come from (files without a stored config)."""
+    return Axis(float(coordinates[0]), float(coordinates[-1]), len(coordinates))
 
 
 def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[str]:

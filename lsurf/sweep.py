@@ -213,17 +213,16 @@ def _run_master(
             writer.record(chunk.tolist(), values)
             progress.advance(len(chunk))
 
+        def on_stop() -> None:
+            # Said before waiting for the points in flight: under some launchers (MPICH's
+            # hydra) a SIGKILL follows the SIGTERM closely, and the log must still say it.
+            done = int(writer.done.sum())
+            log(
+                f"SIGTERM received: {done}/{total} points are on disk in {config.output}; "
+                f"saving the points in flight (at most {parallel.GRACE_SECONDS:g} s)"
+            )
+
         try:
-
-            def on_stop() -> None:
-                # Said before waiting for the points in flight: under some launchers (MPICH's
-                # hydra) a SIGKILL follows the SIGTERM closely, and the log must still say it.
-                done = int(writer.done.sum())
-                log(
-                    f"SIGTERM received: {done}/{total} points are on disk in {config.output}; "
-                    f"saving the points in flight (at most {parallel.GRACE_SECONDS:g} s)"
-                )
-
             work = chunks(todo, chunk_size(len(todo), workers))
             session.serve(work, record, terminated, on_stop)
         except parallel.WorkerFailed as error:
