@@ -17,42 +17,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lsurf import kinds
 from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
 from lsurf.grid import AXIS_HINT, AutoAxis, Axis, parse_auto_axis, parse_axis
+from lsurf.imports import check_import_path, is_import_path
 from lsurf.schema import LeafConverter, describe, parse, read_yaml
 
 SplitName = Literal["train", "test"]
-DirectionKind = Literal["random", "target", "pca"]
 Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
 Ignore = Literal["biasbn", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "tf32", "bf16"]
 
+# Datasets lsurf reads itself; any other value of data.dataset is an import path.
+BUILT_IN_DATASETS = ("cifar10", "cifar100", "imagefolder")
+# Losses lsurf knows by name; any other value of evaluation.loss is an import path.
+BUILT_IN_LOSSES = ("cross_entropy", "mse")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # A registry name (resnet56, vgg9, ...) or 'package.module:callable' returning an nn.Module.
     name: str
     checkpoint: Path | None = None  # required by `sweep`; optional initial weights for `train`
-    num_classes: int = 10
+    # Registry models: left out, the dataset's class count (10 for cifar10). An import-path
+    # callable receives it as the keyword num_classes when it is given.
+    num_classes: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keywords for an import-path callable
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: Path
+    # cifar10, cifar100 (python-pickle layouts), imagefolder (a torchvision ImageFolder tree
+    # with ROOT/train and ROOT/test), or 'package.module:callable' called with the split name
+    # and `kwargs`, returning a map-style Dataset of (input, target) or a pair of tensors.
+    root: Path | None = None  # required by the built-in datasets
+    dataset: str = "cifar10"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keywords for a dataset callable
     splits: tuple[SplitName, ...] = ("train",)
     batch_size: int = 256
     subset: int | None = None  # evaluate on this many examples of each split (None: all)
     subset_seed: int = 0
-    # Normalization the checkpoint was trained with; published checkpoints differ.
+    # Normalization the checkpoint was trained with (built-in datasets); published
+    # checkpoints differ.
     mean: tuple[float, float, float] = REFERENCE_MEAN
     std: tuple[float, float, float] = REFERENCE_STD
-    download: bool = False  # fetch real CIFAR-10 with torchvision where a network exists
+    download: bool = False  # fetch real CIFAR with torchvision where a network exists
+    image_size: int = 32  # imagefolder: resize the short side to size/0.875, centre-crop size
+    # A split up to this many MiB is held as one tensor on the device; a larger one streams
+    # through a DataLoader (same values, fixed order).
+    cache_mb: int = 4096
+    workers: int = 2  # DataLoader worker processes for a streamed split
 
 
 @dataclass(frozen=True)
 class DirectionsConfig:
-    kind: DirectionKind = "random"
+    kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca
     # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
     # components) are used as they are. Left out, norm/ignore resolve to filter/biasbn
     # (random), none/none (target) or none/biasbn (pca).
@@ -82,6 +103,10 @@ class EvaluationConfig:
     # benchmarks/sweep_overhead.py --precision measures.
     precision: Precision = "fp32"
     channels_last: bool = True
+    # cross_entropy, mse (the reference's: softmax outputs against one-hot targets for class
+    # labels), or 'package.module:callable(outputs, targets)' returning per-example losses
+    # or a (sum, count) pair (token-weighted losses stay exact means).
+    loss: str = "cross_entropy"
 
 
 @dataclass(frozen=True)
@@ -181,8 +206,13 @@ def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # 
         raise ConfigError(
             f"training.milestones must be increasing epoch numbers of at least 1, got {milestones}"
         )
-    _check_data(config.data)
-    return config
+    data = _check_data(config.data)
+    if data.dataset not in ("cifar10", "cifar100"):
+        raise ConfigError(
+            f"lsurf train reads cifar10 or cifar100 (augmented 32x32 images); got data.dataset "
+            f"{data.dataset!r}"
+        )
+    return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
 
 
 def _check_positive(value: int, key: str) -> None:
@@ -190,67 +220,83 @@ def _check_positive(value: int, key: str) -> None:
         raise ConfigError(f"{key} must be at least 1, got {value}")
 
 
-def _check_data(data: DataConfig) -> None:
+def _check_data(data: DataConfig) -> DataConfig:
     _check_positive(data.batch_size, "data.batch_size")
+    _check_positive(data.image_size, "data.image_size")
     if data.subset is not None:
         _check_positive(data.subset, "data.subset")
+    if data.cache_mb < 0 or data.workers < 0:
+        raise ConfigError("data.cache_mb and data.workers must be 0 or more")
     if not data.splits:
         raise ConfigError("data.splits must name at least one split: train, test")
     if len(set(data.splits)) != len(data.splits):
         raise ConfigError(f"data.splits names a split twice: {list(data.splits)}")
     if any(value <= 0 for value in data.std):
         raise ConfigError(f"data.std must be positive, got {list(data.std)}")
+    if is_import_path(data.dataset):
+        check_import_path(data.dataset, "data.dataset")
+    elif data.dataset not in BUILT_IN_DATASETS:
+        raise ConfigError(
+            f"data.dataset must be one of {', '.join(BUILT_IN_DATASETS)} or an import path "
+            f"package.module:callable; got {data.dataset!r}"
+        )
+    elif data.root is None:
+        raise ConfigError(f"missing required key data.root (the folder holding {data.dataset})")
+    if data.kwargs and not is_import_path(data.dataset):
+        raise ConfigError("data.kwargs is only used with a dataset given as an import path")
+    return data
+
+
+def _check_model(model: ModelConfig, data: DataConfig) -> ModelConfig:
+    """The model's import path spelled right; num_classes filled in and checked on CIFAR."""
+    if model.num_classes is not None and model.num_classes < 1:
+        raise ConfigError(f"model.num_classes must be at least 1, got {model.num_classes}")
+    known = classes_of(data.dataset)
+    if known is not None and model.num_classes not in (None, known):
+        raise ConfigError(
+            f"model.num_classes is {model.num_classes} but {data.dataset} has {known} classes; "
+            f"set model.num_classes: {known} (or leave it out)"
+        )
+    if is_import_path(model.name):
+        check_import_path(model.name, "model.name")
+        given = model.kwargs.get("num_classes")
+        if given is not None and model.num_classes is not None and given != model.num_classes:
+            raise ConfigError(
+                f"model.kwargs.num_classes ({given}) and model.num_classes "
+                f"({model.num_classes}) disagree; give it once"
+            )
+        return model
+    if model.kwargs:
+        raise ConfigError(
+            "model.kwargs is only used with a model given as an import path "
+            "(package.module:callable); registry models take model.num_classes"
+        )
+    return dataclasses.replace(model, num_classes=model.num_classes or known)
+
+
+def classes_of(dataset: str) -> int | None:
+    """How many classes a built-in dataset has (None: known only once it is read)."""
+    return {"cifar10": 10, "cifar100": 100}.get(dataset)
 
 
 def _check_sweep(config: SweepConfig) -> SweepConfig:
     """Cross-field rules, and the kind-dependent defaults of directions.norm/ignore."""
-    _check_data(config.data)
-    if config.model.checkpoint is None:
+    data = _check_data(config.data)
+    model = _check_model(config.model, data)
+    if model.checkpoint is None:
         raise ConfigError("missing required key model.checkpoint (the trained weights to sweep)")
-    directions = config.directions
-    if directions.kind != "target" and directions.target is not None:
-        raise ConfigError("directions.target is only used with directions.kind: target")
-    if directions.kind != "pca" and directions.trajectory is not None:
-        raise ConfigError("directions.trajectory is only used with directions.kind: pca")
+    loss = config.evaluation.loss
+    if is_import_path(loss):
+        check_import_path(loss, "evaluation.loss")
+    elif loss not in BUILT_IN_LOSSES:
+        raise ConfigError(
+            f"evaluation.loss must be one of {', '.join(BUILT_IN_LOSSES)} or an import path "
+            f"package.module:callable; got {loss!r}"
+        )
     automatic = [
         f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
     ]
-    if automatic and directions.kind != "pca":
-        raise ConfigError(
-            f"{automatic[0]}: 'auto:num' fits the range to a training path, so it needs "
-            "directions.kind: pca; give 'min:max:num' instead"
-        )
-    if directions.kind == "random":
-        resolved = dataclasses.replace(
-            directions,
-            norm=directions.norm or "filter",
-            ignore=directions.ignore or "biasbn",
-        )
-    elif directions.kind == "pca":
-        if directions.trajectory is None:
-            raise ConfigError(
-                "directions.kind: pca needs directions.trajectory (the folder of the training "
-                "run's checkpoints)"
-            )
-        if directions.norm not in (None, "none"):
-            raise ConfigError(
-                "directions.norm applies to random directions only; principal components "
-                "are unit vectors: remove it"
-            )
-        resolved = dataclasses.replace(
-            directions, norm="none", ignore=directions.ignore or "biasbn"
-        )
-    else:
-        if directions.target is None:
-            raise ConfigError("directions.kind: target needs directions.target (second checkpoint)")
-        if directions.norm not in (None, "none") or directions.ignore not in (None, "none"):
-            raise ConfigError(
-                "directions.norm and directions.ignore apply to random directions only; "
-                "a target direction is θ2 − θ1 unnormalized: remove them"
-            )
-        if config.grid.y is not None:
-            raise ConfigError("directions.kind: target is a 1D interpolation: remove grid.y")
-        resolved = dataclasses.replace(directions, norm="none", ignore="none")
+    resolved = kinds.resolve(config.directions, config.grid.y is not None, automatic)
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
-    return dataclasses.replace(config, directions=resolved)
+    return dataclasses.replace(config, model=model, data=data, directions=resolved)

@@ -28,13 +28,18 @@ EPSILON = 1e-10
 
 @dataclass(frozen=True)
 class Directions:
-    kind: str  # random | target
+    kind: str  # the name of its kind (lsurf.kinds)
     norm: str
     ignore: str
     seed: int
     x: dict[str, torch.Tensor]  # d1, keyed by state_dict key, float32
     y: dict[str, torch.Tensor] | None  # d2 for a 2D surface
     trajectory: Trajectory | None = None  # pca: the training run's path on the plane
+    # What the evaluator needs, whatever the kind: whether BN running statistics move with
+    # the point, and the end point of an interpolation (the point is then lerp(θ*, end, a),
+    # exact at both ends). Neither is part of the digest: they come with the kind's inputs.
+    moves_buffers: bool = False
+    end: dict[str, torch.Tensor] | None = None
 
     def digest(self) -> str:
         tensors = {f"x/{key}": value for key, value in self.x.items()}
@@ -104,4 +109,13 @@ def target_direction(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor
         key: (end[key].detach().to("cpu", torch.float32) - value.detach().to("cpu", torch.float32))
         for key, value in start.items()
     }
-    return Directions(kind="target", norm="none", ignore="none", seed=0, x=difference, y=None)
+    return Directions(
+        kind="target",
+        norm="none",
+        ignore="none",
+        seed=0,
+        x=difference,
+        y=None,
+        moves_buffers=True,
+        end={key: end[key].detach().to("cpu", torch.float32) for key in start},
+    )

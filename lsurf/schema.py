@@ -2,7 +2,8 @@
 
 Input: a YAML file (read with `safe_load`, which keeps 'a:b:c' specs as text), `key.path=value`
 overrides, the dataclass to build, and converters for leaf types beyond the built-in ones
-(bool, int, float, str, Path, Literal, tuple, unions and nested dataclasses).
+(bool, int, float, str, Path, Literal, tuple, dict[str, Any], unions and nested
+dataclasses).
 Output: an instance whose every field is typed and has a value, with relative paths resolved
 against the current directory. `to_yaml` writes a tree back (every default spelled out),
 `to_plain` gives the same as plain values, and `differences` lists the keys where two written
@@ -162,6 +163,11 @@ def _convert(hint: Any, value: Any, key: str, converters: Mapping[type, LeafConv
             valid = ", ".join(str(choice) for choice in choices)
             raise ConfigError(f"{key} must be one of {valid}; got {describe(value)}")
         return value
+    if origin is dict:
+        # A free-form mapping (keyword arguments for user code): str keys, plain YAML values.
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping of names to values, got {describe(value)}")
+        return dict(value)
     if origin is tuple:
         items = get_args(hint)
         if isinstance(value, str) or not isinstance(value, (list, tuple)):

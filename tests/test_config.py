@@ -35,7 +35,12 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
     plain = to_plain(config)
     assert plain["data"]["mean"] == list(REFERENCE_MEAN)
     assert plain["data"]["std"] == list(REFERENCE_STD)
-    assert plain["evaluation"] == {"device": "auto", "precision": "fp32", "channels_last": True}
+    assert plain["evaluation"] == {
+        "device": "auto",
+        "precision": "fp32",
+        "channels_last": True,
+        "loss": "cross_entropy",
+    }
     assert plain["grid"] == {"x": "-1:1:5", "y": "-0.5:0.5:3"}
     # The resolved YAML reads back to the same tree (it is what the surface file stores).
     assert yaml.safe_load(yaml.safe_dump(plain)) == plain

@@ -1,0 +1,128 @@
+"""Direction kinds: each kind of direction is one object, and this is their registry.
+
+A kind (random, target, pca, ...) owns everything that depends on it, so a new kind is one
+module and one line in `KINDS`:
+- `resolve`: check its `directions.*` settings and fill its defaults (config time, no torch);
+- `load`: read what it needs besides θ* (target: the second checkpoint) and the digests that
+  tell its inputs apart, every time, even when the direction file is reused;
+- `compute`: d1 (and d2) as a `Directions` value; what the evaluator needs (which tensors
+  move, an end point to interpolate to) travels inside it, so the evaluator never reads a kind;
+- `record`: the settings the direction file keeps, which reuse requires to match;
+- `describe`/`subject`/`axis_labels`: its words in `lsurf info` and on figures.
+
+Modules here import torch only inside `load`/`compute`, so the config, `lsurf info` and the
+plots use the kinds without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lsurf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lsurf.config import DirectionsConfig
+    from lsurf.directions import Directions
+
+# Settings every kind shares; the others belong to the kinds that list them in `keys`.
+COMMON_KEYS = ("kind", "file")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a kind may use to load and compute: θ* and a way to build its architecture."""
+
+    model: nn.Module  # holding θ*
+    build_model: Callable[[], nn.Module]  # a fresh model of the same architecture
+    plane: bool  # a 2D surface wants d2 as well
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What `load` read: digests that identify the kind's inputs, and an end point, if any."""
+
+    identity: dict[str, str] = dataclasses.field(default_factory=dict)
+    end: Any = None  # dict[str, torch.Tensor] of the point to interpolate to
+
+
+class Kind:
+    """The base of every direction kind; subclasses set the class attributes and override."""
+
+    name: ClassVar[str]
+    keys: ClassVar[tuple[str, ...]]  # the directions.* settings this kind reads
+    moves_buffers: ClassVar[bool] = False  # BN running statistics move with the point
+    fits_auto_axes: ClassVar[bool] = False  # 'auto:num' grid axes fit to what it computes
+    plane_only: ClassVar[bool] = False
+    line_only: ClassVar[bool] = False
+
+    def resolve(self, settings: DirectionsConfig) -> DirectionsConfig:
+        return settings
+
+    def load(self, settings: DirectionsConfig, context: Context) -> Inputs:
+        return Inputs()
+
+    def compute(self, settings: DirectionsConfig, context: Context, inputs: Inputs) -> Directions:
+        raise NotImplementedError
+
+    def record(self, settings: DirectionsConfig) -> dict[str, Any]:
+        return {"norm": settings.norm, "ignore": settings.ignore, "seed": 0}
+
+    def describe(self, settings: Mapping[str, Any]) -> str:
+        """The settings in a few words for `lsurf info` (`settings`: the stored YAML tree)."""
+        return ""
+
+    def subject(self, settings: Mapping[str, Any]) -> str:
+        """What a figure shows, e.g. 'random directions, filter-normalized, biases/BN fixed'."""
+        return f"{self.name} directions"
+
+    def axis_labels(self, settings: Mapping[str, Any], checkpoint: str) -> tuple[str, str]:
+        return "α (direction 1)", "β (direction 2)"
+
+
+def _registry() -> dict[str, Kind]:
+    from lsurf.kinds.pca import PrincipalPlane
+    from lsurf.kinds.random import RandomPlane
+    from lsurf.kinds.target import Interpolation
+
+    kinds = (RandomPlane(), Interpolation(), PrincipalPlane())
+    return {kind.name: kind for kind in kinds}
+
+
+KINDS: dict[str, Kind] = _registry()
+
+
+def get(name: str) -> Kind:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise ConfigError(f"directions.kind must be one of {', '.join(KINDS)}; got {name!r}")
+    return kind
+
+
+def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> DirectionsConfig:
+    """Check `settings` against its kind (keys it does not read, grid shape) and fill defaults."""
+    kind = get(settings.kind)
+    defaults = {field.name: field.default for field in dataclasses.fields(settings)}
+    for key, default in defaults.items():
+        if key in COMMON_KEYS or key in kind.keys or getattr(settings, key) == default:
+            continue
+        users = [name for name, other in KINDS.items() if key in other.keys]
+        raise ConfigError(
+            f"directions.{key} is only used with directions.kind: {' or '.join(users)}"
+        )
+    resolved = kind.resolve(settings)
+    if auto_axes and not kind.fits_auto_axes:
+        fitting = " or ".join(name for name, other in KINDS.items() if other.fits_auto_axes)
+        raise ConfigError(
+            f"{auto_axes[0]}: 'auto:num' fits the range to a training path, so it needs "
+            f"directions.kind: {fitting}; give 'min:max:num' instead"
+        )
+    if kind.line_only and plane:
+        raise ConfigError(f"directions.kind: {kind.name} is a 1D interpolation: remove grid.y")
+    if kind.plane_only and not plane:
+        raise ConfigError(f"directions.kind: {kind.name} spans a plane: give grid.y as well")
+    return resolved
