@@ -5,15 +5,16 @@ Their layout differs from lsurf's in three ways that matter:
 
 - no `done` mask: a point not yet computed holds -1, and the reference's scheduler treats
   any value <= 0 of the loss as not computed (so a NaN loss counts as computed);
-- no attributes: what was swept is encoded in the file name only;
+- no attributes: what was swept is encoded in the file name only, and the metrics are known
+  by their names alone (`*_loss`, `*_acc`: `lsurf.metrics.legacy_columns`);
 - element order: the reference fills the (nx, ny) array through its flat index k, with the
   point at k taken from `np.meshgrid(x, y)`, i.e. (x[k % nx], y[k // nx]). On a square grid
   that is element [i, j] at (x[j], y[i]) (its plots transpose it back); on a non-square grid
   the array's shape and the order of its values disagree. Read flat and reshaped to (ny, nx),
   the values are in order, and transposing gives lsurf's [i, j] at (x[i], y[j]).
 
-Input: an open h5py.File. Output: coordinates, metrics in lsurf's layout (NaN where not
-computed), the done mask and a few descriptive attributes.
+Input: an open h5py.File. Output: coordinates, the metric columns and their values in
+lsurf's layout (NaN where not computed), the done mask and a few descriptive attributes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import h5py
 import numpy as np
 
 from lsurf.errors import OutputError
+from lsurf.metrics import LOSS, Column, legacy_columns
 
 WRITTEN_BY = "tomgoldstein/loss-landscape"
 NOT_COMPUTED = -1.0  # the reference's fill value
@@ -35,6 +37,7 @@ class ReferenceSurface:
     x: np.ndarray  # (nx,) float64
     y: np.ndarray | None  # (ny,) float64
     metrics: dict[str, np.ndarray]  # lsurf layout: [i, j] at (x[i], y[j]); NaN where not done
+    columns: list[Column]  # what each of `metrics` holds, in the same order
     done: np.ndarray  # bool, (nx,) or (nx, ny)
     attributes: dict[str, Any]
 
@@ -43,7 +46,9 @@ def is_reference_surface(h5file: h5py.File) -> bool:
     """A file with the reference's coordinates and a loss dataset, and none of lsurf's marks."""
     if "format_version" in h5file.attrs or "done" in h5file:
         return False
-    return "xcoordinates" in h5file and any(_is_metric(h5file, name, "_loss") for name in h5file)
+    return "xcoordinates" in h5file and any(
+        column.metric == LOSS for column in _metric_columns(h5file)
+    )
 
 
 def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
@@ -54,13 +59,14 @@ def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
         else None
     )
     shape = (len(x),) if y is None else (len(x), len(y))
-    raw = {
-        name: np.asarray(h5file[name][()], dtype=np.float64)
-        for name in h5file
-        if _is_metric(h5file, name, "_loss") or _is_metric(h5file, name, "_acc")
+    columns = _metric_columns(h5file)
+    metrics = {
+        column.name: _in_lsurf_order(
+            column.name, np.asarray(h5file[column.name][()], dtype=np.float64), shape
+        )
+        for column in columns
     }
-    metrics = {name: _in_lsurf_order(name, values, shape) for name, values in raw.items()}
-    losses = [metrics[name] for name in sorted(metrics) if name.endswith("_loss")]
+    losses = [metrics[column.name] for column in columns if column.metric == LOSS]
     # As the reference decides what to compute: a point is done when its loss is not <= 0,
     # for every split it holds (one split's sweep may have run further than the other's).
     done = np.logical_and.reduce([~(loss <= 0) for loss in losses])
@@ -71,11 +77,12 @@ def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
         if isinstance(direction_file, bytes):
             direction_file = direction_file.decode("utf-8", "replace")
         attributes["direction_file"] = str(direction_file)
-    return ReferenceSurface(x, y, metrics, done, attributes)
+    return ReferenceSurface(x, y, metrics, columns, done, attributes)
 
 
-def _is_metric(h5file: h5py.File, name: str, suffix: str) -> bool:
-    return name.endswith(suffix) and isinstance(h5file[name], h5py.Dataset)
+def _metric_columns(h5file: h5py.File) -> list[Column]:
+    """The file's metric datasets, known by name: the reference stores nothing else about them."""
+    return legacy_columns(name for name in h5file if isinstance(h5file[name], h5py.Dataset))
 
 
 def _in_lsurf_order(name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -2,12 +2,16 @@
 
 Surface file layout (names follow the reference implementation so its tools read ours):
 - `xcoordinates` (nx,) and, for 2D, `ycoordinates` (ny,), float64;
-- one float64 dataset per metric, `{split}_loss` and `{split}_acc` (accuracy in percent),
-  shape (nx,) or (nx, ny), element [i, j] at (x[i], y[j]); NaN where not yet computed;
+- one float64 dataset per column (a metric on a split, see lsurf.metrics), named
+  `{split}_{metric}` (`train_loss`, `test_acc` in percent), shape (nx,) or (nx, ny),
+  element [i, j] at (x[i], y[j]); NaN where not yet computed;
 - `done`, bool, the grid's shape: which points are finished (a loss may be inf or NaN);
 - `dir_file`, the direction file's path (as the reference writes it);
 - attributes: format_version, lsurf_version, config (resolved YAML), checkpoint_sha256,
-  target_sha256 (interpolations), directions_sha256, direction_file, created.
+  target_sha256 (interpolations), directions_sha256, direction_file, created, and `metrics`:
+  the columns with their metric rows (JSON, `lsurf.metrics.encode`), the only place readers
+  learn which datasets are metrics. Format 1 files lack it: their metrics are recognised by
+  the suffixes `_loss`/`_acc`, as are those of the reference code's files.
 
 Crash safety: the file is built completely under a temporary name and renamed into place, so
 it exists only in a whole state. After that, writing results never changes HDF5 metadata:
@@ -18,9 +22,7 @@ at any moment leaves a readable file in which every `done` point holds its real 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,10 @@ import h5py
 import numpy as np
 
 import lsurf
+import lsurf.metrics
+from lsurf.atomic import atomic_path, remove_stale_temporaries
 from lsurf.errors import OutputError
+from lsurf.metrics import DEFAULT_METRICS, Column, decode, encode, legacy_columns
 from lsurf.reference import is_reference_surface, read_reference_surface
 from lsurf.trajectory import Trajectory
 from lsurf.weights import WeightStatistics
@@ -41,11 +46,12 @@ if TYPE_CHECKING:  # plotting reads surface files without importing torch
     from lsurf.directions import Directions
     from lsurf.grid import Grid
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the attribute `metrics` lists the columns
 
 
 def metric_names(splits: Sequence[str]) -> list[str]:
-    return [f"{split}_{metric}" for split in splits for metric in ("loss", "acc")]
+    """The dataset names of the standard columns (train_loss, train_acc, test_loss, ...)."""
+    return [column.name for column in lsurf.metrics.columns(splits, DEFAULT_METRICS)]
 
 
 def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
@@ -65,22 +71,16 @@ def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
 
 def _atomic_create(path: Path, build: Any) -> None:
     """Write a new HDF5 file with `build(h5file)` under a temporary name, then rename it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # from a run killed mid-creation
-            stale.unlink(missing_ok=True)
-        with h5py.File(temporary, "w") as h5file:
+        remove_stale_temporaries(path)  # from a run killed mid-creation
+        with atomic_path(path) as temporary, h5py.File(temporary, "w") as h5file:
             build(h5file)
-        os.replace(temporary, path)
     except OSError as error:
         reason = error.strerror or str(error).split("\n")[0]
         raise OutputError(
             f"cannot write {path} ({reason}); choose an output folder you can write to"
         ) from None
-    finally:
-        with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
-            temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- surface file
@@ -93,7 +93,8 @@ class Surface:
     path: Path
     x: np.ndarray
     y: np.ndarray | None
-    metrics: dict[str, np.ndarray]
+    metrics: dict[str, np.ndarray]  # dataset name → values, in the file's column order
+    columns: dict[str, Column]  # dataset name → what it holds (metric row and split)
     done: np.ndarray
     attributes: dict[str, Any]
     trajectory: Trajectory | None = None  # a PCA sweep's training path on the plane
@@ -111,27 +112,25 @@ def read_surface(path: Path) -> Surface:
                 old = read_reference_surface(h5file)
             except OutputError as error:
                 raise OutputError(f"{path}: {error}") from None
-            return Surface(path, old.x, old.y, old.metrics, old.done, old.attributes)
+            columns = {column.name: column for column in old.columns}
+            return Surface(path, old.x, old.y, old.metrics, columns, old.done, old.attributes)
         if "format_version" not in h5file.attrs or "done" not in h5file:
             raise OutputError(
                 f"{path} is an HDF5 file but not a surface file (of lsurf or of "
                 "tomgoldstein/loss-landscape)"
             )
+        stored = _stored_columns(h5file, path)
         # `done` before the values: the writer sets values before flags, so every point read
         # as done here already had its values when they are read next.
         done = h5file["done"][()]
         x = h5file["xcoordinates"][()]
         y = h5file["ycoordinates"][()] if "ycoordinates" in h5file else None
-        metrics = {
-            name: h5file[name][()]
-            for name in h5file
-            if name.endswith(("_loss", "_acc")) and isinstance(h5file[name], h5py.Dataset)
-        }
         return Surface(
             path,
             x,
             y,
-            metrics,
+            {column.name: h5file[column.name][()] for column in stored},
+            {column.name: column for column in stored},
             done,
             _attributes(h5file),
             _read_trajectory(h5file),
@@ -149,6 +148,24 @@ def read_surface_attributes(path: Path) -> dict[str, Any]:
         return _attributes(h5file)
 
 
+def _stored_columns(h5file: h5py.File, path: Path) -> list[Column]:
+    """The columns a surface file lists in its `metrics` attribute (format 1: by suffix)."""
+    datasets = [name for name in h5file if isinstance(h5file[name], h5py.Dataset)]
+    if "metrics" not in h5file.attrs:  # format 1 wrote only these two kinds
+        return legacy_columns(datasets)
+    try:
+        stored = decode(str(h5file.attrs["metrics"]))
+    except OutputError as error:
+        raise OutputError(f"surface file {path} is damaged: {error}; rerun the sweep") from None
+    missing = [column.name for column in stored if column.name not in datasets]
+    if missing:
+        raise OutputError(
+            f"surface file {path} is damaged: it lists {', '.join(missing)} but holds no such "
+            "dataset; rerun the sweep"
+        )
+    return stored
+
+
 def _attributes(h5file: h5py.File) -> dict[str, Any]:
     return {
         key: value.item() if isinstance(value, np.generic) else value
@@ -162,11 +179,23 @@ class SurfaceWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = _open(path, "r+", "surface file")
-        self.metrics = [name for name in self._file if name.endswith(("_loss", "_acc"))]
+        try:
+            self.columns = _stored_columns(self._file, path)
+        except OutputError:
+            self._file.close()
+            raise
         self.done = self._file["done"][()]  # kept in step with the file
 
+    @property
+    def metrics(self) -> list[str]:
+        """The dataset names of the columns, the keys `record` expects."""
+        return [column.name for column in self.columns]
+
     def record(self, indices: Sequence[int], values: dict[str, Sequence[float]]) -> None:
-        """Store the metric values of the flat point indices, then mark them done."""
+        """Store the metric values of the flat point indices, then mark them done.
+
+        `values` maps every column's dataset name to one value per index.
+        """
         shape = self.done.shape
         positions = [np.unravel_index(int(index), shape) for index in indices]
         for name in self.metrics:
@@ -196,21 +225,28 @@ class SurfaceWriter:
 def create_surface(
     path: Path,
     grid: Grid,
-    metrics: Sequence[str],
+    columns: Sequence[Column | str],
     attributes: dict[str, Any],
     trajectory: Trajectory | None = None,
     weights: WeightStatistics | None = None,
 ) -> SurfaceWriter:
     """Create (or atomically replace) the surface file, all NaN and nothing done; open it.
 
-    `trajectory` (PCA sweeps) and `weights` (θ*'s weight statistics) are stored beside.
+    `columns` are the datasets to hold, listed in the attribute `metrics`; a plain name
+    ('train_loss') stands for the standard column of that name. `trajectory` (PCA sweeps)
+    and `weights` (θ*'s weight statistics) are stored beside.
     """
+    stored = [_as_column(column) for column in columns]
+    names = [column.name for column in stored]
+    reserved = {"xcoordinates", "ycoordinates", "done", "dir_file", "weights", *_PATH_NAMES}
+    assert len(set(names)) == len(names) and not reserved & set(names), names
+    assert "metrics" not in attributes, "the attribute `metrics` is written from `columns`"
 
     def build(h5file: h5py.File) -> None:
         h5file.create_dataset("xcoordinates", data=grid.x)
         if grid.y is not None:
             h5file.create_dataset("ycoordinates", data=grid.y)
-        for name in metrics:
+        for name in names:
             h5file.create_dataset(name, data=np.full(grid.shape, np.nan), track_times=False)
         h5file.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
         h5file["dir_file"] = str(attributes.get("direction_file", ""))
@@ -222,9 +258,19 @@ def create_surface(
         h5file.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         for key, value in attributes.items():
             h5file.attrs[key] = value
+        h5file.attrs["metrics"] = encode(stored)
 
     _atomic_create(path, build)
     return SurfaceWriter(path)
+
+
+def _as_column(column: Column | str) -> Column:
+    """A Column as given; a dataset name ('test_acc') as the standard column it names."""
+    if isinstance(column, Column):
+        return column
+    found = legacy_columns([column])
+    assert len(found) == 1, f"{column!r} names no standard column; pass a metrics.Column"
+    return found[0]
 
 
 # ---------------------------------------------------------------------------- direction file

@@ -1,5 +1,6 @@
 import datetime
 import os
+import re
 import subprocess
 import sys
 
@@ -9,14 +10,17 @@ import pytest
 import torch
 
 import lsurf
-from lsurf import store
+from lsurf import atomic, metrics, store
 from lsurf.directions import Directions
 from lsurf.errors import LsurfError, OutputError
 from lsurf.grid import Grid
 from lsurf.trajectory import Trajectory
 from lsurf.weights import WeightStatistics
 
-METRICS = store.metric_names(["train", "test"])
+COLUMNS = metrics.columns(["train", "test"])
+METRICS = [column.name for column in COLUMNS]
+# A metric this version's table does not know, as a later lsurf may write it.
+MAX_EIGENVALUE = metrics.Metric("max_eig", "largest Hessian eigenvalue", "", "solver")
 GRID = Grid(np.linspace(-1.0, 1.0, 3), np.linspace(-0.5, 0.5, 4))  # non-square: 3 x 4
 ATTRIBUTES = {
     "config": "model:\n  name: convnet_small\ngrid:\n  x: -1:1:3\n",
@@ -67,9 +71,11 @@ def assert_same_weights(found, expected):
 
 def test_a_new_surface_has_the_reference_layout_all_nan_and_nothing_done(tmp_path):
     assert METRICS == ["train_loss", "train_acc", "test_loss", "test_acc"]
-    with store.create_surface(tmp_path / "s.h5", GRID, METRICS, ATTRIBUTES) as writer:
+    with store.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES) as writer:
         assert not writer.complete
+        assert writer.columns == COLUMNS and writer.metrics == METRICS
     with h5py.File(tmp_path / "s.h5", "r") as h5file:
+        assert metrics.decode(h5file.attrs["metrics"]) == COLUMNS
         assert set(h5file) == {"xcoordinates", "ycoordinates", "done", "dir_file", *METRICS}
         assert h5file["xcoordinates"].dtype == h5file["ycoordinates"].dtype == np.float64
         np.testing.assert_array_equal(h5file["xcoordinates"][()], GRID.x)
@@ -152,7 +158,7 @@ def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
     surface = store.read_surface(path)
     attributes = surface.attributes
     assert {key: attributes[key] for key in ATTRIBUTES} == ATTRIBUTES
-    assert attributes["format_version"] == store.FORMAT_VERSION == 1
+    assert attributes["format_version"] == store.FORMAT_VERSION == 2
     assert type(attributes["format_version"]) is int
     assert attributes["lsurf_version"] == lsurf.__version__
     created = datetime.datetime.fromisoformat(attributes["created"])
@@ -215,7 +221,9 @@ def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "write_weight_statistics", watching)
     store.create_surface(path, GRID, METRICS, ATTRIBUTES, weights=WEIGHTS).close()
-    assert during_build == [(False, [f".s.h5.{os.getpid()}.tmp"])]
+    [(existed, names)] = during_build
+    assert not existed and len(names) == 1  # the stale temporary removed, ours alone
+    assert re.fullmatch(rf"\.s\.h5\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", names[0])
     assert sorted(p.name for p in path.parent.iterdir()) == ["s.h5"]
 
 
@@ -226,7 +234,7 @@ def test_a_failed_creation_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     def no_rename(source, target):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(store.os, "replace", no_rename)
+    monkeypatch.setattr(atomic.os, "replace", no_rename)
     with pytest.raises(OutputError) as caught:
         store.create_surface(path, GRID, METRICS, {"config": "new"})
     assert str(caught.value) == (
@@ -282,3 +290,85 @@ def test_a_surface_is_no_direction_file_and_a_file_is_no_output_folder(tmp_path)
     with pytest.raises(OutputError, match=r"^cannot write .*; choose an output folder") as caught:
         store.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, METRICS, ATTRIBUTES)
     assert "\n" not in str(caught.value)
+
+
+def test_a_metric_unknown_to_the_table_is_stored_read_and_resumed(tmp_path):
+    path = tmp_path / "s.h5"
+    stored = [*COLUMNS[:2], metrics.Column("train", MAX_EIGENVALUE)]
+    with store.create_surface(path, GRID, stored, ATTRIBUTES) as writer:
+        writer.record(
+            [0, 5], {"train_loss": [1.0, 2.0], "train_acc": [50, 60], "train_max_eig": [7, 8]}
+        )
+    with store.SurfaceWriter(path) as writer:
+        assert writer.columns == stored
+        writer.record([11], {"train_loss": [3.0], "train_acc": [70], "train_max_eig": [9.5]})
+    surface = store.read_surface(path)
+    assert (
+        list(surface.metrics)
+        == list(surface.columns)
+        == [
+            "train_loss",
+            "train_acc",
+            "train_max_eig",
+        ]
+    )
+    assert surface.columns["train_max_eig"] == stored[2]
+    assert surface.columns["train_max_eig"].label == "train largest Hessian eigenvalue"
+    eigenvalues = surface.metrics["train_max_eig"].reshape(-1)
+    assert eigenvalues[[0, 5, 11]].tolist() == [7.0, 8.0, 9.5]
+
+
+def test_dataset_names_still_stand_for_the_standard_columns(tmp_path):
+    assert store.metric_names(["train", "test"]) == METRICS
+    store.create_surface(tmp_path / "s.h5", GRID, ["test_acc", "train_loss"], ATTRIBUTES).close()
+    surface = store.read_surface(tmp_path / "s.h5")
+    assert list(surface.columns.values()) == [
+        metrics.Column("test", metrics.ACCURACY),
+        metrics.Column("train", metrics.LOSS),
+    ]
+
+
+def as_format_1(path):
+    """The file as lsurf 0.1 wrote it: no `metrics` attribute; a dataset that is no metric."""
+    with h5py.File(path, "r+") as h5file:
+        del h5file.attrs["metrics"]
+        h5file.attrs["format_version"] = 1
+        h5file["notes"] = np.zeros(3)
+
+
+def test_a_format_1_file_is_read_and_resumed_by_its_dataset_names(tmp_path):
+    path = tmp_path / "s.h5"
+    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
+        writer.record([0], {name: [1.0] for name in METRICS})
+    as_format_1(path)
+    surface = store.read_surface(path)
+    assert sorted(surface.columns) == sorted(METRICS) and sorted(surface.metrics) == sorted(METRICS)
+    assert surface.columns["test_acc"] == metrics.Column("test", metrics.ACCURACY)
+    with store.SurfaceWriter(path) as writer:
+        assert sorted(writer.metrics) == sorted(METRICS)
+        writer.record([1], {name: [2.0] for name in METRICS})
+    assert store.read_surface(path).done.reshape(-1)[:3].tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ("not json", "is damaged: the metrics attribute is not JSON"),
+        ('[{"split": "train"}]', "is damaged: the metrics attribute holds a malformed column"),
+        (
+            metrics.encode([metrics.Column("val", metrics.LOSS)]),
+            "is damaged: it lists val_loss but holds no such dataset",
+        ),
+    ],
+)
+def test_a_damaged_metrics_attribute_is_one_line(tmp_path, stored, message):
+    path = tmp_path / "s.h5"
+    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()
+    with h5py.File(path, "r+") as h5file:
+        h5file.attrs["metrics"] = stored
+    for reader in (store.read_surface, store.SurfaceWriter):
+        with pytest.raises(OutputError) as caught:
+            reader(path)
+        assert str(caught.value).startswith(f"surface file {path} {message}")
+        assert str(caught.value).endswith("; rerun the sweep") and "\n" not in str(caught.value)
+    h5py.File(path, "r+").close()  # the writer that refused the file let go of it
