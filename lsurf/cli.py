@@ -133,9 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    synth = data_commands.add_parser("synth", help="write a synthetic CIFAR-10-format dataset")
+    from lsurf.formats import LAYOUTS  # torch-free, like the rest of the parser
+
+    synth = data_commands.add_parser(
+        "synth", help="write a synthetic dataset in the CIFAR-10 or CIFAR-100 python format"
+    )
     synth.add_argument(
-        "--out", type=Path, required=True, help="root folder for cifar-10-batches-py"
+        "--dataset",
+        choices=list(LAYOUTS),
+        default="cifar10",
+        help="which dataset's layout and number of classes to imitate (default cifar10)",
+    )
+    synth.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="root folder for the dataset's folder (cifar-10-batches-py or cifar-100-python)",
     )
     synth.add_argument("--train-size", type=int, default=10000)
     synth.add_argument("--test-size", type=int, default=2000)
@@ -194,13 +207,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(compare_weights(args.checkpoints, args.out))
         return 0
     if args.command == "data":
+        from lsurf.formats import layout_of
         from lsurf.synth import write_synthetic
 
         for name in ("train_size", "test_size"):
             if getattr(args, name) < 1:
                 raise LsurfError(f"--{name.replace('_', '-')} must be at least 1")
-        root = write_synthetic(args.out, args.train_size, args.test_size, args.seed)
-        print(f"synthetic CIFAR-10 ({args.train_size} train, {args.test_size} test) in {root}")
+        root = write_synthetic(
+            args.out, args.train_size, args.test_size, args.seed, dataset=args.dataset
+        )
+        title = layout_of(args.dataset).title
+        print(f"synthetic {title} ({args.train_size} train, {args.test_size} test) in {root}")
         return 0
     raise AssertionError(args.command)  # argparse only lets known commands through
 

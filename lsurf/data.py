@@ -1,20 +1,20 @@
-"""CIFAR-10 splits as normalized tensors, read from the python version of the dataset.
+"""CIFAR-10 and CIFAR-100 splits as normalized tensors, read from the python versions.
 
-This module owns reading the dataset on disk, and the file format itself:
+This module owns reading a dataset on disk:
 
-- the layout of the python version of CIFAR-10 (``ROOT/cifar-10-batches-py/``:
-  ``data_batch_1`` to ``data_batch_5``, ``test_batch``, ``batches.meta``; images of 3072
-  uint8 values, labels 0 to 9, and the marker file of a synthetic copy), as public constants
-  that `lsurf.synth` writes to;
-- reading it through an unpickler that can build numpy arrays and nothing else, because the
+- finding a split's files by the dataset's `lsurf.formats.CifarLayout` (``ROOT/cifar-10-
+  batches-py/`` with ``data_batch_1`` to ``data_batch_5`` and ``test_batch``, or
+  ``ROOT/cifar-100-python/`` with ``train`` and ``test``), so both datasets go through one
+  code path; the format constants themselves live in `lsurf.formats` and are re-exported here;
+- reading them through an unpickler that can build numpy arrays and nothing else, because the
   data folder is user input and a pickle can otherwise run code;
 - turning a split into one contiguous, normalized float32 tensor, once per process, so that
   the thousands of evaluations of a sweep never touch a loader or a per-image transform;
 - the error messages for a missing or damaged dataset, and the optional download.
 
 Inputs: a data root folder, a split name, the per-channel mean/std the checkpoint was trained
-with, an optional subset size and seed. Outputs: a `Split` of CPU tensors (the caller moves
-it to its device once).
+with, an optional subset size and seed, the dataset name. Outputs: a `Split` of CPU tensors
+(the caller moves it to its device once).
 """
 
 from __future__ import annotations
@@ -28,60 +28,59 @@ import numpy as np
 import torch
 
 from lsurf.errors import DataError
+from lsurf.formats import (
+    AKAMASTER_MEAN,
+    AKAMASTER_STD,
+    CHANNELS,
+    FOLDER,
+    LABEL_NAMES,
+    META_FILE,
+    NUM_CLASSES,
+    REFERENCE_MEAN,
+    REFERENCE_STD,
+    SIDE,
+    SPLITS,
+    SYNTHETIC_MARKER,
+    TRAIN_FILES,
+    VALUES_PER_IMAGE,
+    Channels,
+    CifarLayout,
+    layout_of,
+)
 
 try:
     from numpy._core.multiarray import _reconstruct, scalar
 except ImportError:  # numpy < 2 has no numpy._core
     from numpy.core.multiarray import _reconstruct, scalar
 
-Channels = tuple[float, float, float]
-
-# tomgoldstein/loss-landscape, cifar10/dataloader.py: transforms.Normalize with the CIFAR-10
-# channel statistics written in grey levels and divided by 255; written the same way here so
-# the float32 values match the reference bit for bit.
-REFERENCE_MEAN: Final[Channels] = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
-REFERENCE_STD: Final[Channels] = (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0)
-# akamaster/pytorch_resnet_cifar10, trainer.py: its pretrained ResNets were trained with the
-# ImageNet statistics, not CIFAR-10's.
-AKAMASTER_MEAN: Final[Channels] = (0.485, 0.456, 0.406)
-AKAMASTER_STD: Final[Channels] = (0.229, 0.224, 0.225)
-
-SPLITS: Final = ("train", "test")
-
-# The file format, public because lsurf.synth writes what this module reads; the import goes
-# that way only, so reading never depends on the writer.
-FOLDER: Final = "cifar-10-batches-py"
-TRAIN_FILES: Final = tuple(f"data_batch_{number}" for number in range(1, 6))
-_SPLIT_FILES: Final[dict[str, tuple[str, ...]]] = {"train": TRAIN_FILES, "test": ("test_batch",)}
-META_FILE: Final = "batches.meta"
-# Its presence marks a folder as ours to overwrite; torchvision's CIFAR10 class can also be
-# pointed at the synthetic files with these checksums in place of the real ones.
-SYNTHETIC_MARKER: Final = "SYNTHETIC_MD5SUMS"
-SIDE: Final = 32
-CHANNELS: Final = 3
-VALUES_PER_IMAGE: Final = CHANNELS * SIDE * SIDE  # 3072: R plane, G plane, B plane
-NUM_CLASSES: Final = 10
-LABEL_NAMES: Final = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-_REPLACE_HINT: Final = "replace it with the file from cifar-10-python.tar.gz"
+# The format constants moved to lsurf.formats; these modules and tests import them from here.
+__all__ = [
+    "AKAMASTER_MEAN",
+    "AKAMASTER_STD",
+    "CHANNELS",
+    "FOLDER",
+    "LABEL_NAMES",
+    "META_FILE",
+    "NUM_CLASSES",
+    "REFERENCE_MEAN",
+    "REFERENCE_STD",
+    "SIDE",
+    "SPLITS",
+    "SYNTHETIC_MARKER",
+    "TRAIN_FILES",
+    "VALUES_PER_IMAGE",
+    "Channels",
+    "Split",
+    "load_split",
+]
 
 
 @dataclass(frozen=True)
 class Split:
-    """One CIFAR-10 split, loaded once per process and reused for every evaluation."""
+    """One dataset split, loaded once per process and reused for every evaluation."""
 
     images: torch.Tensor  # (N, 3, 32, 32) float32, normalized per channel, contiguous
-    labels: torch.Tensor  # (N,) int64 class indices in [0, 10)
+    labels: torch.Tensor  # (N,) int64 class indices in [0, number of classes)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -95,28 +94,33 @@ def load_split(
     subset: int | None = None,
     subset_seed: int = 0,
     download: bool = False,
+    dataset: str = "cifar10",
 ) -> Split:
-    """Read one split from ``root/cifar-10-batches-py`` and normalize it into one tensor.
+    """Read one split of `dataset` from its folder under ``root`` into one normalized tensor.
 
-    ``subset`` keeps that many examples, chosen by a seeded permutation and kept in file
-    order. ``download`` fetches the real archive through torchvision when the files are absent.
+    ``dataset`` is "cifar10" (``root/cifar-10-batches-py``) or "cifar100"
+    (``root/cifar-100-python``, its 100 fine labels). ``subset`` keeps that many examples,
+    chosen by a seeded permutation and kept in file order. ``download`` fetches the real
+    archive through torchvision when the files are absent.
     """
+    layout = layout_of(dataset)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     _check_channels("mean", mean, positive=False)
     _check_channels("std", std, positive=True)
     root = Path(root)
-    folder = root / FOLDER
-    missing = _first_missing(folder, _SPLIT_FILES[split])
+    folder = root / layout.folder
+    names = layout.split_files[split]
+    missing = _first_missing(folder, names)
     if missing is not None and download:
-        failure = _download(root, split)
-        missing = _first_missing(folder, _SPLIT_FILES[split])
+        failure = _download(root, split, layout)
+        missing = _first_missing(folder, names)
         if missing is not None:
-            raise DataError(_not_found_message(root, missing, failure))
+            raise DataError(_not_found_message(root, missing, failure, layout))
     if missing is not None:
-        raise DataError(_not_found_message(root, missing, None))
+        raise DataError(_not_found_message(root, missing, None, layout))
 
-    batches = [_read_batch(folder / name) for name in _SPLIT_FILES[split]]
+    batches = [_read_batch(folder / name, layout) for name in names]
     pixels = np.concatenate([data for data, _ in batches])  # (N, 3072) uint8
     labels = np.concatenate([batch_labels for _, batch_labels in batches])  # (N,) int64
     if subset is not None:
@@ -133,7 +137,7 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
-# Everything a CIFAR-10 batch needs: the real files (Python 2, numpy 1) reference the
+# Everything a CIFAR batch needs: the real files (Python 2, numpy 1) reference the
 # numpy.core names; files written by numpy 2 reference numpy._core and _codecs.encode.
 _ALLOWED_GLOBALS: Final[dict[tuple[str, str], Any]] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -157,7 +161,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise pickle.UnpicklingError(
-                f"it references {module}.{name}, which CIFAR-10 data never contains"
+                f"it references {module}.{name}, which CIFAR data never contains"
             )
         return allowed
 
@@ -167,29 +171,32 @@ def _unpickle(stream: BinaryIO) -> Any:
     return _ArrayOnlyUnpickler(stream, encoding="latin1").load()
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One batch file as (pixels (n, 3072) uint8, labels (n,) int64), validated."""
+def _read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+    """One data file as (pixels (n, 3072) uint8, labels (n,) int64), validated."""
+    replace_hint = f"replace it with the file from {layout.archive}"
     try:
         with path.open("rb") as stream:
             content = _unpickle(stream)
     except Exception as error:  # noqa: BLE001 - a damaged pickle can raise almost any type
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
         raise DataError(
-            f"{path} is not a readable CIFAR-10 batch ({reason}); {_REPLACE_HINT}"
+            f"{path} is not a readable {layout.title} data file ({reason}); {replace_hint}"
         ) from error
 
     if not isinstance(content, dict):
         raise DataError(
-            f"{path} holds a {type(content).__name__}, not a CIFAR-10 batch dict; {_REPLACE_HINT}"
+            f"{path} holds a {type(content).__name__}, not a {layout.title} data dict; "
+            f"{replace_hint}"
         )
     # Loaded with encoding='bytes' and pickled again, a file has bytes keys: accept both.
     entries = {
         (key.decode("latin1") if isinstance(key, bytes) else key): value
         for key, value in content.items()
     }
-    for key in ("data", "labels"):
+    label_key = layout.label_key  # "labels" in CIFAR-10, "fine_labels" in CIFAR-100
+    for key in ("data", label_key):
         if key not in entries:
-            raise DataError(f"{path} has no {key!r} entry; {_REPLACE_HINT}")
+            raise DataError(f"{path} has no {key!r} entry; {replace_hint}")
 
     pixels = entries["data"]
     if (
@@ -204,10 +211,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             else f"a {type(pixels).__name__}"
         )
         raise DataError(
-            f"{path}: 'data' is {found}, expected uint8 of shape (N, 3072); {_REPLACE_HINT}"
+            f"{path}: 'data' is {found}, expected uint8 of shape (N, 3072); {replace_hint}"
         )
 
-    raw_labels = entries["labels"]
+    raw_labels = entries[label_key]
     try:
         labels = np.asarray(raw_labels) if isinstance(raw_labels, list | np.ndarray) else None
     except ValueError:  # a ragged nested list
@@ -221,13 +228,13 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         or len(labels) != len(pixels)
     ):
         raise DataError(
-            f"{path}: 'labels' is not a list of {len(pixels)} integers, one per image; "
-            f"{_REPLACE_HINT}"
+            f"{path}: {label_key!r} is not a list of {len(pixels)} integers, one per image; "
+            f"{replace_hint}"
         )
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+    if len(labels) and (labels.min() < 0 or labels.max() >= layout.num_classes):
         raise DataError(
-            f"{path}: labels range over {labels.min()}..{labels.max()}, expected 0..9; "
-            f"{_REPLACE_HINT}"
+            f"{path}: {label_key!r} range over {labels.min()}..{labels.max()}, expected "
+            f"0..{layout.num_classes - 1} for {layout.title}; {replace_hint}"
         )
     return pixels, labels.astype(np.int64)
 
@@ -275,23 +282,28 @@ def _first_missing(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _not_found_message(root: Path, missing: Path, download_failure: str | None) -> str:
+def _not_found_message(
+    root: Path, missing: Path, download_failure: str | None, layout: CifarLayout
+) -> str:
     failure = f" and its download failed ({download_failure})" if download_failure else ""
+    # The CIFAR-10 command stays the short one it has always been: --dataset is its default.
+    choice = "" if layout.name == "cifar10" else f"--dataset {layout.name} "
     return (
-        f"CIFAR-10 not found{failure}: expected {missing} (the python version of CIFAR-10); "
-        f"download cifar-10-python.tar.gz and extract it into {root}, set data.download: true "
-        f"where there is a network, or run `lsurf data synth --out {root}` for a synthetic "
-        "stand-in"
+        f"{layout.title} not found{failure}: expected {missing} (the python version of "
+        f"{layout.title}); download {layout.archive} and extract it into {root}, set "
+        "data.download: true where there is a network, or run "
+        f"`lsurf data synth {choice}--out {root}` for a synthetic stand-in"
     )
 
 
-def _download(root: Path, split: str) -> str | None:
+def _download(root: Path, split: str, layout: CifarLayout) -> str | None:
     """Fetch and extract the real archive into root; the reason it failed, or None."""
     import torchvision  # only here: importing it costs a second that loading never needs
 
     try:
         # torchvision checks the archive's and every file's MD5 before it loads them.
-        torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
+        reader = getattr(torchvision.datasets, layout.torchvision_class)
+        reader(str(root), train=split == "train", download=True)
     except Exception as error:  # noqa: BLE001 - network, HTTP, checksum and tar errors alike
         return " ".join(f"{type(error).__name__}: {error}".split())[:200]
     return None

@@ -1,6 +1,7 @@
-"""Tests for lsurf.data: CIFAR-10 reading, normalization, subsets, safety, errors, download.
+"""Tests for lsurf.data: CIFAR-10 and CIFAR-100 reading, normalization, subsets, safety,
+errors, download.
 
-Everything runs on generated data written in the real CIFAR-10 python format (no network).
+Everything runs on generated data written in the real python formats (no network).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from cifar_helpers import FOLDER, SMALL_TEST, SMALL_TRAIN, TRAIN_FILES, md5sums
+from cifar_helpers import FOLDER, FOLDER_100, SMALL_TEST, SMALL_TRAIN, TRAIN_FILES, md5sums
 from torchvision import transforms
 
 from lsurf.data import (
@@ -35,14 +36,22 @@ ZERO = (0.0, 0.0, 0.0)
 ONE = (1.0, 1.0, 1.0)
 
 
-def raw_batches(root: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+@pytest.fixture
+def small_root_100(tmp_path: Path) -> Path:
+    """A fresh synthetic CIFAR-100 folder of odd sizes, one per test: the tests damage it."""
+    return write_synthetic(tmp_path / "data100", SMALL_TRAIN, SMALL_TEST, dataset="cifar100")
+
+
+def raw_batches(
+    root: Path, names: list[str], folder: str = FOLDER, label_key: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixels (N, 3072) uint8 and labels, read with plain pickle (these files are ours)."""
     pixels, labels = [], []
     for name in names:
-        with (root / FOLDER / name).open("rb") as stream:
+        with (root / folder / name).open("rb") as stream:
             content = pickle.load(stream, encoding="latin1")
         pixels.append(content["data"])
-        labels.extend(content["labels"])
+        labels.extend(content[label_key])
     return np.concatenate(pixels), np.array(labels)
 
 
@@ -63,6 +72,18 @@ def torchvision_cifar(root: Path, train: bool) -> torchvision.datasets.CIFAR10:
         meta = {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]}
 
     return SyntheticCIFAR10(str(root), train=train)
+
+
+def torchvision_cifar100(root: Path, train: bool) -> torchvision.datasets.CIFAR100:
+    """torchvision's own CIFAR100 reader, with the synthetic files' checksums."""
+    sums = md5sums(root, FOLDER_100)
+
+    class SyntheticCIFAR100(torchvision.datasets.CIFAR100):
+        train_list = [["train", sums["train"]]]
+        test_list = [["test", sums["test"]]]
+        meta = {"filename": "meta", "key": "fine_label_names", "md5": sums["meta"]}
+
+    return SyntheticCIFAR100(str(root), train=train)
 
 
 # --- reading and normalization ----------------------------------------------------------------
@@ -188,6 +209,161 @@ def test_reads_python2_pickles_and_bytes_keys(small_root: Path) -> None:
     (small_root / FOLDER / "test_batch").write_bytes(pickle.dumps(bytes_keys))
     again = load_split(small_root, "test", ZERO, ONE)
     assert torch.equal(again.images, split.images) and torch.equal(again.labels, split.labels)
+
+
+# --- CIFAR-100 -------------------------------------------------------------------------------
+
+
+def test_cifar100_round_trip_reproduces_the_fine_labels_and_pixels(small_root_100: Path) -> None:
+    for split_name, size in (("train", SMALL_TRAIN), ("test", SMALL_TEST)):
+        split = load_split(
+            small_root_100, split_name, REFERENCE_MEAN, REFERENCE_STD, dataset="cifar100"
+        )
+        pixels, fine = raw_batches(small_root_100, [split_name], FOLDER_100, "fine_labels")
+        assert len(split) == size
+        assert split.images.shape == (size, 3, 32, 32)
+        assert split.images.dtype == torch.float32 and split.images.is_contiguous()
+        assert split.labels.dtype == torch.int64
+        assert np.array_equal(split.labels.numpy(), fine)  # the fine labels, not the coarse
+        restored = unnormalize(split, REFERENCE_MEAN, REFERENCE_STD)
+        assert np.array_equal(restored, pixels.reshape(size, 3, 32, 32))
+    # 103 training images over 100 classes: labels above 9 are there, and within 0..99.
+    train = load_split(small_root_100, "train", ZERO, ONE, dataset="cifar100")
+    assert train.labels.max().item() >= 10 and 0 <= train.labels.min().item()
+    assert train.labels.max().item() <= 99
+
+
+def test_cifar100_subset_is_the_seeded_sorted_permutation(small_root_100: Path) -> None:
+    full = load_split(small_root_100, "train", ZERO, ONE, dataset="cifar100")
+    subset = load_split(
+        small_root_100, "train", ZERO, ONE, subset=40, subset_seed=2, dataset="cifar100"
+    )
+    expected = torch.randperm(SMALL_TRAIN, generator=torch.Generator().manual_seed(2))[:40]
+    expected = torch.sort(expected).values
+    assert torch.equal(subset.images, full.images[expected])
+    assert torch.equal(subset.labels, full.labels[expected])
+    with pytest.raises(DataError, match=f"between 1 and {SMALL_TEST}"):
+        load_split(small_root_100, "test", ZERO, ONE, subset=SMALL_TEST + 1, dataset="cifar100")
+
+
+def test_torchvision_cifar100_reads_the_synthetic_files_like_load_split(
+    small_root_100: Path,
+) -> None:
+    pipeline = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(REFERENCE_MEAN, REFERENCE_STD)]
+    )
+    for train, split_name in ((True, "train"), (False, "test")):
+        reference = torchvision_cifar100(small_root_100, train=train)
+        split = load_split(
+            small_root_100, split_name, REFERENCE_MEAN, REFERENCE_STD, dataset="cifar100"
+        )
+        assert reference.targets == split.labels.tolist()
+        assert len(reference) == len(split)
+        for index in range(len(reference)):
+            assert torch.equal(split.images[index], pipeline(reference.data[index]))
+        assert len(reference.classes) == 100
+        assert reference.classes[:3] == ["apple", "aquarium_fish", "baby"]
+        assert reference.classes[-1] == "worm"
+
+
+def test_the_two_datasets_do_not_stand_in_for_each_other(small_root: Path) -> None:
+    # A CIFAR-10 folder is no CIFAR-100: the message names the missing CIFAR-100 file.
+    with pytest.raises(DataError) as caught:
+        load_split(small_root, "test", ZERO, ONE, dataset="cifar100")
+    message = str(caught.value)
+    assert message.startswith("CIFAR-100 not found: expected ")
+    assert str(small_root / FOLDER_100 / "test") in message
+
+
+@pytest.mark.parametrize(("split", "first_file"), [("train", "train"), ("test", "test")])
+def test_missing_cifar100_says_where_and_how_to_fix(
+    tmp_path: Path, split: str, first_file: str
+) -> None:
+    with pytest.raises(DataError) as caught:
+        load_split(tmp_path, split, ZERO, ONE, dataset="cifar100")
+    message = str(caught.value)
+    assert message == (
+        f"CIFAR-100 not found: expected {tmp_path / FOLDER_100 / first_file} (the python "
+        f"version of CIFAR-100); download cifar-100-python.tar.gz and extract it into "
+        f"{tmp_path}, set data.download: true where there is a network, or run "
+        f"`lsurf data synth --dataset cifar100 --out {tmp_path}` for a synthetic stand-in"
+    )
+
+
+def test_unknown_dataset_lists_the_valid_ones(small_root: Path) -> None:
+    with pytest.raises(DataError, match="'cifar1000'; valid datasets: cifar10, cifar100"):
+        load_split(small_root, "test", ZERO, ONE, dataset="cifar1000")
+
+
+def _valid_cifar100(count: int = 4) -> dict[str, Any]:
+    return {
+        "data": np.zeros((count, 3072), np.uint8),
+        "fine_labels": [99] * count,
+        "coarse_labels": [13] * count,
+    }
+
+
+MALFORMED_100: dict[str, tuple[Any, str]] = {
+    # (file content, what the one-line message must say besides the file's path)
+    "truncated": (None, "not a readable CIFAR-100 data file"),
+    "not a dict": ([1, 2, 3], "not a CIFAR-100 data dict"),
+    "CIFAR-10 keys": ({"data": np.zeros((4, 3072), np.uint8), "labels": [1] * 4}, "fine_labels"),
+    "no data": ({"fine_labels": [0, 1]}, "no 'data' entry"),
+    "wrong width": (
+        {**_valid_cifar100(), "data": np.zeros((4, 3071), np.uint8)},
+        "expected uint8 of shape (N, 3072)",
+    ),
+    "too few labels": (
+        {**_valid_cifar100(), "fine_labels": [1, 2, 3]},
+        "not a list of 4 integers",
+    ),
+    "label out of range": (
+        {**_valid_cifar100(), "fine_labels": [0, 1, 100, 2]},
+        "range over 0..100, expected 0..99 for CIFAR-100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_100))
+def test_malformed_cifar100_file_is_named(small_root_100: Path, case: str) -> None:
+    path = small_root_100 / FOLDER_100 / "train"
+    content, expected = MALFORMED_100[case]
+    if content is None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError) as caught:
+        load_split(small_root_100, "train", ZERO, ONE, dataset="cifar100")
+    message = str(caught.value)
+    assert str(path) in message and expected in message and "\n" not in message
+    assert message.endswith("replace it with the file from cifar-100-python.tar.gz")
+
+
+def test_class_count_follows_the_dataset(small_root_100: Path) -> None:
+    # Label 99 is a CIFAR-100 class, and no CIFAR-10 one.
+    path = small_root_100 / FOLDER_100 / "test"
+    path.write_bytes(pickle.dumps(_valid_cifar100(), protocol=2))
+    split = load_split(small_root_100, "test", ZERO, ONE, dataset="cifar100")
+    assert split.labels.tolist() == [99] * 4
+    ten = small_root_100 / FOLDER
+    ten.mkdir()
+    (ten / "test_batch").write_bytes(
+        pickle.dumps({"data": np.zeros((4, 3072), np.uint8), "labels": [99] * 4}, protocol=2)
+    )
+    with pytest.raises(DataError, match="range over 99..99, expected 0..9 for CIFAR-10;"):
+        load_split(small_root_100, "test", ZERO, ONE)
+
+
+def test_malicious_cifar100_pickle_is_refused_unexecuted(
+    small_root_100: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    path = small_root_100 / FOLDER_100 / "test"
+    path.write_bytes(pickle.dumps(_RunsShell(marker), protocol=2))
+    with pytest.raises(DataError, match="never contains") as caught:
+        load_split(small_root_100, "test", ZERO, ONE, dataset="cifar100")
+    assert str(path) in str(caught.value) and "CIFAR-100" in str(caught.value)
+    assert not marker.exists()
 
 
 # --- subsets ----------------------------------------------------------------------------------
@@ -348,3 +524,32 @@ def test_download_then_reads_with_our_own_code(
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", fetch)
     split = load_split(tmp_path, "train", ZERO, ONE, download=True)
     assert len(split) == SMALL_TRAIN
+
+
+def test_cifar100_download_goes_through_torchvision_cifar100(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def offline(root: str, train: bool, download: bool) -> None:
+        calls.append(("CIFAR100", root, train, download))
+        raise urllib.error.URLError("no route to host")
+
+    def wrong_reader(root: str, train: bool, download: bool) -> None:
+        calls.append(("CIFAR10", root, train, download))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", wrong_reader)
+    with pytest.raises(DataError) as caught:
+        load_split(tmp_path, "train", ZERO, ONE, download=True, dataset="cifar100")
+    assert calls == [("CIFAR100", str(tmp_path), True, True)]
+    message = str(caught.value)
+    assert message.startswith("CIFAR-100 not found and its download failed (URLError:")
+    assert str(tmp_path / FOLDER_100 / "train") in message
+
+    def fetch(root: str, train: bool, download: bool) -> None:
+        write_synthetic(Path(root), SMALL_TRAIN, SMALL_TEST, dataset="cifar100")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", fetch)
+    split = load_split(tmp_path, "test", ZERO, ONE, download=True, dataset="cifar100")
+    assert len(split) == SMALL_TEST
