@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lsurf import kinds
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
+from lsurf.formats import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.grid import AXIS_HINT, AutoAxis, Axis, parse_auto_axis, parse_axis
 from lsurf.imports import check_import_path, is_import_path
 from lsurf.schema import LeafConverter, describe, parse, read_yaml
@@ -180,6 +180,20 @@ def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # 
     return _check_sweep(parse(SweepConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
 
 
+# How the Python API names what it was handed as objects (model, data, loss) in the config it
+# stores; such names are labels, never resolved, and only `objects_sweep_config` accepts them.
+OBJECT_LABEL = "python object"
+
+
+def objects_sweep_config(raw: dict[str, Any]) -> SweepConfig:
+    """The config of a sweep whose model, data and (possibly) loss are Python objects.
+
+    Every rule of a YAML sweep applies, except that model.name, data.dataset and an
+    evaluation.loss starting with OBJECT_LABEL name objects, and θ* needs no checkpoint file.
+    """
+    return _check_sweep(parse(SweepConfig, raw, _AXIS_CONVERTERS), objects=True)
+
+
 def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
     config = parse(TrainConfig, read_yaml(path, overrides), _AXIS_CONVERTERS)
     training = config.training
@@ -274,19 +288,31 @@ def _check_model(model: ModelConfig, data: DataConfig) -> ModelConfig:
     return dataclasses.replace(model, num_classes=model.num_classes or known)
 
 
+def replace_dataset(data: DataConfig, dataset: str) -> DataConfig:
+    """`data` with another dataset name and a root, so its numeric fields can be checked."""
+    return dataclasses.replace(data, dataset=dataset, root=data.root or Path("."), kwargs={})
+
+
 def classes_of(dataset: str) -> int | None:
     """How many classes a built-in dataset has (None: known only once it is read)."""
     return {"cifar10": 10, "cifar100": 100}.get(dataset)
 
 
-def _check_sweep(config: SweepConfig) -> SweepConfig:
+def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
     """Cross-field rules, and the kind-dependent defaults of directions.norm/ignore."""
-    data = _check_data(config.data)
-    model = _check_model(config.model, data)
-    if model.checkpoint is None:
-        raise ConfigError("missing required key model.checkpoint (the trained weights to sweep)")
-    loss = config.evaluation.loss
-    if is_import_path(loss):
+    data, model, loss = config.data, config.model, config.evaluation.loss
+    if objects:  # the API's objects: only the numbers are checked
+        _check_data(replace_dataset(data, "cifar10"))
+    else:
+        data = _check_data(data)
+        model = _check_model(model, data)
+        if model.checkpoint is None:
+            raise ConfigError(
+                "missing required key model.checkpoint (the trained weights to sweep)"
+            )
+    if objects and loss.startswith(OBJECT_LABEL):
+        pass
+    elif is_import_path(loss):
         check_import_path(loss, "evaluation.loss")
     elif loss not in BUILT_IN_LOSSES:
         raise ConfigError(

@@ -1,32 +1,46 @@
-"""Evaluating one grid point: move the model to θ* + a·d1 + b·d2 in place, measure loss/accuracy.
+"""Evaluating one grid point: move the model to θ* + a·d1 + b·d2 in place, measure each metric.
 
-Input: a model already holding θ*, the directions, the cached data splits and a device.
-Output: for each split, the mean cross-entropy and the accuracy in percent at (a, b).
-No I/O and no MPI here: the same evaluator serves the serial sweep and every MPI worker.
+Input: a model already holding θ*, the directions, the data splits (cached on the device or
+streamed, see lsurf.datasets), the loss and a device. Output: for each column of the surface
+file (a metric on a split: `train_loss`, `test_acc`, ...) its value at (a, b). No I/O and no
+MPI here: the same evaluator serves the serial sweep and every MPI worker.
 
 The model is never deep-copied: θ* and the directions live once on the device and each point
 writes θ* + a·d1 + b·d2 straight into the model's tensors (θ* itself, bit for bit, at (0, 0)).
-For an interpolation the point is lerp(θ1, θ2, a), which is exactly θ1 at a = 0 and exactly θ2
-at a = 1; the BN running statistics move with it.
+With an end point (an interpolation) the point is lerp(θ*, end, a), exactly θ* at a = 0 and
+exactly the end at a = 1; which tensors move (BN running statistics too, or not) is the
+directions' to say. The evaluator never asks what kind of directions it holds.
+
+Metrics follow lsurf.metrics' table: each row that combines by "mean" is a sum and a count per
+batch (the loss's own, or correct answers over examples for accuracy), accumulated in float64
+on the device and divided once per split. Which columns a sweep has is decided by a probe:
+one small batch of each split through the model at θ*, before anything is written, which is
+also where a model that cannot take the data, or a loss that returns the wrong shape, is
+caught as one line of bad input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lsurf import params
 from lsurf.data import Split
+from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
-from lsurf.errors import ConfigError
+from lsurf.errors import ConfigError, DataError, LsurfError
+from lsurf.losses import Loss, build_loss, classifies
+from lsurf.metrics import ACCURACY, LOSS, Column
+
+PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
 
 
 @dataclass(frozen=True)
 class SplitResult:
-    loss: float  # mean cross-entropy (inf/NaN when the perturbed model overflows)
+    loss: float  # the mean loss (inf/NaN when the perturbed model overflows)
     accuracy: float  # percent correct
 
 
@@ -42,6 +56,17 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def configure_backends(precision: str) -> None:
+    """fp32 means fp32, and the same point gives the same bits on every rank."""
+    # PyTorch lets cuDNN convolutions use TF32 by default on Ampere and newer GPUs, which
+    # keeps 10 mantissa bits: enough to blur the small perturbations of a fine grid.
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    # cuDNN may only use its deterministic algorithms, chosen the same way in every process.
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 class Evaluator:
     """Holds θ*, the directions and the data on one device; evaluates points by coordinates."""
 
@@ -49,47 +74,75 @@ class Evaluator:
         self,
         model: nn.Module,
         directions: Directions,
-        splits: dict[str, Split],
+        splits: Mapping[str, SplitData | Split | tuple[torch.Tensor, torch.Tensor]],
         batch_size: int,
         device: torch.device,
         channels_last: bool = True,
         precision: str = "fp32",
-        end: dict[str, torch.Tensor] | None = None,
+        loss: Loss | None = None,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
-        # PyTorch lets cuDNN convolutions use TF32 by default on Ampere and newer GPUs, which
-        # keeps 10 mantissa bits: enough to blur the small perturbations of a fine grid.
-        # fp32 means fp32 here; TF32 is an explicit opt-in (evaluation.precision: tf32).
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        # The same point must give the same bits on every rank (and serially): cuDNN may only
-        # use its deterministic algorithms, chosen the same way in every process (no autotuning).
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        self.loss = loss or build_loss("cross_entropy")
+        configure_backends(precision)
         # The live tensors the directions move, and θ* (the checkpoint's values) beside them.
-        self.live = params.movable(self.model, include_buffers=directions.kind == "target")
+        self.live = params.movable(self.model, include_buffers=directions.moves_buffers)
         self.origin = params.snapshot(self.live)
         self.x = {key: directions.x[key].to(device) for key in self.live}
         self.y = (
             None if directions.y is None else {k: directions.y[k].to(device) for k in self.live}
         )
+        end = directions.end
         self.end = None if end is None else {k: end[k].to(device, torch.float32) for k in self.live}
-        # Each split once on the device, already in the layout the convolutions want.
         self.splits = {
-            name: Split(
-                split.images.to(device).contiguous(memory_format=memory_format),
-                split.labels.to(device),
-            )
+            name: split
+            if isinstance(split, SplitData)
+            else _cached(name, split, device, memory_format)
             for name, split in splits.items()
         }
+        self.columns = self._probe()
+
+    @torch.inference_mode()
+    def _probe(self) -> list[Column]:
+        """The columns this data and loss give, checking on a small batch that they fit."""
+        found = []
+        for name, split in self.splits.items():
+            inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
+            try:
+                outputs = self.model(inputs)
+            except Exception as error:  # noqa: BLE001 - any failure here is a data/model mismatch
+                raise DataError(
+                    f"the model cannot take the {name} split's inputs (a batch of shape "
+                    f"{tuple(inputs.shape)}, {inputs.dtype}): {_reason(error)}; check that "
+                    "data.dataset yields what model.name expects"
+                ) from None
+            if not isinstance(outputs, torch.Tensor):
+                raise DataError(
+                    f"the model returned a {type(outputs).__name__}, not a tensor; a sweep needs "
+                    "a model whose forward returns the outputs the loss takes"
+                )
+            try:
+                self.loss.batch(outputs.float(), targets)
+            except LsurfError:
+                raise
+            except Exception as error:  # noqa: BLE001 - user code, reported as one line
+                raise ConfigError(
+                    f"evaluation.loss {self.loss.name} failed on the {name} split's first batch "
+                    f"(outputs {tuple(outputs.shape)}, targets {tuple(targets.shape)}): "
+                    f"{_reason(error)}"
+                ) from None
+            found.append(Column(name, LOSS))
+            if classifies(outputs, targets):
+                _check_classes(name, split, outputs.shape[1], targets)
+                found.append(Column(name, ACCURACY))
+        return found
 
     @torch.inference_mode()
     def move_to(self, a: float, b: float) -> None:
-        """Write θ* + a·d1 + b·d2 (or lerp(θ1, θ2, a)) into the model's tensors."""
+        """Write θ* + a·d1 + b·d2 (or lerp(θ*, end, a)) into the model's tensors."""
         for key, tensor in self.live.items():
             if self.end is not None:
                 torch.lerp(self.origin[key], self.end[key], a, out=tensor)
@@ -98,29 +151,106 @@ class Evaluator:
             if self.y is not None:
                 tensor.add_(self.y[key], alpha=b)
 
-    def evaluate(self, a: float, b: float) -> dict[str, SplitResult]:
+    def evaluate(self, a: float, b: float) -> dict[str, float]:
+        """Every column's value at (a, b), by dataset name (`train_loss`, ...)."""
         self.move_to(a, b)
-        return {
-            name: measure(self.model, split, self.batch_size, self.device.type, self.precision)
-            for name, split in self.splits.items()
-        }
+        values: dict[str, float] = {}
+        for name, split in self.splits.items():
+            wanted = {column.metric.name for column in self.columns if column.split == name}
+            measured = measure_batches(
+                self.model,
+                split.batches(self.batch_size),
+                self.loss,
+                "acc" in wanted,
+                self.device.type,
+                self.precision,
+            )
+            values |= {f"{name}_{metric}": value for metric, value in measured.items()}
+        return values
 
 
 @torch.inference_mode()
+def measure_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss: Loss,
+    accuracy: bool,
+    device_type: str,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """The mean loss (and the accuracy in percent) of `model` over `batches`."""
+    # Sums stay on the device until the end: one host sync per split, not per batch.
+    loss_sums: list[torch.Tensor] = []
+    loss_counts: list[torch.Tensor | int] = []
+    correct: list[torch.Tensor] = []
+    examples = 0
+    for inputs, targets in batches:
+        with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
+            outputs = model(inputs)
+        outputs = outputs.float()
+        total, count = loss.batch(outputs, targets)
+        loss_sums.append(total)
+        loss_counts.append(count)
+        if accuracy:
+            correct.append((outputs.argmax(dim=1) == targets).sum())
+        examples += int(targets.shape[0])
+    # Each metric row's 'mean': Σ batch sums / Σ batch counts, times its scale.
+    values = {"loss": LOSS.mean(torch.stack(loss_sums).sum().item(), _total(loss_counts))}
+    if accuracy:
+        values["acc"] = ACCURACY.mean(int(torch.stack(correct).sum().item()), examples)
+    return values
+
+
 def measure(
     model: nn.Module, split: Split, batch_size: int, device_type: str, precision: str = "fp32"
 ) -> SplitResult:
-    """Mean cross-entropy and accuracy of `model` (in its current mode) on a cached split."""
-    # Sums stay on the device until the end: one host sync per split, not per batch.
-    loss_sums, correct_counts = [], []
-    for start in range(0, len(split), batch_size):
-        images = split.images[start : start + batch_size]
-        labels = split.labels[start : start + batch_size]
-        with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(images)
-        logits = logits.float()
-        loss_sums.append(F.cross_entropy(logits, labels, reduction="sum").double())
-        correct_counts.append((logits.argmax(dim=1) == labels).sum())
-    loss = torch.stack(loss_sums).sum().item() / len(split)
-    correct = int(torch.stack(correct_counts).sum().item())
-    return SplitResult(loss=loss, accuracy=100.0 * correct / len(split))
+    """Mean cross-entropy and accuracy of `model` (in its current mode) on a cached CIFAR split."""
+    batches = (
+        (split.images[start : start + batch_size], split.labels[start : start + batch_size])
+        for start in range(0, len(split), batch_size)
+    )
+    values = measure_batches(
+        model, batches, build_loss("cross_entropy"), True, device_type, precision
+    )
+    return SplitResult(values["loss"], values["acc"])
+
+
+def _total(counts: list[torch.Tensor | int]) -> float | int:
+    """Σ counts: ints stay exact; tensors (a loss's own counts) are summed once, at the end."""
+    if all(isinstance(count, int) for count in counts):
+        return sum(counts)  # type: ignore[arg-type]
+    return float(sum(torch.as_tensor(count).double().cpu() for count in counts))
+
+
+def _check_classes(name: str, split: SplitData, outputs: int, targets: torch.Tensor) -> None:
+    """The model's class count must fit the data's, or accuracy and the loss are nonsense."""
+    known = split.num_classes
+    if known is None and len(targets) and int(targets.max()) >= outputs:
+        raise DataError(
+            f"the {name} split has class index {int(targets.max())} but the model outputs "
+            f"{outputs} classes; set model.num_classes (or the model's own argument) to match"
+        )
+    if known is not None and known != outputs:
+        raise DataError(
+            f"the model outputs {outputs} classes but the {name} split has {known}; set "
+            f"model.num_classes: {known} (or the model's own argument) to match the data"
+        )
+
+
+def _cached(
+    name: str,
+    split: Split | tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> CachedSplit:
+    """Tensors in memory (a CIFAR `Split`, or (inputs, targets)) as a split on `device`,
+    images in the layout the convolutions want."""
+    inputs, targets = (split.images, split.labels) if isinstance(split, Split) else split
+    inputs = inputs.to(device)
+    if inputs.dim() == 4 and inputs.is_floating_point():
+        inputs = inputs.contiguous(memory_format=memory_format)
+    return CachedSplit(name, None, inputs, targets.to(device))
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())[:240]

@@ -50,7 +50,8 @@ def resolve(text: str, key: str) -> Any:
             if isinstance(error, ModuleNotFoundError)
             else "fix the module"
         )
-        raise ConfigError(f"{key}: cannot import module {module_name!r} ({reason}); {hint}") from None
+        message = f"{key}: cannot import module {module_name!r} ({reason}); {hint}"
+        raise ConfigError(message) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise ConfigError(

@@ -9,7 +9,7 @@ Iprobe followed by a short sleep.
 
 Messages (all point to point, pickled; tags below):
     master → worker  SETUP    the sweep's payload, or None: stop before starting
-    worker → master  READY    setup done (data loaded), or the user error that stopped it
+    worker → master  READY    setup done (data loaded, probed): its columns, or the error
     master → worker  WORK     a chunk (int64 array of flat point indices), or a Stop
     worker → master  RESULT   (chunk, {metric: values}) for a finished chunk
     worker → master  FAILED   (rank, point, traceback) — the master aborts the job
@@ -171,14 +171,17 @@ class Session:
         requests = [self.comm.isend(payload, dest=worker, tag=TAG_SETUP) for worker in self.workers]
         self._mpi.Request.waitall(requests)
 
-    def gather_ready(self, stop_when: Callable[[], bool]) -> list[WorkerFailure]:
-        """Wait until every worker has finished its setup; return the failures reported."""
-        failures = []
+    def gather_ready(self, stop_when: Callable[[], bool]) -> tuple[list[WorkerFailure], list[Any]]:
+        """Wait until every worker has finished its setup: the failures, and what the others
+        reported (the columns their evaluators measure)."""
+        failures, reports = [], []
         for _ in self.workers:
             _, _, message = self._wait_any((TAG_READY,), stop_when)
-            if message is not None:
+            if isinstance(message, WorkerFailure):
                 failures.append(message)
-        return failures
+            else:
+                reports.append(message)
+        return failures, reports
 
     def stop_workers(self, exit_code: int) -> None:
         requests = [self.comm.isend(Stop(exit_code), dest=w, tag=TAG_WORK) for w in self.workers]
@@ -253,8 +256,9 @@ class Session:
     def receive_setup(self) -> Any:
         return self._wait(0, TAG_SETUP)[0]
 
-    def report_ready(self, failure: WorkerFailure | None) -> None:
-        self.comm.send(failure, dest=0, tag=TAG_READY)
+    def report_ready(self, report: Any) -> None:
+        """Setup done: what the master needs to know (the columns), or the WorkerFailure."""
+        self.comm.send(report, dest=0, tag=TAG_READY)
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The chunks this worker is handed, in order, until the master says stop."""

@@ -19,7 +19,7 @@ from lsurf import params, store
 from lsurf.config import SweepConfig
 from lsurf.evaluate import pick_device
 from lsurf.grid import pending
-from lsurf.preparation import build_evaluator, check_output, load_splits, prepare
+from lsurf.preparation import check_output, load, prepare
 
 
 def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
@@ -46,16 +46,19 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
     axes = f"x={x.spec}" + ("" if y is None else f"  y={y.spec}")
     lines.append(f"grid     {axes}  ({shape} points), {to_go} to evaluate")
 
-    splits = load_splits(config)
-    sizes = ", ".join(f"{name} {len(split)} images" for name, split in splits.items())
-    lines.append(f"data     {sizes}")
-    weights = params.count(params.movable(prepared.model, include_buffers=False))
     device = pick_device(config.evaluation.device)
+    evaluator = load(prepared.worker_setup(), device)  # the load phase, as a worker runs it
+    sizes = ", ".join(
+        f"{name} {len(split)} examples{'' if split.cached else ' (streamed)'}"
+        for name, split in evaluator.splits.items()
+    )
+    lines.append(f"data     {sizes}")
+    lines.append(f"metrics  {', '.join(column.name for column in evaluator.columns)}")
+    weights = params.count(params.movable(prepared.model, include_buffers=False))
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     lines.append(
         f"model    {config.model.name}, {_count(weights)} parameters, on {device}{threads}"
     )
-    evaluator = build_evaluator(prepared.worker_setup(), splits, device)
     evaluator.evaluate(0.0, 0.0)  # warm-up: allocations, kernel selection, caches
     start = time.perf_counter()
     evaluator.evaluate(0.0, 0.0)

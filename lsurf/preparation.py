@@ -22,25 +22,54 @@ on every worker for the data and the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import yaml
 
-from lsurf import checkpoint, models, params, store
-from lsurf.config import GridConfig, SweepConfig
-from lsurf.data import Split, load_split
-from lsurf.directions import Directions, random_directions, target_direction
+from lsurf import checkpoint, kinds, models, params, store
+from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig
+from lsurf.datasets import SplitData, open_split
+from lsurf.directions import Directions
 from lsurf.errors import OutputError
 from lsurf.evaluate import Evaluator
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
-from lsurf.pca import principal_plane, trajectory_files
+from lsurf.losses import Loss, build_loss
+from lsurf.metrics import Column
 from lsurf.schema import differences, to_plain, to_yaml
 from lsurf.weights import weight_statistics
 
 # Keys that do not change a single result value, so resuming with them changed is fine.
-OPERATIONAL_KEYS = {"data.download"}
+OPERATIONAL_KEYS = {"data.download", "data.cache_mb", "data.workers"}
+
+
+def _build_model(model: ModelConfig) -> torch.nn.Module:
+    return models.build_named(model.name, model.num_classes, model.kwargs)
+
+
+def _load_checkpoint(model: torch.nn.Module, config: ModelConfig) -> str:
+    assert config.checkpoint is not None  # the config requires it for sweeps
+    checkpoint.load_weights(model, config.checkpoint)
+    return checkpoint.file_digest(config.checkpoint)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a sweep's model, θ*, data and loss come from.
+
+    The YAML door resolves the config's names on every rank (`FROM_CONFIG`); the Python API
+    passes objects it holds in memory. Everything after this point is the same pipeline.
+    """
+
+    build_model: Callable[[ModelConfig], torch.nn.Module]  # a fresh model of the architecture
+    load_origin: Callable[[torch.nn.Module, ModelConfig], str]  # θ* into it; returns its digest
+    open_split: Callable[[DataConfig, str, torch.device, bool], SplitData]
+    loss: Callable[[str], Loss]
+
+
+FROM_CONFIG = Sources(_build_model, _load_checkpoint, open_split, build_loss)
 
 
 @dataclass(frozen=True)
@@ -49,15 +78,14 @@ class Prepared:
 
     config: SweepConfig
     model: torch.nn.Module  # holding θ*
-    directions: Directions
+    directions: Directions  # with what the evaluator needs (end point, moving buffers)
     directions_are_new: bool  # computed now, to be saved once the output is accepted
-    end: dict[str, torch.Tensor] | None  # θ2 of an interpolation
     grid: Grid
     identity: dict[str, Any]  # attributes that tell this sweep from any other
 
     def worker_setup(self) -> WorkerSetup:
         state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
-        return WorkerSetup(self.config, state, self.directions, self.end, self.grid)
+        return WorkerSetup(self.config, state, self.directions, self.grid)
 
 
 @dataclass(frozen=True)
@@ -67,33 +95,33 @@ class WorkerSetup:
     config: SweepConfig
     state: dict[str, torch.Tensor]  # θ*: the checkpoint's full state dict
     directions: Directions
-    end: dict[str, torch.Tensor] | None
     grid: Grid
 
 
-def prepare(config: SweepConfig, force: bool = False) -> Prepared:
-    """Load and check everything; `force` lets new directions replace the output's own file."""
-    model = models.build(config.model.name, config.model.num_classes)
-    assert config.model.checkpoint is not None  # the config requires it for sweeps
-    checkpoint.load_weights(model, config.model.checkpoint)
+def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CONFIG) -> Prepared:
+    """Check phase: load θ* and the kind's inputs, obtain directions and the grid; write nothing.
+
+    `force` lets new directions replace the output's own direction file.
+    """
+    model = sources.build_model(config.model)
     identity: dict[str, Any] = {
-        "checkpoint_sha256": checkpoint.file_digest(config.model.checkpoint),
+        "checkpoint_sha256": sources.load_origin(model, config.model),
         "direction_file": str(config.direction_file),
     }
-    end = None
-    if config.directions.kind == "target":
-        assert config.directions.target is not None  # the config requires it for targets
-        second = models.build(config.model.name, config.model.num_classes)
-        checkpoint.load_weights(second, config.directions.target)
-        identity["target_sha256"] = checkpoint.file_digest(config.directions.target)
-        end = params.snapshot(params.movable(second, include_buffers=True))
-    directions, is_new = _obtain_directions(config, model, end, identity, force)
+    kind = kinds.get(config.directions.kind)
+    context = kinds.Context(
+        model, lambda: sources.build_model(config.model), config.grid.y is not None
+    )
+    inputs = kind.load(config.directions, context)
+    identity |= inputs.identity
+    directions, is_new = _obtain_directions(config, kind, context, inputs, identity, force)
+    directions = replace(directions, moves_buffers=kind.moves_buffers, end=inputs.end)
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
     identity["config"] = to_yaml(config)
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)
-    return Prepared(config, model, directions, is_new, end, grid, identity)
+    return Prepared(config, model, directions, is_new, grid, identity)
 
 
 def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
@@ -111,46 +139,19 @@ def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
 def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[str, Any]:
     """What a direction file records of how it was made; reuse requires all of it to match."""
     settings = config.directions
-    recorded = {
+    return {
         "kind": settings.kind,
-        "norm": settings.norm,
-        "ignore": settings.ignore,
-        "seed": settings.seed if settings.kind == "random" else 0,
+        **kinds.get(settings.kind).record(settings),
         "checkpoint_sha256": identity["checkpoint_sha256"],
         "target_sha256": identity.get("target_sha256", ""),
     }
-    if settings.kind == "pca":
-        recorded |= {
-            "trajectory": str(settings.trajectory),
-            "pattern": settings.pattern,
-            "center": settings.center,
-        }
-    return recorded
-
-
-def _compute_directions(
-    config: SweepConfig, weights: dict[str, torch.Tensor], end: dict[str, torch.Tensor] | None
-) -> Directions:
-    settings = config.directions
-    assert settings.norm is not None and settings.ignore is not None  # resolved by config
-    if settings.kind == "target":
-        assert end is not None  # prepare loads θ2 for targets
-        return target_direction(weights, end)
-    if settings.kind == "pca":
-        assert settings.trajectory is not None  # the config requires it for pca
-        files = trajectory_files(settings.trajectory, settings.pattern)
-        plane = principal_plane(weights, files, settings.ignore, settings.center)
-        directions = plane.directions(settings.ignore)
-        # A 1D sweep along the first principal component only.
-        return directions if config.grid.y is not None else replace(directions, y=None)
-    plane_wanted = config.grid.y is not None
-    return random_directions(weights, settings.norm, settings.ignore, settings.seed, plane_wanted)
 
 
 def _obtain_directions(
     config: SweepConfig,
-    model: torch.nn.Module,
-    end: dict[str, torch.Tensor] | None,
+    kind: kinds.Kind,
+    context: kinds.Context,
+    inputs: kinds.Inputs,
     identity: dict[str, Any],
     force: bool,
 ) -> tuple[Directions, bool]:
@@ -159,15 +160,15 @@ def _obtain_directions(
     With --force the default direction file (the one beside the output, owned by it) is
     recomputed; a file named in directions.file may serve other sweeps and is never replaced.
     """
-    weights = params.movable(model, include_buffers=config.directions.kind == "target")
     path = config.direction_file
     if not path.exists() or (force and config.directions.file is None):
-        return _compute_directions(config, weights, end), True
+        return kind.compute(config.directions, context, inputs), True
 
     directions, attributes = store.read_directions(path)
     expected = direction_settings(config, identity)
     found = {key: attributes.get(key, "") for key in expected}
     mismatched = [key for key in expected if found[key] != expected[key]]
+    weights = params.movable(context.model, include_buffers=kind.moves_buffers)
     shapes = {key: tuple(tensor.shape) for key, tensor in weights.items()}
     if {key: tuple(t.shape) for key, t in directions.x.items()} != shapes:
         mismatched.append("parameter names/shapes")
@@ -205,19 +206,43 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
     return bool(store.read_surface(path).done.all())
 
 
-def load_splits(config: SweepConfig) -> dict[str, Split]:
-    data = config.data
-    return {
-        name: load_split(
-            data.root, name, data.mean, data.std, data.subset, data.subset_seed, data.download
-        )
-        for name in data.splits
+def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFIG) -> Evaluator:
+    """Load phase (serial run, every worker, --plan): a fresh model holding θ*, the data and
+    the directions on `device`, probed once. Bad data or a loss that does not fit the model
+    raise here, one line each, before anything is written."""
+    config = setup.config
+    model = sources.build_model(config.model)
+    model.load_state_dict(setup.state)
+    channels_last = config.evaluation.channels_last
+    splits = {
+        name: sources.open_split(config.data, name, device, channels_last)
+        for name in config.data.splits
     }
+    return Evaluator(
+        model,
+        setup.directions,
+        splits,
+        config.data.batch_size,
+        device,
+        channels_last,
+        config.evaluation.precision,
+        sources.loss(config.evaluation.loss),
+    )
 
 
-def open_output(prepared: Prepared, resume: bool) -> store.SurfaceWriter:
-    """Save new directions, then create or reopen the surface file."""
+def open_output(prepared: Prepared, resume: bool, columns: list[Column]) -> store.SurfaceWriter:
+    """Commit phase: save new directions, then create or reopen the surface file."""
     config = prepared.config
+    if resume:
+        writer = store.SurfaceWriter(config.output)
+        stored = [column.name for column in writer.columns]
+        if sorted(stored) != sorted(column.name for column in columns):
+            writer.close()
+            raise OutputError(
+                f"output {config.output} holds the metrics {', '.join(stored)} but this sweep "
+                f"measures {', '.join(column.name for column in columns)} (did the loss or the "
+                "data change?); choose another output path, or pass --force to start over"
+            )
     if prepared.directions_are_new:
         store.write_directions(
             config.direction_file,
@@ -225,32 +250,12 @@ def open_output(prepared: Prepared, resume: bool) -> store.SurfaceWriter:
             direction_settings(config, prepared.identity),
         )
     if resume:
-        return store.SurfaceWriter(config.output)
-    metrics = store.metric_names(config.data.splits)
+        return writer
     return store.create_surface(
         config.output,
         prepared.grid,
-        metrics,
+        columns,
         prepared.identity,
         prepared.directions.trajectory,
         weight_statistics(prepared.model.state_dict()),
-    )
-
-
-def build_evaluator(
-    setup: WorkerSetup, splits: dict[str, Split], device: torch.device
-) -> Evaluator:
-    """A fresh model holding θ*, with the directions and data on `device`."""
-    config = setup.config
-    model = models.build(config.model.name, config.model.num_classes)
-    model.load_state_dict(setup.state)
-    return Evaluator(
-        model,
-        setup.directions,
-        splits,
-        config.data.batch_size,
-        device,
-        config.evaluation.channels_last,
-        config.evaluation.precision,
-        setup.end,
     )

@@ -1,17 +1,16 @@
-"""A whole sweep, top to bottom: prepare → check the output → load data → write the points.
+"""A whole sweep, top to bottom: check → load → commit → run, one loop for every rank count.
 
-Input: a validated `SweepConfig`. Output: the surface file at `config.output` (created,
-resumed or left alone when already complete) and the direction file beside it.
+Input: a validated `SweepConfig` (and, from the Python API, the `Sources` holding its objects).
+Output: the surface file at `config.output` (created, resumed or left alone when already
+complete) and the direction file beside it.
 
-One process runs it serially; under mpiexec rank 0 prepares and writes while the other ranks
-evaluate (the protocol itself lives in `parallel`). Serial runs and workers build their
-evaluator with the same code from the same `WorkerSetup`, so a surface is the same bit for bit
-whatever the number of ranks.
-
-Order matters for the promise that bad input never touches existing output: every check on
-user input lives in `preparation`, and each run path here calls `prepare`, `check_output`,
-`load_splits` and builds its evaluator on its device (under mpiexec, on every worker, before
-rank 0 goes on) before `open_output` writes the first byte.
+The phases (lsurf.preparation): *check* every input and obtain directions and grid (rank 0),
+*load* the data and the evaluator and probe it (every worker, or this process), *commit* the
+output (rank 0, only once everyone has loaded), *run* the chunk loop. Rank 0 runs `_run_master`
+against a session: `parallel.Session` under mpiexec, `serial.SerialSession` otherwise, which
+answers the same protocol in-process; workers run `_run_worker`. So the sequence is written
+once, and bad input found anywhere (a dataset missing on one node, a module one rank cannot
+import) stops the job before the first byte is written.
 """
 
 from __future__ import annotations
@@ -21,24 +20,27 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lsurf import parallel, store
 from lsurf.config import SweepConfig
-from lsurf.errors import LsurfError
-from lsurf.evaluate import Evaluator, pick_device
+from lsurf.errors import LsurfError, OutputError
+from lsurf.evaluate import pick_device
 from lsurf.grid import Grid, chunks, pending
 from lsurf.preparation import (
+    FROM_CONFIG,
+    Sources,
     WorkerSetup,
-    build_evaluator,
     check_output,
-    load_splits,
+    load,
     open_output,
     prepare,
 )
 from lsurf.progress import Progress
+from lsurf.serial import PointFailed, SerialSession, evaluate_chunk
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a job they pre-empted
@@ -59,65 +61,33 @@ class SweepOutcome:
     already_complete: bool  # the file was complete before this run started
 
 
-class PointFailed(Exception):
-    """Evaluating point `index` raised; the original exception is the __cause__."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"point {index} failed")
-        self.index = index
-
-
-def evaluate_chunk(
-    evaluator: Evaluator,
-    grid: Grid,
-    chunk: np.ndarray,
-    metrics: list[str],
-    stop_when: Callable[[], bool] = lambda: False,
-) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Evaluate the points of `chunk` in order, until done or until `stop_when()`.
-
-    Returns the indices evaluated and metric name → values (named as in the surface file).
-    """
-    values: dict[str, list[float]] = {name: [] for name in metrics}
-    finished = 0
-    for index in chunk:
-        if stop_when():
-            break
-        a, b = grid.coordinates(int(index))
-        try:
-            results = evaluator.evaluate(a, b)
-        except Exception as error:
-            raise PointFailed(int(index)) from error
-        for split, result in results.items():
-            values[f"{split}_loss"].append(result.loss)
-            values[f"{split}_acc"].append(result.accuracy)
-        finished += 1
-    return chunk[:finished], values
-
-
 def chunk_size(points: int, workers: int) -> int:
     """About eight chunks per worker for balance at the end, at most MAX_CHUNK points each."""
     return max(1, min(MAX_CHUNK, points // max(8 * workers, 1)))
 
 
 def run_sweep(
-    config: SweepConfig, force: bool = False, log: Log = _stderr, log_every: int | None = None
+    config: SweepConfig,
+    force: bool = False,
+    log: Log = _stderr,
+    log_every: int | None = None,
+    sources: Sources = FROM_CONFIG,
 ) -> SweepOutcome | None:
     """Run (or resume) the sweep: serially, or as rank 0 / a worker under mpiexec.
 
     Returns the outcome (None on workers: rank 0 reports for the job).
     """
     if not parallel.launched_by_mpi():
-        return _run_serial(config, force, log, log_every)
+        return _run_serial(config, force, log, log_every, sources)
     session = parallel.Session()
     if session.size == 1:
         # Launchers may leave torch one thread (seen with MPICH's mpiexec): a lone rank owns
         # the cores of its allocation.
         torch.set_num_threads(parallel.available_cores())
-        return _run_serial(config, force, log, log_every)
+        return _run_serial(config, force, log, log_every, sources)
     try:
         if session.is_master:
-            return _run_master(config, force, session, log, log_every)
+            return _run_master(config, force, session, log, log_every, FROM_CONFIG)
         return _run_worker(session)
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # the other ranks were told to stop; the CLI reports
@@ -127,74 +97,41 @@ def run_sweep(
         session.abort(1)
 
 
-def _run_serial(config: SweepConfig, force: bool, log: Log, log_every: int | None) -> SweepOutcome:
-    terminated = parallel.TerminationFlag()
-    terminated.install()
-    prepared = prepare(config, force)
-    state = check_output(prepared, force)
-    total = prepared.grid.size
-    if state is True:
-        log(f"{config.output} is already complete ({total} points); nothing to do")
-        return SweepOutcome(config.output, total, 0, already_complete=True)
-    splits = load_splits(config)
-    metrics = store.metric_names(config.data.splits)
+def _run_serial(
+    config: SweepConfig, force: bool, log: Log, log_every: int | None, sources: Sources
+) -> SweepOutcome:
     # Before the output: an unusable device is bad input like any other (nothing written).
-    evaluator = build_evaluator(
-        prepared.worker_setup(), splits, pick_device(config.evaluation.device)
-    )
-    with open_output(prepared, resume=state is False) as writer:
-        todo = pending(writer.done)
-        _log_start(log, config, state is False, total, len(todo), workers=0)
-        progress = Progress(total, total - len(todo), log, log_every)
-        for chunk in chunks(todo, 1):
-            done, values = evaluate_chunk(evaluator, prepared.grid, chunk, metrics, terminated)
-            if len(done):
-                writer.record(done.tolist(), values)
-                progress.advance(len(done))
-            if terminated():
-                _log_preempted(log, config, writer)
-                raise SystemExit(EXIT_PREEMPTED)
-        progress.finish()
-    log(f"surface written to {config.output}")
-    return SweepOutcome(config.output, total, len(todo), already_complete=False)
-
-
-def _log_start(
-    log: Log, config: SweepConfig, resume: bool, total: int, todo: int, workers: int
-) -> None:
-    verb = "resuming" if resume else "starting"
-    where = f" on {workers} workers" if workers else ""
-    log(f"{verb} {config.output}: {total - todo}/{total} points done, {todo} to go{where}")
-
-
-def _log_preempted(log: Log, config: SweepConfig, writer: store.SurfaceWriter) -> None:
-    done = int(writer.done.sum())
-    log(
-        f"stopped by SIGTERM: {done}/{writer.done.size} points are on disk in {config.output}; "
-        "run the same command again to resume"
-    )
+    device = pick_device(config.evaluation.device)
+    session = SerialSession(lambda setup: load(setup, device, sources))
+    return _run_master(config, force, session, log, log_every, sources)
 
 
 def _run_master(
-    config: SweepConfig, force: bool, session: parallel.Session, log: Log, log_every: int | None
+    config: SweepConfig,
+    force: bool,
+    session: Any,  # parallel.Session or serial.SerialSession: the same master side
+    log: Log,
+    log_every: int | None,
+    sources: Sources,
 ) -> SweepOutcome:
     terminated = parallel.TerminationFlag()
     terminated.install()
-    try:
-        prepared = prepare(config, force)
+    try:  # check
+        prepared = prepare(config, force, sources)
         state = check_output(prepared, force)
     except BaseException:
         session.send_setup(None)  # the workers exit quietly; this rank reports the error
         raise
+    config = prepared.config  # 'auto' axes fitted
     total = prepared.grid.size
     if state is True:
         session.send_setup(None)
         log(f"{config.output} is already complete ({total} points); nothing to do")
         return SweepOutcome(config.output, total, 0, already_complete=True)
+    # load: every worker loads and probes its data before anything is written, so a missing
+    # dataset on any node is a one-line error with the output untouched.
     session.send_setup(prepared.worker_setup())
-    # Every worker loads its data before anything is written: a missing dataset on any
-    # node is a one-line error with the output untouched.
-    failures = session.gather_ready(terminated)
+    failures, reports = session.gather_ready(terminated)
     if failures:
         user_errors = all(failure.kind == "input" for failure in failures)
         session.stop_workers(EXIT_BAD_INPUT if user_errors else 1)
@@ -202,11 +139,23 @@ def _run_master(
         if first.kind == "input":
             raise LsurfError(f"rank {first.rank}: {first.message}")
         raise RuntimeError(f"rank {first.rank} failed during set-up:\n{first.message}")
+    columns = reports[0]
+    if any(report != columns for report in reports):
+        session.stop_workers(EXIT_BAD_INPUT)
+        raise OutputError(
+            "the workers measure different metrics (their data differs between nodes?)"
+        )
 
+    try:  # commit
+        writer = open_output(prepared, resume=state is False, columns=columns)
+    except BaseException:
+        session.stop_workers(EXIT_BAD_INPUT)
+        raise
     workers = len(session.workers)
-    with open_output(prepared, resume=state is False) as writer:
+    with writer:  # run
         todo = pending(writer.done)
-        _log_start(log, config, state is False, total, len(todo), workers)
+        shown = 0 if isinstance(session, SerialSession) else workers
+        _log_start(log, config, state is False, total, len(todo), shown)
         progress = Progress(total, total - len(todo), log, log_every)
 
         def record(chunk: np.ndarray, values: dict[str, list[float]]) -> None:
@@ -244,6 +193,22 @@ def _run_master(
     return SweepOutcome(config.output, total, len(todo), already_complete=False)
 
 
+def _log_start(
+    log: Log, config: SweepConfig, resume: bool, total: int, todo: int, workers: int
+) -> None:
+    verb = "resuming" if resume else "starting"
+    where = f" on {workers} workers" if workers else ""
+    log(f"{verb} {config.output}: {total - todo}/{total} points done, {todo} to go{where}")
+
+
+def _log_preempted(log: Log, config: SweepConfig, writer: store.SurfaceWriter) -> None:
+    done = int(writer.done.sum())
+    log(
+        f"stopped by SIGTERM: {done}/{writer.done.size} points are on disk in {config.output}; "
+        "run the same command again to resume"
+    )
+
+
 def _coordinates(grid: Grid, point: int | None) -> str:
     if point is None:
         return "during set-up"
@@ -265,18 +230,17 @@ def _run_worker(session: parallel.Session) -> None:
             pick_device("cuda")  # raises the one-line error
         placement = session.placement(torch.cuda.device_count() if cuda else 0)
         torch.set_num_threads(placement.threads)
-        evaluator = build_evaluator(setup, load_splits(config), torch.device(placement.device))
+        evaluator = load(setup, torch.device(placement.device))
     except LsurfError as error:
         session.report_ready(parallel.WorkerFailure(session.rank, None, str(error), "input"))
         return _wait_for_stop(session)
     except Exception as error:  # noqa: BLE001 - reported to rank 0 with its traceback
         session.report_ready(parallel.failure(session.rank, None, error))
         return _wait_for_stop(session)
-    session.report_ready(None)
-    metrics = store.metric_names(config.data.splits)
+    session.report_ready(evaluator.columns)
     for chunk in session.chunks():
         try:
-            done, values = evaluate_chunk(evaluator, setup.grid, chunk, metrics, terminated)
+            done, values = evaluate_chunk(evaluator, setup.grid, chunk, terminated)
         except PointFailed as error:
             assert error.__cause__ is not None
             session.report_failure(parallel.failure(session.rank, error.index, error.__cause__))

@@ -44,17 +44,17 @@ def test_loss_and_accuracy_match_the_closed_form():
     labels = [0, 1, 1, 2, 0, 1, 5]
     evaluator = constant_logits_evaluator(labels)
     for a, b in [(0.0, 0.0), (2.0, -1.0), (-0.5, 3.0), (1.0, 1.5)]:
-        result = evaluator.evaluate(a, b)["train"]
-        assert math.isclose(result.loss, closed_form_loss(a, b, labels), rel_tol=1e-6)
+        result = evaluator.evaluate(a, b)
+        assert math.isclose(result["train_loss"], closed_form_loss(a, b, labels), rel_tol=1e-6)
     # At (2, -1) class 0 wins: 2 of the 7 labels are 0.
-    assert evaluator.evaluate(2.0, -1.0)["train"].accuracy == 100.0 * 2 / 7
-    assert evaluator.evaluate(-0.5, 3.0)["train"].accuracy == 100.0 * 3 / 7
+    assert evaluator.evaluate(2.0, -1.0)["train_acc"] == 100.0 * 2 / 7
+    assert evaluator.evaluate(-0.5, 3.0)["train_acc"] == 100.0 * 3 / 7
 
 
 def test_overflowing_loss_is_recorded_not_raised():
     evaluator = constant_logits_evaluator([1, 2])
-    result = evaluator.evaluate(float("inf"), 0.0)["train"]
-    assert math.isnan(result.loss) or math.isinf(result.loss)
+    result = evaluator.evaluate(float("inf"), 0.0)
+    assert math.isnan(result["train_loss"]) or math.isinf(result["train_loss"])
 
 
 def test_origin_is_theta_star_exactly_and_moves_do_not_accumulate(cifar_root, small_checkpoint):
@@ -64,10 +64,10 @@ def test_origin_is_theta_star_exactly_and_moves_do_not_accumulate(cifar_root, sm
     split = load_split(cifar_root, "train", REFERENCE_MEAN, REFERENCE_STD)
     directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
     evaluator = Evaluator(model, directions, {"train": split}, 64, torch.device("cpu"))
-    before = evaluator.evaluate(0.0, 0.0)["train"]
+    before = evaluator.evaluate(0.0, 0.0)
     evaluator.evaluate(0.7, -0.3)
     evaluator.evaluate(-1.0, 1.0)
-    after = evaluator.evaluate(0.0, 0.0)["train"]
+    after = evaluator.evaluate(0.0, 0.0)
     assert before == after
     for key, tensor in params.movable(model, include_buffers=True).items():
         assert torch.equal(tensor, theta[key]), key

@@ -152,8 +152,8 @@ def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint
         checkpoint.load_weights(other, files[index])
         direct = Evaluator(other, directions, {"train": split}, 64, torch.device("cpu"))
         a, b = surface.trajectory.coordinates[index]
-        on_plane = evaluator.evaluate(float(a), float(b))["train"].loss
-        assert on_plane == pytest.approx(direct.evaluate(0.0, 0.0)["train"].loss, rel=1e-4)
+        on_plane = evaluator.evaluate(float(a), float(b))["train_loss"]
+        assert on_plane == pytest.approx(direct.evaluate(0.0, 0.0)["train_loss"], rel=1e-4)
 
 
 def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(

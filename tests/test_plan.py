@@ -26,11 +26,12 @@ def test_a_new_sweep_is_planned_without_writing_anything(sweep_yaml, tmp_path):
         f"directions  computed now: {config.direction_file}",
         "grid     x=-1:1:4  y=-0.5:0.5:3  (4x3 points), 12 to evaluate",
     ]
-    assert lines[4] == "data     train 200 images, test 100 images"
-    assert lines[5].startswith("model    convnet_small, 1586 parameters, on cpu, ")
-    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[6]).group(1))
+    assert lines[4] == "data     train 200 examples, test 100 examples"
+    assert lines[5] == "metrics  train_loss, train_acc, test_loss, test_acc"
+    assert lines[6].startswith("model    convnet_small, 1586 parameters, on cpu, ")
+    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[7]).group(1))
     assert seconds > 0
-    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[7])
+    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[8])
 
 
 def test_a_partial_sweep_is_planned_as_a_resume_and_left_untouched(sweep_yaml, tmp_path):

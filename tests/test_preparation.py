@@ -15,6 +15,7 @@ from lsurf.config import GridConfig, load_sweep_config
 from lsurf.directions import Directions
 from lsurf.errors import OutputError
 from lsurf.grid import AutoAxis, Axis
+from lsurf.metrics import columns
 from lsurf.preparation import (
     OPERATIONAL_KEYS,
     check_output,
@@ -48,7 +49,7 @@ def second_checkpoint(tmp_path):
 
 def create_output(config):
     """What a sweep does once the checks pass: save the directions, create the surface."""
-    with open_output(prepare(config), resume=False):
+    with open_output(prepare(config), resume=False, columns=columns(config.data.splits)):
         pass
 
 
@@ -91,9 +92,11 @@ def test_prepare_for_an_interpolation_holds_theta2_with_its_bn_statistics(
     second = read_state_dict(second_checkpoint)
     first = read_state_dict(small_checkpoint)
     expected_keys = [key for key in second if "num_batches_tracked" not in key]
-    assert list(prepared.end) == expected_keys and "bn1.running_mean" in expected_keys
+    end = prepared.directions.end
+    assert list(end) == expected_keys and "bn1.running_mean" in expected_keys
+    assert prepared.directions.moves_buffers
     for key in expected_keys:
-        assert torch.equal(prepared.end[key], second[key]), key
+        assert torch.equal(end[key], second[key]), key
         assert torch.equal(prepared.directions.x[key], second[key] - first[key]), key
 
 
@@ -137,11 +140,9 @@ def test_direction_settings_record_what_made_the_directions_and_read_back_equal(
         "target_sha256": "",
     }
     run = tmp_path / "run"
-    pca = load_sweep_config(
-        sweep_yaml({"directions": {"kind": "pca", "trajectory": str(run), "seed": 7}})
-    )
+    pca = load_sweep_config(sweep_yaml({"directions": {"kind": "pca", "trajectory": str(run)}}))
     settings = direction_settings(pca, identity | {"target_sha256": "t"})
-    # The seed draws nothing for a PCA (or target) direction, so it must not block reuse.
+    # The seed draws nothing for a PCA (or target) direction: recorded as 0, whatever it was.
     assert (settings["seed"], settings["target_sha256"]) == (0, "t")
     assert (settings["trajectory"], settings["pattern"], settings["center"]) == (
         str(run),

@@ -58,7 +58,8 @@ class PrincipalPlane(Kind):
 
     def describe(self, settings: Mapping[str, Any]) -> str:
         centred = "centred" if settings.get("center", True) else "not centred"
-        return f"trajectory {settings.get('trajectory')}  ignore={settings.get('ignore')}  {centred}"
+        trajectory, ignore = settings.get("trajectory"), settings.get("ignore")
+        return f"trajectory {trajectory}  ignore={ignore}  {centred}"
 
     def subject(self, settings: Mapping[str, Any]) -> str:
         return "PCA plane of the training path"

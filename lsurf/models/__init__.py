@@ -8,16 +8,18 @@ logits. Initialization draws from torch's global generator, so `torch.manual_see
 Each model family lives in its own module and exports `MODELS: dict[str, builder]`; a new
 family (VGG, DenseNet, Wide-ResNet, ...) joins the registry by adding its table to
 `_FAMILIES` below, one line. Tables are plain data, so there are no import-time side effects
-and no import cycles.
+and no import cycles. Networks outside lsurf come in by import path (`build_named`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
 from lsurf.errors import ConfigError
+from lsurf.imports import is_import_path, resolve
 from lsurf.models import cifar_resnet, densenet, small, vgg, wide_resnet
 
 # A builder takes num_classes and returns a freshly initialized model.
@@ -61,4 +63,37 @@ def build(name: str, num_classes: int = 10) -> nn.Module:
     return builder(num_classes)
 
 
-__all__ = ["ModelBuilder", "available", "build"]
+def build_named(name: str, num_classes: int | None, kwargs: Mapping[str, Any]) -> nn.Module:
+    """A fresh model from a registry name or from `package.module:callable(**kwargs)`.
+
+    An import-path callable gets `num_classes` as a keyword when it is given (and kwargs does
+    not already hold it); it must return an `nn.Module`. Every rank calls this itself.
+    """
+    if not is_import_path(name):
+        if num_classes is None:
+            raise ConfigError(
+                f"model {name!r} needs model.num_classes with this dataset (its class count "
+                "is known only from the data); set model.num_classes"
+            )
+        return build(name, num_classes)
+    factory = resolve(name, "model.name")
+    arguments = dict(kwargs)
+    if num_classes is not None:
+        arguments.setdefault("num_classes", num_classes)
+    try:
+        model = factory(**arguments)
+    except Exception as error:  # noqa: BLE001 - user code; its failure is the user's to fix
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+        raise ConfigError(
+            f"model.name: {name}({shown}) raised {reason}; check model.kwargs"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model.name: {name} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "point model.name at a function or class that builds the network"
+        )
+    return model
+
+
+__all__ = ["ModelBuilder", "available", "build", "build_named"]

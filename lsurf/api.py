@@ -1,0 +1,124 @@
+"""The Python door into lsurf, for notebooks: the same sweep from objects held in memory.
+
+    from lsurf.api import sweep
+    surface = sweep(model, (inputs, targets), x="-1:1:21", y="-1:1:21",
+                          loss=my_loss, output="runs/mine.h5")
+    surface.metrics["train_loss"]   # (21, 21), element [i, j] at (x[i], y[j])
+
+Input: a model instance holding θ* (its current weights), the data — a map-style Dataset of
+(input, target) pairs, a pair of tensors, or a mapping {"train": ..., "test": ...} of those —
+and optionally a loss (`cross_entropy`, `mse`, an import path, or a callable(outputs, targets)
+returning per-example losses or a (sum, count) pair). Every other setting is a keyword with
+the YAML config's default. Output: the `store.Surface` read back from the surface file.
+
+This is the YAML pipeline itself (lsurf.sweep), not a copy: the objects enter through
+`preparation.Sources`, the config that the file stores names them by their type, and θ*'s
+identity is the digest of the model's state dict. So the file it writes is the same file,
+resumable by calling again with the same objects; without `output` the sweep runs in a
+temporary folder that is removed once the surface is read back. The API runs serially, in
+this process (MPI sweeps start from a YAML config).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lsurf import params
+from lsurf.config import OBJECT_LABEL, objects_sweep_config
+from lsurf.datasets import from_object
+from lsurf.errors import ConfigError
+from lsurf.losses import build_loss
+from lsurf.preparation import Sources
+from lsurf.store import Surface, read_surface
+from lsurf.sweep import Log, _run_serial, _stderr
+
+
+def sweep(
+    model: nn.Module,
+    data: Any,
+    *,
+    x: str = "-1:1:11",
+    y: str | None = None,
+    loss: str | Callable[..., Any] = "cross_entropy",
+    directions: Mapping[str, Any] | None = None,
+    output: str | Path | None = None,
+    batch_size: int = 256,
+    subset: int | None = None,
+    subset_seed: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+    channels_last: bool = True,
+    cache_mb: int = 4096,
+    force: bool = False,
+    log: Log | None = _stderr,
+) -> Surface:
+    """Sweep `model` over the grid x (and y) and return the surface (see the module docstring).
+
+    `directions` takes the keys of the config's `directions` section, e.g.
+    {"kind": "random", "norm": "filter", "seed": 3} or {"kind": "target", "target": "b.pt"}.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    splits = dict(data) if isinstance(data, Mapping) else {"train": data}
+    loss_name = loss if isinstance(loss, str) else f"{OBJECT_LABEL} {_name_of(loss)}"
+    with tempfile.TemporaryDirectory(prefix="lsurf-") as scratch:
+        path = Path(output) if output is not None else Path(scratch) / "surface.h5"
+        raw = {
+            "model": {"name": f"{OBJECT_LABEL} {_name_of(type(model))}"},
+            "data": {
+                "dataset": OBJECT_LABEL,
+                "splits": list(splits),
+                "batch_size": batch_size,
+                "subset": subset,
+                "subset_seed": subset_seed,
+                "cache_mb": cache_mb,
+            },
+            "directions": dict(directions or {}),
+            "grid": {"x": x, "y": y},
+            "evaluation": {
+                "device": device,
+                "precision": precision,
+                "channels_last": channels_last,
+                "loss": loss_name,
+            },
+            "output": str(path),
+        }
+        config = objects_sweep_config(raw)
+        # θ* is the model as handed over, copied once so the caller's model is never moved.
+        state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+        def build_model(_: object) -> nn.Module:
+            fresh = copy.deepcopy(model)
+            fresh.load_state_dict(state)
+            return fresh
+
+        def load_origin(target: nn.Module, _: object) -> str:
+            target.load_state_dict(state)
+            return params.digest(state)
+
+        def open_split(data_config: Any, name: str, on: torch.device, channels_last: bool) -> Any:
+            return from_object(
+                splits[name], f"data[{name!r}]", name, data_config, on, channels_last
+            )
+
+        sources = Sources(
+            build_model,
+            load_origin,
+            open_split,
+            lambda name: build_loss(name, None if isinstance(loss, str) else loss),
+        )
+        _run_serial(config, force, log or (lambda message: None), None, sources)
+        return read_surface(path)  # read whole into memory, before the scratch folder goes
+
+
+def _name_of(thing: Any) -> str:
+    module = getattr(thing, "__module__", None) or ""
+    name = getattr(thing, "__qualname__", None) or type(thing).__name__
+    return f"{module}.{name}" if module else name

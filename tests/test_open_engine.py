@@ -1,0 +1,290 @@
+"""Your own model, data and loss: import paths on every rank, the Python API, bad input.
+
+The user package is tests/fixtures/toylab, which knows nothing of lsurf; every rank imports
+it through PYTHONPATH, the way a researcher's code reaches a cluster job.
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lsurf import params
+from lsurf.checkpoint import save_checkpoint
+from lsurf.cli import main
+from lsurf.store import read_directions, read_surface
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
+
+import toylab  # noqa: E402 - needs the fixtures folder on the path
+
+
+def user_environment() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FIXTURES), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_cli(config: Path, ranks: int = 0, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "lsurf", "sweep", str(config), *extra]
+    if ranks:
+        command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=user_environment(), timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def blob_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("blob") / "blobnet.pt"
+    save_checkpoint(path, toylab.BlobNet(hidden=16).state_dict())
+    return path
+
+
+def blob_config(folder: Path, checkpoint: Path, **changes) -> Path:
+    config = {
+        "model": {
+            "name": "toylab:BlobNet",
+            "kwargs": {"hidden": 16},
+            "checkpoint": str(checkpoint),
+        },
+        "data": {
+            "dataset": "toylab:blobs",
+            "kwargs": {"size": 96},
+            "splits": ["train", "test"],
+            "batch_size": 40,
+        },
+        "evaluation": {"loss": "toylab:smooth_hinge"},
+        "directions": {"seed": 1},
+        "grid": {"x": "-1:1:5", "y": "-1:1:3"},
+        "output": str(folder / "surface.h5"),
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        config[section][name] = value
+    path = folder / "sweep.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_same_surface(first: Path, second: Path) -> None:
+    a, b = read_surface(first), read_surface(second)
+    assert sorted(a.metrics) == sorted(b.metrics)
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    assert a.done.all() and b.done.all()
+
+
+# ---------------------------------------------------------------- one pipeline, three doors
+
+
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+def test_user_package_under_mpiexec_equals_serial_and_the_api(tmp_path, blob_checkpoint):
+    serial = blob_config(tmp_path / "serial", blob_checkpoint)
+    parallel = blob_config(tmp_path / "mpi", blob_checkpoint)
+    done = run_cli(serial)
+    assert done.returncode == 0, done.stderr
+    done = run_cli(parallel, 3)
+    assert done.returncode == 0, done.stderr
+    assert_same_surface(tmp_path / "serial" / "surface.h5", tmp_path / "mpi" / "surface.h5")
+    surface = read_surface(tmp_path / "serial" / "surface.h5")
+    # Accuracy is measured: the blobs have class labels and the model scores classes.
+    assert sorted(surface.columns) == ["test_acc", "test_loss", "train_acc", "train_loss"]
+    assert surface.columns["train_loss"].metric.name == "loss"
+
+    from lsurf.api import sweep
+
+    model = toylab.BlobNet(hidden=16)
+    model.load_state_dict(torch.load(blob_checkpoint, weights_only=True)["state_dict"])
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    data = {"train": toylab.blobs("train", size=96), "test": toylab.blobs("test", size=96)}
+    result = sweep(
+        model,
+        data,
+        x="-1:1:5",
+        y="-1:1:3",
+        loss=toylab.smooth_hinge,
+        directions={"seed": 1},
+        batch_size=40,
+        output=tmp_path / "api" / "surface.h5",
+        log=None,
+    )
+    assert_same_surface(tmp_path / "serial" / "surface.h5", result.path)
+    # The caller's model is never moved.
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # Without an output the API returns the same values from a scratch folder.
+    in_memory = sweep(
+        model,
+        data,
+        x="-1:1:5",
+        y="-1:1:3",
+        loss=toylab.smooth_hinge,
+        directions={"seed": 1},
+        batch_size=40,
+        log=None,
+    )
+    np.testing.assert_array_equal(in_memory.metrics["test_loss"], result.metrics["test_loss"])
+    assert not in_memory.path.exists()
+
+
+# ---------------------------------------------------------------- a language model
+
+
+def test_tiny_language_model_with_a_token_weighted_loss(tmp_path):
+    from lsurf.api import sweep
+
+    torch.manual_seed(0)
+    model = toylab.TinyLM()
+    inputs, targets = toylab.tokens("train")
+    surface = sweep(
+        model,
+        (inputs, targets),
+        x="-0.5:0.5:3",
+        y="-0.5:0.5:3",
+        loss=toylab.token_loss,
+        batch_size=7,  # batches that split the padding unevenly
+        output=tmp_path / "lm.h5",
+        log=None,
+    )
+    # Token outputs are no class scores per example: no accuracy column.
+    assert sorted(surface.columns) == ["train_loss"]
+
+    # An independent recomputation: a fresh model at θ* + a·d1 + b·d2 built by hand from the
+    # direction file (tied weights written once, under the embedding's name), the loss as
+    # one mean over every real token of the split.
+    directions, _ = read_directions(tmp_path / "lm.directions.h5")
+    assert "embed.weight" in directions.x and "head.weight" not in directions.x
+    theta = {key: value.clone() for key, value in model.state_dict().items()}
+    for i, a in enumerate(surface.x):
+        for j, b in enumerate(surface.y):
+            moved = toylab.TinyLM()
+            state = {
+                key: theta[key] + a * directions.x[key] + b * directions.y[key]
+                if key in directions.x
+                else theta[key]
+                for key in theta
+            }
+            state["head.weight"] = state["embed.weight"]
+            moved.load_state_dict(state)
+            moved.eval()
+            with torch.no_grad():
+                logits = moved(inputs)
+                losses = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).double(),
+                    targets.reshape(-1),
+                    ignore_index=toylab.PAD,
+                    reduction="sum",
+                )
+            expected = float(losses) / int((targets != toylab.PAD).sum())
+            assert math.isclose(surface.metrics["train_loss"][i, j], expected, rel_tol=2e-4)
+
+
+def test_tied_weights_move_exactly_once():
+    """θ* + a·d at one point equals a hand-built, untied model moved by the same amounts."""
+    from lsurf import kinds
+    from lsurf.directions import random_directions
+    from lsurf.evaluate import Evaluator
+
+    torch.manual_seed(1)
+    model = toylab.TinyLM()
+    assert model.head.weight is model.embed.weight
+    movable = params.movable(model, include_buffers=False)
+    assert "head.weight" not in movable  # one tensor, one name, one direction
+    directions = random_directions(movable, "filter", "biasbn", 5, plane=False)
+    theta = {key: value.clone() for key, value in model.state_dict().items()}
+    inputs, targets = toylab.tokens("test")
+    evaluator = Evaluator(
+        model,
+        directions,
+        {"train": (inputs, targets)},
+        8,
+        torch.device("cpu"),
+        loss=__import__("lsurf.losses").losses.build_loss("token", toylab.token_loss),
+    )
+    evaluator.move_to(0.7, 0.0)
+    assert model.head.weight is model.embed.weight
+    expected = theta["embed.weight"] + 0.7 * directions.x["embed.weight"]
+    torch.testing.assert_close(model.embed.weight.detach(), expected, rtol=0, atol=0)
+    # An untied copy moved by hand computes the same outputs.
+    untied = toylab.TinyLM()
+    untied.head.weight = torch.nn.Parameter(torch.empty_like(untied.embed.weight))
+    state = {
+        key: theta[key] + 0.7 * directions.x[key] if key in directions.x else theta[key]
+        for key in theta
+    }
+    state["head.weight"] = expected.clone()
+    untied.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(inputs), untied.eval()(inputs))
+    assert kinds.get("random").moves_buffers is False
+
+
+# ---------------------------------------------------------------- bad input, one line each
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model__name": "nosuchpackage.models:Net"},
+            "cannot import module 'nosuchpackage.models'",
+        ),
+        ({"model__name": "toylab:NoSuchNet"}, "has no attribute 'NoSuchNet'"),
+        ({"model__name": "toylab:not_a_model"}, "returned a dict, not a torch.nn.Module"),
+        (
+            {"data__dataset": "toylab:wrong_shape", "data__kwargs": {}},
+            "cannot take the train split's inputs",
+        ),
+        ({"evaluation__loss": "toylab:mean_loss"}, "returned a scalar"),
+        ({"model__num_classes": 3}, "the train split has class index 3 but the model outputs 3"),
+    ],
+)
+def test_bad_user_code_is_one_line_exit_2_and_nothing_written(
+    tmp_path, blob_checkpoint, capsys, changes, message
+):
+    config = blob_config(tmp_path / "bad", blob_checkpoint, **changes)
+    if "model__num_classes" in changes:  # BlobNet calls it `classes`
+        raw = yaml.safe_load(config.read_text())
+        raw["model"]["kwargs"]["classes"] = 3
+        raw["model"].pop("num_classes")
+        raw["model"]["checkpoint"] = str(_three_class_checkpoint(tmp_path))
+        config.write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(config)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error and "Traceback" not in error
+    assert sorted(path.name for path in (tmp_path / "bad").iterdir()) == ["sweep.yaml"]
+
+
+def _three_class_checkpoint(folder: Path) -> Path:
+    torch.manual_seed(0)
+    path = folder / "three.pt"
+    save_checkpoint(path, toylab.BlobNet(hidden=16, classes=3).state_dict())
+    return path
+
+
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+def test_a_rank_that_cannot_import_the_model_is_named(tmp_path, blob_checkpoint):
+    config = blob_config(
+        tmp_path / "ranks", blob_checkpoint, model__name="toylab.rankbound:RankNet"
+    )
+    done = run_cli(config, 3)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "error" in line]
+    assert lines == [
+        "lsurf: error: rank 2: model.name: cannot import module 'toylab.rankbound' "
+        "(ModuleNotFoundError: No module named 'toylab.rankbound' on this node); install it or "
+        "add its folder to PYTHONPATH on every node"
+    ]
+    assert sorted(path.name for path in (tmp_path / "ranks").iterdir()) == ["sweep.yaml"]
