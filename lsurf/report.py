@@ -1,9 +1,10 @@
 """`lsurf info`: what a surface file or a direction file holds, in a few plain lines.
 
 Input: a path to an HDF5 file written by lsurf (or a surface file of the reference code).
-Output: the report as text — for a surface its model, directions, grid, completeness and best
-point so far (readable while a sweep still writes it); for a direction file how it was made,
-its size and the angle between its two directions.
+Output: the report as text — for a surface its model, directions, grid, metric columns (as
+the file lists them), completeness and the best point so far of every metric where lower is
+better (readable while a sweep still writes it); for a direction file how it was made, its
+size and the angle between its two directions.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def describe_surface(path: Path) -> str:
     if written_by and done < total:
         status = "incomplete (the reference code resumes its own files, lsurf does not)"
     lines.append(f"done     {done}/{total} points ({percent:.1f}%), {status}")
-    for name in sorted(surface.metrics):
-        if not name.endswith("_loss") or done == 0:
+    for name, column in sorted(surface.columns.items()):
+        if not column.metric.lower_is_better or done == 0:
             continue
         values = np.where(surface.done, surface.metrics[name], np.nan)
         if np.all(np.isnan(values)):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -22,15 +23,17 @@ from matplotlib.colors import to_rgb
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from surface_helpers import MAX_EIGENVALUE_ROW, write_surface_by_hand
 
 from lsurf.cli import main
 from lsurf.errors import LsurfError
 from lsurf.grid import Axis, Grid
+from lsurf.metrics import ACCURACY, LOSS, columns
 from lsurf.plot import PlotOptions, parse_levels, parse_options, plot_files
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.planes import NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, draw_plane
 from lsurf.plot.view import load_panels, shared_scale
-from lsurf.store import create_surface, metric_names
+from lsurf.store import create_surface
 from lsurf.trajectory import Trajectory
 
 VIRIDIS = colormaps["viridis"]
@@ -82,7 +85,7 @@ def write_surface(
     attributes = {"config": sweep_config(x, y, kind), "direction_file": "/runs/a/d.h5"}
     done = np.ones(grid.shape, bool) if done is None else done
     indices = np.flatnonzero(done.reshape(-1))
-    with create_surface(path, grid, metric_names(["train", "test"]), attributes, trajectory) as out:
+    with create_surface(path, grid, columns(["train", "test"]), attributes, trajectory) as out:
         out.record(indices, {name: v.reshape(-1)[indices] for name, v in values.items()})
     return path
 
@@ -488,3 +491,62 @@ def test_unusable_inputs_are_one_line_errors(tmp_path, capsys):
         assert main(["plot", *arguments]) == 2
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, arguments
+
+
+def test_a_metric_lsurf_does_not_know_is_plotted_with_its_stored_label(tmp_path, capsys):
+    x, y = Axis(-1, 1, 5), Axis(0, 1, 3)
+    a, b = np.meshgrid(x.coordinates(), y.coordinates(), indexing="ij")
+    loss = bowl()(a, b)
+    columns = {
+        "test_acc": ("test", asdict(ACCURACY), 100 - loss),
+        "test_max_eig": ("test", MAX_EIGENVALUE_ROW, 2 * loss),
+    }
+    path = write_surface_by_hand(
+        tmp_path / "s.h5", x.coordinates(), y.coordinates(), columns, config=sweep_config(x, y)
+    )
+    [panel] = load_panels([path], PlotOptions())  # no train_loss: the first lower-is-better
+    assert panel.metric == "test_max_eig" and np.allclose(panel.values, 2 * loss)
+    figure = draw_plane("heatmap", [panel], shared_scale([panel], PlotOptions()))
+    [colorbar] = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert colorbar.get_ylabel() == "test largest Hessian eigenvalue"
+    [panel] = load_panels([path], PlotOptions(metric="test_acc"))
+    figure = draw_plane("heatmap", [panel], shared_scale([panel], PlotOptions()))
+    assert figure.get_suptitle().splitlines()[0] == "test accuracy (%)"
+
+    arguments = ["plot", str(path), "--metric", "test_max_eig", "--kinds", "heatmap"]
+    assert main([*arguments, "--format", "png,vtk"]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "s_test_max_eig_heatmap.png"),
+        str(tmp_path / "s_test_max_eig.vtu"),
+    ]
+    assert main(["plot", str(path), "--metric", "train_loss"]) == 2
+    assert "available: test_acc, test_max_eig" in capsys.readouterr().err
+
+
+def test_a_1d_file_draws_the_metric_asked_for_beside_accuracy(tmp_path, capsys):
+    x = np.linspace(0, 1, 11)
+    loss = 1 + x**2
+    columns = {
+        "train_loss": ("train", asdict(LOSS), loss),
+        "train_acc": ("train", asdict(ACCURACY), 100 - loss),
+        "train_max_eig": ("train", MAX_EIGENVALUE_ROW, 3 * loss),
+    }
+    path = write_surface_by_hand(tmp_path / "c.h5", x, None, columns)
+    panels = load_panels([path], PlotOptions(metric="train_max_eig"))
+    figure = draw_curves(panels, PlotOptions())
+    ax, twin = figure.axes[:2]
+    assert [line.get_label() for line in ax.get_lines()] == ["train largest Hessian eigenvalue"]
+    assert np.allclose(ax.get_lines()[0].get_ydata(), 3 * loss)
+    assert ax.get_ylabel() == "largest Hessian eigenvalue"
+    assert [line.get_label() for line in twin.get_lines()] == ["train accuracy"]
+    assert figure.get_suptitle().startswith("largest Hessian eigenvalue and accuracy")
+    # The standard figure (loss on the left) keeps its name; the other names its metric.
+    assert main(["plot", str(path), "--metric", "train_max_eig", "--format", "png,html"]) == 0
+    assert main(["plot", str(path), "--metric", "train_acc"]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "c_train_max_eig_curve.png"),
+        str(tmp_path / "c_train_max_eig_curve.html"),
+        str(tmp_path / "c_curve.png"),
+    ]
+    html = (tmp_path / "c_train_max_eig_curve.html").read_text()
+    assert '"name":"train largest Hessian eigenvalue"' in html and '"name":"train loss"' not in html

@@ -1,8 +1,14 @@
 """`lsurf info`'s reports on surface files and direction files (lsurf.report)."""
 
+from dataclasses import asdict
+
 import h5py
+import numpy as np
+from surface_helpers import MAX_EIGENVALUE_ROW, write_surface_by_hand
 
 from lsurf.cli import main
+from lsurf.metrics import ACCURACY, LOSS
+from lsurf.report import describe_surface
 
 
 def test_info_reports_completeness_and_the_best_point(existing_output, capsys):
@@ -37,3 +43,36 @@ def test_info_on_a_direction_file_says_how_it_was_made(existing_output, capsys):
         f"angle    cos(d1, d2) = {float(x @ y / (x.norm() * y.norm())):.4g}",
     ]
     assert lines[4].startswith(f"made for checkpoint sha256 {attributes['checkpoint_sha256'][:16]}")
+
+
+CONFIG = """model: {name: resnet56, checkpoint: /runs/a/final.pt}
+directions: {kind: random, norm: filter, ignore: biasbn, seed: 3}
+grid: {x: '-1:1:3', y: '0:1:2'}
+"""
+
+
+def test_info_lists_every_stored_column_and_the_best_point_of_a_metric_it_does_not_know(
+    tmp_path,
+):
+    x, y = np.linspace(-1, 1, 3), np.linspace(0, 1, 2)
+    loss = np.array([[3.0, 2.0], [0.5, 1.0], [4.0, 5.0]])
+    eigenvalue = np.array([[9.0, 8.0], [7.0, 6.5], [np.nan, 30.0]])  # NaN: a failed solve
+    more_is_better = {**MAX_EIGENVALUE_ROW, "name": "margin", "lower_is_better": False}
+    columns = {
+        "train_loss": ("train", asdict(LOSS), loss),
+        "train_acc": ("train", asdict(ACCURACY), 100 - loss),
+        "train_max_eig": ("train", MAX_EIGENVALUE_ROW, eigenvalue),
+        "train_margin": ("train", more_is_better, -loss),
+    }
+    done = np.array([[True, True], [True, True], [True, False]])
+    path = write_surface_by_hand(tmp_path / "s.h5", x, y, columns, done, CONFIG)
+    assert describe_surface(path).splitlines()[1:] == [
+        "model    resnet56  checkpoint /runs/a/final.pt",
+        "directions  random  norm=filter  ignore=biasbn  seed=3  file directions.h5",
+        "grid     x=-1:1:3  y=0:1:2  (3x2 points)",
+        "metrics  train_acc, train_loss, train_margin, train_max_eig",
+        "done     5/6 points (83.3%), incomplete: rerun the same sweep to resume",
+        "min train_loss  0.5 at x=0, y=0",
+        "min train_max_eig  6.5 at x=0, y=1",
+        "written by lsurf 9.9.9 (format 2), created 2025-01-02T03:04:05+00:00",
+    ]

@@ -18,12 +18,12 @@ figures), export (VTK, HTML).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
+from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
+from lsurf.metrics import LOSS
 from lsurf.plot.options import (
     FIGURE_FORMATS,
     KINDS_1D,
@@ -43,7 +43,7 @@ _MAX_NAMED = 3
 
 def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
     """Draw the surfaces (side by side when several) and return the paths written."""
-    from lsurf.plot.curves import draw_curves
+    from lsurf.plot.curves import draw_curves, primary_metric
     from lsurf.plot.export import write_curve_html, write_surface_html, write_vtk
     from lsurf.plot.planes import draw_plane
 
@@ -58,7 +58,9 @@ def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     scale = shared_scale(panels, options) if is_2d else None
     suffix = "_log" if options.log else ""
-    metric = f"_{panels[0].metric}" if is_2d else ""
+    # 1D figures hold loss and accuracy; they name a metric only when it replaces the loss.
+    named = is_2d or primary_metric(panels[0]).name != LOSS.name
+    metric = f"_{panels[0].metric}" if named else ""
     base = f"{_joined_name(panels)}{metric}{suffix}"
 
     written: list[Path] = []
@@ -67,19 +69,19 @@ def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
         figure = draw_curves(panels, options) if scale is None else draw_plane(kind, panels, scale)
         for name in figure_formats:
             path = out / f"{base}_{kind}.{name}"
-            with _written_atomically(path) as temporary:
+            with atomic_path(path) as temporary:
                 figure.savefig(temporary, format=name)
             written.append(path)
     for panel in panels:  # exports are one per file, on the shared scale
         own = f"{_slug(panel.label)}{metric}{suffix}"
         if "vtk" in options.formats and scale is not None:
             path = out / f"{own}.vtu"
-            with _written_atomically(path) as temporary:
+            with atomic_path(path) as temporary:
                 write_vtk(panel, scale, temporary)
             written.append(path)
         if "html" in options.formats:
             path = out / (f"{own}_curve.html" if scale is None else f"{own}.html")
-            with _written_atomically(path) as temporary:
+            with atomic_path(path) as temporary:
                 if scale is None:
                     write_curve_html(panel, options, temporary)
                 else:
@@ -117,14 +119,3 @@ def _joined_name(panels: Sequence[Panel]) -> str:
     if len(slugs) > _MAX_NAMED:
         return f"{slugs[0]}_vs_{len(slugs) - 1}_more"
     return "_vs_".join(slugs)
-
-
-@contextmanager
-def _written_atomically(path: Path) -> Iterator[Path]:
-    """A temporary path to write, renamed to `path` after: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -4,6 +4,10 @@ Input: `Panel`s of 1D surface files and the `PlotOptions`. Output: a matplotlib 
 with a panel per file; in each, loss on the left axis (blue) and accuracy on a twin right
 axis (red), train solid and test dashed (Li et al., Figs. 2-3). Side-by-side panels share
 their y-limits, so a wider or flatter curve is really wider or flatter.
+
+Which columns are drawn comes from the file's column list, not from dataset names: on the
+left, every split's column of the panel's metric (`--metric`; loss by default, and loss
+also when the metric asked for is accuracy); on the right, every split's accuracy column.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from lsurf.metrics import ACCURACY, LOSS, Column, Metric
 from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import PlotOptions
 from lsurf.plot.planes import DPI, NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, PANEL_SIZE
@@ -33,6 +38,7 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * count + 0.8, height + 0.9), dpi=DPI, layout="constrained")
     loss_axes = list(figure.subplots(1, count, squeeze=False)[0])
+    left = primary_metric(panels[0])  # load_panels gave every panel the same metric
     curves = [_curves(panel, options) for panel in panels]
     loss_limits = _loss_limits([loss for panel in curves for loss, _ in panel.values()], options)
     for ax, panel, panel_curves in zip(loss_axes, panels, curves, strict=True):
@@ -40,10 +46,14 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
         x = panel.surface.x
         for split, (loss, accuracy) in panel_curves.items():
             style = SPLIT_STYLES.get(split, ":")
-            ax.plot(x, loss, color=LOSS_COLOR, linestyle=style, label=f"{split} loss")
+            ax.plot(x, loss, color=LOSS_COLOR, linestyle=style, label=f"{split} {left.label}")
             if accuracy is not None:
                 accuracy_ax.plot(
-                    x, accuracy, color=ACCURACY_COLOR, linestyle=style, label=f"{split} accuracy"
+                    x,
+                    accuracy,
+                    color=ACCURACY_COLOR,
+                    linestyle=style,
+                    label=f"{split} {ACCURACY.label}",
                 )
         _shade_hidden(ax, x, _status(panel, panel_curves))
         if options.log:
@@ -53,9 +63,10 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
         if len(x) > 1:
             ax.set_xlim(x[0], x[-1])
         ax.set_xlabel(panel.description.x_label)
-        ax.set_ylabel("loss" + (" (log scale)" if options.log else ""), color=LOSS_COLOR)
-        accuracy_ax.set_ylabel("accuracy (%)", color=ACCURACY_COLOR)
-    heading = "loss and accuracy" + (" (log-scale loss)" if options.log else "")
+        ax.set_ylabel(axis_label(left) + (" (log scale)" if options.log else ""), color=LOSS_COLOR)
+        accuracy_ax.set_ylabel(axis_label(ACCURACY), color=ACCURACY_COLOR)
+    heading = f"{left.label} and {ACCURACY.label}" if left.name != ACCURACY.name else left.label
+    heading += f" (log-scale {left.label})" if options.log else ""
     heading, panel_titles = titles(
         heading,
         [panel.label for panel in panels],
@@ -65,40 +76,64 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
     figure.suptitle(heading, fontsize=10)
     for ax, title in zip(loss_axes, panel_titles, strict=True):
         ax.set_title(title, fontsize=8)
-    handles = _legend_handles(panels, curves)
+    handles = _legend_handles(panels, curves, left)
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return figure
+
+
+def primary_metric(panel: Panel) -> Metric:
+    """The metric on the left axis: the panel's own, but loss when that is accuracy (which
+    has the right axis), so `--metric test_acc` still draws the standard figure."""
+    metric = panel.column.metric
+    if metric.name != ACCURACY.name:
+        return metric
+    stored = panel.surface.columns.values()
+    return next((column.metric for column in stored if column.metric.name == LOSS.name), metric)
+
+
+def curve_columns(panel: Panel) -> dict[str, tuple[Column, Column | None]]:
+    """{split: (left-axis column, accuracy column or None)}, splits train, test, then others."""
+    left = primary_metric(panel)
+    stored = panel.surface.columns.values()
+    on_left = {column.split: column for column in stored if column.metric.name == left.name}
+    accuracy = {
+        column.split: column
+        for column in stored
+        if column.metric.name == ACCURACY.name and left.name != ACCURACY.name
+    }
+    order = {split: rank for rank, split in enumerate(SPLIT_STYLES)}  # train, then test
+    splits = sorted(on_left, key=lambda split: (order.get(split, len(order)), split))
+    return {split: (on_left[split], accuracy.get(split)) for split in splits}
 
 
 def _curves(
     panel: Panel, options: PlotOptions
 ) -> dict[str, tuple[np.ma.MaskedArray, np.ma.MaskedArray | None]]:
-    """{split: (loss, accuracy)} with hidden points masked (gaps in the lines)."""
-    metrics = panel.surface.metrics
-    order = {split: rank for rank, split in enumerate(SPLIT_STYLES)}  # train, then test
-    splits = sorted(
-        (name.removesuffix("_loss") for name in metrics if name.endswith("_loss")),
-        key=lambda split: (order.get(split, len(order)), split),
-    )
+    """{split: (left-axis values, accuracy)} with hidden points masked (gaps in the lines)."""
+    metrics, done = panel.surface.metrics, panel.surface.done
     found = {}
-    for split in splits:
-        loss, _, _ = mask_hidden(
-            metrics[f"{split}_loss"], panel.surface.done, options.log, options.zmax
+    for split, (left, accuracy) in curve_columns(panel).items():
+        values, _, _ = mask_hidden(metrics[left.name], done, options.log, options.zmax)
+        found[split] = (
+            values,
+            None if accuracy is None else mask_hidden(metrics[accuracy.name], done, False, None)[0],
         )
-        accuracy = None
-        if f"{split}_acc" in metrics:
-            accuracy = mask_hidden(metrics[f"{split}_acc"], panel.surface.done, False, None)[0]
-        found[split] = (loss, accuracy)
     return found
 
 
+def axis_label(metric: Metric) -> str:
+    """'loss', 'accuracy (%)': a value axis's title."""
+    return f"{metric.label} ({metric.unit})" if metric.unit else metric.label
+
+
 def _note(panel: Panel, options: PlotOptions) -> str:
-    """How complete the curve is, and whether --zmax clipped any loss."""
+    """How complete the curve is, and whether --zmax clipped any left-axis value."""
     notes = [completeness(panel.surface)]
     done = panel.surface.done.astype(bool)
-    losses = [values for name, values in panel.surface.metrics.items() if name.endswith("_loss")]
-    if options.zmax is not None and any(np.any(loss[done] > options.zmax) for loss in losses):
-        notes.append(f"loss above {options.zmax:g} drawn at {options.zmax:g}")
+    drawn = [panel.surface.metrics[left.name] for left, _ in curve_columns(panel).values()]
+    if options.zmax is not None and any(np.any(values[done] > options.zmax) for values in drawn):
+        label = primary_metric(panel).label
+        notes.append(f"{label} above {options.zmax:g} drawn at {options.zmax:g}")
     return "; ".join(note for note in notes if note)
 
 
@@ -138,18 +173,18 @@ def _loss_limits(losses: Sequence[np.ma.MaskedArray], options: PlotOptions) -> t
     return low - margin, high + margin
 
 
-def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict]) -> list[Artist]:
+def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict], left: Metric) -> list[Artist]:
     handles: list[Artist] = []
     splits = list(dict.fromkeys(split for panel in curves for split in panel))
     for split in splits:
         style = SPLIT_STYLES.get(split, ":")
-        handles.append(Line2D([], [], color=LOSS_COLOR, linestyle=style, label=f"{split} loss"))
+        label = f"{split} {left.label}"
+        handles.append(Line2D([], [], color=LOSS_COLOR, linestyle=style, label=label))
     for split in splits:
         if any(panel[split][1] is not None for panel in curves if split in panel):
             style = SPLIT_STYLES.get(split, ":")
-            handles.append(
-                Line2D([], [], color=ACCURACY_COLOR, linestyle=style, label=f"{split} accuracy")
-            )
+            label = f"{split} {ACCURACY.label}"
+            handles.append(Line2D([], [], color=ACCURACY_COLOR, linestyle=style, label=label))
     statuses = [_status(panel, found) for panel, found in zip(panels, curves, strict=True)]
     if any(np.any(status == NOT_COMPUTED) for status in statuses):
         handles.append(Patch(color=NOT_COMPUTED_COLOR, alpha=0.6, label="not computed"))

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lsurf.plot.curves import ACCURACY_COLOR, LOSS_COLOR
-from lsurf.plot.labels import completeness, metric_label
+from lsurf.metrics import ACCURACY
+from lsurf.plot.curves import (
+    ACCURACY_COLOR,
+    LOSS_COLOR,
+    axis_label,
+    curve_columns,
+    primary_metric,
+)
+from lsurf.plot.labels import completeness
 from lsurf.plot.options import PlotOptions
 from lsurf.plot.view import Panel, Scale, mask_hidden
 
@@ -72,7 +79,7 @@ def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
     low, high = (
         (np.log10(scale.vmin), np.log10(scale.vmax)) if scale.log else (scale.vmin, scale.vmax)
     )
-    name = metric_label(panel.metric) + (" (log10)" if scale.log else "")
+    name = panel.column.label + (" (log10)" if scale.log else "")
     notes = [panel.description.subject, completeness(panel.surface)]
     if stride_x > 1 or stride_y > 1:
         notes.append(f"{heights.shape[0]}×{heights.shape[1]} of {len(x)}×{len(y)} points shown")
@@ -101,39 +108,42 @@ def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
 
 
 def write_curve_html(panel: Panel, options: PlotOptions, path: Path) -> None:
-    """A 1D surface's loss (left axis) and accuracy (right), train solid and test dashed."""
+    """A 1D surface's loss (left axis) and accuracy (right), train solid and test dashed:
+    the columns of the PNG curve (`curves.curve_columns`)."""
     import plotly.graph_objects as go
 
     surface = panel.surface
     figure = go.Figure()
-    for name in sorted(surface.metrics):
-        split, _, quantity = name.rpartition("_")
-        is_loss = quantity == "loss"
+    pairs = curve_columns(panel).values()
+    traces = [(left, True) for left, _ in pairs]
+    traces += [(accuracy, False) for _, accuracy in pairs if accuracy is not None]
+    for column, on_left in traces:
         values, _, _ = mask_hidden(
-            surface.metrics[name],
+            surface.metrics[column.name],
             surface.done,
-            options.log and is_loss,
-            options.zmax if is_loss else None,
+            options.log and on_left,
+            options.zmax if on_left else None,
         )
         figure.add_trace(
             go.Scatter(
                 x=surface.x,
                 y=values.filled(np.nan),
-                name=metric_label(name),
-                yaxis="y" if is_loss else "y2",
+                name=column.label,
+                yaxis="y" if on_left else "y2",
                 line={
-                    "color": LOSS_COLOR if is_loss else ACCURACY_COLOR,
-                    "dash": "solid" if split == "train" else "dash",
+                    "color": LOSS_COLOR if on_left else ACCURACY_COLOR,
+                    "dash": "solid" if column.split == "train" else "dash",
                 },
             )
         )
+    left = primary_metric(panel)
     notes = [panel.description.subject, completeness(surface)]
     figure.update_layout(
         title={"text": "<br>".join(note for note in notes if note), "font": {"size": 13}},
         xaxis={"title": {"text": panel.description.x_label}},
-        yaxis={"title": {"text": "loss"}, "type": "log" if options.log else "linear"},
+        yaxis={"title": {"text": axis_label(left)}, "type": "log" if options.log else "linear"},
         yaxis2={
-            "title": {"text": "accuracy (%)"},
+            "title": {"text": axis_label(ACCURACY)},
             "overlaying": "y",
             "side": "right",
             "range": [0, 100],

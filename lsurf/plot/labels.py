@@ -3,6 +3,8 @@
 Input: a `Surface` (its `attributes["config"]` YAML and its PCA trajectory, if any).
 Output: a `Description` with the subject line (model, directions, normalization, split,
 grid) and the axis labels, so every figure says what it shows without the file name.
+What a value axis shows is its column's own label (`lsurf.metrics.Column.label`: 'train
+loss', 'test accuracy (%)', or the stored label and unit of a metric lsurf does not know).
 """
 
 from __future__ import annotations
@@ -86,14 +88,6 @@ def _short_names(first: str, second: str) -> tuple[str, str]:
     if paths[0].name != paths[1].name:
         return paths[0].name, paths[1].name
     return f"{paths[0].parent.name}/{paths[0].name}", f"{paths[1].parent.name}/{paths[1].name}"
-
-
-def metric_label(metric: str) -> str:
-    """'train_loss' → 'train loss', 'test_acc' → 'test accuracy (%)'."""
-    split, _, quantity = metric.rpartition("_")
-    if quantity == "acc":
-        return f"{split} accuracy (%)"
-    return f"{split} {quantity}" if split else metric
 
 
 def completeness(surface: Surface) -> str:

@@ -32,7 +32,7 @@ MAX_LEVELS = 500
 class PlotOptions:
     """Everything that shapes the figures; the defaults give the standard set as PNG."""
 
-    metric: str | None = None  # None: train_loss, else the file's first loss
+    metric: str | None = None  # None: train_loss, else the file's first lower-is-better column
     out: Path | None = None  # folder; None: beside the (first) surface file
     formats: tuple[Format, ...] = ("png",)
     kinds: tuple[Kind, ...] | None = None  # None: all 2D kinds, or the curve for 1D files

@@ -23,7 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from lsurf.plot.labels import completeness, metric_label, titles
+from lsurf.metrics import Column
+from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import Kind
 from lsurf.plot.path import PATH_COLOR, draw_path
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
@@ -61,7 +62,7 @@ def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
         ax.set_xlabel(panel.description.x_label)
         ax.set_ylabel(panel.description.y_label)
     heading, panel_titles = titles(
-        _scale_label(panels[0].metric, scale),
+        _scale_label(panels[0].column, scale),
         [panel.label for panel in panels],
         [panel.description.subject for panel in panels],
         [_panel_note(panel, scale) for panel in panels],
@@ -74,7 +75,7 @@ def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
     colorbar = figure.colorbar(
         mappable, ax=axes, extend=scale.extend, shrink=0.8 if kind == "surface3d" else 1.0
     )
-    colorbar.set_label(_scale_label(panels[0].metric, scale))
+    colorbar.set_label(_scale_label(panels[0].column, scale))
     if scale.log:  # ticks at 1, 2, 5 × 10^k read better than the levels' ratios
         colorbar.set_ticks(round_log_ticks(scale.vmin, scale.vmax))
     elif kind != "heatmap":  # ticks on contour levels, so a line's label is on the bar
@@ -272,8 +273,8 @@ def _panel_note(panel: Panel, scale: Scale) -> str:
     return "; ".join(note for note in notes if note)
 
 
-def _scale_label(metric: str, scale: Scale) -> str:
-    label = metric_label(metric)
+def _scale_label(column: Column, scale: Scale) -> str:
+    label = column.label
     if scale.log:
         label += " (log scale)"
     if scale.zmax is not None:

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from lsurf.errors import LsurfError
+from lsurf.metrics import Column
 from lsurf.plot.labels import Description, describe
 from lsurf.plot.options import PlotOptions
 from lsurf.store import Surface, read_surface
@@ -44,6 +45,11 @@ class Panel:
     @property
     def is_2d(self) -> bool:
         return self.surface.y is not None
+
+    @property
+    def column(self) -> Column:
+        """What `metric` holds: its metric row (label, unit, direction) and split."""
+        return self.surface.columns[self.metric]
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,12 +88,14 @@ def load_panels(paths: Sequence[Path], options: PlotOptions) -> list[Panel]:
 
 
 def _default_metric(surface: Surface) -> str:
-    if "train_loss" in surface.metrics:
+    """train_loss, else the file's first column where lower is better, else its first."""
+    if "train_loss" in surface.columns:
         return "train_loss"
-    losses = sorted(name for name in surface.metrics if name.endswith("_loss"))
-    if not losses:
-        raise LsurfError(f"{surface.path} holds no loss to plot")
-    return losses[0]
+    stored = list(surface.columns.values())
+    if not stored:
+        raise LsurfError(f"{surface.path} holds no metric to plot")
+    better_low = [column for column in stored if column.metric.lower_is_better]
+    return (better_low or stored)[0].name
 
 
 def panel_labels(paths: Sequence[Path]) -> list[str]:
