@@ -18,12 +18,9 @@ Keys saved from `nn.DataParallel` / DDP carry a leading 'module.', which is stri
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import pickle
 import re
-import secrets
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +29,7 @@ import torch
 from torch import nn
 
 from lsurf import models
+from lsurf.atomic import write_atomically
 from lsurf.errors import CheckpointError
 
 # Keys under which trainers nest the state dict, in the order they are tried.
@@ -240,17 +238,8 @@ def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], **extra:
                 f"checkpoint entry {key!r} must be plain Python data, got {type(value).__name__}"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the target's folder: os.replace is atomic only within one file system.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            torch.save({"state_dict": dict(state_dict), **extra}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _sync_folder(path.parent)
+    contents = {"state_dict": dict(state_dict), **extra}
+    write_atomically(path, lambda handle: torch.save(contents, handle))
 
 
 def _is_plain(value: object) -> bool:
@@ -261,20 +250,6 @@ def _is_plain(value: object) -> bool:
     if isinstance(value, dict):
         return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
     return False
-
-
-def _sync_folder(folder: Path) -> None:
-    # Persist the rename itself, so a power loss right after saving cannot lose the file.
-    # Some platforms and file systems cannot open or fsync a folder; the rename still holds.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def file_digest(path: Path) -> str:

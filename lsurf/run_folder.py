@@ -14,7 +14,7 @@ hold surfaces computed from the run, which are never touched):
 - `resume.pt`    the committed state after the last finished epoch: weights, optimizer state
                  (momentum buffers, Adam moments and step counts), the epoch and the log rows.
 
-Every file is replaced atomically (written beside its place, then renamed). The caller
+Every file is replaced atomically (lsurf.atomic: written beside its place, then renamed). The caller
 writes `resume.pt` (`commit`) last in each epoch, so it is the commit point: after kill -9
 at any moment, `committed_state` reads it back and `discard_uncommitted` removes the files
 of the epoch that did not commit and rewrites log.csv from the committed rows.
@@ -26,21 +26,18 @@ Output: the files above; `committed_state` returns resume.pt's
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import os
 import re
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 
 from lsurf import checkpoint
+from lsurf.atomic import temporary_target, write_atomically
 from lsurf.config import TrainConfig
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.schema import differences, to_yaml
@@ -50,8 +47,6 @@ LOG_FILE = "log.csv"
 FINAL_FILE = "final.pt"
 RESUME_FILE = "resume.pt"
 _TRAJECTORY_FILE = re.compile(r"model_(\d+)\.pt")
-# What an atomic write killed between open and rename leaves: .NAME.PID.HEX.tmp
-_TEMPORARY_FILE = re.compile(r"\.(.+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
 def trajectory_file(out: Path, epoch: int) -> Path:
@@ -127,9 +122,10 @@ def remove_training_files(out: Path) -> None:
 
 
 def _remove_temporaries(out: Path) -> None:
+    # What an atomic write killed between open and rename left (lsurf.atomic's naming).
     for path in out.iterdir():
-        match = _TEMPORARY_FILE.fullmatch(path.name)
-        if match is not None and _is_training_file(match.group(1)) and path.is_file():
+        target = temporary_target(path.name)
+        if target is not None and _is_training_file(target) and path.is_file():
             path.unlink()
 
 
@@ -149,7 +145,7 @@ def discard_uncommitted(out: Path, epoch: int, rows: list[dict[str, float]]) -> 
 
 def write_config(out: Path, config: TrainConfig) -> None:
     """Write config.yaml: the resolved config, which a rerun must match."""
-    _write_atomically(out / CONFIG_FILE, lambda handle: handle.write(to_yaml(config).encode()))
+    write_atomically(out / CONFIG_FILE, lambda handle: handle.write(to_yaml(config).encode()))
 
 
 def save_weights(path: Path, model: nn.Module, epoch: int) -> None:
@@ -171,7 +167,7 @@ def commit(
         "epoch": epoch,
         "rows": rows,
     }
-    _write_atomically(out / RESUME_FILE, lambda handle: torch.save(state, handle))
+    write_atomically(out / RESUME_FILE, lambda handle: torch.save(state, handle))
 
 
 def _cpu_copy(value: Any) -> Any:
@@ -190,27 +186,4 @@ def write_log(path: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomically(path, lambda handle: handle.write(text.getvalue().encode()))
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Replace `path` by what `write` puts in a file: the old or the new file, never half.
-
-    The same scheme as `checkpoint.save_checkpoint`: a unique temporary name in the same
-    folder (a rename is atomic only within one file system), fsync, rename, fsync the folder.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
-        descriptor = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    write_atomically(path, lambda handle: handle.write(text.getvalue().encode()))
