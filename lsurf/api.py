@@ -105,7 +105,7 @@ def sweep(
 
         def open_split(data_config: Any, name: str, on: torch.device, channels_last: bool) -> Any:
             return from_object(
-                splits[name], f"data[{name!r}]", name, data_config, on, channels_last
+                splits[name], f"data[{name!r}]", data_config, name, on, channels_last
             )
 
         sources = Sources(

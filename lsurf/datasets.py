@@ -189,14 +189,27 @@ def open_split(
             "import path package.module:callable"
         )
     result = resolve(data.dataset, "data.dataset")(split, **data.kwargs)
+    return from_object(result, data.dataset, data, split, device, channels_last)
+
+
+def from_object(
+    result: object,
+    label: str,
+    data: DataConfig,
+    split: str,
+    device: torch.device,
+    channels_last: bool,
+) -> SplitData:
+    """A split from what a dataset callable returned, or what the Python API was handed: a
+    map-style Dataset of (input, target) pairs or a pair of tensors. `label` names it in errors."""
     if _is_tensor_pair(result):
-        inputs, targets = _checked_tensors(data.dataset, split, result)
+        inputs, targets = _checked_tensors(label, split, result)
         if data.subset is not None:
             chosen = _subset_indices(len(targets), data.subset, data.subset_seed, split)
             inputs, targets = inputs[chosen], targets[chosen]
         return _from_tensors(data, split, None, inputs, targets, device, channels_last)
     return _from_dataset(
-        data, split, None, _checked_dataset(data.dataset, split, result), device, channels_last
+        data, split, None, _checked_dataset(label, split, result), device, channels_last
     )
 
 

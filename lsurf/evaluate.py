@@ -124,6 +124,10 @@ class Evaluator:
                     f"the model returned a {type(outputs).__name__}, not a tensor; a sweep needs "
                     "a model whose forward returns the outputs the loss takes"
                 )
+            if classifies(outputs, targets):
+                # All of a cached split's labels (cheap); a streamed one shows its first batch.
+                labels = split.targets if isinstance(split, CachedSplit) else targets
+                _check_classes(name, split, outputs.shape[1], labels)
             try:
                 self.loss.batch(outputs.float(), targets)
             except LsurfError:
@@ -136,7 +140,6 @@ class Evaluator:
                 ) from None
             found.append(Column(name, LOSS))
             if classifies(outputs, targets):
-                _check_classes(name, split, outputs.shape[1], targets)
                 found.append(Column(name, ACCURACY))
         return found
 

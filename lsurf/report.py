@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lsurf import kinds
 from lsurf.grid import Axis
 from lsurf.store import Surface, is_direction_file, read_surface
 
@@ -79,13 +80,7 @@ def describe_directions(path: Path) -> str:
 
     directions, attributes = read_directions(path)
     lines = [f"directions  {path}"]
-    if directions.kind == "random":
-        how = f"norm={directions.norm}  ignore={directions.ignore}  seed={directions.seed}"
-    elif directions.kind == "pca":
-        centred = "centred" if attributes.get("center", True) else "not centred"
-        how = f"trajectory {attributes.get('trajectory')}  ignore={directions.ignore}  {centred}"
-    else:
-        how = "θ2 − θ1, unnormalized"
+    how = kinds.described(directions.kind).describe(attributes)
     lines.append(f"kind     {directions.kind}  {how}")
     values = sum(tensor.numel() for tensor in directions.x.values())
     count = "2 directions (a plane)" if directions.y is not None else "1 direction (a line)"
@@ -115,18 +110,7 @@ def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[s
     """What the directions were, in the terms of their kind (a seed means nothing to PCA)."""
     kind = directions.get("kind")
     file = f"file {surface.attributes.get('direction_file')}"
-    if kind == "target":
-        return [f"directions  target  to {directions.get('target')}  {file}"]
-    if kind != "pca":
-        return [
-            f"directions  {kind}  norm={directions.get('norm')}  "
-            f"ignore={directions.get('ignore')}  seed={directions.get('seed')}  {file}"
-        ]
-    centred = "centred" if directions.get("center", True) else "not centred"
-    lines = [
-        f"directions  pca  trajectory {directions.get('trajectory')}  "
-        f"ignore={directions.get('ignore')}  {centred}  {file}"
-    ]
+    lines = [f"directions  {kind}  {kinds.described(kind).describe(directions)}  {file}"]
     path = surface.trajectory
     if path is not None:
         first, second = (100.0 * ratio for ratio in path.explained_variance_ratio)

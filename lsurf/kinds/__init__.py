@@ -103,6 +103,21 @@ def get(name: str) -> Kind:
     return kind
 
 
+class _Unknown(Kind):
+    """A kind this version does not know (a file from a newer lsurf): named, not described."""
+
+    keys = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # type: ignore[misc]
+
+
+def described(name: str | None) -> Kind:
+    """The kind that describes stored settings: its own object, or a plain stand-in for a
+    name this version does not know (files name no kind before lsurf stored configs: random)."""
+    return KINDS.get(name or "random") or _Unknown(str(name))
+
+
 def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> DirectionsConfig:
     """Check `settings` against its kind (keys it does not read, grid shape) and fill defaults."""
     kind = get(settings.kind)

@@ -57,7 +57,8 @@ class Interpolation(Kind):
         return {"norm": "none", "ignore": "none", "seed": 0}
 
     def describe(self, settings: Mapping[str, Any]) -> str:
-        return f"to {settings.get('target')}"
+        target = settings.get("target")  # a direction file records the digest, not the path
+        return f"to {target}" if target else "θ2 − θ1, unnormalized"
 
     def subject(self, settings: Mapping[str, Any]) -> str:
         target = settings.get("target")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lsurf import kinds
 from lsurf.store import Surface
 
 _ORDINALS = ("1st", "2nd")
@@ -46,21 +46,8 @@ def describe(surface: Surface) -> Description:
     parts = [str(model.get("name", "unknown model"))]
     if surface.attributes.get("written_by"):
         parts = [f"{surface.path.name} (written by {surface.attributes['written_by']})"]
-    elif kind == "target":
-        target = directions.get("target")
-        parts.append(f"interpolation to {Path(str(target)).name if target else 'a target'}")
-    elif kind == "pca":
-        parts.append("PCA plane of the training path")
     else:
-        norm = directions.get("norm")
-        text = f"{kind or 'random'} directions"
-        if norm and norm != "none":
-            text += f", {norm}-normalized"
-        elif norm == "none":
-            text += ", unnormalized"
-        if directions.get("ignore") == "biasbn":
-            text += ", biases/BN fixed"
-        parts.append(text)
+        parts.append(kinds.described(kind).subject(directions))
     subset = (config.get("data") or {}).get("subset")
     if subset:
         parts.append(f"{subset} examples per split")
@@ -74,20 +61,10 @@ def describe(surface: Surface) -> Description:
         x_label, y_label = (
             f"{_ORDINALS[axis]} PC: {100 * ratios[axis]:.1f} %" for axis in range(2)
         )
-    elif kind == "target":
-        start, end = _short_names(model.get("checkpoint") or "θ1", directions.get("target") or "θ2")
-        x_label, y_label = f"α  (0: {start}, 1: {end})", "β (direction 2)"
     else:
-        x_label, y_label = "α (direction 1)", "β (direction 2)"
+        checkpoint = str(model.get("checkpoint") or "")
+        x_label, y_label = kinds.described(kind).axis_labels(directions, checkpoint)
     return Description(subject, x_label, y_label if surface.y is not None else "")
-
-
-def _short_names(first: str, second: str) -> tuple[str, str]:
-    """File names, with their folder when both are called the same (run_a/final.pt)."""
-    paths = Path(str(first)), Path(str(second))
-    if paths[0].name != paths[1].name:
-        return paths[0].name, paths[1].name
-    return f"{paths[0].parent.name}/{paths[0].name}", f"{paths[1].parent.name}/{paths[1].name}"
 
 
 def completeness(surface: Surface) -> str:
