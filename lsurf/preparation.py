@@ -1,23 +1,23 @@
-"""Preparing a sweep: every check on user input, made before the first byte is written.
+"""The phases of a sweep before its run: check, load and commit.
 
-Owns what a sweep needs before it may touch its output: the model holding θ* (and θ2 of an
-interpolation), the directions (reusing the direction file when it fits this sweep,
-recomputing it when there is none or --force owns it, refusing one made for another sweep),
-the grid with its 'auto' axes fitted to a PCA path, the attributes that tell this sweep from
-any other, and the decision about the output (create it, resume it, or leave it alone
-because it is complete; a file holding a different sweep is refused). It also opens the
-output, and builds an evaluator from a `WorkerSetup` for the serial run and every worker.
+- **check** (`prepare`, `check_output`; rank 0 or the one process): every check on user input,
+  made before the first byte is written — the model holding θ*, the direction kind's own
+  inputs (θ2 of an interpolation, a trajectory), the directions (reusing the direction file
+  when it fits this sweep, recomputing it when there is none or --force owns it, refusing one
+  made for another sweep), the grid with its 'auto' axes fitted, the attributes that tell this
+  sweep from any other, and the decision about the output (create, resume, or leave it alone
+  because it is complete; a file holding a different sweep is refused).
+- **load** (`load`; every worker, the serial run, --plan): a fresh model holding θ*, the data
+  on the device, the loss, the evaluator, and its probe, which decides the columns.
+- **commit** (`open_output`): new directions, then the surface file. The only writer here;
+  `sweep` calls it only after every rank has loaded.
+
+Where the model, θ*, data and loss come from is a `Sources`: `FROM_CONFIG` resolves the
+config's names (on every rank), the Python API hands over objects.
 
 Input: a validated `SweepConfig`. Output: `Prepared` (whose `worker_setup()` is what rank 0
-sends to each worker), the output decision from `check_output`, the data splits from
-`load_splits`, and the open surface file from `open_output`.
-
-Bad input never touches existing output: `prepare`, `check_output`, `load_splits` and
-`build_evaluator` write nothing to the output or the direction file, and raise `LsurfError` on
-anything wrong with the user's input (model, checkpoints, direction file, the output's
-identity, the data, the device). `open_output` is the only function here that writes (new
-directions, then the surface file), and `sweep` calls it only after the others have passed —
-on every worker for the data and the device.
+sends to each worker), the output decision, an `Evaluator`, the open surface file. Bad input
+raises `LsurfError` and never touches existing output.
 """
 
 from __future__ import annotations
