@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Protocol
 
 import numpy as np
 
@@ -105,6 +105,34 @@ def available_cores() -> int:
 
 
 # ---------------------------------------------------------------------------- session
+
+Record = Callable[[np.ndarray, dict[str, list[float]]], None]
+
+
+class MasterSide(Protocol):
+    """What rank 0's run loop needs of a session: `Session` under MPI, and
+    `lsurf.serial.SerialSession`, which answers the same protocol in one process."""
+
+    @property
+    def workers(self) -> list[int]: ...
+
+    def send_setup(self, payload: Any) -> None: ...
+
+    def gather_ready(
+        self, stop_when: Callable[[], bool]
+    ) -> tuple[list[WorkerFailure], list[Any]]: ...
+
+    def serve(
+        self,
+        chunks: list[np.ndarray],
+        record: Record,
+        stop_when: Callable[[], bool],
+        on_stop: Callable[[], None] = ...,
+    ) -> None: ...
+
+    def stop_workers(self, exit_code: int) -> None: ...
+
+    def abort(self, exit_code: int) -> NoReturn: ...
 
 
 class Session:
@@ -190,7 +218,7 @@ class Session:
     def serve(
         self,
         chunks: list[np.ndarray],
-        record: Callable[[np.ndarray, dict[str, list[float]]], None],
+        record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = lambda: None,
     ) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from lsurf.evaluate import Evaluator
 from lsurf.grid import Grid
-from lsurf.parallel import Preempted, WorkerFailure
+from lsurf.parallel import Preempted, Record, WorkerFailure
 
 
 class PointFailed(Exception):
@@ -82,7 +82,7 @@ class SerialSession:
     def serve(
         self,
         chunks: list[np.ndarray],
-        record: Callable[[np.ndarray, dict[str, list[float]]], None],
+        record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = lambda: None,
     ) -> None:

@@ -20,7 +20,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +108,7 @@ def _run_serial(
 def _run_master(
     config: SweepConfig,
     force: bool,
-    session: Any,  # parallel.Session or serial.SerialSession: the same master side
+    session: parallel.MasterSide,
     log: Log,
     log_every: int | None,
     sources: Sources,

@@ -110,32 +110,16 @@ def test_user_package_under_mpiexec_equals_serial_and_the_api(tmp_path, blob_che
     model.load_state_dict(torch.load(blob_checkpoint, weights_only=True)["state_dict"])
     before = {key: value.clone() for key, value in model.state_dict().items()}
     data = {"train": toylab.blobs("train", size=96), "test": toylab.blobs("test", size=96)}
-    result = sweep(
-        model,
-        data,
-        x="-1:1:5",
-        y="-1:1:3",
-        loss=toylab.smooth_hinge,
-        directions={"seed": 1},
-        batch_size=40,
-        output=tmp_path / "api" / "surface.h5",
-        log=None,
+    settings = dict(
+        x="-1:1:5", y="-1:1:3", loss=toylab.smooth_hinge, directions={"seed": 1}, batch_size=40
     )
+    result = sweep(model, data, output=tmp_path / "api" / "surface.h5", log=None, **settings)
     assert_same_surface(tmp_path / "serial" / "surface.h5", result.path)
     # The caller's model is never moved.
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     # Without an output the API returns the same values from a scratch folder.
-    in_memory = sweep(
-        model,
-        data,
-        x="-1:1:5",
-        y="-1:1:3",
-        loss=toylab.smooth_hinge,
-        directions={"seed": 1},
-        batch_size=40,
-        log=None,
-    )
+    in_memory = sweep(model, data, log=None, **settings)
     np.testing.assert_array_equal(in_memory.metrics["test_loss"], result.metrics["test_loss"])
     assert not in_memory.path.exists()
 
