@@ -26,7 +26,8 @@ import numpy as np
 import yaml
 
 from lsurf.grid import Axis, Grid
-from lsurf.store import create_surface, metric_names
+from lsurf.metrics import columns
+from lsurf.store import create_surface
 
 TARGET_SECONDS = 60.0
 
@@ -41,7 +42,7 @@ def write_fake_surface(path: Path, size: int) -> None:
         "directions": {"kind": "random", "norm": "filter", "ignore": "biasbn", "seed": 0},
     }
     attributes = {"config": yaml.safe_dump(config, sort_keys=False), "direction_file": ""}
-    create_surface(path, grid, metric_names(["train", "test"]), attributes).close()
+    create_surface(path, grid, columns(["train", "test"]), attributes).close()
 
     a, b = np.meshgrid(grid.x, grid.y, indexing="ij")
     noise = np.random.default_rng(0).normal(0.0, 0.05, a.shape)

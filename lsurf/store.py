@@ -35,7 +35,7 @@ import lsurf
 import lsurf.metrics
 from lsurf.atomic import atomic_path, remove_stale_temporaries
 from lsurf.errors import OutputError
-from lsurf.metrics import DEFAULT_METRICS, Column, decode, encode, legacy_columns
+from lsurf.metrics import Column, decode, encode, legacy_columns
 from lsurf.reference import is_reference_surface, read_reference_surface
 from lsurf.trajectory import Trajectory
 from lsurf.weights import WeightStatistics
@@ -47,11 +47,6 @@ if TYPE_CHECKING:  # plotting reads surface files without importing torch
     from lsurf.grid import Grid
 
 FORMAT_VERSION = 2  # 2: the attribute `metrics` lists the columns
-
-
-def metric_names(splits: Sequence[str]) -> list[str]:
-    """The dataset names of the standard columns (train_loss, train_acc, test_loss, ...)."""
-    return [column.name for column in lsurf.metrics.columns(splits, DEFAULT_METRICS)]
 
 
 def _open(path: Path, mode: str, what: str, locking: bool = True) -> h5py.File:
@@ -225,18 +220,17 @@ class SurfaceWriter:
 def create_surface(
     path: Path,
     grid: Grid,
-    columns: Sequence[Column | str],
+    columns: Sequence[Column],
     attributes: dict[str, Any],
     trajectory: Trajectory | None = None,
     weights: WeightStatistics | None = None,
 ) -> SurfaceWriter:
     """Create (or atomically replace) the surface file, all NaN and nothing done; open it.
 
-    `columns` are the datasets to hold, listed in the attribute `metrics`; a plain name
-    ('train_loss') stands for the standard column of that name. `trajectory` (PCA sweeps)
-    and `weights` (θ*'s weight statistics) are stored beside.
+    `columns` are the datasets to hold, listed in the attribute `metrics`. `trajectory`
+    (PCA sweeps) and `weights` (θ*'s weight statistics) are stored beside.
     """
-    stored = [_as_column(column) for column in columns]
+    stored = list(columns)
     names = [column.name for column in stored]
     reserved = {"xcoordinates", "ycoordinates", "done", "dir_file", "weights", *_PATH_NAMES}
     assert len(set(names)) == len(names) and not reserved & set(names), names
@@ -262,15 +256,6 @@ def create_surface(
 
     _atomic_create(path, build)
     return SurfaceWriter(path)
-
-
-def _as_column(column: Column | str) -> Column:
-    """A Column as given; a dataset name ('test_acc') as the standard column it names."""
-    if isinstance(column, Column):
-        return column
-    found = legacy_columns([column])
-    assert len(found) == 1, f"{column!r} names no standard column; pass a metrics.Column"
-    return found[0]
 
 
 # ---------------------------------------------------------------------------- direction file

@@ -220,8 +220,16 @@ def _load_splits(
     data = config.data
 
     def load(name: str) -> Split:
+        assert data.root is not None  # the config requires it for CIFAR
         return load_split(
-            data.root, name, data.mean, data.std, data.subset, data.subset_seed, data.download
+            data.root,
+            name,
+            data.mean,
+            data.std,
+            data.subset,
+            data.subset_seed,
+            data.download,
+            dataset=data.dataset,
         )
 
     train_split = load("train")
@@ -241,11 +249,12 @@ def _load_splits(
 
 
 def _build_model(config: TrainConfig) -> nn.Module:
-    """A registry model initialized from training.seed (or from model.checkpoint)."""
+    """A model (registry name or import path) initialized from training.seed (or from
+    model.checkpoint)."""
     # Forked, so seeding here leaves the caller's global generator where it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.training.seed)
-        model = models.build(config.model.name, config.model.num_classes)
+        model = models.build_named(config.model.name, config.model.num_classes, config.model.kwargs)
     if config.model.checkpoint is not None:
         checkpoint.load_weights(model, config.model.checkpoint)
     return model

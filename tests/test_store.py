@@ -94,7 +94,7 @@ def test_element_i_j_holds_the_point_x_i_y_j(tmp_path, grid):
         return 10.0 * a + b  # a different value at every point, also after swapping x and y
 
     order = np.random.default_rng(0).permutation(grid.size)
-    with store.create_surface(tmp_path / "s.h5", grid, METRICS, ATTRIBUTES) as writer:
+    with store.create_surface(tmp_path / "s.h5", grid, COLUMNS, ATTRIBUTES) as writer:
         for chunk in np.array_split(order, 3):  # chunks arrive in any order
             values = {name: [loss(*grid.coordinates(int(k))) for k in chunk] for name in METRICS}
             writer.record(chunk.tolist(), values)
@@ -111,7 +111,7 @@ def test_element_i_j_holds_the_point_x_i_y_j(tmp_path, grid):
 def test_nan_inf_and_zero_are_results_and_a_reopened_writer_resumes(tmp_path):
     path = tmp_path / "s.h5"
     values = {name: [np.inf, np.nan, 0.0] for name in METRICS}
-    with store.create_surface(path, GRID, METRICS, ATTRIBUTES) as writer:
+    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
         writer.record([0, 6, 11], values)
     surface = store.read_surface(path)
     assert np.flatnonzero(surface.done).tolist() == [0, 6, 11]
@@ -128,7 +128,7 @@ def test_nan_inf_and_zero_are_results_and_a_reopened_writer_resumes(tmp_path):
 
 def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
-    writer = store.create_surface(path, GRID, METRICS, ATTRIBUTES)
+    writer = store.create_surface(path, GRID, COLUMNS, ATTRIBUTES)
     seen_before_flags = []
     original_setitem = h5py.Dataset.__setitem__
 
@@ -154,7 +154,7 @@ def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypa
 
 def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
     path = tmp_path / "s.h5"
-    store.create_surface(path, GRID, METRICS, ATTRIBUTES, TRAJECTORY, WEIGHTS).close()
+    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES, TRAJECTORY, WEIGHTS).close()
     surface = store.read_surface(path)
     attributes = surface.attributes
     assert {key: attributes[key] for key in ATTRIBUTES} == ATTRIBUTES
@@ -166,7 +166,7 @@ def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
     assert store.read_surface_attributes(path).keys() == attributes.keys()
     assert_same_trajectory(surface.trajectory, TRAJECTORY)
     assert_same_weights(surface.weights, WEIGHTS)
-    store.create_surface(path, GRID, METRICS, ATTRIBUTES).close()  # replaced: neither left
+    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()  # replaced: neither left
     assert store.read_surface(path).trajectory is None and store.read_surface(path).weights is None
 
 
@@ -220,7 +220,7 @@ def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
         original(group, statistics)
 
     monkeypatch.setattr(store, "write_weight_statistics", watching)
-    store.create_surface(path, GRID, METRICS, ATTRIBUTES, weights=WEIGHTS).close()
+    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES, weights=WEIGHTS).close()
     [(existed, names)] = during_build
     assert not existed and len(names) == 1  # the stale temporary removed, ours alone
     assert re.fullmatch(rf"\.s\.h5\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", names[0])
@@ -229,14 +229,14 @@ def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
 
 def test_a_failed_creation_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
-    store.create_surface(path, GRID, METRICS, {"config": "old"}).close()
+    store.create_surface(path, GRID, COLUMNS, {"config": "old"}).close()
 
     def no_rename(source, target):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(atomic.os, "replace", no_rename)
     with pytest.raises(OutputError) as caught:
-        store.create_surface(path, GRID, METRICS, {"config": "new"})
+        store.create_surface(path, GRID, COLUMNS, {"config": "new"})
     assert str(caught.value) == (
         f"cannot write {path} (Permission denied); choose an output folder you can write to"
     )
@@ -284,11 +284,11 @@ def test_unusable_files_raise_one_line_lsurf_errors(tmp_path, reader, make, mess
 
 
 def test_a_surface_is_no_direction_file_and_a_file_is_no_output_folder(tmp_path):
-    store.create_surface(tmp_path / "s.h5", GRID, METRICS, ATTRIBUTES).close()
+    store.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES).close()
     with pytest.raises(OutputError, match="lacks xdirection"):
         store.read_directions(tmp_path / "s.h5")
     with pytest.raises(OutputError, match=r"^cannot write .*; choose an output folder") as caught:
-        store.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, METRICS, ATTRIBUTES)
+        store.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, COLUMNS, ATTRIBUTES)
     assert "\n" not in str(caught.value)
 
 
@@ -316,16 +316,6 @@ def test_a_metric_unknown_to_the_table_is_stored_read_and_resumed(tmp_path):
     assert surface.columns["train_max_eig"].label == "train largest Hessian eigenvalue"
     eigenvalues = surface.metrics["train_max_eig"].reshape(-1)
     assert eigenvalues[[0, 5, 11]].tolist() == [7.0, 8.0, 9.5]
-
-
-def test_dataset_names_still_stand_for_the_standard_columns(tmp_path):
-    assert store.metric_names(["train", "test"]) == METRICS
-    store.create_surface(tmp_path / "s.h5", GRID, ["test_acc", "train_loss"], ATTRIBUTES).close()
-    surface = store.read_surface(tmp_path / "s.h5")
-    assert list(surface.columns.values()) == [
-        metrics.Column("test", metrics.ACCURACY),
-        metrics.Column("train", metrics.LOSS),
-    ]
 
 
 def as_format_1(path):
