@@ -271,3 +271,17 @@ def test_bad_training_settings_are_one_line_errors(tmp_path, cifar_root, change,
         load_train_config(write_config(tmp_path, cifar_root, **change))
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "train").exists()
+
+
+def test_cifar100_trains_a_hundred_class_head(tmp_path):
+    from lsurf.synth import write_synthetic
+
+    root = write_synthetic(tmp_path / "c100", train_size=64, test_size=16, dataset="cifar100")
+    path = write_config(tmp_path, root, epochs=1)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["dataset"] = "cifar100"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(path)]) == 0
+    final = weights(tmp_path / "train" / "final.pt")
+    assert final["linear.weight"].shape[0] == 100  # num_classes from the data
+    assert to_plain(load_train_config(path))["model"]["num_classes"] == 100
