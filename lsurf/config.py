@@ -3,9 +3,12 @@
 Input: a YAML file and `key.path=value` overrides, read and type-checked by lsurf.schema
 against the dataclasses here; this module supplies the converters for the grid's axis specs.
 Output: a `SweepConfig` or `TrainConfig` whose every field is typed and has a value, with
-relative paths resolved against the current directory, the kind-dependent defaults of
-directions.norm/ignore filled in, and the rules no single field can check (a PCA sweep needs
-a trajectory, a step schedule needs milestones, ...) enforced with a `ConfigError`.
+relative paths resolved against the current directory, the direction kind's defaults filled
+in (each kind checks its own settings: lsurf.kinds), a registry model's num_classes taken from
+a CIFAR dataset, and the rules no single field can check (a step schedule needs milestones,
+a built-in dataset needs data.root, ...) enforced with a `ConfigError`. Import paths
+(`package.module:callable` for model.name, data.dataset, evaluation.loss) are checked for
+their spelling only: they are imported later, on every rank. This module imports no torch.
 `lsurf.schema.to_yaml` writes the resolved tree back, which is what the surface file stores.
 """
 
@@ -288,6 +291,16 @@ def _check_model(model: ModelConfig, data: DataConfig) -> ModelConfig:
     return dataclasses.replace(model, num_classes=model.num_classes or known)
 
 
+def _check_loss(loss: str) -> None:
+    if is_import_path(loss):
+        check_import_path(loss, "evaluation.loss")
+    elif loss not in BUILT_IN_LOSSES:
+        raise ConfigError(
+            f"evaluation.loss must be one of {', '.join(BUILT_IN_LOSSES)} or an import path "
+            f"package.module:callable; got {loss!r}"
+        )
+
+
 def replace_dataset(data: DataConfig, dataset: str) -> DataConfig:
     """`data` with another dataset name and a root, so its numeric fields can be checked."""
     return dataclasses.replace(data, dataset=dataset, root=data.root or Path("."), kwargs={})
@@ -310,15 +323,8 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
             raise ConfigError(
                 "missing required key model.checkpoint (the trained weights to sweep)"
             )
-    if objects and loss.startswith(OBJECT_LABEL):
-        pass
-    elif is_import_path(loss):
-        check_import_path(loss, "evaluation.loss")
-    elif loss not in BUILT_IN_LOSSES:
-        raise ConfigError(
-            f"evaluation.loss must be one of {', '.join(BUILT_IN_LOSSES)} or an import path "
-            f"package.module:callable; got {loss!r}"
-        )
+    if not (objects and loss.startswith(OBJECT_LABEL)):
+        _check_loss(loss)
     automatic = [
         f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
     ]
