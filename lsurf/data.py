@@ -125,7 +125,7 @@ def load_split(
     labels = np.concatenate([batch_labels for _, batch_labels in batches])  # (N,) int64
     if subset is not None:
         # Select before converting to float: a 1k subset of train never allocates 600 MB.
-        chosen = _subset_indices(len(labels), subset, subset_seed, split).numpy()
+        chosen = subset_indices(len(labels), subset, subset_seed, split).numpy()
         pixels, labels = pixels[chosen], labels[chosen]
     return Split(images=_normalize(pixels, mean, std), labels=torch.from_numpy(labels))
 
@@ -254,7 +254,7 @@ def _normalize(pixels: np.ndarray, mean: Channels, std: Channels) -> torch.Tenso
     return images
 
 
-def _subset_indices(total: int, subset: int, seed: int, split: str) -> torch.Tensor:
+def subset_indices(total: int, subset: int, seed: int, split: str) -> torch.Tensor:
     """`subset` distinct indices of `total`, seeded, sorted so the subset keeps file order."""
     if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= total:
         raise DataError(

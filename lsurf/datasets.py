@@ -34,25 +34,27 @@ Outputs: `SplitData` objects; user mistakes raise a one-line `DataError` (or `Co
 
 from __future__ import annotations
 
-import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
-from lsurf.data import _subset_indices, load_split
+from lsurf.data import subset_indices, load_split
 from lsurf.errors import DataError
 from lsurf.imports import is_import_path, resolve
+from lsurf.readers import (
+    Batch,
+    Examples,
+    accepted,
+    checked_dataset,
+    checked_tensors,
+    collate,
+    image_folder,
+    is_tensor_pair,
+)
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs (B, ...), targets (B, ...)) on the device
-
-# ImageNet's evaluation habit: resize to 1/0.875 of the crop (256 for 224), then centre crop.
-CROP_FRACTION = 0.875
 MIB = 2**20
 
 
@@ -145,18 +147,18 @@ class StreamedSplit(SplitData):
                 batch_size=batch_size,
                 shuffle=False,
                 num_workers=self.workers,
-                collate_fn=_collate,
+                collate_fn=collate,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
             )
             self._loaders[batch_size] = loader
         for batch in loader:
-            yield self._on_device(_accepted(batch))
+            yield self._on_device(accepted(batch))
 
     def first(self, count: int) -> Batch:
         assert count >= 1, "a probe needs at least one example"
         items = [self.examples[index] for index in range(min(count, len(self)))]
-        return self._on_device(_accepted(_collate(items)))
+        return self._on_device(accepted(collate(items)))
 
     def _on_device(self, batch: Batch) -> Batch:
         inputs, targets = batch
@@ -181,7 +183,7 @@ def open_split(
     if data.dataset in ("cifar10", "cifar100"):
         return _cifar_split(data, split, device, channels_last)
     if data.dataset == "imagefolder":
-        folder, num_classes = _image_folder(data, split)
+        folder, num_classes = image_folder(data, split)
         return _from_dataset(data, split, num_classes, folder, device, channels_last)
     if not is_import_path(data.dataset):
         raise DataError(
@@ -202,14 +204,14 @@ def from_object(
 ) -> SplitData:
     """A split from what a dataset callable returned, or what the Python API was handed: a
     map-style Dataset of (input, target) pairs or a pair of tensors. `label` names it in errors."""
-    if _is_tensor_pair(result):
-        inputs, targets = _checked_tensors(label, split, result)
+    if is_tensor_pair(result):
+        inputs, targets = checked_tensors(label, split, result)
         if data.subset is not None:
-            chosen = _subset_indices(len(targets), data.subset, data.subset_seed, split)
+            chosen = subset_indices(len(targets), data.subset, data.subset_seed, split)
             inputs, targets = inputs[chosen], targets[chosen]
         return _from_tensors(data, split, None, inputs, targets, device, channels_last)
     return _from_dataset(
-        data, split, None, _checked_dataset(label, split, result), device, channels_last
+        data, split, None, checked_dataset(label, split, result), device, channels_last
     )
 
 
@@ -259,13 +261,13 @@ def _from_dataset(
     data: DataConfig,
     split: str,
     num_classes: int | None,
-    dataset: _Examples,
+    dataset: Examples,
     device: torch.device,
     channels_last: bool,
 ) -> SplitData:
     """A split read example by example: collated once into the cache, or streamed."""
     if data.subset is not None:
-        chosen = _subset_indices(len(dataset), data.subset, data.subset_seed, split)
+        chosen = subset_indices(len(dataset), data.subset, data.subset_seed, split)
         dataset = dataset.restricted_to(chosen.tolist())
     nbytes = dataset.example_nbytes * len(dataset)
     if nbytes > data.cache_mb * MIB:
@@ -278,7 +280,7 @@ def _from_dataset(
         batch_size=data.batch_size,
         shuffle=False,
         num_workers=data.workers,
-        collate_fn=_collate,
+        collate_fn=collate,
     )
     shape = (len(dataset), *dataset.input_shape)
     layout = _layout(len(shape), dataset.input_dtype, channels_last)
@@ -288,7 +290,7 @@ def _from_dataset(
     )
     start = 0
     for batch in loader:
-        batch_inputs, batch_targets = _accepted(batch)
+        batch_inputs, batch_targets = accepted(batch)
         stop = start + len(batch_targets)
         inputs[start:stop].copy_(batch_inputs)
         targets[start:stop].copy_(batch_targets)
@@ -302,240 +304,3 @@ def _layout(dims: int, dtype: torch.dtype, channels_last: bool) -> torch.memory_
     if channels_last and dims == 4 and dtype.is_floating_point:
         return torch.channels_last
     return torch.contiguous_format
-
-
-# --- examples, checked ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Rejected:
-    """An example that failed its check, passed along instead of raised.
-
-    A DataLoader worker's exception reaches the main process wrapped in a multi-line
-    traceback; this travels like a batch and becomes a one-line DataError there.
-    """
-
-    message: str
-
-
-class _Examples(Dataset):
-    """A map-style dataset's (input, target) pairs, checked one by one against the first.
-
-    Every example must be a pair of a tensor (the same shape and dtype as the first
-    example's) and a target tensor or int (likewise), so that any batch of them stacks.
-    ``unreadable`` names the exceptions that mean an example's file is damaged (for image
-    folders), reported as such rather than as a crash.
-    """
-
-    def __init__(
-        self,
-        dataset: Any,
-        label: str,
-        expected: str,
-        indices: list[int] | None = None,
-        unreadable: tuple[type[Exception], ...] = (),
-    ) -> None:
-        self.dataset = dataset
-        self.label = label  # names the dataset and split in messages
-        self.expected = expected  # what the dataset should have been, for messages
-        self.indices = list(range(len(dataset))) if indices is None else indices
-        self.unreadable = unreadable
-        if not self.indices:
-            raise DataError(f"{label} has no examples; {expected}")
-        probe = self._pair(self.indices[0])
-        if isinstance(probe, _Rejected):
-            raise DataError(probe.message)
-        first_input, first_target = probe
-        self.input_shape = tuple(first_input.shape)
-        self.input_dtype = first_input.dtype
-        self.target_shape = tuple(first_target.shape)
-        self.target_dtype = first_target.dtype
-        self.example_nbytes = first_input.nbytes + first_target.nbytes
-
-    def restricted_to(self, positions: list[int]) -> _Examples:
-        """The examples at `positions` (of this view), in that order."""
-        return _Examples(
-            self.dataset,
-            self.label,
-            self.expected,
-            [self.indices[position] for position in positions],
-            self.unreadable,
-        )
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, position: int) -> Batch | _Rejected:
-        index = self.indices[position]
-        pair = self._pair(index)
-        if isinstance(pair, _Rejected):
-            return pair
-        inputs, target = pair
-        found = (tuple(inputs.shape), inputs.dtype, tuple(target.shape), target.dtype)
-        wanted = (self.input_shape, self.input_dtype, self.target_shape, self.target_dtype)
-        if found != wanted:
-            return _Rejected(
-                f"{self.label}: example {index} is ({_describe_tensor(inputs)}, "
-                f"{_describe_tensor(target)}) but example {self.indices[0]} is "
-                f"({_describe_spec(wanted[0], wanted[1])}, {_describe_spec(wanted[2], wanted[3])});"
-                " every example needs the same shapes and dtypes so that batches stack"
-            )
-        return pair
-
-    def _pair(self, index: int) -> Batch | _Rejected:
-        """Example `index` as (input tensor, target tensor), or why it is not one."""
-        try:
-            item = self.dataset[index]
-        except self.unreadable as error:
-            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-            return _Rejected(
-                f"{self.label}: example {index} cannot be read ({reason}); replace or remove it"
-            )
-        if not isinstance(item, tuple | list) or len(item) != 2:
-            return _Rejected(
-                f"{self.label}: example {index} is {_describe(item)}, not an (input, target) "
-                f"pair; {self.expected}"
-            )
-        inputs, target = item
-        if not isinstance(inputs, torch.Tensor):
-            return _Rejected(
-                f"{self.label}: example {index} has an input of type {type(inputs).__name__}, "
-                f"not a tensor; {self.expected}"
-            )
-        if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-            target = torch.tensor(int(target), dtype=torch.int64)
-        if not isinstance(target, torch.Tensor):
-            return _Rejected(
-                f"{self.label}: example {index} has a target of type {type(target).__name__}, "
-                f"not a tensor or an int; {self.expected}"
-            )
-        return inputs, target
-
-
-def _collate(items: list[Batch | _Rejected]) -> Batch | _Rejected:
-    """Stack checked examples into one batch (in a worker: in shared memory)."""
-    for item in items:
-        if isinstance(item, _Rejected):
-            return item
-    inputs, targets = default_collate(items)
-    return inputs, targets
-
-
-def _accepted(batch: Batch | _Rejected) -> Batch:
-    if isinstance(batch, _Rejected):
-        raise DataError(batch.message)
-    return batch
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, tuple | list):
-        return f"a {type(value).__name__} of {len(value)} items"
-    return f"a {type(value).__name__}"
-
-
-def _describe_tensor(tensor: torch.Tensor) -> str:
-    return _describe_spec(tuple(tensor.shape), tensor.dtype)
-
-
-def _describe_spec(shape: tuple[int, ...], dtype: torch.dtype) -> str:
-    return f"{str(dtype).removeprefix('torch.')} {shape}"
-
-
-# --- a callable's result -------------------------------------------------------------------
-
-
-def _expected_result(dataset: str) -> str:
-    return (
-        f"{dataset}(split, **data.kwargs) must return a map-style Dataset of (input tensor, "
-        "target tensor or int) pairs, or a pair of tensors (inputs, targets) with the same "
-        "first dimension"
-    )
-
-
-def _is_tensor_pair(result: object) -> bool:
-    return (
-        isinstance(result, tuple | list)
-        and len(result) == 2
-        and all(isinstance(part, torch.Tensor) for part in result)
-    )
-
-
-def _checked_tensors(dataset: str, split: str, result: Sequence[torch.Tensor]) -> Batch:
-    inputs, targets = result
-    if inputs.dim() == 0 or targets.dim() == 0 or len(inputs) != len(targets):
-        raise DataError(
-            f"data.dataset {dataset} returned tensors of shapes {tuple(inputs.shape)} and "
-            f"{tuple(targets.shape)} for split {split!r}, which do not pair up; "
-            f"{_expected_result(dataset)}"
-        )
-    if len(targets) == 0:
-        raise DataError(
-            f"data.dataset {dataset} returned no examples for split {split!r}; "
-            f"{_expected_result(dataset)}"
-        )
-    return inputs, targets
-
-
-def _checked_dataset(dataset: str, split: str, result: object) -> _Examples:
-    label = f"data.dataset {dataset} (split {split!r})"
-    indexable = hasattr(result, "__len__") and hasattr(result, "__getitem__")
-    if not indexable or isinstance(result, str | bytes | Mapping | torch.Tensor):
-        raise DataError(f"{label} returned {_describe(result)}; {_expected_result(dataset)}")
-    return _Examples(result, label, _expected_result(dataset))
-
-
-# --- image folders -------------------------------------------------------------------------
-
-
-def _image_folder(data: DataConfig, split: str) -> tuple[_Examples, int]:
-    """ROOT/<split> as checked examples through the evaluation transform, and its class count."""
-    from torchvision import datasets, transforms  # only here: importing it costs a second
-    from torchvision.datasets.folder import find_classes
-
-    if data.root is None:
-        raise DataError("data.root is not set; point it at the folder holding train/ and test/")
-    root = Path(data.root)
-    folder = root / split
-    layout = f"{root}/{split}/<class>/<image> (one subfolder per class)"
-    if not folder.is_dir():
-        raise DataError(
-            f"imagefolder split {split!r} not found: {folder} is not a folder; expected {layout}"
-        )
-    transform = transforms.Compose(
-        [
-            transforms.Resize(
-                round(data.image_size / CROP_FRACTION),
-                interpolation=transforms.InterpolationMode.BILINEAR,
-                antialias=True,
-            ),
-            transforms.CenterCrop(data.image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(data.mean, data.std),
-        ]
-    )
-    try:
-        images = datasets.ImageFolder(str(folder), transform=transform)
-    except FileNotFoundError as error:  # no class folders, or a class folder without images
-        reason = " ".join(str(error).split())
-        raise DataError(f"imagefolder {folder}: {reason}; expected {layout}") from None
-
-    train = root / "train"
-    if split != "train" and train.is_dir():
-        try:
-            train_classes, _ = find_classes(str(train))
-        except FileNotFoundError:
-            train_classes = images.classes  # train itself is broken; opening it says how
-        if train_classes != images.classes:
-            missing = sorted(set(train_classes) - set(images.classes))
-            extra = sorted(set(images.classes) - set(train_classes))
-            raise DataError(
-                f"imagefolder {folder} has other classes than {train} (missing: "
-                f"{', '.join(missing) or 'none'}; extra: {', '.join(extra) or 'none'}); a "
-                "class's index is its place among the sorted folder names, so give both splits "
-                "the same class folders"
-            )
-    label = f"imagefolder {folder}"
-    expected = f"expected {layout}"
-    return _Examples(images, label, expected, unreadable=(OSError,)), len(images.classes)
