@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
-from lsurf.data import subset_indices, load_split
+from lsurf.data import load_split, subset_indices
 from lsurf.errors import DataError
 from lsurf.imports import is_import_path, resolve
 from lsurf.readers import (
