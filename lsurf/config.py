@@ -188,6 +188,14 @@ def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # 
 OBJECT_LABEL = "python object"
 
 
+def stored_sweep_config(raw: dict[str, Any]) -> SweepConfig:
+    """A config a surface file stores, as this version reads it: keys added since it was
+    written take their defaults, so a sweep started by an older lsurf resumes unchanged."""
+    name = str((raw.get("model") or {}).get("name", ""))
+    config = parse(SweepConfig, raw, _AXIS_CONVERTERS)
+    return _check_sweep(config, objects=name.startswith(OBJECT_LABEL))
+
+
 def objects_sweep_config(raw: dict[str, Any]) -> SweepConfig:
     """The config of a sweep whose model, data and (possibly) loss are Python objects.
 

@@ -30,10 +30,10 @@ import torch
 import yaml
 
 from lsurf import checkpoint, kinds, models, params, store
-from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig
+from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
-from lsurf.errors import OutputError
+from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import Evaluator
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.losses import Loss, build_loss
@@ -193,6 +193,10 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
         return None
     found = store.read_surface_attributes(path)
     old_config = yaml.safe_load(str(found.get("config", ""))) or {}
+    try:  # keys added to lsurf since the file was written take their defaults
+        old_config = to_plain(stored_sweep_config(old_config))
+    except LsurfError:
+        pass  # a config this version cannot read: compared as written, key by key
     new_config = to_plain(prepared.config)
     changed = [key for key in differences(old_config, new_config) if key not in OPERATIONAL_KEYS]
     for key in ("checkpoint_sha256", "target_sha256", "directions_sha256"):

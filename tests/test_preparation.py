@@ -227,6 +227,23 @@ def test_check_output_creates_resumes_or_leaves_a_complete_output(sweep_yaml):
     assert check_output(prepare(config), force=True) is None  # --force: start over
 
 
+def test_a_sweep_started_before_the_open_engine_resumes(sweep_yaml):
+    """A file whose stored config lacks the keys added since (model.kwargs, data.dataset,
+    evaluation.loss, ...) holds the same sweep when those keys are at their defaults."""
+    config = load_sweep_config(sweep_yaml())
+    create_output(config)
+    old = yaml.safe_load(str(store.read_surface_attributes(config.output)["config"]))
+    del old["model"]["kwargs"], old["evaluation"]["loss"]
+    for key in ("dataset", "kwargs", "image_size", "cache_mb", "workers"):
+        del old["data"][key]
+    with h5py.File(config.output, "r+") as h5file:
+        h5file.attrs["config"] = yaml.safe_dump(old, sort_keys=False)
+    assert check_output(prepare(config), force=False) is False  # resume, not refuse
+    changed = load_sweep_config(sweep_yaml({"evaluation": {"loss": "mse"}}))
+    with pytest.raises(OutputError, match=r"differs in: evaluation\.loss"):
+        check_output(prepare(changed), force=False)
+
+
 def test_check_output_names_every_differing_key_and_touches_nothing(sweep_yaml):
     config = load_sweep_config(sweep_yaml())
     create_output(config)
