@@ -38,6 +38,7 @@ def describe_surface(path: Path) -> str:
     else:
         model = config.get("model", {})
         lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
+        lines += _describe_data(config)
         lines += _describe_directions(config.get("directions", {}), surface)
     grid = config.get("grid") or {
         "x": _axis(surface.x).spec,
@@ -104,6 +105,18 @@ def describe_directions(path: Path) -> str:
 def _axis(coordinates: np.ndarray) -> Axis:
     """The evenly spaced axis a file's coordinates come from (files without a stored config)."""
     return Axis(float(coordinates[0]), float(coordinates[-1]), len(coordinates))
+
+
+def _describe_data(config: dict[str, Any]) -> list[str]:
+    """Which data and loss the values measure (files from before lsurf stored them: CIFAR-10
+    and cross-entropy, the only ones there were)."""
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return []
+    splits = ", ".join(str(split) for split in data.get("splits") or [])
+    subset = f", {data['subset']} examples each" if data.get("subset") else ""
+    loss = (config.get("evaluation") or {}).get("loss", "cross_entropy")
+    return [f"data     {data.get('dataset', 'cifar10')} ({splits}){subset}  loss {loss}"]
 
 
 def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[str]:

@@ -76,3 +76,12 @@ def test_info_lists_every_stored_column_and_the_best_point_of_a_metric_it_does_n
         "min train_max_eig  6.5 at x=0, y=1",
         "written by lsurf 9.9.9 (format 2), created 2025-01-02T03:04:05+00:00",
     ]
+
+
+def test_info_says_which_data_and_loss_the_values_measure(sweep_yaml, capsys):
+    config = sweep_yaml({"data.subset": 50, "evaluation": {"loss": "mse"}})
+    assert main(["sweep", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(config.parent / "out" / "surface.h5")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "data     cifar10 (train, test), 50 examples each  loss mse"
