@@ -86,7 +86,13 @@ def run_sweep(
         return _run_serial(config, force, log, log_every, sources)
     try:
         if session.is_master:
-            return _run_master(config, force, session, log, log_every, FROM_CONFIG)
+            try:
+                return _run_master(config, force, session, log, log_every, FROM_CONFIG)
+            except LsurfError as error:
+                # Every rank's error names its rank (a worker's arrives as "rank N: ...").
+                if str(error).startswith("rank "):
+                    raise
+                raise LsurfError(f"rank 0: {error}") from None
         return _run_worker(session)
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # the other ranks were told to stop; the CLI reports

@@ -275,6 +275,12 @@ def test_a_rank_that_cannot_import_the_model_is_named(tmp_path, blob_checkpoint)
         "add its folder to PYTHONPATH on every node"
     ]
     assert sorted(path.name for path in (tmp_path / "ranks").iterdir()) == ["sweep.yaml"]
+    # Where no rank can import it (PYTHONPATH forgotten), rank 0 says so first.
+    config = blob_config(tmp_path / "none", blob_checkpoint, model__name="mylab_absent:Net")
+    done = run_cli(config, 3)
+    assert done.returncode == 2, done.stderr
+    assert "lsurf: error: rank 0: model.name: cannot import module 'mylab_absent'" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # ---------------------------------------------------------------- datasets and models
