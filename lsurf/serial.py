@@ -60,8 +60,6 @@ def evaluate_chunk(
 class SerialSession:
     """Speaks `parallel.Session`'s master side; `load(setup)` builds the one evaluator."""
 
-    exit_code = 0
-
     def __init__(self, load: Callable[[Any], Evaluator]) -> None:
         self._load = load
         self._setup: Any = None
