@@ -22,12 +22,15 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
 import torch
 
 from lsurf.errors import DataError
+
+if TYPE_CHECKING:
+    from lsurf.config import DataConfig
 from lsurf.formats import (
     AKAMASTER_MEAN,
     AKAMASTER_STD,
@@ -84,6 +87,22 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def load_configured(data: DataConfig, split: str) -> Split:
+    """`load_split` with the settings of a config's data section (cifar10 or cifar100)."""
+    if data.root is None:
+        raise DataError(f"data.root is not set; point it at the folder holding {data.dataset}")
+    return load_split(
+        data.root,
+        split,
+        data.mean,
+        data.std,
+        data.subset,
+        data.subset_seed,
+        data.download,
+        dataset=data.dataset,
+    )
 
 
 def load_split(

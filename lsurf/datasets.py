@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
-from lsurf.data import load_split, subset_indices
+from lsurf.data import load_configured, subset_indices
 from lsurf.errors import DataError
 from lsurf.imports import is_import_path, resolve
 from lsurf.readers import (
@@ -218,18 +218,7 @@ def from_object(
 def _cifar_split(
     data: DataConfig, split: str, device: torch.device, channels_last: bool
 ) -> SplitData:
-    if data.root is None:
-        raise DataError(f"data.root is not set; point it at the folder holding {data.dataset}")
-    loaded = load_split(
-        data.root,
-        split,
-        data.mean,
-        data.std,
-        data.subset,
-        data.subset_seed,
-        data.download,
-        dataset=data.dataset,
-    )
+    loaded = load_configured(data, split)
     classes = classes_of(data.dataset)
     return _from_tensors(data, split, classes, loaded.images, loaded.labels, device, channels_last)
 

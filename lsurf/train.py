@@ -30,7 +30,7 @@ from torch import nn
 
 from lsurf import checkpoint, models, run_folder
 from lsurf.config import TrainConfig
-from lsurf.data import Split, load_split
+from lsurf.data import Split, load_configured
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.evaluate import measure, pick_device
 from lsurf.recipe import (
@@ -219,20 +219,7 @@ def _load_splits(
     """The training split (always) and the test split (when listed), once, on the device."""
     data = config.data
 
-    def load(name: str) -> Split:
-        assert data.root is not None  # the config requires it for CIFAR
-        return load_split(
-            data.root,
-            name,
-            data.mean,
-            data.std,
-            data.subset,
-            data.subset_seed,
-            data.download,
-            dataset=data.dataset,
-        )
-
-    train_split = load("train")
+    train_split = load_configured(data, "train")
     if len(train_split) < 2:
         raise ConfigError("training needs at least 2 training examples; raise data.subset")
     # Training batches are gathered (and augmented) into new tensors, so the split stays in
@@ -240,7 +227,7 @@ def _load_splits(
     train_split = Split(train_split.images.to(device), train_split.labels.to(device))
     test_split = None
     if "test" in data.splits:
-        test = load("test")
+        test = load_configured(data, "test")
         test_split = Split(
             test.images.to(device).contiguous(memory_format=memory_format),
             test.labels.to(device),
