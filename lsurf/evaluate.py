@@ -104,6 +104,8 @@ class Evaluator:
             for name, split in splits.items()
         }
         self.columns = self._probe()
+        # Per split, whether it has an accuracy column: decided once, not at every point.
+        self._accuracy = {column.split for column in self.columns if column.metric is ACCURACY}
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -159,12 +161,11 @@ class Evaluator:
         self.move_to(a, b)
         values: dict[str, float] = {}
         for name, split in self.splits.items():
-            wanted = {column.metric.name for column in self.columns if column.split == name}
             measured = measure_batches(
                 self.model,
                 split.batches(self.batch_size),
                 self.loss,
-                "acc" in wanted,
+                name in self._accuracy,
                 self.device.type,
                 self.precision,
             )
