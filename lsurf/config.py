@@ -112,6 +112,37 @@ class EvaluationConfig:
     loss: str = "cross_entropy"
 
 
+HessianParams = Literal["weights", "all"]
+
+
+@dataclass(frozen=True)
+class HessianConfig:
+    """Curvature: the Hessian of the mean loss on `split` w.r.t. the moved parameters.
+
+    Products H·v are exact (double backprop over the whole split in a fixed batch order, eval
+    mode, fp32 with float64 accumulation); eigenvalues come from Lanczos (lsurf.hessian).
+    `eigenvalues` adds max_eig/min_eig (and their residuals) to every point of a sweep;
+    `lsurf hessian CONFIG` analyses θ* with the rest of these settings.
+    """
+
+    eigenvalues: bool = False  # a sweep also maps λmax and λmin at every point
+    split: SplitName = "train"  # must be one of data.splits
+    # weights: tensors with more than one dimension, as the reference; all: every parameter
+    params: HessianParams = "weights"
+    # A Ritz pair is converged when ‖Hv − λv‖ ≤ tol·|λ|max (the reference: ARPACK at 1e-2).
+    tol: float = 1e-3
+    max_products: int = 200  # Hessian-vector products per point at most (the Krylov space)
+    seed: int = 0  # the Lanczos start vector and the analysis's random probes
+    batch_size: int | None = None  # None: data.batch_size (double backprop needs more memory)
+    # `lsurf hessian` (θ* only)
+    top_k: int = 5  # the largest eigenvalues reported
+    trace_samples: int = 100  # Hutchinson probes for the trace and its standard error
+    density_runs: int = 4  # stochastic Lanczos quadrature: random start vectors
+    density_steps: int = 80  # Lanczos steps per run
+    per_layer: bool = True  # λmax of each parameter tensor's own block of the Hessian
+    output: Path | None = None  # None: <output>.hessian.h5 beside the surface file
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     model: ModelConfig
@@ -120,6 +151,14 @@ class SweepConfig:
     output: Path
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    hessian: HessianConfig = field(default_factory=HessianConfig)
+
+    @property
+    def hessian_file(self) -> Path:
+        """Where `lsurf hessian` writes its analysis of θ*."""
+        if self.hessian.output is not None:
+            return self.hessian.output
+        return self.output.with_name(self.output.stem + ".hessian.h5")
 
     @property
     def direction_file(self) -> Path:
@@ -309,6 +348,28 @@ def _check_loss(loss: str) -> None:
         )
 
 
+def _check_hessian(hessian: HessianConfig, data: DataConfig) -> None:
+    if not 0 < hessian.tol < 1:
+        raise ConfigError(f"hessian.tol must be between 0 and 1 (e.g. 1e-3), got {hessian.tol}")
+    if hessian.max_products < 2:
+        raise ConfigError(f"hessian.max_products must be at least 2, got {hessian.max_products}")
+    for key in ("top_k", "trace_samples", "density_runs", "density_steps"):
+        _check_positive(getattr(hessian, key), f"hessian.{key}")
+    if hessian.batch_size is not None:
+        _check_positive(hessian.batch_size, "hessian.batch_size")
+    if hessian.seed < 0:
+        raise ConfigError(f"hessian.seed must be 0 or more, got {hessian.seed}")
+    if hessian.split not in data.splits:
+        raise ConfigError(
+            f"hessian.split is {hessian.split!r} but data.splits is {list(data.splits)}; "
+            f"add {hessian.split} to data.splits"
+        )
+    if hessian.output is not None and hessian.output.suffix not in (".h5", ".hdf5"):
+        raise ConfigError(
+            f"hessian.output must be an HDF5 file ending in .h5, got {hessian.output}"
+        )
+
+
 def replace_dataset(data: DataConfig, dataset: str) -> DataConfig:
     """`data` with another dataset name and a root, so its numeric fields can be checked."""
     return dataclasses.replace(data, dataset=dataset, root=data.root or Path("."), kwargs={})
@@ -337,6 +398,7 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
         f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
     ]
     resolved = kinds.resolve(config.directions, config.grid.y is not None, automatic)
+    _check_hessian(config.hessian, data)
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
     return dataclasses.replace(config, model=model, data=data, directions=resolved)

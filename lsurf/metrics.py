@@ -31,11 +31,16 @@ class Metric:
     name: str  # the suffix in dataset names: 'loss', 'acc'
     label: str  # words for figures: 'loss', 'accuracy'
     unit: str  # '' or e.g. '%'; shown after the label
-    # How a point's batch values combine: "mean" = (sum over batches of each batch's sum) /
-    # (sum of batch sizes) × scale. Rows of Hessian eigenvalues will add "solver".
+    # How a point's value is found: "mean" = (sum over batches of each batch's sum) /
+    # (sum of batch sizes) × scale; "solver" = an iterative solver's result over the whole
+    # split (Hessian eigenvalues by Lanczos, lsurf.hessian), recorded as it returns it.
     combine: str
     scale: float = 1.0  # applied after combining: 100 turns a fraction into percent
     lower_is_better: bool = True  # decides where `lsurf info` looks for the best point
+    ranked: bool = True  # whether a best point means anything (not for a residual)
+    # Whether the dataset name carries the split ('train_loss'); the curvature rows keep the
+    # reference code's bare names ('max_eig') and their split is only in the stored row.
+    per_split: bool = True
 
     def mean(self, total: float, count: int) -> float:
         """The 'mean' combination: batch sums `total` over `count` examples, scaled."""
@@ -47,7 +52,35 @@ class Metric:
 LOSS = Metric("loss", "loss", "", "mean")
 ACCURACY = Metric("acc", "accuracy", "%", "mean", scale=100.0, lower_is_better=False)
 
-TABLE: dict[str, Metric] = {metric.name: metric for metric in (LOSS, ACCURACY)}
+# Curvature (`hessian.eigenvalues: true`): the extreme eigenvalues of the Hessian of the mean
+# loss on one split at every point, the relative residual each reached (‖Hv − λv‖ / |λ|max,
+# flagged when above hessian.tol) and the Hessian-vector products spent on the point.
+MAX_EIG = Metric("max_eig", "largest Hessian eigenvalue", "", "solver", per_split=False)
+MIN_EIG = Metric(
+    "min_eig", "smallest Hessian eigenvalue", "", "solver", lower_is_better=False, per_split=False
+)
+MAX_EIG_RESIDUAL = Metric(
+    "max_eig_residual",
+    "residual of the largest eigenvalue",
+    "",
+    "solver",
+    ranked=False,
+    per_split=False,
+)
+MIN_EIG_RESIDUAL = Metric(
+    "min_eig_residual",
+    "residual of the smallest eigenvalue",
+    "",
+    "solver",
+    ranked=False,
+    per_split=False,
+)
+EIG_PRODUCTS = Metric(
+    "eig_products", "Hessian-vector products", "", "solver", ranked=False, per_split=False
+)
+CURVATURE = (MAX_EIG, MIN_EIG, MAX_EIG_RESIDUAL, MIN_EIG_RESIDUAL, EIG_PRODUCTS)
+
+TABLE: dict[str, Metric] = {metric.name: metric for metric in (LOSS, ACCURACY, *CURVATURE)}
 DEFAULT_METRICS: tuple[str, ...] = ("loss", "acc")  # what a sweep measures unless told
 
 
@@ -60,12 +93,16 @@ class Column:
 
     @property
     def name(self) -> str:
-        """The dataset's name: 'train_loss', 'test_acc'."""
+        """The dataset's name: 'train_loss', 'test_acc'; 'max_eig' for a row not per split."""
+        if not self.metric.per_split:
+            return self.metric.name
         return f"{self.split}_{self.metric.name}"
 
     @property
     def label(self) -> str:
-        """'train loss', 'test accuracy (%)'."""
+        """'train loss', 'test accuracy (%)', 'largest Hessian eigenvalue (train)'."""
+        if not self.metric.per_split:
+            return f"{self.metric.label} ({self.split})"
         text = f"{self.split} {self.metric.label}"
         return f"{text} ({self.metric.unit})" if self.metric.unit else text
 
@@ -120,6 +157,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "combine": str,
     "scale": (int, float),
     "lower_is_better": bool,
+    "ranked": bool,
+    "per_split": bool,
 }
 
 
@@ -157,13 +196,17 @@ def _column(entry: Any) -> Column:
 
 
 def legacy_columns(dataset_names: Iterable[str]) -> list[Column]:
-    """Columns recognised by the suffixes `_loss` and `_acc`, in the order given.
+    """Columns recognised by the suffixes `_loss` and `_acc`, in the order given, and the
+    reference code's Hessian eigenvalue maps `max_eig`/`min_eig` (of the training loss).
 
     Only for files that predate the `metrics` attribute (lsurf format 1, the reference code's
     files), which hold nothing else to go by; other names are not metrics there.
     """
     found = []
     for name in dataset_names:
+        if name in (MAX_EIG.name, MIN_EIG.name):
+            found.append(Column("train", TABLE[name]))
+            continue
         for metric in (LOSS, ACCURACY):
             split = name.removesuffix(f"_{metric.name}")
             if split != name and split:

@@ -41,8 +41,19 @@ from lsurf.metrics import Column
 from lsurf.schema import differences, to_plain, to_yaml
 from lsurf.weights import weight_statistics
 
-# Keys that do not change a single result value, so resuming with them changed is fine.
-OPERATIONAL_KEYS = {"data.download", "data.cache_mb", "data.workers"}
+# Keys that do not change a single result value, so resuming with them changed is fine (the
+# hessian.* keys named here are read by `lsurf hessian` only, never by a sweep).
+OPERATIONAL_KEYS = {
+    "data.download",
+    "data.cache_mb",
+    "data.workers",
+    "hessian.top_k",
+    "hessian.trace_samples",
+    "hessian.density_runs",
+    "hessian.density_steps",
+    "hessian.per_layer",
+    "hessian.output",
+}
 
 
 def _build_model(model: ModelConfig) -> torch.nn.Module:

@@ -17,7 +17,7 @@ def done_count(path):
 
 # The row a later lsurf may store for a metric this version's table does not know.
 MAX_EIGENVALUE_ROW = {
-    "name": "max_eig",
+    "name": "top_eig",
     "label": "largest Hessian eigenvalue",
     "unit": "",
     "combine": "solver",

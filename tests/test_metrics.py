@@ -12,12 +12,20 @@ from lsurf.errors import ConfigError, OutputError
 from lsurf.metrics import ACCURACY, LOSS, Column, Metric
 
 # A row this version's table lacks, as a later lsurf may write it.
-MAX_EIGENVALUE = Metric("max_eig", "largest Hessian eigenvalue", "", "solver")
+TRACE = Metric("hessian_trace", "Hessian trace", "", "solver")
 SHARPNESS = Metric("sharp", "sharpness", "a.u.", "mean", scale=0.5, lower_is_better=False)
 
 
 def test_the_table_holds_loss_and_accuracy_in_percent():
-    assert metrics.TABLE == {"loss": LOSS, "acc": ACCURACY}
+    assert list(metrics.TABLE) == [
+        "loss",
+        "acc",
+        "max_eig",
+        "min_eig",
+        "max_eig_residual",
+        "min_eig_residual",
+        "eig_products",
+    ]
     assert (LOSS.unit, LOSS.scale, LOSS.lower_is_better) == ("", 1.0, True)
     assert (ACCURACY.unit, ACCURACY.scale, ACCURACY.lower_is_better) == ("%", 100.0, False)
     # Batch sums over example counts: 3 right of 4, then 2 right of 4 → 62.5 %.
@@ -36,18 +44,21 @@ def test_columns_are_split_major_with_names_and_labels():
     ]
     assert metrics.columns(["test"], ["acc"]) == [Column("test", ACCURACY)]
     assert Column("val", SHARPNESS).label == "val sharpness (a.u.)"
-    with pytest.raises(ConfigError, match=r"^unknown metric 'eig'; valid: loss, acc$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown metric 'eig'; valid: loss, acc, max_eig, min_eig, max_eig_residual, min_eig_residual, eig_products$",
+    ):
         metrics.columns(["train"], ["loss", "eig"])
 
 
 def test_encode_decode_round_trips_every_row_unknown_ones_included():
-    stored = [*metrics.columns(["train", "test"]), Column("train", MAX_EIGENVALUE)]
+    stored = [*metrics.columns(["train", "test"]), Column("train", TRACE)]
     stored.append(Column("val", SHARPNESS))
     text = metrics.encode(stored)
     assert metrics.decode(text) == stored
     entries = json.loads(text)
     assert [entry["dataset"] for entry in entries] == [column.name for column in stored]
-    assert entries[4]["metric"] == dataclasses.asdict(MAX_EIGENVALUE)  # the whole row
+    assert entries[4]["metric"] == dataclasses.asdict(TRACE)  # the whole row
 
 
 def test_a_stored_row_is_believed_over_the_table_and_gaps_are_filled_from_it():
@@ -89,3 +100,34 @@ def test_legacy_columns_recognise_the_two_suffixes_only():
         Column("test", LOSS),
         Column("train", LOSS),
     ]
+
+
+def test_curvature_columns_keep_the_reference_names_and_their_split_in_the_row():
+    column = Column("train", metrics.MAX_EIG)
+    assert column.name == "max_eig"
+    assert column.label == "largest Hessian eigenvalue (train)"
+    (read,) = metrics.decode(metrics.encode([Column("test", metrics.MIN_EIG)]))
+    assert (read.name, read.split, read.metric) == ("min_eig", "test", metrics.MIN_EIG)
+    # A row written before `ranked`/`per_split` existed takes the defaults.
+    old = [
+        {
+            "dataset": "train_loss",
+            "split": "train",
+            "metric": {
+                "name": "loss",
+                "label": "loss",
+                "unit": "",
+                "combine": "mean",
+                "scale": 1,
+                "lower_is_better": True,
+            },
+        }
+    ]
+    assert metrics.decode(json.dumps(old)) == [Column("train", LOSS)]
+    assert not metrics.EIG_PRODUCTS.ranked and metrics.MAX_EIG.ranked
+
+
+def test_the_reference_codes_eigenvalue_maps_are_recognised_by_name():
+    found = metrics.legacy_columns(["max_eig", "min_eig", "train_loss", "xcoordinates"])
+    assert [column.name for column in found] == ["max_eig", "min_eig", "train_loss"]
+    assert {column.split for column in found} == {"train"}

@@ -499,13 +499,13 @@ def test_a_metric_lsurf_does_not_know_is_plotted_with_its_stored_label(tmp_path,
     loss = bowl()(a, b)
     columns = {
         "test_acc": ("test", asdict(ACCURACY), 100 - loss),
-        "test_max_eig": ("test", MAX_EIGENVALUE_ROW, 2 * loss),
+        "test_top_eig": ("test", MAX_EIGENVALUE_ROW, 2 * loss),
     }
     path = write_surface_by_hand(
         tmp_path / "s.h5", x.coordinates(), y.coordinates(), columns, config=sweep_config(x, y)
     )
     [panel] = load_panels([path], PlotOptions())  # no train_loss: the first lower-is-better
-    assert panel.metric == "test_max_eig" and np.allclose(panel.values, 2 * loss)
+    assert panel.metric == "test_top_eig" and np.allclose(panel.values, 2 * loss)
     figure = draw_plane("heatmap", [panel], shared_scale([panel], PlotOptions()))
     [colorbar] = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
     assert colorbar.get_ylabel() == "test largest Hessian eigenvalue"
@@ -513,14 +513,14 @@ def test_a_metric_lsurf_does_not_know_is_plotted_with_its_stored_label(tmp_path,
     figure = draw_plane("heatmap", [panel], shared_scale([panel], PlotOptions()))
     assert figure.get_suptitle().splitlines()[0] == "test accuracy (%)"
 
-    arguments = ["plot", str(path), "--metric", "test_max_eig", "--kinds", "heatmap"]
+    arguments = ["plot", str(path), "--metric", "test_top_eig", "--kinds", "heatmap"]
     assert main([*arguments, "--format", "png,vtk"]) == 0
     assert capsys.readouterr().out.split() == [
-        str(tmp_path / "s_test_max_eig_heatmap.png"),
-        str(tmp_path / "s_test_max_eig.vtu"),
+        str(tmp_path / "s_test_top_eig_heatmap.png"),
+        str(tmp_path / "s_test_top_eig.vtu"),
     ]
     assert main(["plot", str(path), "--metric", "train_loss"]) == 2
-    assert "available: test_acc, test_max_eig" in capsys.readouterr().err
+    assert "available: test_acc, test_top_eig" in capsys.readouterr().err
 
 
 def test_a_1d_file_draws_the_metric_asked_for_beside_accuracy(tmp_path, capsys):
@@ -529,10 +529,10 @@ def test_a_1d_file_draws_the_metric_asked_for_beside_accuracy(tmp_path, capsys):
     columns = {
         "train_loss": ("train", asdict(LOSS), loss),
         "train_acc": ("train", asdict(ACCURACY), 100 - loss),
-        "train_max_eig": ("train", MAX_EIGENVALUE_ROW, 3 * loss),
+        "train_top_eig": ("train", MAX_EIGENVALUE_ROW, 3 * loss),
     }
     path = write_surface_by_hand(tmp_path / "c.h5", x, None, columns)
-    panels = load_panels([path], PlotOptions(metric="train_max_eig"))
+    panels = load_panels([path], PlotOptions(metric="train_top_eig"))
     figure = draw_curves(panels, PlotOptions())
     ax, twin = figure.axes[:2]
     assert [line.get_label() for line in ax.get_lines()] == ["train largest Hessian eigenvalue"]
@@ -541,12 +541,12 @@ def test_a_1d_file_draws_the_metric_asked_for_beside_accuracy(tmp_path, capsys):
     assert [line.get_label() for line in twin.get_lines()] == ["train accuracy"]
     assert figure.get_suptitle().startswith("largest Hessian eigenvalue and accuracy")
     # The standard figure (loss on the left) keeps its name; the other names its metric.
-    assert main(["plot", str(path), "--metric", "train_max_eig", "--format", "png,html"]) == 0
+    assert main(["plot", str(path), "--metric", "train_top_eig", "--format", "png,html"]) == 0
     assert main(["plot", str(path), "--metric", "train_acc"]) == 0
     assert capsys.readouterr().out.split() == [
-        str(tmp_path / "c_train_max_eig_curve.png"),
-        str(tmp_path / "c_train_max_eig_curve.html"),
+        str(tmp_path / "c_train_top_eig_curve.png"),
+        str(tmp_path / "c_train_top_eig_curve.html"),
         str(tmp_path / "c_curve.png"),
     ]
-    html = (tmp_path / "c_train_max_eig_curve.html").read_text()
+    html = (tmp_path / "c_train_top_eig_curve.html").read_text()
     assert '"name":"train largest Hessian eigenvalue"' in html and '"name":"train loss"' not in html

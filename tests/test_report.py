@@ -61,7 +61,7 @@ def test_info_lists_every_stored_column_and_the_best_point_of_a_metric_it_does_n
     columns = {
         "train_loss": ("train", asdict(LOSS), loss),
         "train_acc": ("train", asdict(ACCURACY), 100 - loss),
-        "train_max_eig": ("train", MAX_EIGENVALUE_ROW, eigenvalue),
+        "train_top_eig": ("train", MAX_EIGENVALUE_ROW, eigenvalue),
         "train_margin": ("train", more_is_better, -loss),
     }
     done = np.array([[True, True], [True, True], [True, False]])
@@ -70,10 +70,10 @@ def test_info_lists_every_stored_column_and_the_best_point_of_a_metric_it_does_n
         "model    resnet56  checkpoint /runs/a/final.pt",
         "directions  random  norm=filter  ignore=biasbn  seed=3  file directions.h5",
         "grid     x=-1:1:3  y=0:1:2  (3x2 points)",
-        "metrics  train_acc, train_loss, train_margin, train_max_eig",
+        "metrics  train_acc, train_loss, train_margin, train_top_eig",
         "done     5/6 points (83.3%), incomplete: rerun the same sweep to resume",
         "min train_loss  0.5 at x=0, y=0",
-        "min train_max_eig  6.5 at x=0, y=1",
+        "min train_top_eig  6.5 at x=0, y=1",
         "written by lsurf 9.9.9 (format 2), created 2025-01-02T03:04:05+00:00",
     ]
 

@@ -20,7 +20,7 @@ from lsurf.weights import WeightStatistics
 COLUMNS = metrics.columns(["train", "test"])
 METRICS = [column.name for column in COLUMNS]
 # A metric this version's table does not know, as a later lsurf may write it.
-MAX_EIGENVALUE = metrics.Metric("max_eig", "largest Hessian eigenvalue", "", "solver")
+MAX_EIGENVALUE = metrics.Metric("top_eig", "largest Hessian eigenvalue", "", "solver")
 GRID = Grid(np.linspace(-1.0, 1.0, 3), np.linspace(-0.5, 0.5, 4))  # non-square: 3 x 4
 ATTRIBUTES = {
     "config": "model:\n  name: convnet_small\ngrid:\n  x: -1:1:3\n",
@@ -297,11 +297,11 @@ def test_a_metric_unknown_to_the_table_is_stored_read_and_resumed(tmp_path):
     stored = [*COLUMNS[:2], metrics.Column("train", MAX_EIGENVALUE)]
     with store.create_surface(path, GRID, stored, ATTRIBUTES) as writer:
         writer.record(
-            [0, 5], {"train_loss": [1.0, 2.0], "train_acc": [50, 60], "train_max_eig": [7, 8]}
+            [0, 5], {"train_loss": [1.0, 2.0], "train_acc": [50, 60], "train_top_eig": [7, 8]}
         )
     with store.SurfaceWriter(path) as writer:
         assert writer.columns == stored
-        writer.record([11], {"train_loss": [3.0], "train_acc": [70], "train_max_eig": [9.5]})
+        writer.record([11], {"train_loss": [3.0], "train_acc": [70], "train_top_eig": [9.5]})
     surface = store.read_surface(path)
     assert (
         list(surface.metrics)
@@ -309,12 +309,12 @@ def test_a_metric_unknown_to_the_table_is_stored_read_and_resumed(tmp_path):
         == [
             "train_loss",
             "train_acc",
-            "train_max_eig",
+            "train_top_eig",
         ]
     )
-    assert surface.columns["train_max_eig"] == stored[2]
-    assert surface.columns["train_max_eig"].label == "train largest Hessian eigenvalue"
-    eigenvalues = surface.metrics["train_max_eig"].reshape(-1)
+    assert surface.columns["train_top_eig"] == stored[2]
+    assert surface.columns["train_top_eig"].label == "train largest Hessian eigenvalue"
+    eigenvalues = surface.metrics["train_top_eig"].reshape(-1)
     assert eigenvalues[[0, 5, 11]].tolist() == [7.0, 8.0, 9.5]
 
 
