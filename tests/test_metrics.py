@@ -46,7 +46,8 @@ def test_columns_are_split_major_with_names_and_labels():
     assert Column("val", SHARPNESS).label == "val sharpness (a.u.)"
     with pytest.raises(
         ConfigError,
-        match=r"^unknown metric 'eig'; valid: loss, acc, max_eig, min_eig, max_eig_residual, min_eig_residual, eig_products$",
+        match=r"^unknown metric 'eig'; valid: loss, acc, max_eig, min_eig, max_eig_residual, "
+        r"min_eig_residual, eig_products$",
     ):
         metrics.columns(["train"], ["loss", "eig"])
 
