@@ -1,4 +1,4 @@
-"""The `lsurf` command line: sweep, info, train, plot, data synth.
+"""The `lsurf` command line: sweep, hessian, info, train, plot, weights, data synth.
 
 Input: argv. Output: exit codes — 0 done, 2 bad input (one line on stderr, no traceback, no
 existing output touched), 130 interrupted. Library code raises `LsurfError`; only this
@@ -61,8 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="check everything, time one point and say what the sweep would do; write nothing",
     )
 
+    hessian = commands.add_parser(
+        "hessian",
+        help="analyse the Hessian of the loss at the checkpoint: top eigenvalues, trace, "
+        "spectral density, per-layer sharpness (serial, or every rank under mpiexec)",
+    )
+    hessian.add_argument("config", type=Path, help="sweep config YAML (its hessian: section)")
+    _add_overrides(hessian, "hessian.top_k=10")
+    hessian.add_argument(
+        "--force", action="store_true", help="replace an existing Hessian analysis file"
+    )
+
     info = commands.add_parser(
-        "info", help="what a surface file holds and how complete it is (or a direction file)"
+        "info",
+        help="what a surface file holds and how complete it is (or a direction file, or a "
+        "Hessian analysis file)",
     )
     info.add_argument("file", type=Path, help="a surface file or a direction file")
 
@@ -185,6 +198,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "info":
         from lsurf.report import describe
+    if args.command == "hessian":
+        from lsurf.config import load_sweep_config
+        from lsurf.spectrum import run_hessian
+
+        run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
+        return 0
 
         print(describe(args.file))
         return 0
@@ -202,6 +221,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         for path in plot_files(args.surfaces, options):
             print(path)
+        from lsurf.store import is_hessian_file
+
+        if any(is_hessian_file(path) for path in args.surfaces):
+            from lsurf.plot.spectrum import plot_hessian_files
+
+            for path in plot_hessian_files(args.surfaces, options):
+                print(path)
+            return 0
         return 0
     if args.command == "weights":
         print(compare_weights(args.checkpoints, args.out))

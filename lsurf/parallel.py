@@ -20,6 +20,7 @@ for the master's reply between two chunks.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 import time
@@ -327,3 +328,93 @@ class TerminationFlag:
             self.raised = True
 
         signal.signal(signal.SIGTERM, handler)
+
+
+# ---------------------------------------------------------------------------- every rank as one
+
+# The first waits of a collective sleep this long, doubling up to POLL_SECONDS: a Hessian-vector
+# product of a small model takes milliseconds, so a flat 2 ms sleep would double its cost,
+# while a short one that grows never spins a core for long.
+FIRST_POLL_SECONDS = 0.00005
+
+
+class Group:
+    """Every rank of the job working on one computation (`lsurf hessian`): no master, no queue.
+
+    Rank 0 reads the inputs and writes the output; all ranks share the data and sum their
+    partial results. Each collective here is non-blocking and polled (Test + a short sleep),
+    since MPI's blocking collectives busy-wait like its blocking receive.
+    """
+
+    def __init__(self) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank = node.Get_rank()  # this rank's index among the ranks of its node
+        self.local_size = node.Get_size()
+        node.Free()
+
+    def placement(self, cuda_devices: int) -> Placement:
+        """This rank's GPU (round-robin by node-local rank) or its share of the node's cores."""
+        return place_worker(self.local_rank, self.local_size, cuda_devices, available_cores())
+
+    def _complete(self, request: Any) -> None:
+        pause = FIRST_POLL_SECONDS
+        while not request.Test():
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
+
+    def broadcast(self, payload: Any) -> Any:
+        """Rank 0's `payload` (any picklable object) on every rank; the others pass None."""
+        data = pickle.dumps(payload) if self.rank == 0 else b""
+        length = np.array([len(data)], dtype=np.int64)
+        self._complete(self.comm.Ibcast(length, root=0))
+        buffer = bytearray(data) if self.rank == 0 else bytearray(int(length[0]))
+        self._complete(self.comm.Ibcast(buffer, root=0))
+        return payload if self.rank == 0 else pickle.loads(buffer)
+
+    def gather_failures(self, message: str | None) -> list[tuple[int, str]]:
+        """Every rank says whether it failed (`message`, None when it did not); all ranks get
+        the same list of (rank, message), in rank order, so they all stop or all go on."""
+        text = (message or "").encode()
+        lengths = np.zeros(self.size, dtype=np.int64)
+        own = np.array([len(text)], dtype=np.int64)
+        self._complete(self.comm.Iallgather(own, lengths))
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        received = bytearray(int(lengths.sum()))
+        self._complete(
+            self.comm.Iallgatherv(
+                bytearray(text), [received, (lengths.tolist(), offsets.tolist()), self._mpi.BYTE]
+            )
+        )
+        return [
+            (rank, bytes(received[start : start + length]).decode())
+            for rank, (start, length) in enumerate(zip(offsets, lengths, strict=True))
+            if length
+        ]
+
+    def sum(self, values: np.ndarray, count: float) -> tuple[np.ndarray, float]:
+        """Σ over ranks of a float64 vector and a count, the same bits on every rank.
+
+        Reduced to rank 0, then broadcast from it: an allreduce may add in a different order
+        on different ranks, and ranks that go on from different bits (a Lanczos run deciding
+        when it has converged) would part ways and wait on each other forever.
+        """
+        packed = np.empty(len(values) + 1, dtype=np.float64)
+        packed[:-1] = values
+        packed[-1] = count
+        total = np.empty_like(packed) if self.rank == 0 else packed
+        self._complete(self.comm.Ireduce(packed, total, op=self._mpi.SUM, root=0))
+        self._complete(self.comm.Ibcast(total, root=0))
+        return total[:-1], float(total[-1])
+
+    def abort(self, exit_code: int) -> NoReturn:
+        """End every rank of the job now (a bug on this rank: the others must not wait)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(exit_code)
+        os._exit(exit_code)

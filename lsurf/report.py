@@ -22,6 +22,10 @@ from lsurf.store import Surface, is_direction_file, read_surface
 
 def describe(path: Path) -> str:
     """The report for a surface file or a direction file, whichever `path` is."""
+    from lsurf.store import is_hessian_file
+
+    if is_hessian_file(path):
+        return describe_hessian_file(path)
     return describe_directions(path) if is_direction_file(path) else describe_surface(path)
 
 
@@ -132,3 +136,63 @@ def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[s
             f"{len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
         )
     return lines
+
+
+# ---------------------------------------------------------------------------- hessian file
+
+
+def describe_hessian_file(path: Path) -> str:
+    """The `lsurf info` report on a Hessian analysis file: what was analysed, the top-k
+    eigenvalues, the trace ± its standard error, the density, λmax per tensor, the cost."""
+    from lsurf.store import read_hessian_file
+
+    hessian = read_hessian_file(path)
+    analysis, attributes = hessian.analysis, hessian.attributes
+    config = yaml.safe_load(str(attributes.get("config", ""))) or {}
+    model = config.get("model", {})
+    lines = [f"hessian  {path}"]
+    lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")
+    lines += _describe_data(config)
+    lines.append(
+        f"matrix   H of the mean loss on {attributes.get('split')} "
+        f"({attributes.get('examples')} examples, batch size {attributes.get('batch_size')}, "
+        f"eval mode) w.r.t. {attributes.get('params')}: {attributes.get('parameters')} parameters"
+    )
+    values = ", ".join(f"{value:.6g}" for value in analysis.top_eigenvalues)
+    converged = "converged" if analysis.top_converged else "NOT converged"
+    lines.append(
+        f"{f'top-{len(analysis.top_eigenvalues)}':<9}{values}  (max residual "
+        f"{analysis.top_residuals.max():.1e}, {analysis.products['top']} products, {converged})"
+    )
+    lines.append(
+        f"trace    {analysis.trace:.6g} ± {analysis.trace_standard_error:.2g}  (Hutchinson, "
+        f"{analysis.trace_samples} probes, {analysis.products['trace']} products)"
+    )
+    runs, steps = analysis.density_nodes.shape
+    lines.append(
+        f"density  {runs} runs x {steps} Lanczos steps, eigenvalues in "
+        f"[{analysis.density_nodes.min():.4g}, {analysis.density_nodes.max():.4g}], "
+        f"σ = {analysis.density_sigma:.3g}  ({analysis.products['density']} products)"
+    )
+    if analysis.layer_names:
+        lines.append(
+            f"layers   λmax of each tensor's block  ({analysis.products['layers']} products)"
+        )
+        width = max(len(name) for name in analysis.layer_names)
+        for name, value, residual in zip(
+            analysis.layer_names,
+            analysis.layer_max_eigenvalues,
+            analysis.layer_residuals,
+            strict=True,
+        ):
+            lines.append(f"  {name:<{width}}  {value:.6g}  (residual {residual:.1e})")
+    ranks = int(attributes.get("ranks", 1))
+    lines.append(
+        f"products {sum(analysis.products.values())} Hessian-vector products"
+        + (f" on {ranks} ranks" if ranks > 1 else "")
+    )
+    lines.append(
+        f"written by lsurf {attributes.get('lsurf_version')} (hessian format "
+        f"{attributes.get('format_version')}), created {attributes.get('created')}"
+    )
+    return "\n".join(lines)
