@@ -196,14 +196,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         run_sweep(config, force=args.force, log_every=args.log_every)
         return 0
-    if args.command == "info":
-        from lsurf.report import describe
     if args.command == "hessian":
         from lsurf.config import load_sweep_config
         from lsurf.spectrum import run_hessian
 
         run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
         return 0
+    if args.command == "info":
+        from lsurf.report import describe
 
         print(describe(args.file))
         return 0
@@ -219,8 +219,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         options = parse_options(
             args.metric, args.out, args.format, args.kinds, args.log, args.zmax, args.levels
         )
-        for path in plot_files(args.surfaces, options):
-            print(path)
         from lsurf.store import is_hessian_file
 
         if any(is_hessian_file(path) for path in args.surfaces):
@@ -229,6 +227,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             for path in plot_hessian_files(args.surfaces, options):
                 print(path)
             return 0
+        for path in plot_files(args.surfaces, options):
+            print(path)
         return 0
     if args.command == "weights":
         print(compare_weights(args.checkpoints, args.out))
