@@ -5,8 +5,12 @@ Their layout differs from lsurf's in three ways that matter:
 
 - no `done` mask: a point not yet computed holds -1, and the reference's scheduler treats
   any value <= 0 of the loss as not computed (so a NaN loss counts as computed);
+  plot_hessian_eigen.py likewise fills `max_eig` with -1 (`min_eig` with +1) and computes
+  every point whose `max_eig` is <= 0;
 - no attributes: what was swept is encoded in the file name only, and the metrics are known
-  by their names alone (`*_loss`, `*_acc`: `lsurf.metrics.legacy_columns`);
+  by their names alone (`*_loss`, `*_acc`, `max_eig`, `min_eig`:
+  `lsurf.metrics.legacy_columns`); a file may hold losses, eigenvalues or both (the two
+  scripts name their files alike, so the eigenvalues often join the losses' file);
 - element order: the reference fills the (nx, ny) array through its flat index k, with the
   point at k taken from `np.meshgrid(x, y)`, i.e. (x[k % nx], y[k // nx]). On a square grid
   that is element [i, j] at (x[j], y[i]) (its plots transpose it back); on a non-square grid
@@ -15,6 +19,9 @@ Their layout differs from lsurf's in three ways that matter:
 
 Input: an open h5py.File. Output: coordinates, the metric columns and their values in
 lsurf's layout (NaN where not computed), the done mask and a few descriptive attributes.
+A point is done where every script that wrote the file has computed it: in a file whose
+eigenvalues are still running, the points they have not reached show as not computed in
+every figure, losses included, as lsurf has one done mask per file.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import h5py
 import numpy as np
 
 from lsurf.errors import OutputError
-from lsurf.metrics import LOSS, Column, legacy_columns
+from lsurf.metrics import LOSS, MAX_EIG, Column, legacy_columns
 
 WRITTEN_BY = "tomgoldstein/loss-landscape"
 NOT_COMPUTED = -1.0  # the reference's fill value
@@ -43,12 +50,11 @@ class ReferenceSurface:
 
 
 def is_reference_surface(h5file: h5py.File) -> bool:
-    """A file with the reference's coordinates and a loss dataset, and none of lsurf's marks."""
+    """A file with the reference's coordinates and a loss or a `max_eig` dataset (what says
+    which points are done), and none of lsurf's marks."""
     if "format_version" in h5file.attrs or "done" in h5file:
         return False
-    return "xcoordinates" in h5file and any(
-        column.metric == LOSS for column in _metric_columns(h5file)
-    )
+    return "xcoordinates" in h5file and bool(_progress_columns(_metric_columns(h5file)))
 
 
 def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
@@ -66,10 +72,11 @@ def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
         )
         for column in columns
     }
-    losses = [metrics[column.name] for column in columns if column.metric == LOSS]
+    progress = [metrics[column.name] for column in _progress_columns(columns)]
     # As the reference decides what to compute: a point is done when its loss is not <= 0,
-    # for every split it holds (one split's sweep may have run further than the other's).
-    done = np.logical_and.reduce([~(loss <= 0) for loss in losses])
+    # for every split it holds (one split's sweep may have run further than the other's),
+    # and its max_eig is not <= 0 (plot_hessian_eigen.py's rule: a NaN counts as done).
+    done = np.logical_and.reduce([~(values <= 0) for values in progress])
     metrics = {name: np.where(done, values, np.nan) for name, values in metrics.items()}
     attributes: dict[str, Any] = {"written_by": WRITTEN_BY}
     if "dir_file" in h5file:
@@ -78,6 +85,11 @@ def read_reference_surface(h5file: h5py.File) -> ReferenceSurface:
             direction_file = direction_file.decode("utf-8", "replace")
         attributes["direction_file"] = str(direction_file)
     return ReferenceSurface(x, y, metrics, columns, done, attributes)
+
+
+def _progress_columns(columns: list[Column]) -> list[Column]:
+    """The columns whose fill value marks the points their script has yet to compute."""
+    return [column for column in columns if column.metric in (LOSS, MAX_EIG)]
 
 
 def _metric_columns(h5file: h5py.File) -> list[Column]:

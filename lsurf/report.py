@@ -2,9 +2,11 @@
 
 Input: a path to an HDF5 file written by lsurf (or a surface file of the reference code).
 Output: the report as text — for a surface its model, directions, grid, metric columns (as
-the file lists them), completeness and the best point so far of every metric where lower is
-better (readable while a sweep still writes it); for a direction file how it was made, its
-size and the angle between its two directions.
+the file lists them, and those derived from them), completeness, its curvature (the
+solver's settings, the ranges of λmax, λmin and |λmin/λmax|, the products spent and the
+points that did not converge) and the best point so far of every ranked metric where lower
+is better (readable while a sweep still writes it); for a direction file how it was made,
+its size and the angle between its two directions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import yaml
 
 from lsurf import kinds
 from lsurf.grid import Axis
+from lsurf.metrics import EIG_PRODUCTS, MAX_EIG, MIN_EIG
+from lsurf.plot.curvature import (
+    BOTH_RESIDUALS,
+    column_of,
+    derived_names,
+    eig_ratio,
+    solver_settings,
+    unconverged,
+)
 from lsurf.store import Surface, is_direction_file, read_surface
 
 
@@ -50,14 +61,19 @@ def describe_surface(path: Path) -> str:
     }
     shape = "x".join(str(n) for n in surface.done.shape)
     lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
-    lines.append(f"metrics  {', '.join(sorted(surface.metrics))}")
+    listed = ", ".join(sorted(surface.metrics))
+    derived = derived_names(surface)  # what `lsurf plot --metric` also draws
+    lines.append(f"metrics  {listed}" + (f"; derived: {', '.join(derived)}" if derived else ""))
     percent = 100.0 * done / total if total else 0.0
     status = "complete" if done == total else "incomplete: rerun the same sweep to resume"
     if written_by and done < total:
         status = "incomplete (the reference code resumes its own files, lsurf does not)"
     lines.append(f"done     {done}/{total} points ({percent:.1f}%), {status}")
+    lines += _describe_curvature(surface)
     for name, column in sorted(surface.columns.items()):
-        if not column.metric.lower_is_better or done == 0:
+        # A residual or a product count has no best point; a higher-is-better metric's
+        # best is its maximum, which accuracy needs no line for.
+        if not column.metric.lower_is_better or not column.metric.ranked or done == 0:
             continue
         values = np.where(surface.done, surface.metrics[name], np.nan)
         if np.all(np.isnan(values)):
@@ -109,6 +125,77 @@ def describe_directions(path: Path) -> str:
 def _axis(coordinates: np.ndarray) -> Axis:
     """The evenly spaced axis a file's coordinates come from (files without a stored config)."""
     return Axis(float(coordinates[0]), float(coordinates[-1]), len(coordinates))
+
+
+def _describe_curvature(surface: Surface) -> list[str]:
+    """The solver's settings, then over the done points: the ranges of λmax, λmin and
+    |λmin/λmax|, the products spent and the points that did not reach tol ([] without
+    eigenvalues)."""
+    largest, smallest = column_of(surface, MAX_EIG), column_of(surface, MIN_EIG)
+    eigenvalues = {
+        name: surface.metrics[column.name]
+        for name, column in (("λmax", largest), ("λmin", smallest))
+        if column is not None
+    }
+    if not eigenvalues:
+        return []
+    settings = solver_settings(surface)
+    if settings is not None:
+        lines = [f"curvature  {settings.describe()}"]
+    else:  # the reference code's files, and any without a hessian section
+        split = next(column.split for column in (largest, smallest) if column is not None)
+        lines = [f"curvature  Hessian eigenvalues of the {split} loss; no solver settings stored"]
+    done = surface.done.astype(bool)
+    if not done.any():
+        return lines
+    if len(eigenvalues) == 2:
+        eigenvalues["|λmin/λmax|"] = eig_ratio(eigenvalues["λmax"], eigenvalues["λmin"])
+    for name, values in eigenvalues.items():
+        lines.append(_field(name, _value_range(values[done])))
+    products = column_of(surface, EIG_PRODUCTS)
+    if products is not None:
+        spent = surface.metrics[products.name][done]
+        spent = spent[np.isfinite(spent)]
+        if spent.size:
+            average = f"{spent.mean():.1f} per point on average (highest {spent.max():g})"
+            lines.append(_field("products", average))
+    return lines + _describe_residuals(surface)
+
+
+def _describe_residuals(surface: Surface) -> list[str]:
+    """'3 of 25 points did not reach tol 0.001 (residual up to 0.02)' ([] without residuals)."""
+    done = surface.done.astype(bool)
+    stored = [column for metric in BOTH_RESIDUALS if (column := column_of(surface, metric))]
+    reached = np.concatenate([surface.metrics[column.name][done] for column in stored] or [[]])
+    reached = reached[np.isfinite(reached)]
+    if not reached.size:
+        return []
+    largest = f"residual up to {reached.max():.3g}"
+    flags = unconverged(surface, BOTH_RESIDUALS)
+    if flags is None:  # no tol stored to judge them by
+        return [_field("residual", largest)]
+    total = int(done.sum())
+    if not flags.count:
+        return [_field("residual", f"all {total} points reached tol {flags.tol:g} ({largest})")]
+    text = f"{flags.count} of {total} points did not reach tol {flags.tol:g} ({largest})"
+    return [_field("residual", text)]
+
+
+def _value_range(values: np.ndarray) -> str:
+    """'-0.25 to 12.5', with how many of the values are NaN or inf."""
+    finite = values[np.isfinite(values)]
+    missing = values.size - finite.size
+    if not finite.size:
+        return f"not finite at all {values.size} points"
+    text = f"{finite.min():.6g} to {finite.max():.6g}"
+    if missing:
+        text += f" (not finite at {missing} point{'s' if missing > 1 else ''})"
+    return text
+
+
+def _field(name: str, text: str) -> str:
+    """A report line: the name in the first column (8 wide, as 'done    '), then the text."""
+    return f"{name:<8} {text}" if len(name) <= 8 else f"{name}  {text}"
 
 
 def _describe_data(config: dict[str, Any]) -> list[str]:

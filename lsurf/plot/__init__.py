@@ -9,11 +9,14 @@ sweep is still writing can be drawn) and `PlotOptions`. Output: the files writte
 - Several files: one figure per kind with the panels side by side on ONE color scale and the
   SAME contour levels (1D: the same y-limits), so sharpness compares honestly.
 - Points not computed, inf and NaN are masked and painted as such, never drawn as values.
+- Curvature: max_eig and min_eig plot like any column; `--metric eig_ratio` draws the
+  reference's |λmin/λmax| map (viridis, 0 to 0.5 unless --levels); points where the solver
+  did not reach the stored tol are marked with an 'x'.
 - `--format vtk` / `html`: a ParaView .vtu and a self-contained interactive 3D page.
 
 Modules: options (flags → PlotOptions), view (masking, the shared scale), labels (words from
-the stored config), planes (2D figures), path (the optimizer path on them), curves (1D
-figures), export (VTK, HTML).
+the stored config), curvature (the ratio, the solver's settings and convergence), planes
+(2D figures), path (the optimizer path on them), curves (1D figures), export (VTK, HTML).
 """
 
 from __future__ import annotations

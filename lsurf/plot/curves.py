@@ -7,7 +7,11 @@ their y-limits, so a wider or flatter curve is really wider or flatter.
 
 Which columns are drawn comes from the file's column list, not from dataset names: on the
 left, every split's column of the panel's metric (`--metric`; loss by default, and loss
-also when the metric asked for is accuracy); on the right, every split's accuracy column.
+also when the metric asked for is accuracy); on the right, every split's accuracy column
+(no right axis when no file holds one, as the reference's eigenvalue files).
+
+Curvature: `--metric eig_ratio` draws |λmin/λmax| from 0 to at least 0.5 (the 2D maps'
+scale); a point whose solver did not converge is marked with an 'x' on its curve.
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lsurf.metrics import ACCURACY, LOSS, Column, Metric
+from lsurf.plot.curvature import default_range
 from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import PlotOptions
-from lsurf.plot.planes import DPI, NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, PANEL_SIZE
+from lsurf.plot.planes import (
+    DPI,
+    NOT_COMPUTED_COLOR,
+    NOT_FINITE_COLOR,
+    PANEL_SIZE,
+    UNCONVERGED_STYLE,
+    unconverged_label,
+    unconverged_note,
+)
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, mask_hidden
 
 LOSS_COLOR = "#1f77b4"  # blue loss, red accuracy, as in the paper
@@ -40,14 +53,16 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
     loss_axes = list(figure.subplots(1, count, squeeze=False)[0])
     left = primary_metric(panels[0])  # load_panels gave every panel the same metric
     curves = [_curves(panel, options) for panel in panels]
-    loss_limits = _loss_limits([loss for panel in curves for loss, _ in panel.values()], options)
+    losses = [loss for panel in curves for loss, _ in panel.values()]
+    loss_limits = _loss_limits(losses, options, default_range(left))
+    with_accuracy = any(accuracy is not None for panel in curves for _, accuracy in panel.values())
     for ax, panel, panel_curves in zip(loss_axes, panels, curves, strict=True):
-        accuracy_ax = ax.twinx()
+        accuracy_ax = ax.twinx() if with_accuracy else None
         x = panel.surface.x
         for split, (loss, accuracy) in panel_curves.items():
             style = SPLIT_STYLES.get(split, ":")
             ax.plot(x, loss, color=LOSS_COLOR, linestyle=style, label=f"{split} {left.label}")
-            if accuracy is not None:
+            if accuracy is not None and accuracy_ax is not None:
                 accuracy_ax.plot(
                     x,
                     accuracy,
@@ -56,16 +71,20 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
                     label=f"{split} {ACCURACY.label}",
                 )
         _shade_hidden(ax, x, _status(panel, panel_curves))
+        _mark_unconverged(ax, panel)
         if options.log:
             ax.set_yscale("log")
         ax.set_ylim(*loss_limits)
-        accuracy_ax.set_ylim(*ACCURACY_LIMITS)
         if len(x) > 1:
             ax.set_xlim(x[0], x[-1])
         ax.set_xlabel(panel.description.x_label)
         ax.set_ylabel(axis_label(left) + (" (log scale)" if options.log else ""), color=LOSS_COLOR)
-        accuracy_ax.set_ylabel(axis_label(ACCURACY), color=ACCURACY_COLOR)
-    heading = f"{left.label} and {ACCURACY.label}" if left.name != ACCURACY.name else left.label
+        if accuracy_ax is not None:
+            accuracy_ax.set_ylim(*ACCURACY_LIMITS)
+            accuracy_ax.set_ylabel(axis_label(ACCURACY), color=ACCURACY_COLOR)
+    heading = left.label
+    if with_accuracy and left.name != ACCURACY.name:
+        heading = f"{left.label} and {ACCURACY.label}"
     heading += f" (log-scale {left.label})" if options.log else ""
     heading, panel_titles = titles(
         heading,
@@ -79,6 +98,21 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
     handles = _legend_handles(panels, curves, left)
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return figure
+
+
+def _mark_unconverged(ax: Axes, panel: Panel) -> None:
+    """An 'x' on the panel's curve at each point whose solver did not converge.
+
+    The curve of the panel's own column: `panel.values` are its values as drawn (masked,
+    clipped at zmax), and only points it shows can carry a mark.
+    """
+    if panel.convergence is None or primary_metric(panel) != panel.column.metric:
+        return
+    marked = panel.convergence.flagged & ~np.ma.getmaskarray(panel.values)
+    if not marked.any():
+        return
+    x, values = panel.surface.x[marked], panel.values.data[marked]
+    ax.plot(x, values, linestyle="", zorder=4, gid="unconverged", **UNCONVERGED_STYLE)
 
 
 def primary_metric(panel: Panel) -> Metric:
@@ -127,13 +161,15 @@ def axis_label(metric: Metric) -> str:
 
 
 def _note(panel: Panel, options: PlotOptions) -> str:
-    """How complete the curve is, and whether --zmax clipped any left-axis value."""
+    """How complete the curve is, whether --zmax clipped any left-axis value, and how many
+    points did not converge."""
     notes = [completeness(panel.surface)]
     done = panel.surface.done.astype(bool)
     drawn = [panel.surface.metrics[left.name] for left, _ in curve_columns(panel).values()]
     if options.zmax is not None and any(np.any(values[done] > options.zmax) for values in drawn):
         label = primary_metric(panel).label
         notes.append(f"{label} above {options.zmax:g} drawn at {options.zmax:g}")
+    notes.append(unconverged_note(panel))
     return "; ".join(note for note in notes if note)
 
 
@@ -160,9 +196,22 @@ def _shade_hidden(ax: Axes, x: np.ndarray, status: np.ndarray) -> None:
             ax.axvspan(edges[start], edges[stop], color=color, alpha=0.6, linewidth=0, zorder=0)
 
 
-def _loss_limits(losses: Sequence[np.ma.MaskedArray], options: PlotOptions) -> tuple[float, float]:
-    """One y-range for the loss axes of every panel, with a little room around the data."""
+def _loss_limits(
+    losses: Sequence[np.ma.MaskedArray],
+    options: PlotOptions,
+    fixed: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """One y-range for the left axes of every panel, with a little room around the data.
+
+    A metric with a `fixed` range (the ratio's 0 to 0.5) starts at its low end and reaches
+    at least its high end, further when the data do, on a linear scale.
+    """
     shown = np.concatenate([loss.compressed() for loss in losses]) if losses else np.array([])
+    if fixed is not None and not options.log:
+        if shown.size == 0:
+            return fixed
+        high = float(shown.max())
+        return fixed[0], max(fixed[1], high + 0.05 * (high - fixed[0]))
     if shown.size == 0:
         return (0.1, 10.0) if options.log else (0.0, 1.0)
     low, high = float(shown.min()), float(shown.max())
@@ -190,4 +239,7 @@ def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict], left: Metri
         handles.append(Patch(color=NOT_COMPUTED_COLOR, alpha=0.6, label="not computed"))
     if any(np.any(status == NOT_FINITE) for status in statuses):
         handles.append(Patch(color=NOT_FINITE_COLOR, alpha=0.6, label="inf or NaN"))
+    flag_label = unconverged_label(panels)
+    if flag_label is not None:
+        handles.append(Line2D([], [], linestyle="", label=flag_label, **UNCONVERGED_STYLE))
     return handles

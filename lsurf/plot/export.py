@@ -6,7 +6,8 @@ VTK: an unstructured grid of quads, one point per shown grid point at (x, y, hei
 the height is the displayed value (clipped at --zmax, log10 with --log), carried again as
 point data; hidden points (not computed, inf/NaN) are left out with every quad touching
 them, so holes stay holes. .vtu (XML, zlib-compressed) is VTK's own format and opens in
-every ParaView version; meshio writes it with numpy alone.
+every ParaView version; meshio writes it with numpy alone. A curvature panel adds the point
+data `unconverged` (1 where the solver did not reach the stored tol), to threshold on.
 
 HTML: plotly with its JavaScript embedded, so the page opens offline. Hidden points are NaN,
 which plotly leaves as gaps. Large grids are thinned to at most HTML_SAMPLES per axis (the
@@ -64,6 +65,8 @@ def write_vtk(panel: Panel, scale: Scale, path: Path) -> None:
     point_data = {height_name(panel, scale): heights[shown]}
     if scale.log or panel.clipped:  # the stored values too, when the drawn ones differ
         point_data[f"{panel.metric}_stored"] = panel.surface.metrics[panel.metric][shown]
+    if panel.convergence is not None:
+        point_data["unconverged"] = panel.convergence.flagged[shown].astype(np.uint8)
     mesh = meshio.Mesh(points, [("quad", quads)], point_data=point_data)
     meshio.write(path, mesh, file_format="vtu")
 

@@ -6,6 +6,9 @@ side by side, ONE colorbar, the same norm and the same contour levels in every p
 
 Array orientation: a panel's values[i, j] is the point (x[i], y[j]); matplotlib's 2D
 functions want rows along y, so they get values.T.
+
+Points a solver did not converge at (a curvature panel's `convergence`) carry an 'x' over
+every kind, named in the legend and counted in the panel's title.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter
 
 from lsurf.metrics import Column
@@ -35,6 +39,14 @@ NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log
 DPI = 150
 PANEL_SIZE = (5.4, 4.4)  # inches per panel; the colorbar and legend add to it
 SURFACE_SAMPLES = 120  # 3D: at most this many rows/columns of facets (matplotlib samples)
+# A black 'x' in a white halo reads on viridis' dark and light ends alike (and on white).
+UNCONVERGED_STYLE: dict[str, object] = {
+    "marker": "x",
+    "color": "black",
+    "markersize": 5,
+    "markeredgewidth": 1.2,
+    "path_effects": [withStroke(linewidth=2.8, foreground="white")],
+}
 
 
 def color_norm(scale: Scale) -> Normalize:
@@ -107,6 +119,7 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
         )
         # Label every other level: all twenty crowd the lines they name.
         ax.clabel(lines, lines.levels[::2], fontsize=6, fmt="%.3g", inline=True)
+    _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
@@ -118,6 +131,7 @@ def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
         style = {"levels": scale.levels, "corner_mask": False}
         ax.contourf(x, y, panel.values.T, cmap=COLORMAP, norm=norm, extend=scale.extend, **style)
         ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
+    _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
@@ -126,6 +140,7 @@ def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
     # Masked points are transparent here, so the status layer beneath shows through.
     x_edges, y_edges = cell_edges(panel.surface.x), cell_edges(panel.surface.y)
     _cells(ax, x_edges, y_edges, panel.values.T, cmap=COLORMAP, norm=norm, zorder=1)
+    _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
@@ -168,6 +183,8 @@ def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> No
                     near |= hidden[di : di + near.shape[0], dj : dj + near.shape[1]]
             floor = np.where(near, low, np.nan)
             ax.plot_surface(grid_x, grid_y, floor, color=color, linewidth=0, shade=False, **samples)
+    # On the surface where it is drawn, on the floor where the point is hidden.
+    _draw_unconverged(ax, panel, np.where(np.isnan(heights), low, heights))
     draw_path(ax, panel, floor=low)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(y[0], y[-1])
@@ -241,6 +258,28 @@ def _draw_status(ax: Axes, panel: Panel, per_cell: bool) -> None:
     _cells(ax, x_edges, y_edges, masked, cmap=colors, norm=Normalize(0.5, 2.5), zorder=0)
 
 
+def _draw_unconverged(ax: Axes, panel: Panel, heights: np.ndarray | None = None) -> None:
+    """An 'x' on every point whose solver did not converge (at `heights` on a 3D axes)."""
+    if panel.convergence is None or not panel.convergence.count:
+        return
+    assert panel.surface.y is not None, "planes are 2D"
+    i, j = np.nonzero(panel.convergence.flagged)
+    points = [panel.surface.x[i], panel.surface.y[j]]
+    if heights is not None:
+        points.append(heights[i, j])
+    ax.plot(*points, linestyle="", zorder=3, gid="unconverged", **UNCONVERGED_STYLE)
+
+
+def unconverged_label(panels: Sequence[Panel]) -> str | None:
+    """The legend's words for the 'x' markers, or None when no panel flags a point."""
+    flagged = [panel.convergence for panel in panels if panel.convergence is not None]
+    tolerances = sorted({flags.tol for flags in flagged if flags.count})
+    if not tolerances:
+        return None
+    limit = f"{tolerances[0]:g}" if len(tolerances) == 1 else "hessian.tol"
+    return f"did not converge (residual > {limit})"
+
+
 def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> None:
     """Every panel spans the union of the grids (and paths): equal distances look equal."""
     lows, highs = [], []
@@ -270,7 +309,16 @@ def _panel_note(panel: Panel, scale: Scale) -> str:
         notes.append(f"{invalid} point{'s' if invalid > 1 else ''} {what}")
     if panel.clipped:
         notes.append(f"{panel.clipped} points above {scale.zmax:g} drawn at {scale.zmax:g}")
+    notes.append(unconverged_note(panel))
     return "; ".join(note for note in notes if note)
+
+
+def unconverged_note(panel: Panel) -> str:
+    """'3 points did not reach tol 0.001', or '' when none is flagged."""
+    if panel.convergence is None or not panel.convergence.count:
+        return ""
+    count = panel.convergence.count
+    return f"{count} point{'s' if count > 1 else ''} did not reach tol {panel.convergence.tol:g}"
 
 
 def _scale_label(column: Column, scale: Scale) -> str:
@@ -289,6 +337,9 @@ def _legend_handles(panels: Sequence[Panel], scale: Scale) -> list[Artist]:
     if any(np.any(panel.status == NOT_FINITE) for panel in panels):
         label = "inf, NaN or ≤ 0 (log scale)" if scale.log else "inf or NaN"
         handles.append(Patch(color=NOT_FINITE_COLOR, label=label))
+    flag_label = unconverged_label(panels)
+    if flag_label is not None:
+        handles.append(Line2D([], [], linestyle="", label=flag_label, **UNCONVERGED_STYLE))
     if any(panel.surface.trajectory is not None for panel in panels):
         handles += [
             Line2D([], [], color=PATH_COLOR, marker="o", markersize=3, label="optimizer path"),

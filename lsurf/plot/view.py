@@ -7,6 +7,10 @@ figures compare sharpness honestly (same colors for the same loss, same contour 
 
 Hidden points are never filled in: a point not yet computed, a computed inf or NaN, and on a
 log scale a value <= 0 are masked, and the figures paint them in a "not shown" color.
+
+Curvature (lsurf.plot.curvature): a file holding λmax and λmin also offers the derived
+`eig_ratio` (|λmin/λmax|, drawn on the reference's 0 to 0.5 scale unless --levels says
+otherwise), and a panel of a solver's column knows which of its points did not converge.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ import numpy as np
 
 from lsurf.errors import LsurfError
 from lsurf.metrics import Column
+from lsurf.plot.curvature import (
+    RATIO_LEVELS,
+    Convergence,
+    default_range,
+    residuals_of,
+    unconverged,
+    with_ratio,
+)
 from lsurf.plot.labels import Description, describe
 from lsurf.plot.options import PlotOptions
 from lsurf.store import Surface, read_surface
@@ -41,6 +53,9 @@ class Panel:
     status: np.ndarray  # int8, the grid's shape: SHOWN, NOT_COMPUTED or NOT_FINITE
     clipped: int  # how many shown points were above zmax and are drawn at zmax
     description: Description
+    # A solver's column (λmax, λmin, their ratio...): the points whose residual exceeds the
+    # stored tol, drawn flagged. None: nothing to judge (not a solver's column, no tol stored).
+    convergence: Convergence | None = None
 
     @property
     def is_2d(self) -> bool:
@@ -72,7 +87,7 @@ class Scale:
 
 def load_panels(paths: Sequence[Path], options: PlotOptions) -> list[Panel]:
     """Read every surface and prepare its metric; all must be 1D or all 2D."""
-    surfaces = [read_surface(path) for path in paths]
+    surfaces = [with_ratio(read_surface(path)) for path in paths]
     metric = options.metric or _default_metric(surfaces[0])
     for surface in surfaces:
         if metric not in surface.metrics:
@@ -88,13 +103,16 @@ def load_panels(paths: Sequence[Path], options: PlotOptions) -> list[Panel]:
 
 
 def _default_metric(surface: Surface) -> str:
-    """train_loss, else the file's first column where lower is better, else its first."""
+    """train_loss, else the file's first ranked column where lower is better (a residual or
+    a product count is no landscape), else its first."""
     if "train_loss" in surface.columns:
         return "train_loss"
     stored = list(surface.columns.values())
     if not stored:
         raise LsurfError(f"{surface.path} holds no metric to plot")
-    better_low = [column for column in stored if column.metric.lower_is_better]
+    better_low = [
+        column for column in stored if column.metric.lower_is_better and column.metric.ranked
+    ]
     return (better_low or stored)[0].name
 
 
@@ -112,7 +130,8 @@ def _panel(surface: Surface, metric: str, label: str, options: PlotOptions) -> P
     values, status, clipped = mask_hidden(
         surface.metrics[metric], surface.done, options.log, options.zmax
     )
-    return Panel(label, surface, metric, values, status, clipped, describe(surface))
+    convergence = unconverged(surface, residuals_of(surface, metric))
+    return Panel(label, surface, metric, values, status, clipped, describe(surface), convergence)
 
 
 def mask_hidden(
@@ -138,12 +157,16 @@ def mask_hidden(
 
 
 def shared_scale(panels: Sequence[Panel], options: PlotOptions) -> Scale:
-    """One scale for all panels: the given levels, or levels spanning every shown value."""
+    """One scale for all panels: the given levels, the metric's own range (the ratio's 0 to
+    0.5, on a linear scale), or levels spanning every shown value."""
     shown = np.concatenate([panel.values.compressed() for panel in panels])
     low = float(shown.min()) if shown.size else None
     high = float(shown.max()) if shown.size else None
+    fixed = default_range(panels[0].column.metric)
     if options.levels is not None:
         levels = np.asarray(options.levels, dtype=np.float64)
+    elif fixed is not None and not options.log:  # a log scale cannot start at 0
+        levels = np.linspace(*fixed, RATIO_LEVELS)
     else:
         levels = _automatic_levels(low, high, options.log)
     below = low is not None and low < levels[0]
