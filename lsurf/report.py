@@ -256,9 +256,9 @@ def describe_hessian_file(path: Path) -> str:
         f"{analysis.trace_samples} probes, {analysis.products['trace']} products)"
     )
     runs, steps = analysis.density_nodes.shape
+    low, high = analysis.density_range()
     lines.append(
-        f"density  {runs} runs x {steps} Lanczos steps, eigenvalues in "
-        f"[{analysis.density_nodes.min():.4g}, {analysis.density_nodes.max():.4g}], "
+        f"density  {runs} runs x {steps} Lanczos steps, Ritz values in [{low:.4g}, {high:.4g}], "
         f"σ = {analysis.density_sigma:.3g}  ({analysis.products['density']} products)"
     )
     if analysis.layer_names:

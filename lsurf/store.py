@@ -382,8 +382,9 @@ def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
 # `lsurf hessian` writes one file per analysis of θ*, told apart from surface and direction
 # files by its attribute `lsurf_file`. Datasets (float64 unless said):
 #   top_eigenvalues (k,) descending, top_residuals (k,) ‖Hv − λv‖ / |λ|max of each Ritz pair;
-#   trace, trace_standard_error: scalars (Hutchinson);
-#   density_nodes, density_weights (runs, steps): the stochastic Lanczos quadrature;
+#   trace, trace_standard_error: scalars (Hutchinson), trace_probes (m,) each probe's vᵀHv;
+#   density_nodes, density_weights (runs, steps): the stochastic Lanczos quadrature (a run
+#   that ended early is padded with nodes of weight 0);
 #   density_grid, density_curve (G,): the density smoothed by a Gaussian of width
 #   `density_sigma` (an attribute), integrating to 1;
 #   layer_names (L,) str, layer_max_eigenvalues (L,), layer_residuals (L,),
@@ -406,7 +407,7 @@ class HessianAnalysis:
     top_converged: bool
     trace: float
     trace_standard_error: float
-    trace_samples: int
+    trace_probes: np.ndarray  # (m,) each Rademacher probe's vᵀHv; the trace is their mean
     density_nodes: np.ndarray  # (runs, steps) Ritz values of each quadrature run
     density_weights: np.ndarray  # (runs, steps) their weights; each run's sum to 1
     density_grid: np.ndarray  # (G,)
@@ -417,6 +418,17 @@ class HessianAnalysis:
     layer_residuals: np.ndarray  # (L,)
     layer_products: np.ndarray  # (L,) int64
     products: dict[str, int]  # Hessian-vector products per stage: top, trace, density, layers
+
+    @property
+    def trace_samples(self) -> int:
+        return len(self.trace_probes)
+
+    def density_range(self) -> tuple[float, float]:
+        """The smallest and largest Ritz value of the quadrature (padding left out)."""
+        nodes = self.density_nodes[(self.density_weights > 0) & np.isfinite(self.density_nodes)]
+        if nodes.size == 0:
+            return float("nan"), float("nan")
+        return float(nodes.min()), float(nodes.max())
 
 
 @dataclass(frozen=True)
@@ -429,6 +441,7 @@ class HessianFile:
 _HESSIAN_ARRAYS = (
     "top_eigenvalues",
     "top_residuals",
+    "trace_probes",
     "density_nodes",
     "density_weights",
     "density_grid",
@@ -511,7 +524,7 @@ def read_hessian_file(path: Path) -> HessianFile:
             top_converged=bool(attributes.get("top_converged", False)),
             trace=float(h5file["trace"][()]),
             trace_standard_error=float(h5file["trace_standard_error"][()]),
-            trace_samples=int(attributes.get("trace_samples", 0)),
+            trace_probes=h5file["trace_probes"][()],
             density_nodes=h5file["density_nodes"][()],
             density_weights=h5file["density_weights"][()],
             density_grid=h5file["density_grid"][()],
