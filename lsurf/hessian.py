@@ -151,6 +151,10 @@ class HessianOperator:
         target is cloned for the batch, and `vector` is copied once into the parameters'
         dtypes. A frozen parameter (requires_grad False) is made differentiable for the
         product and frozen again after: the curvature along it is still defined.
+
+        A model or loss that autograd cannot differentiate twice may raise here, or (a
+        Function marked @once_differentiable) silently lose terms: `check_twice_differentiable`
+        on a probe batch, before the first product, tells those apart.
         """
         if vector.shape != (self.size,) or vector.dtype != torch.float64:
             raise ValueError(
@@ -168,9 +172,9 @@ class HessianOperator:
             ]
             counts: list[int | torch.Tensor] = []
             for inputs, targets in self._batches():
-                products, count, _ = _batch_product(
-                    self.model, self._tensors, inputs, targets, self.loss, parts
-                )
+                gradients, count = _gradients(self.model, self._tensors, inputs, targets, self.loss)
+                products = _second_derivatives(gradients, self._tensors, parts) or []
+                del gradients  # the graph now lives only as long as the products need it
                 for index, product in enumerate(products):
                     if product is not None:  # None: this tensor's gradient is constant here
                         # reshape, not view: a channels_last kernel's product keeps its strides.
@@ -185,16 +189,15 @@ class HessianOperator:
         return total / count
 
 
-def _batch_product(
+def _gradients(
     model: nn.Module,
     tensors: list[torch.Tensor],
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss: Loss,
-    parts: list[torch.Tensor],
-) -> tuple[list[torch.Tensor | None], int | torch.Tensor, bool]:
-    """One batch's (Σ_examples H_example·v per tensor, count, whether the gradient depends on
-    the parameters at all). Runs with gradients on and inference mode off."""
+) -> tuple[tuple[torch.Tensor | None, ...], int | torch.Tensor]:
+    """One batch's gradient of its loss sum w.r.t. `tensors`, with its graph kept (None for a
+    tensor the loss does not use), and the batch's count. Gradients on, inference mode off."""
     outputs = model(_saveable(inputs)).float()
     total, count = loss.batch(outputs, _saveable(targets))
     if not total.requires_grad:
@@ -205,16 +208,25 @@ def _batch_product(
             )
         )
     gradients = torch.autograd.grad(total, tensors, create_graph=True, allow_unused=True)
+    return gradients, count
+
+
+def _second_derivatives(
+    gradients: tuple[torch.Tensor | None, ...],
+    tensors: list[torch.Tensor],
+    parts: list[torch.Tensor],
+) -> list[torch.Tensor | None] | None:
+    """The gradient of ⟨gradients, parts⟩ w.r.t. `tensors`: the batch's H·v per tensor (None
+    where it is zero), or None when no gradient depends on the parameters at all."""
     terms = [
         (gradient * part).sum()
         for gradient, part in zip(gradients, parts, strict=True)
         if gradient is not None and gradient.requires_grad
     ]
     if not terms:  # the gradient is constant in the parameters: H is zero on this batch
-        return [None] * len(tensors), count, False
-    # No retain_graph: the second backward frees this batch's graph.
-    products = torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True)
-    return list(products), count, True
+        return None
+    # No retain_graph: this backward frees the batch's graph.
+    return list(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
 
 
 def _saveable(tensor: torch.Tensor) -> torch.Tensor:
@@ -267,19 +279,54 @@ def check_twice_differentiable(
             for tensor in tensors
         ]
         try:
-            _, _, depends = _batch_product(model, tensors, inputs, targets, loss, probe)
+            gradients, _ = _gradients(model, tensors, inputs, targets, loss)
+            # A Function marked @once_differentiable hands autograd a node that raises only
+            # when run, and torch.autograd.grad runs only the nodes on a path to the
+            # parameters: its second-derivative terms would be dropped without a word.
+            blocked = _undifferentiable_node(gradients)
+            products = None if blocked else _second_derivatives(gradients, tensors, probe)
         except LsurfError:
             raise
         except Exception as error:  # noqa: BLE001 - autograd or user code, reported as one line
             reason = f"a Hessian-vector product on a probe batch failed: {_reason(error)}"
             raise ConfigError(_TWICE.format(reason=reason)) from None
-    if not depends:
+    if blocked:
+        raise ConfigError(
+            _TWICE.format(
+                reason=f"its gradient passes through a node autograd cannot differentiate "
+                f"again ({blocked}: e.g. a custom autograd.Function whose backward is marked "
+                "@once_differentiable), whose second-derivative terms would be silently lost"
+            )
+        )
+    if products is None:
         raise ConfigError(
             _TWICE.format(
                 reason="its gradient does not depend on them (no grad_fn: a .detach(), or a "
                 "backward computed without a graph), so every product would read as zero"
             )
         )
+
+
+# Autograd nodes that raise when run: what once_differentiable and missing formulas leave.
+_ERROR_NODES = frozenset(
+    {"torch::autograd::Error", "torch::autograd::DelayedError", "torch::autograd::NotImplemented"}
+)
+
+
+def _undifferentiable_node(gradients: tuple[torch.Tensor | None, ...]) -> str | None:
+    """The name of the first node in the gradients' graph that raises when differentiated
+    (an error node), or None when there is none."""
+    seen: set[torch.autograd.graph.Node] = set()
+    pending = [gradient.grad_fn for gradient in gradients if gradient is not None]
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() in _ERROR_NODES:
+            return node.name()
+        pending.extend(following for following, _ in node.next_functions)
+    return None
 
 
 def _reason(error: BaseException) -> str:
