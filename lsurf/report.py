@@ -155,9 +155,10 @@ def _describe_curvature(surface: Surface) -> list[str]:
     products = column_of(surface, EIG_PRODUCTS)
     if products is not None:
         spent = surface.metrics[products.name][done]
-        spent = spent[np.isfinite(spent)]
+        # A point whose loss was not finite spends none (no solve): not one to average over.
+        spent = spent[np.isfinite(spent) & (spent > 0)]
         if spent.size:
-            average = f"{spent.mean():.1f} per point on average (highest {spent.max():g})"
+            average = f"{spent.mean():.1f} per solved point on average (highest {spent.max():g})"
             lines.append(_field("products", average))
     return lines + _describe_residuals(surface)
 

@@ -23,7 +23,13 @@ from matplotlib.colors import to_rgb
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
-from surface_helpers import MAX_EIGENVALUE_ROW, write_surface_by_hand
+from surface_helpers import (
+    HESSIAN_SECTION,
+    MAX_EIGENVALUE_ROW,
+    curvature_values,
+    write_curvature_surface,
+    write_surface_by_hand,
+)
 
 from lsurf.cli import main
 from lsurf.errors import LsurfError
@@ -32,7 +38,7 @@ from lsurf.metrics import ACCURACY, LOSS, columns
 from lsurf.plot import PlotOptions, parse_levels, parse_options, plot_files
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.planes import NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, draw_plane
-from lsurf.plot.view import load_panels, shared_scale
+from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, load_panels, shared_scale
 from lsurf.store import create_surface
 from lsurf.trajectory import Trajectory
 
@@ -550,3 +556,144 @@ def test_a_1d_file_draws_the_metric_asked_for_beside_accuracy(tmp_path, capsys):
     ]
     html = (tmp_path / "c_train_top_eig_curve.html").read_text()
     assert '"name":"train largest Hessian eigenvalue"' in html and '"name":"train loss"' not in html
+
+
+# ---------------------------------------------------------------------------- curvature
+
+KINDS = ("contour", "filled", "heatmap", "surface3d")
+
+
+def curvature_surface(path: Path, x: Axis, y: Axis | None, slow: dict, nan_at, done=None):
+    """A curvature sweep's file (values from `curvature_values`, where |λmin/λmax| at grid
+    index (i, j) is 0.1(i + j)), with the stored config's hessian section (tol 0.001)."""
+    config = yaml.safe_load(sweep_config(x, y))
+    config["hessian"] = HESSIAN_SECTION
+    grid = Grid.from_axes(x, y)
+    values = curvature_values(grid.shape, slow, nan_at)
+    write_curvature_surface(path, grid, yaml.safe_dump(config), values, done)
+    return path, values
+
+
+def flagged_points(ax) -> np.ndarray:
+    """The (x, y) of the 'x' marks on an axes (x, y, height on a 3D one: the first two)."""
+    [marks] = [line for line in ax.get_lines() if line.get_gid() == "unconverged"]
+    if hasattr(marks, "get_data_3d"):
+        return np.column_stack(marks.get_data_3d()[:2])
+    return marks.get_xydata()
+
+
+def test_the_eig_ratio_map_shows_where_convexity_is_real_and_flags_unconverged_points(
+    tmp_path, capsys
+):
+    x, y = Axis(-1, 1, 5), Axis(0, 1, 3)
+    # The solver stopped at (3, 0) (λmax) and (0, 2) (λmin); the loss diverged at (1, 1).
+    slow = {(3, 0): ("max_eig_residual", 0.02), (0, 2): ("min_eig_residual", 0.005)}
+    done = np.ones((5, 3), bool)
+    done[4, 2] = False
+    path, values = curvature_surface(tmp_path / "s.h5", x, y, slow, [(1, 1)], done)
+    [panel] = load_panels([path], PlotOptions(metric="eig_ratio"))
+    ratio = np.abs(values["min_eig"] / values["max_eig"])
+    hidden = ~done | np.isnan(ratio)
+    assert np.array_equal(panel.values.mask, hidden)
+    assert np.array_equal(panel.values.data[~hidden], ratio[~hidden])
+    assert panel.status[1, 1] == NOT_FINITE and panel.status[4, 2] == NOT_COMPUTED
+    assert np.count_nonzero(panel.status == SHOWN) == 13
+    scale = shared_scale([panel], PlotOptions())
+    assert (scale.vmin, scale.vmax) == (0.0, 0.5) and np.allclose(np.diff(scale.levels), 0.025)
+    own = shared_scale([panel], PlotOptions(levels=(0.0, 0.2, 0.4, 0.8)))  # --levels wins
+    assert (own.vmin, own.vmax) == (0.0, 0.8)
+
+    expected_flags = [(x.coordinates()[0], 1.0), (x.coordinates()[3], 0.0)]  # (0, 2), (3, 0)
+    for kind in KINDS:
+        figure = draw_plane(kind, [panel], scale)
+        ax = panels_of(figure)[0]
+        assert np.allclose(flagged_points(ax), expected_flags), kind
+        assert ax.get_title() == (
+            "14/15 points done; 1 point inf or NaN; 2 points did not reach tol 0.001"
+        )
+        labels = [text.get_text() for text in figure.legends[0].get_texts()]
+        assert labels == ["not computed", "inf or NaN", "did not converge (residual > 0.001)"]
+        [colorbar] = [other for other in figure.axes if other.get_label() == "<colorbar>"]
+        assert colorbar.get_ylabel() == "|λmin/λmax| (train)"
+    figure = draw_plane("heatmap", [panel], scale)
+    ax = panels_of(figure)[0]
+    [image] = [item for item in ax.get_children() if isinstance(item, AxesImage)][-1:]
+    assert image.get_cmap().name == "viridis" and (image.norm.vmin, image.norm.vmax) == (0, 0.5)
+    assert np.ma.allequal(image.get_array(), panel.values.T)
+    # Rendered: a flagged point is crossed in black; an unflagged one keeps its color.
+    pixels = render(figure, tmp_path / "ratio.png")
+    assert np.allclose(pixels[pixel_of(ax, pixels, -1.0, 1.0)], 0.0, atol=0.25)
+    assert np.allclose(pixels[pixel_of(ax, pixels, -1.0, 0.0)], VIRIDIS(0.0)[:3], atol=0.02)
+    assert np.allclose(pixels[pixel_of(ax, pixels, 0.0, 0.5)], VIRIDIS(0.6)[:3], atol=0.02)
+
+    assert main(["plot", str(path), "--metric", "eig_ratio", "--format", "png,vtk"]) == 0
+    assert capsys.readouterr().out.split() == [
+        *(str(tmp_path / f"s_eig_ratio_{kind}.png") for kind in KINDS),
+        str(tmp_path / "s_eig_ratio.vtu"),
+    ]
+    import meshio
+
+    mesh = meshio.read(tmp_path / "s_eig_ratio.vtu")
+    assert int(mesh.point_data["unconverged"].sum()) == 2 and len(mesh.points) == 13
+    assert main(["plot", str(path), "--metric", "ratio"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.strip().endswith(
+        "available: eig_products, eig_ratio, max_eig, max_eig_residual, min_eig, "
+        "min_eig_residual, train_acc, train_loss"
+    )
+
+
+@pytest.mark.parametrize("metric", ["max_eig", "min_eig"])
+def test_eigenvalue_maps_draw_like_any_column_flagging_their_own_residual(tmp_path, metric):
+    x, y = Axis(-1, 1, 9), Axis(-1, 1, 7)
+    slow = {(3, 0): ("max_eig_residual", 0.02), (0, 2): ("min_eig_residual", 0.005)}
+    path, values = curvature_surface(tmp_path / "s.h5", x, y, slow, [(1, 1)])
+    [panel] = load_panels([path], PlotOptions(metric=metric))
+    scale = shared_scale([panel], PlotOptions())
+    shown = values[metric][np.isfinite(values[metric])]
+    assert scale.vmin <= shown.min() and scale.vmax >= shown.max()  # λmin's negatives too
+    own = {"max_eig": [(3, 0)], "min_eig": [(0, 2)]}[metric]  # each eigenvalue its residual
+    expected = [(x.coordinates()[i], y.coordinates()[j]) for i, j in own]
+    for kind in KINDS:
+        figure = draw_plane(kind, [panel], scale)
+        ax = panels_of(figure)[0]
+        inside = axes_pixels(render(figure, tmp_path / f"{kind}.png"), ax)
+        least = {"contour": 0.03, "filled": 0.9, "heatmap": 0.9, "surface3d": 0.15}[kind]
+        assert saturated_fraction(inside) > least and distinct_colors(inside) > 20, kind
+        assert np.allclose(flagged_points(ax), expected), kind
+
+
+def test_1d_curvature_curves_mark_unconverged_points(tmp_path, capsys):
+    x = Axis(-1, 1, 5)
+    slow = {(3,): ("max_eig_residual", 0.05)}
+    path, values = curvature_surface(tmp_path / "c.h5", x, None, slow, [(1,)])
+    ratio = np.abs(values["min_eig"] / values["max_eig"])  # 0.1·i: 0 .. 0.4, NaN at 1
+    [panel] = load_panels([path], PlotOptions(metric="eig_ratio"))
+    figure = draw_curves([panel], PlotOptions())
+    ax, twin = figure.axes[:2]
+    [curve] = [line for line in ax.get_lines() if line.get_gid() != "unconverged"]
+    assert curve.get_label() == "train |λmin/λmax|"
+    drawn = curve.get_ydata()
+    assert np.array_equal(np.ma.getmaskarray(drawn), np.isnan(ratio))
+    assert np.array_equal(drawn.compressed(), ratio[~np.isnan(ratio)])
+    assert ax.get_ylim() == (0.0, 0.5)  # the maps' scale, as nothing reaches above it
+    assert np.allclose(flagged_points(ax), [(x.coordinates()[3], ratio[3])])
+    assert ax.get_title() == "1 point did not reach tol 0.001"
+    assert [line.get_label() for line in twin.get_lines()] == ["train accuracy"]
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert labels == [
+        "train |λmin/λmax|",
+        "train accuracy",
+        "inf or NaN",
+        "did not converge (residual > 0.001)",
+    ]
+    # λmax's curve carries the mark at λmax; λmin's does not (its residual is fine there).
+    [panel] = load_panels([path], PlotOptions(metric="max_eig"))
+    ax = draw_curves([panel], PlotOptions()).axes[0]
+    assert np.allclose(flagged_points(ax), [(x.coordinates()[3], values["max_eig"][3])])
+    [panel] = load_panels([path], PlotOptions(metric="min_eig"))
+    ax = draw_curves([panel], PlotOptions()).axes[0]
+    assert not [line for line in ax.get_lines() if line.get_gid() == "unconverged"]
+
+    assert main(["plot", str(path), "--metric", "eig_ratio"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "c_eig_ratio_curve.png")]

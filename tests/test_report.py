@@ -4,9 +4,17 @@ from dataclasses import asdict
 
 import h5py
 import numpy as np
-from surface_helpers import MAX_EIGENVALUE_ROW, write_surface_by_hand
+import yaml
+from surface_helpers import (
+    HESSIAN_SECTION,
+    MAX_EIGENVALUE_ROW,
+    curvature_values,
+    write_curvature_surface,
+    write_surface_by_hand,
+)
 
 from lsurf.cli import main
+from lsurf.grid import Axis, Grid
 from lsurf.metrics import ACCURACY, LOSS
 from lsurf.report import describe_surface
 
@@ -85,3 +93,81 @@ def test_info_says_which_data_and_loss_the_values_measure(sweep_yaml, capsys):
     assert main(["info", str(config.parent / "out" / "surface.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "data     cifar10 (train, test), 50 examples each  loss mse"
+
+
+def curvature_config(hessian: dict) -> str:
+    return yaml.safe_dump(
+        {
+            "model": {"name": "resnet56", "checkpoint": "/runs/a/final.pt"},
+            "data": {"dataset": "cifar10", "splits": ["train"], "subset": None},
+            "grid": {"x": "-1:1:5", "y": "0:1:3"},
+            "directions": {"kind": "random", "norm": "filter", "ignore": "biasbn", "seed": 3},
+            "evaluation": {"loss": "cross_entropy"},
+            "hessian": hessian,
+        },
+        sort_keys=False,
+    )
+
+
+def test_info_on_a_curvature_sweep_gives_the_solver_the_ranges_and_what_did_not_converge(
+    tmp_path,
+):
+    # λmax = 2 + i + 2j, |λmin/λmax| = 0.1(i + j) at grid index (i, j) (curvature_values);
+    # the solver stopped at (3, 0) and (0, 2), the loss diverged at (1, 1), (4, 2) is to do.
+    grid = Grid.from_axes(Axis(-1, 1, 5), Axis(0, 1, 3))
+    slow = {(3, 0): ("max_eig_residual", 0.02), (0, 2): ("min_eig_residual", 0.005)}
+    values = curvature_values(grid.shape, slow, nan_at=[(1, 1)])
+    done = np.ones(grid.shape, bool)
+    done[4, 2] = False
+    config = curvature_config(HESSIAN_SECTION)
+    path = write_curvature_surface(tmp_path / "s.h5", grid, config, values, done)
+    lines = describe_surface(path).splitlines()
+    assert lines[1:-1] == [
+        "model    resnet56  checkpoint /runs/a/final.pt",
+        "data     cifar10 (train)  loss cross_entropy",
+        "directions  random  norm=filter  ignore=biasbn  seed=3  file /runs/a/d.h5",
+        "grid     x=-1:1:5  y=0:1:3  (5x3 points)",
+        "metrics  eig_products, max_eig, max_eig_residual, min_eig, min_eig_residual, "
+        "train_acc, train_loss; derived: eig_ratio",
+        "done     14/15 points (93.3%), incomplete: rerun the same sweep to resume",
+        "curvature  Hessian of the mean train loss (weights), Lanczos tol 0.001, "
+        "at most 200 products per point",
+        # λmax: 2 at (0, 0) to 9 at (3, 2); λmin: −0.4·8 at (2, 2) to +0.5·9 at (3, 2)
+        "λmax     2 to 9 (not finite at 1 point)",
+        "λmin     -3.2 to 4.5 (not finite at 1 point)",
+        "|λmin/λmax|  0 to 0.5 (not finite at 1 point)",
+        # 20 + 3i + j over the 13 solved points: (405 − 24 − 34) / 13; (4, 1) spent 33
+        "products 26.7 per solved point on average (highest 33)",
+        "residual 2 of 14 points did not reach tol 0.001 (residual up to 0.02)",
+        # No best point of a residual or a product count; λmin is not lower-is-better.
+        "min max_eig  2 at x=-1, y=0",
+        "min train_loss  1 at x=-1, y=0",
+    ]
+
+    # Every point converged, under other solver settings.
+    settings = {**HESSIAN_SECTION, "params": "all", "tol": 0.01, "max_products": 80}
+    values = curvature_values(grid.shape)
+    path = write_curvature_surface(
+        tmp_path / "t.h5", grid, curvature_config(settings), values, done
+    )
+    lines = describe_surface(path).splitlines()
+    assert lines[7:13] == [
+        "curvature  Hessian of the mean train loss (all), Lanczos tol 0.01, "
+        "at most 80 products per point",
+        "λmax     2 to 9",
+        "λmin     -3.2 to 4.5",
+        "|λmin/λmax|  0 to 0.5",
+        "products 26.5 per solved point on average (highest 33)",  # (405 − 34) / 14
+        "residual all 14 points reached tol 0.01 (residual up to 0.00012)",  # 2e-5·(1 + 5)
+    ]
+    # Nothing done yet: the settings alone.
+    path = write_curvature_surface(
+        tmp_path / "u.h5", grid, config, values, np.zeros(grid.shape, bool)
+    )
+    lines = describe_surface(path).splitlines()
+    assert lines[6:8] == [
+        "done     0/15 points (0.0%), incomplete: rerun the same sweep to resume",
+        "curvature  Hessian of the mean train loss (weights), Lanczos tol 0.001, "
+        "at most 200 products per point",
+    ]
+    assert lines[8].startswith("written by lsurf")

@@ -203,15 +203,13 @@ def _loss_limits(
 ) -> tuple[float, float]:
     """One y-range for the left axes of every panel, with a little room around the data.
 
-    A metric with a `fixed` range (the ratio's 0 to 0.5) starts at its low end and reaches
-    at least its high end, further when the data do, on a linear scale.
+    A metric with a `fixed` range (the ratio's 0 to 0.5) is drawn on it, on a linear scale,
+    reaching further up only when the data do.
     """
     shown = np.concatenate([loss.compressed() for loss in losses]) if losses else np.array([])
     if fixed is not None and not options.log:
-        if shown.size == 0:
-            return fixed
-        high = float(shown.max())
-        return fixed[0], max(fixed[1], high + 0.05 * (high - fixed[0]))
+        high = float(shown.max()) if shown.size else fixed[1]
+        return fixed[0], fixed[1] if high <= fixed[1] else high + 0.05 * (high - fixed[0])
     if shown.size == 0:
         return (0.1, 10.0) if options.log else (0.0, 1.0)
     low, high = float(shown.min()), float(shown.max())

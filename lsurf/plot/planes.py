@@ -265,9 +265,14 @@ def _draw_unconverged(ax: Axes, panel: Panel, heights: np.ndarray | None = None)
     assert panel.surface.y is not None, "planes are 2D"
     i, j = np.nonzero(panel.convergence.flagged)
     points = [panel.surface.x[i], panel.surface.y[j]]
+    # 2D: above the values, under the path. 3D: mplot3d orders the surface's collections by
+    # depth above any fixed zorder below theirs, so marks hidden behind a hill show anyway.
+    # 2D marks are unclipped, so one on the grid's edge shows whole.
+    style: dict[str, object] = {"zorder": 3, "clip_on": False}
     if heights is not None:
         points.append(heights[i, j])
-    ax.plot(*points, linestyle="", zorder=3, gid="unconverged", **UNCONVERGED_STYLE)
+        style = {"zorder": 10}
+    ax.plot(*points, linestyle="", gid="unconverged", **style, **UNCONVERGED_STYLE)
 
 
 def unconverged_label(panels: Sequence[Panel]) -> str | None:
