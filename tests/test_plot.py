@@ -34,7 +34,7 @@ from surface_helpers import (
 from lsurf.cli import main
 from lsurf.errors import LsurfError
 from lsurf.grid import Axis, Grid
-from lsurf.metrics import ACCURACY, LOSS, columns
+from lsurf.metrics import ACCURACY, EIG_PRODUCTS, LOSS, MAX_EIG, MAX_EIG_RESIDUAL, columns
 from lsurf.plot import PlotOptions, parse_levels, parse_options, plot_files
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.planes import NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, draw_plane
@@ -697,3 +697,15 @@ def test_1d_curvature_curves_mark_unconverged_points(tmp_path, capsys):
 
     assert main(["plot", str(path), "--metric", "eig_ratio"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "c_eig_ratio_curve.png")]
+
+
+def test_without_a_loss_the_default_map_is_the_first_ranked_column_not_a_residual(tmp_path):
+    x, y = np.linspace(-1, 1, 3), np.linspace(0, 1, 2)
+    columns = {  # listed first: what no best point or landscape is made of
+        "eig_products": ("train", asdict(EIG_PRODUCTS), np.full((3, 2), 40.0)),
+        "max_eig_residual": ("train", asdict(MAX_EIG_RESIDUAL), np.full((3, 2), 1e-4)),
+        "max_eig": ("train", asdict(MAX_EIG), np.arange(6.0).reshape(3, 2)),
+    }
+    path = write_surface_by_hand(tmp_path / "s.h5", x, y, columns)
+    [panel] = load_panels([path], PlotOptions())
+    assert panel.metric == "max_eig" and panel.convergence is None  # no tol stored: no flags
