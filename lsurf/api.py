@@ -48,6 +48,7 @@ def sweep(
     y: str | None = None,
     loss: str | Callable[..., Any] = "cross_entropy",
     directions: Mapping[str, Any] | None = None,
+    hessian: Mapping[str, Any] | None = None,
     output: str | Path | None = None,
     batch_size: int = 256,
     subset: int | None = None,
@@ -62,7 +63,9 @@ def sweep(
     """Sweep `model` over the grid x (and y) and return the surface (see the module docstring).
 
     `directions` takes the keys of the config's `directions` section, e.g.
-    {"kind": "random", "norm": "filter", "seed": 3} or {"kind": "target", "target": "b.pt"}.
+    {"kind": "random", "norm": "filter", "seed": 3} or {"kind": "target", "target": "b.pt"};
+    `hessian` those of the `hessian` section, e.g. {"eigenvalues": True, "tol": 1e-4} for the
+    maps of λmax and λmin.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -88,6 +91,7 @@ def sweep(
                 "channels_last": channels_last,
                 "loss": loss_name,
             },
+            "hessian": dict(hessian or {}),
             "output": str(path),
         }
         config = objects_sweep_config(raw)

@@ -76,7 +76,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DirectionsConfig:
-    kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca
+    kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca, hessian
     # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
     # components) are used as they are. Left out, norm/ignore resolve to filter/biasbn
     # (random), none/none (target) or none/biasbn (pca).
@@ -88,6 +88,9 @@ class DirectionsConfig:
     trajectory: Path | None = None  # kind: pca — the training run's checkpoint folder
     pattern: str = "model_*.pt"  # which files of `trajectory`, ordered by their number
     center: bool = True  # pca rows mean-centred before the SVD, as the reference (sklearn)
+    # kind: hessian — top: eigenvectors of the two largest eigenvalues; extremes: of the
+    # largest and the smallest (most negative) one. The Hessian is the `hessian:` section's.
+    eigenvectors: Literal["top", "extremes"] = "top"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class Directions:
     # exact at both ends). Neither is part of the digest: they come with the kind's inputs.
     moves_buffers: bool = False
     end: dict[str, torch.Tensor] | None = None
+    eigenvalues: tuple[float, ...] = ()  # kind hessian: the Hessian's eigenvalue along d1 (, d2)
 
     def digest(self) -> str:
         tensors = {f"x/{key}": value for key, value in self.x.items()}

@@ -17,23 +17,31 @@ on the device and divided once per split. Which columns a sweep has is decided b
 one small batch of each split through the model at θ*, before anything is written, which is
 also where a model that cannot take the data, or a loss that returns the wrong shape, is
 caught as one line of bad input.
+
+With `Curvature` settings the rows that combine by "solver" join them: at every point, after
+the losses, Lanczos on exact Hessian-vector products over one split (lsurf.hessian) gives
+λmax and λmin of the Hessian of that split's mean loss, the residual each reached and the
+products spent. The probe checks first that the loss is twice differentiable in the weights.
+A point whose loss is NaN or inf gets NaN eigenvalues without a solve (its map is masked
+there, as the loss map is).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lsurf import params
+from lsurf import hessian, params
 from lsurf.data import Split
 from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
 from lsurf.losses import Loss, build_loss, classifies
-from lsurf.metrics import ACCURACY, LOSS, Column
+from lsurf.metrics import ACCURACY, CURVATURE, LOSS, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
 
@@ -42,6 +50,18 @@ PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost any
 class SplitResult:
     loss: float  # the mean loss (inf/NaN when the perturbed model overflows)
     accuracy: float  # percent correct
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """How the eigenvalue columns are computed (the sweep's `hessian:` settings)."""
+
+    split: str  # whose mean loss the Hessian is of
+    params: str  # 'weights' (tensors with more than one dimension) or 'all'
+    tol: float  # relative residual each extreme Ritz pair must reach
+    max_products: int  # Hessian-vector products per point at most
+    seed: int  # the Lanczos start vector, the same at every point
+    batch_size: int  # examples per double-backprop batch
 
 
 def pick_device(requested: str) -> torch.device:
@@ -80,6 +100,7 @@ class Evaluator:
         channels_last: bool = True,
         precision: str = "fp32",
         loss: Loss | None = None,
+        curvature: Curvature | None = None,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
@@ -103,9 +124,27 @@ class Evaluator:
             else _cached(name, split, device, memory_format)
             for name, split in splits.items()
         }
+        self.curvature = curvature
         self.columns = self._probe()
         # Per split, whether it has an accuracy column: decided once, not at every point.
         self._accuracy = {column.split for column in self.columns if column.metric is ACCURACY}
+        self.hessian = None if curvature is None else self._hessian_operator(curvature)
+
+    def _hessian_operator(self, curvature: Curvature) -> hessian.HessianOperator:
+        """The Hessian of the curvature split's mean loss w.r.t. the live parameters, checked
+        on the probe batch for a second derivative (one line of bad input if there is none)."""
+        if curvature.split not in self.splits:
+            raise ConfigError(
+                f"hessian.split is {curvature.split!r} but the sweep evaluates "
+                f"{', '.join(self.splits)}; add it to data.splits"
+            )
+        split = self.splits[curvature.split]
+        weights = hessian.curvature_parameters(self.model, curvature.params)
+        inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
+        hessian.check_twice_differentiable(self.model, weights, inputs, targets, self.loss)
+        return hessian.HessianOperator(
+            self.model, weights, lambda: split.batches(curvature.batch_size), self.loss
+        )
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -143,6 +182,8 @@ class Evaluator:
             found.append(Column(name, LOSS))
             if classifies(outputs, targets):
                 found.append(Column(name, ACCURACY))
+        if self.curvature is not None:
+            found += [Column(self.curvature.split, metric) for metric in CURVATURE]
         return found
 
     @torch.inference_mode()
@@ -170,7 +211,26 @@ class Evaluator:
                 self.precision,
             )
             values |= {f"{name}_{metric}": value for metric, value in measured.items()}
+        if self.curvature is not None:
+            values |= self._eigenvalues(values[f"{self.curvature.split}_loss"])
         return values
+
+    def _eigenvalues(self, loss: float) -> dict[str, float]:
+        """The curvature columns at the point the model holds (NaN where the loss is not
+        finite: no solve, and no products spent, on an overflowed model)."""
+        assert self.curvature is not None and self.hessian is not None
+        if not math.isfinite(loss):
+            return {metric.name: math.nan for metric in CURVATURE} | {"eig_products": 0.0}
+        found = hessian.extreme_eigenpairs(
+            self.hessian, self.curvature.tol, self.curvature.max_products, self.curvature.seed
+        )
+        return {
+            "max_eig": found.max_eig,
+            "min_eig": found.min_eig,
+            "max_eig_residual": found.max_residual,
+            "min_eig_residual": found.min_residual,
+            "eig_products": float(found.products),
+        }
 
 
 @torch.inference_mode()

@@ -59,11 +59,25 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
     lines.append(
         f"model    {config.model.name}, {_count(weights)} parameters, on {device}{threads}"
     )
-    evaluator.evaluate(0.0, 0.0)  # warm-up: allocations, kernel selection, caches
-    start = time.perf_counter()
-    evaluator.evaluate(0.0, 0.0)
-    per_point = time.perf_counter() - start
-    lines.append(f"timing   {per_point:.3g} s per point here (after one warm-up point)")
+    if evaluator.hessian is None:
+        evaluator.evaluate(0.0, 0.0)  # warm-up: allocations, kernel selection, caches
+        start = time.perf_counter()
+        evaluator.evaluate(0.0, 0.0)
+        per_point = time.perf_counter() - start
+        lines.append(f"timing   {per_point:.3g} s per point here (after one warm-up point)")
+    else:
+        # A point's cost is its Hessian-vector products: the solve at θ* is timed once (after
+        # one product as a warm-up) and stands for the others, which may need more or fewer.
+        evaluator.hessian.matvec(_unit(evaluator.hessian.size, evaluator.device))
+        start = time.perf_counter()
+        values = evaluator.evaluate(0.0, 0.0)
+        per_point = time.perf_counter() - start
+        products = int(values["eig_products"])
+        lines.append(
+            f"timing   {per_point:.3g} s per point here: {products} Hessian-vector products "
+            f"(at most {config.hessian.max_products}) reached λmax {values['max_eig']:.4g}, "
+            f"λmin {values['min_eig']:.4g} at the origin"
+        )
     for workers in (1, 4, 16):
         lines.append(
             f"         {to_go} points on {workers:>2} worker{'s' if workers > 1 else ' '}"
@@ -71,6 +85,11 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
         )
     lines.append("         (one worker per GPU; workers add up as long as each has its own)")
     return lines
+
+
+def _unit(size: int, device: torch.device) -> torch.Tensor:
+    vector = torch.ones(size, dtype=torch.float64, device=device)
+    return vector / vector.norm()
 
 
 def _count(parameters: int) -> str:

@@ -29,13 +29,14 @@ from typing import Any
 import torch
 import yaml
 
-from lsurf import checkpoint, kinds, models, params, store
+from lsurf import checkpoint, hessian, kinds, models, params, store
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
 from lsurf.errors import LsurfError, OutputError
-from lsurf.evaluate import Evaluator
+from lsurf.evaluate import PROBE_EXAMPLES, Curvature, Evaluator, pick_device
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
+from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
 from lsurf.schema import differences, to_plain, to_yaml
@@ -121,7 +122,10 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     }
     kind = kinds.get(config.directions.kind)
     context = kinds.Context(
-        model, lambda: sources.build_model(config.model), config.grid.y is not None
+        model,
+        lambda: sources.build_model(config.model),
+        config.grid.y is not None,
+        curvature=lambda: hessian_at(config, model, sources),
     )
     inputs = kind.load(config.directions, context)
     identity |= inputs.identity
@@ -133,6 +137,28 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)
     return Prepared(config, model, directions, is_new, grid, identity)
+
+
+def hessian_at(
+    config: SweepConfig, model: torch.nn.Module, sources: Sources = FROM_CONFIG
+) -> tuple[HessianOperator, Curvature]:
+    """The Hessian the `hessian:` section defines, at the weights `model` holds, on the
+    configured device (a copy of the model: `model` stays where it is), checked for a second
+    derivative on a probe batch. For kinds computed from the Hessian, on rank 0 only."""
+    settings = curvature_settings(config)
+    device = pick_device(config.evaluation.device)
+    channels_last = config.evaluation.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    copy = sources.build_model(config.model)
+    copy.load_state_dict(model.state_dict())
+    copy = copy.to(device=device, memory_format=memory_format).eval()
+    split = sources.open_split(config.data, settings.split, device, channels_last)
+    loss = sources.loss(config.evaluation.loss)
+    weights = hessian.curvature_parameters(copy, settings.params)
+    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
+    hessian.check_twice_differentiable(copy, weights, inputs, targets, loss)
+    batches = lambda: split.batches(settings.batch_size)  # noqa: E731 - a one-line factory
+    return HessianOperator(copy, weights, batches, loss), settings
 
 
 def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
@@ -150,12 +176,27 @@ def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
 def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[str, Any]:
     """What a direction file records of how it was made; reuse requires all of it to match."""
     settings = config.directions
-    return {
+    kind = kinds.get(settings.kind)
+    recorded = {
         "kind": settings.kind,
-        **kinds.get(settings.kind).record(settings),
+        **kind.record(settings),
         "checkpoint_sha256": identity["checkpoint_sha256"],
         "target_sha256": identity.get("target_sha256", ""),
     }
+    if kind.uses_hessian:
+        recorded["eigenvectors"] = settings.eigenvectors
+        recorded["hessian"] = hessian_definition(config)
+    return recorded
+
+
+def hessian_definition(config: SweepConfig) -> str:
+    """The settings that decide a Hessian's eigenvectors, as a direction file records them."""
+    settings, data = config.hessian, config.data
+    return (
+        f"split={settings.split} params={settings.params} tol={settings.tol:g} "
+        f"max_products={settings.max_products} seed={settings.seed} "
+        f"subset={data.subset} subset_seed={data.subset_seed} loss={config.evaluation.loss}"
+    )
 
 
 def _obtain_directions(
@@ -242,6 +283,20 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         channels_last,
         config.evaluation.precision,
         sources.loss(config.evaluation.loss),
+        curvature_settings(config) if config.hessian.eigenvalues else None,
+    )
+
+
+def curvature_settings(config: SweepConfig) -> Curvature:
+    """The evaluator's view of the `hessian:` section."""
+    settings = config.hessian
+    return Curvature(
+        split=settings.split,
+        params=settings.params,
+        tol=settings.tol,
+        max_products=settings.max_products,
+        seed=settings.seed,
+        batch_size=settings.batch_size or config.data.batch_size,
     )
 
 

@@ -18,6 +18,7 @@ and supplies the converters for the grid's axis specs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -27,6 +28,9 @@ from typing import Any, Literal, Protocol, TypeVar, Union, get_args, get_origin,
 import yaml
 
 from lsurf.errors import ConfigError
+
+# A number in exponent notation without a dot (`1e-4`, `-2E3`), which YAML 1.1 leaves a string.
+_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 T = TypeVar("T")
 
@@ -198,6 +202,9 @@ def _convert(hint: Any, value: Any, key: str, converters: Mapping[type, LeafConv
             raise ConfigError(f"{key} must be an integer, got {describe(value)}")
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads `1e-4` as a string: it wants `1.0e-4`. People write 1e-4.
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {describe(value)}")
         return float(value)

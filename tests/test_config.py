@@ -78,7 +78,10 @@ def test_set_overrides_are_type_checked(tmp_path):
         ("grid: {x: 'auto:1'}", "or 'auto:num' on a PCA plane; got 'auto:1'"),
         ("grid: {x: 'auto:11'}", "grid.x: 'auto:num' fits the range to a training path"),
         ("grid: {x: '-1:1:3', y: 'auto:5'}", "grid.y: 'auto:num' fits the range"),
-        ("directions: {kind: hessian}", "directions.kind must be one of random, target, pca"),
+        (
+            "directions: {kind: sharpness}",
+            "directions.kind must be one of random, target, pca, hessian",
+        ),
         ("directions: {kind: pca}", "directions.kind: pca needs directions.trajectory"),
         ("directions: {kind: pca, trajectory: t, norm: filter}", "principal components"),
         ("directions: {trajectory: t}", "directions.trajectory is only used with"),

@@ -50,10 +50,16 @@ def test_each_kind_fills_its_own_defaults():
         ),
         (DirectionsConfig("random"), True, ["grid.x"], "needs directions.kind: pca"),
         (
-            DirectionsConfig("hessian"),
+            DirectionsConfig("sharpness"),
             True,
             [],
-            "directions.kind must be one of random, target, pca",
+            "directions.kind must be one of random, target, pca, hessian; got 'sharpness'",
+        ),
+        (
+            DirectionsConfig("hessian", norm="filter"),
+            True,
+            [],
+            "directions.norm is only used with directions.kind: random or target or pca",
         ),
     ],
 )
@@ -83,7 +89,16 @@ def test_kinds_record_what_reuse_must_match_and_describe_themselves():
         {"trajectory": "run", "ignore": "biasbn", "center": False}
     ) == ("trajectory run  ignore=biasbn  not centred")
     # A file from a newer lsurf names a kind this one lacks: named, not described, no crash.
-    assert kinds.described("hessian").subject({}) == "hessian directions"
+    assert kinds.described("sharpness").subject({}) == "sharpness directions"
+    hessian = kinds.get("hessian")
+    assert hessian.uses_hessian and not random.uses_hessian
+    assert hessian.subject({"eigenvectors": "extremes"}) == (
+        "Hessian eigenvectors of the largest and smallest eigenvalue"
+    )
+    assert hessian.axis_labels({"eigenvectors": "top"}, "a.pt") == (
+        "α (eigenvector of λ1)",
+        "β (eigenvector of λ2)",
+    )
     assert kinds.described(None) is random
 
 

@@ -52,3 +52,19 @@ def test_differences_lists_dotted_keys():
     old = {"a": 1, "grid": {"x": "0:1:3", "y": None}}
     new = {"a": 1, "grid": {"x": "0:1:5", "y": None}, "b": 2}
     assert differences(old, new) == ["grid.x", "b"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    tol: float
+    name: str = "x"
+
+
+def test_exponents_without_a_dot_are_numbers_where_a_number_is_wanted():
+    # YAML 1.1 reads 1e-4 as text; people write it for tolerances all the time.
+    assert safe_load("tol: 1e-4") == {"tol": "1e-4"}
+    assert parse(Tolerance, safe_load("tol: 1e-4")) == Tolerance(1e-4)
+    assert parse(Tolerance, {"tol": "-2E3"}) == Tolerance(-2000.0)
+    assert parse(Tolerance, {"tol": 1, "name": "1e-4"}) == Tolerance(1.0, "1e-4")  # text stays
+    with pytest.raises(ConfigError, match="^tol must be a number, got 'small'"):
+        parse(Tolerance, {"tol": "small"})

@@ -40,6 +40,9 @@ class Context:
     model: nn.Module  # holding θ*
     build_model: Callable[[], nn.Module]  # a fresh model of the same architecture
     plane: bool  # a 2D surface wants d2 as well
+    # For kinds with `uses_hessian`: builds (on first call: the data is loaded then) the
+    # Hessian operator at θ* and returns it with its `lsurf.evaluate.Curvature` settings.
+    curvature: Callable[[], tuple[Any, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Kind:
     fits_auto_axes: ClassVar[bool] = False  # 'auto:num' grid axes fit to what it computes
     plane_only: ClassVar[bool] = False
     line_only: ClassVar[bool] = False
+    # Computed from the Hessian the `hessian:` section defines, whose settings the direction
+    # file then records too (reuse requires them to match).
+    uses_hessian: ClassVar[bool] = False
 
     def resolve(self, settings: DirectionsConfig) -> DirectionsConfig:
         return settings
@@ -85,11 +91,12 @@ class Kind:
 
 
 def _registry() -> dict[str, Kind]:
+    from lsurf.kinds.hessian import HessianPlane
     from lsurf.kinds.pca import PrincipalPlane
     from lsurf.kinds.random import RandomPlane
     from lsurf.kinds.target import Interpolation
 
-    kinds = (RandomPlane(), Interpolation(), PrincipalPlane())
+    kinds = (RandomPlane(), Interpolation(), PrincipalPlane(), HessianPlane())
     return {kind.name: kind for kind in kinds}
 
 
