@@ -277,6 +277,8 @@ def write_directions(path: Path, directions: Directions, attributes: dict[str, A
                 group.create_dataset(key, data=tensor.detach().cpu().numpy())
         h5file.attrs["directions_sha256"] = directions.digest()
         h5file.attrs["lsurf_version"] = lsurf.__version__
+        if directions.eigenvalues:  # kind hessian: the eigenvalue of each direction
+            h5file.attrs["eigenvalues"] = np.array(directions.eigenvalues, dtype=np.float64)
         for key, value in attributes.items():
             h5file.attrs[key] = value
         _write_trajectory(h5file, directions.trajectory)
