@@ -397,20 +397,32 @@ class Group:
             if length
         ]
 
-    def sum(self, values: np.ndarray, count: float) -> tuple[np.ndarray, float]:
+    def sum(self, values: np.ndarray, count: float, step: int = 0) -> tuple[np.ndarray, float]:
         """Σ over ranks of a float64 vector and a count, the same bits on every rank.
 
         Reduced to rank 0, then broadcast from it: an allreduce may add in a different order
         on different ranks, and ranks that go on from different bits (a Lanczos run deciding
-        when it has converged) would part ways and wait on each other forever.
+        when it has converged) would part ways and wait on each other forever. `step` says
+        what the caller is computing (a small integer, the same on every rank while they keep
+        in step); rank 0 checks that it is, and raises OutOfStep if not, so a job whose ranks
+        parted ways anyway (unequal hardware rounding differently) ends instead of hanging.
         """
-        packed = np.empty(len(values) + 1, dtype=np.float64)
-        packed[:-1] = values
-        packed[-1] = count
+        packed = np.empty(len(values) + 3, dtype=np.float64)
+        packed[:-3] = values
+        # Σ step = size·s and Σ step² = size·s² hold together only when every step is s.
+        packed[-3:] = count, step, float(step) ** 2
         total = np.empty_like(packed) if self.rank == 0 else packed
         self._complete(self.comm.Ireduce(packed, total, op=self._mpi.SUM, root=0))
+        if self.rank == 0 and (
+            total[-2] != self.size * step or total[-1] != self.size * float(step) ** 2
+        ):
+            raise OutOfStep(
+                f"the ranks are out of step (rank 0 is at step {step}, the mean step of all "
+                f"ranks is {total[-2] / self.size:g}): their computations parted ways; run "
+                "on identical devices, or serially"
+            )
         self._complete(self.comm.Ibcast(total, root=0))
-        return total[:-1], float(total[-1])
+        return total[:-3], float(total[-3])
 
     def abort(self, exit_code: int) -> NoReturn:
         """End every rank of the job now (a bug on this rank: the others must not wait)."""
@@ -418,3 +430,7 @@ class Group:
         sys.stderr.flush()
         self.comm.Abort(exit_code)
         os._exit(exit_code)
+
+
+class OutOfStep(Exception):
+    """Rank 0 found the ranks of a `Group` computing different things in one collective sum."""

@@ -16,13 +16,16 @@ on `hessian.split` with respect to `hessian.params`, in eval mode:
   width σ = 1% of the span of the Ritz values found (the quadrature's nodes and the top
   eigenvalues), on a grid reaching 6σ past both ends, so the curve integrates to 1 and its
   resolution follows the spectrum whatever the loss's units;
-- λmax of each parameter tensor's own diagonal block (`per_layer`).
+- λmax of each parameter tensor's own diagonal block (`per_layer`), from an operator over
+  that tensor alone (whose Hessian is exactly the block).
 
 Every rank takes part, none is a master: rank 0 checks the output and loads θ*, and sends it
 to the others; each rank builds the model and opens the split on its own device (a GPU by
 node-local rank, or a share of the cores) and takes the batches b with b % ranks == rank of
 the split's fixed order. Each Hessian-vector product's (sum, count) is summed over the ranks
-(`parallel.Group.sum`) so that every rank holds the same bits and runs the same Lanczos. Bad
+(`parallel.Group.sum`) so that every rank holds the same bits and runs the same Lanczos; each
+sum also carries what it is for (the stage, or the tensor), and rank 0 ends the job (exit 1)
+should the ranks ever part ways (unequal hardware rounding differently) rather than hang. Bad
 input anywhere — a missing checkpoint, data a rank cannot read, a loss that is not twice
 differentiable — is found before any product, agreed on by all ranks, and reported by rank 0 as
 one line naming the rank; nothing is written. Rank 0 alone writes the file and the figure.
@@ -36,6 +39,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -55,6 +59,7 @@ from lsurf.hessian import (
     spectral_density,
     top_eigenpairs,
 )
+from lsurf.losses import Loss
 from lsurf.preparation import FROM_CONFIG, Sources
 from lsurf.schema import to_yaml
 
@@ -102,6 +107,9 @@ def run_hessian(
         return _analyse(config, force, log if group.rank == 0 else _quiet, sources, group)
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # every rank knows; rank 0 reports
+    except parallel.OutOfStep as error:
+        _stderr(f"lsurf: error: rank 0: {error}")
+        group.abort(1)
     except Exception:
         # A bug, or a crash in user code: the other ranks would wait in the next sum forever.
         _stderr(f"rank {group.rank} failed:\n{traceback.format_exc().rstrip()}")
@@ -111,13 +119,45 @@ def run_hessian(
 # ---------------------------------------------------------------------------- phases
 
 
+# What each `Group.sum` is for (its `step`): the same on every rank while they keep in step.
+STEP_TOP, STEP_TRACE, STEP_DENSITY, STEP_END, STEP_FIRST_LAYER = 1, 2, 3, 4, 10
+
+
 @dataclass(frozen=True)
 class _Loaded:
-    """What each rank holds for the run: the operator over its share of the batches."""
+    """What each rank holds for the run: the model at θ* on its device, its share of the
+    split, the loss, and the parameters the Hessian is taken over."""
 
-    operator: HessianOperator
-    examples: int  # in the whole split
-    batches: int  # in the whole split
+    model: torch.nn.Module
+    split: SplitData
+    loss: Loss
+    parameters: dict[str, torch.Tensor]
+    batch_size: int
+    group: parallel.Group | None
+
+    @property
+    def size(self) -> int:
+        return sum(tensor.numel() for tensor in self.parameters.values())
+
+    @property
+    def batches(self) -> int:
+        """In the whole split (every rank's together)."""
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def operator(self, step: int, names: list[str] | None = None) -> HessianOperator:
+        """H over the parameters `names` (all by default): with a single name, exactly that
+        tensor's diagonal block. Each product is summed over the ranks, tagged `step`."""
+        chosen = self.parameters if names is None else {n: self.parameters[n] for n in names}
+        group = self.group
+        rank, ranks = (0, 1) if group is None else (group.rank, group.size)
+        reduce = None if group is None else _summed_over(group, step)
+        return HessianOperator(
+            self.model,
+            chosen,
+            lambda: _share(self.split, self.batch_size, rank, ranks),
+            self.loss,
+            reduce,
+        )
 
 
 def _analyse(
@@ -129,6 +169,7 @@ def _analyse(
 ) -> HessianOutcome | None:
     rank, ranks = (0, 1) if group is None else (group.rank, group.size)
     path = config.hessian_file
+    hessian = config.hessian
 
     # check (rank 0): the output may be written, and θ* loads
     failure, state, digest = None, None, ""
@@ -157,17 +198,20 @@ def _analyse(
         failures = group.gather_failures(problem)
     if failures:
         _stop(group, failures)
-    operator = loaded.operator
-    hessian = config.hessian
     log(
-        f"hessian of the mean loss on {hessian.split} at θ* ({loaded.examples} examples, "
-        f"{loaded.batches} batches of {_batch_size(config)}"
+        f"hessian of the mean loss on {hessian.split} at θ* ({len(loaded.split)} examples, "
+        f"{loaded.batches} batches of {loaded.batch_size}"
         + (f", on {ranks} ranks" if ranks > 1 else "")
-        + f"): {operator.size} parameters ({hessian.params})"
+        + f"): {loaded.size} parameters ({hessian.params})"
     )
 
-    # run: the same stages on every rank, in lockstep through the sums of the products
-    analysis = _run_stages(config, operator, log)
+    # run: the same stages on every rank, in step through the sums of their products
+    try:
+        analysis = _run_stages(config, loaded, log)
+    except LsurfError as error:  # found alike by every rank (a non-finite loss at θ*)
+        _stop(group, [(rank, str(error))])
+    if group is not None:  # a rank still inside a stage would meet this sum: out of step
+        group.sum(np.zeros(0), 0.0, STEP_END)
 
     if rank != 0:
         return None
@@ -178,9 +222,9 @@ def _analyse(
         "split": hessian.split,
         "params": hessian.params,
         "loss": config.evaluation.loss,
-        "parameters": operator.size,
-        "examples": loaded.examples,
-        "batch_size": _batch_size(config),
+        "parameters": loaded.size,
+        "examples": len(loaded.split),
+        "batch_size": loaded.batch_size,
         "ranks": ranks,
         "tol": hessian.tol,
         "seed": hessian.seed,
@@ -199,10 +243,6 @@ def figure_path(path: Path) -> Path:
     return path.with_suffix(".png")
 
 
-def _batch_size(config: SweepConfig) -> int:
-    return config.hessian.batch_size or config.data.batch_size
-
-
 def _check_output(config: SweepConfig, force: bool) -> None:
     path = config.hessian_file
     if path in (config.output, config.direction_file):
@@ -217,7 +257,7 @@ def _check_output(config: SweepConfig, force: bool) -> None:
         )
 
 
-def _stop(group: parallel.Group | None, failures: list[tuple[int, str]]) -> None:
+def _stop(group: parallel.Group | None, failures: list[tuple[int, str]]) -> NoReturn:
     """Bad input found (the same list on every rank): rank 0 reports the first, all stop."""
     failed_rank, message = failures[0]
     if group is None:
@@ -233,7 +273,8 @@ def _load(
     sources: Sources,
     group: parallel.Group | None,
 ) -> _Loaded:
-    """This rank's model at θ*, its share of the split and the Hessian operator over them."""
+    """This rank's model at θ*, the split on its device, the loss and the parameters,
+    checked: the loss has second derivatives, top_k fits the Hessian."""
     hessian = config.hessian
     device = _device(config, group)
     configure_backends("fp32")  # fp32 means fp32: TF32 would round away small curvature
@@ -245,21 +286,19 @@ def _load(
     split = sources.open_split(config.data, hessian.split, device, channels_last)
     loss = sources.loss(config.evaluation.loss)
     parameters = curvature_parameters(model, hessian.params)  # raises if it selects none
-    size = sum(tensor.numel() for tensor in parameters.values())
-    if hessian.top_k > size:
+    loaded = _Loaded(model, split, loss, parameters, _batch_size(config), group)
+    if hessian.top_k > loaded.size:
         raise ConfigError(
-            f"hessian.top_k is {hessian.top_k} but the Hessian has only {size} rows "
+            f"hessian.top_k is {hessian.top_k} but the Hessian has only {loaded.size} rows "
             f"(hessian.params: {hessian.params}); lower hessian.top_k"
         )
     inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
     check_twice_differentiable(model, parameters, inputs, targets, loss)
-    batch_size = _batch_size(config)
-    rank, ranks = (0, 1) if group is None else (group.rank, group.size)
-    reduce = None if group is None else _summed_over(group)
-    operator = HessianOperator(
-        model, parameters, lambda: _share(split, batch_size, rank, ranks), loss, reduce
-    )
-    return _Loaded(operator, len(split), math.ceil(len(split) / batch_size))
+    return loaded
+
+
+def _batch_size(config: SweepConfig) -> int:
+    return config.hessian.batch_size or config.data.batch_size
 
 
 def _device(config: SweepConfig, group: parallel.Group | None) -> torch.device:
@@ -287,13 +326,13 @@ def _share(
 
 
 def _summed_over(
-    group: parallel.Group,
+    group: parallel.Group, step: int
 ) -> Callable[[torch.Tensor, float], tuple[torch.Tensor, float]]:
     """The operator's hook: a product's (float64 sum, count) summed over every rank."""
 
     def reduce(hv_sum: torch.Tensor, count: float) -> tuple[torch.Tensor, float]:
         values = hv_sum.detach().to("cpu", torch.float64).numpy()
-        total, count = group.sum(values, float(count))
+        total, count = group.sum(values, float(count), step)
         return torch.from_numpy(total).to(hv_sum.device), count
 
     return reduce
@@ -302,18 +341,15 @@ def _summed_over(
 # ---------------------------------------------------------------------------- stages
 
 
-def _run_stages(config: SweepConfig, operator: HessianOperator, log: Log) -> store.HessianAnalysis:
+def _run_stages(config: SweepConfig, loaded: _Loaded, log: Log) -> store.HessianAnalysis:
     """Top-k, trace, density and per-layer λmax, one progress line each."""
     hessian = config.hessian
     spent: dict[str, int] = {}
 
-    def products_since(start: int, stage: str) -> int:
-        spent[stage] = operator.products - start
-        return spent[stage]
-
-    start = operator.products
+    operator = loaded.operator(STEP_TOP)
     budget = max(hessian.max_products, TOP_K_PRODUCTS * hessian.top_k)
     top = top_eigenpairs(operator, hessian.top_k, hessian.tol, budget, hessian.seed)
+    spent["top"] = operator.products
     values = np.asarray(top.values, dtype=np.float64)
     residuals = np.asarray(top.residuals, dtype=np.float64)
     if not np.all(np.isfinite(values)):
@@ -329,18 +365,20 @@ def _run_stages(config: SweepConfig, operator: HessianOperator, log: Log) -> sto
     )
     log(
         f"top-{hessian.top_k} eigenvalues: {_listed(values)}; max residual "
-        f"{residuals.max():.1e}, {products_since(start, 'top')} products{note}"
+        f"{residuals.max():.1e}, {spent['top']} products{note}"
     )
 
-    start = operator.products
+    operator = loaded.operator(STEP_TRACE)
     trace = hutchinson_trace(operator, hessian.trace_samples, hessian.seed)
+    spent["trace"] = operator.products
     log(
         f"trace: {trace.estimate:.6g} ± {trace.standard_error:.2g} (Hutchinson, "
-        f"{len(trace.samples)} probes), {products_since(start, 'trace')} products"
+        f"{len(trace.samples)} probes), {spent['trace']} products"
     )
 
-    start = operator.products
+    operator = loaded.operator(STEP_DENSITY)
     density = spectral_density(operator, hessian.density_runs, hessian.density_steps, hessian.seed)
+    spent["density"] = operator.products
     nodes = np.asarray(density.nodes, dtype=np.float64)
     weights = np.asarray(density.weights, dtype=np.float64)
     used = nodes[weights > 0]  # a run that ended early is padded with weight-0 nodes
@@ -349,23 +387,22 @@ def _run_stages(config: SweepConfig, operator: HessianOperator, log: Log) -> sto
     runs, steps = nodes.shape  # steps: at most the Hessian's size
     log(
         f"density: {runs} runs x {steps} Lanczos steps, Ritz values in "
-        f"[{used.min():.4g}, {used.max():.4g}], {products_since(start, 'density')} products"
+        f"[{used.min():.4g}, {used.max():.4g}], {spent['density']} products"
     )
 
-    names: tuple[str, ...] = ()
-    layer_values = layer_residuals = np.zeros(0)
-    layer_products = np.zeros(0, dtype=np.int64)
+    layers: list[tuple[str, float, float, int]] = []
     if hessian.per_layer:
-        start = operator.products
-        layers = layer_max_eigenvalues(operator, hessian.tol, hessian.max_products, hessian.seed)
-        names = tuple(name for name, _, _, _ in layers)
-        layer_values = np.array([value for _, value, _, _ in layers], dtype=np.float64)
-        layer_residuals = np.array([residual for _, _, residual, _ in layers], dtype=np.float64)
-        layer_products = np.array([count for _, _, _, count in layers], dtype=np.int64)
-        sharpest = names[int(np.argmax(layer_values))] if names else "-"
+        # One operator per tensor, over that tensor alone: its Hessian is exactly the
+        # tensor's diagonal block, each product differentiates once less, and each block's
+        # Lanczos run has a `step` of its own, so ranks that parted ways are caught at once.
+        for index, name in enumerate(loaded.parameters):
+            block = loaded.operator(STEP_FIRST_LAYER + index, [name])
+            layers += layer_max_eigenvalues(block, hessian.tol, hessian.max_products, hessian.seed)
+        spent["layers"] = sum(count for _, _, _, count in layers)
+        largest = max(layers, key=lambda row: row[1])
         log(
-            f"per-layer λmax: {len(names)} tensors, the largest {layer_values.max():.6g} "
-            f"({sharpest}), {products_since(start, 'layers')} products"
+            f"per-layer λmax: {len(layers)} tensors, the largest {largest[1]:.6g} "
+            f"({largest[0]}), {spent['layers']} products"
         )
     return store.HessianAnalysis(
         top_eigenvalues=values,
@@ -379,10 +416,10 @@ def _run_stages(config: SweepConfig, operator: HessianOperator, log: Log) -> sto
         density_grid=grid,
         density_curve=curve,
         density_sigma=sigma,
-        layer_names=names,
-        layer_max_eigenvalues=layer_values,
-        layer_residuals=layer_residuals,
-        layer_products=layer_products,
+        layer_names=tuple(name for name, _, _, _ in layers),
+        layer_max_eigenvalues=np.array([row[1] for row in layers], dtype=np.float64),
+        layer_residuals=np.array([row[2] for row in layers], dtype=np.float64),
+        layer_products=np.array([row[3] for row in layers], dtype=np.int64),
         products=spent,
     )
 

@@ -383,3 +383,41 @@ def test_a_rank_that_cannot_load_the_model_stops_every_rank_with_one_line(tmp_pa
     ]
     assert "Traceback" not in done.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+SUM_SCRIPT = """
+import numpy as np
+from lsurf.parallel import Group
+
+group = Group()
+total, count = group.sum(np.arange(4.0) * (group.rank + 1), float(group.rank + 1), step=7)
+print(group.rank, total.tolist(), count, flush=True)
+"""
+OUT_OF_STEP_SCRIPT = """
+import numpy as np
+from lsurf.parallel import Group
+
+group = Group()
+group.sum(np.zeros(1), 0.0, step=8 if group.rank == 1 else 9)  # rank 1 has parted ways
+print("not reached", flush=True)
+"""
+
+
+def run_script(script: str) -> subprocess.CompletedProcess:
+    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-c", script]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@needs_mpi
+def test_the_ranks_sum_to_the_same_values_and_a_rank_out_of_step_ends_the_job():
+    done = run_script(SUM_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        f"{rank} [0.0, 6.0, 12.0, 18.0] 6.0" for rank in range(3)
+    ]
+    done = run_script(OUT_OF_STEP_SCRIPT)
+    assert done.returncode != 0 and "not reached" not in done.stdout
+    assert "the ranks are out of step (rank 0 is at step 9, the mean step of all ranks is " in (
+        done.stderr
+    )
