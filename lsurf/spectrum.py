@@ -63,12 +63,13 @@ from lsurf.losses import Loss
 from lsurf.preparation import FROM_CONFIG, Sources
 from lsurf.schema import to_yaml
 
-EXIT_BAD_INPUT = 2
 PROBE_EXAMPLES = 4  # the batch the second-derivative check runs on
 TOP_K_PRODUCTS = 20  # top-k may spend up to max(hessian.max_products, 20·k) products
 SIGMA_FRACTION = 0.01  # the density curve's Gaussian width, as a fraction of the spectrum's span
 GRID_SIGMAS = 6.0  # the curve's grid reaches this many σ past the extreme Ritz values
 GRID_POINTS = 2001
+# What each `Group.sum` is for (its `step`): the same on every rank while they keep in step.
+STEP_TOP, STEP_TRACE, STEP_DENSITY, STEP_END, STEP_FIRST_LAYER = 1, 2, 3, 4, 10
 
 Log = Callable[[str], None]
 
@@ -94,7 +95,8 @@ def run_hessian(
     """Analyse the Hessian at θ*: serially, or with every rank of an mpiexec/srun job.
 
     Returns the outcome on rank 0 (None on the other ranks). Bad input raises `LsurfError` on
-    rank 0 and `SystemExit(2)` on the others, before anything is written.
+    rank 0, before anything is written; the other ranks leave quietly (`SystemExit(0)`), so
+    that rank 0, reporting the error, is the one that ends the job with its exit code 2.
     """
     if not parallel.launched_by_mpi():
         return _analyse(config, force, log, sources, None)
@@ -117,10 +119,6 @@ def run_hessian(
 
 
 # ---------------------------------------------------------------------------- phases
-
-
-# What each `Group.sum` is for (its `step`): the same on every rank while they keep in step.
-STEP_TOP, STEP_TRACE, STEP_DENSITY, STEP_END, STEP_FIRST_LAYER = 1, 2, 3, 4, 10
 
 
 @dataclass(frozen=True)
@@ -264,7 +262,7 @@ def _stop(group: parallel.Group | None, failures: list[tuple[int, str]]) -> NoRe
         raise LsurfError(message)
     if group.rank == 0:
         raise LsurfError(f"rank {failed_rank}: {message}")
-    raise SystemExit(EXIT_BAD_INPUT)
+    raise SystemExit(0)  # quietly: rank 0 reports the error and ends the job with its code
 
 
 def _load(
