@@ -68,7 +68,7 @@ INVARIANT = 1e-12
 
 _TWICE = (
     "the Hessian needs a loss twice differentiable in the weights, but {reason}; use ops with "
-    "a second derivative or turn hessian.eigenvalues off"
+    "a second derivative (or, in a sweep, turn hessian.eigenvalues off)"
 )
 
 
@@ -195,9 +195,15 @@ def _gradients(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss: Loss,
+    traced: bool = False,
 ) -> tuple[tuple[torch.Tensor | None, ...], int | torch.Tensor]:
     """One batch's gradient of its loss sum w.r.t. `tensors`, with its graph kept (None for a
-    tensor the loss does not use), and the batch's count. Gradients on, inference mode off."""
+    tensor the loss does not use), and the batch's count. Gradients on, inference mode off.
+
+    `traced` seeds the backward with a 1 that itself requires grad, so that every node of the
+    backward receives a gradient with a graph: a Function marked @once_differentiable then
+    leaves its error node in the graph even where it is the first node of the backward (the
+    loss's own op), where autograd would otherwise drop its second derivative silently."""
     outputs = model(_saveable(inputs)).float()
     total, count = loss.batch(outputs, _saveable(targets))
     if not total.requires_grad:
@@ -207,7 +213,10 @@ def _gradients(
                 ".detach() or a non-differentiable op in the model or the loss)"
             )
         )
-    gradients = torch.autograd.grad(total, tensors, create_graph=True, allow_unused=True)
+    seed = torch.ones_like(total).requires_grad_() if traced else None
+    gradients = torch.autograd.grad(
+        total, tensors, grad_outputs=seed, create_graph=True, allow_unused=True
+    )
     return gradients, count
 
 
@@ -279,7 +288,7 @@ def check_twice_differentiable(
             for tensor in tensors
         ]
         try:
-            gradients, _ = _gradients(model, tensors, inputs, targets, loss)
+            gradients, _ = _gradients(model, tensors, inputs, targets, loss, traced=True)
             # A Function marked @once_differentiable hands autograd a node that raises only
             # when run, and torch.autograd.grad runs only the nodes on a path to the
             # parameters: its second-derivative terms would be dropped without a word.
@@ -298,7 +307,9 @@ def check_twice_differentiable(
                 "@once_differentiable), whose second-derivative terms would be silently lost"
             )
         )
-    if products is None:
+    # (With the traced seed a constant gradient still has a graph, through the seed alone:
+    # then no product term reaches the parameters.)
+    if products is None or all(product is None for product in products):
         raise ConfigError(
             _TWICE.format(
                 reason="its gradient does not depend on them (no grad_fn: a .detach(), or a "

@@ -532,7 +532,29 @@ def test_check_refuses_a_once_differentiable_function_in_one_line():
     assert "\n" not in message
     assert message.startswith("the Hessian needs a loss twice differentiable in the weights")
     assert "once_differentiable" in message
-    assert message.endswith("turn hessian.eigenvalues off")
+    assert message.endswith("(or, in a sweep, turn hessian.eigenvalues off)")
+
+
+def test_check_refuses_a_once_differentiable_op_in_the_loss_itself():
+    # The loss's own op is the first node of the backward: autograd hands it a gradient
+    # without a graph and keeps no error node, so its second derivative would vanish silently.
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, inputs):  # noqa: ANN001, ANN205 - torch's signature
+            ctx.save_for_backward(inputs)
+            return inputs.square()
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):  # noqa: ANN001, ANN205
+            (inputs,) = ctx.saved_tensors
+            return 2 * inputs * grad
+
+    case = tanh_mlp()
+    case.loss = build_loss("squares", function=lambda out, targets: Square.apply(out).sum(dim=1))
+    with pytest.raises(ConfigError, match="once_differentiable") as caught:
+        check(case)
+    assert "\n" not in str(caught.value)
 
 
 def test_check_refuses_a_loss_that_detaches_the_outputs():
