@@ -36,7 +36,11 @@ bits. A non-finite loss at the point (NaN or inf products) gives NaN eigenvalues
 Which solver, and why: Lanczos written in torch rather than SciPy's ARPACK (`eigsh`; SciPy is
 not a dependency). One Krylov space yields both ends of the spectrum, where ARPACK needs one
 run per end; the vectors stay on the device (no host round trip per product); a seeded start
-makes it deterministic. benchmarks/hessian_cost.py measures the products each needs.
+makes it deterministic. benchmarks/hessian_cost.py measured it (ResNet-20, 64 images, both
+ends to the same residual bound tol·max(|λmax|, |λmin|)): at tol 1e-3 this Lanczos spent 20
+products at θ and 14 at a perturbed point, ARPACK's two runs 42 and 42 at scipy's default
+(its 20-vector space is filled before the first test) and 42 and 26 with ncv = 8; at tol 1e-2,
+12 and 10 against 42. One product cost 3.3–3.7 forward + backward passes on 2 CPU threads.
 
 A single-vector Krylov space holds one copy of a repeated eigenvalue, so `top_eigenpairs` can
 miss an exact repeat (only an exhausted space is restarted from a fresh random vector); exact
@@ -546,6 +550,8 @@ def extreme_eigenpairs(
     Lanczos from a seeded N(0, 1) start until both extreme Ritz pairs have relative residual
     ≤ tol, `max_products` products are spent (then `converged` is False and the values are
     the best Ritz values so far, inside the spectrum), or the space is invariant (exact).
+    Both residuals are relative to max(|λmax|, |λmin|): a λmin small beside λmax is known to
+    about tol·|λmax|, not to tol of itself (on ResNet-20 at tol 1e-2: −13.97 for −14.03).
     """
     _check_budget(tol, max_products)
 
