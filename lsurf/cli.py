@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("surfaces", nargs="+", type=Path, metavar="SURFACE", help="surface files")
     plot.add_argument(
-        "--metric", default=None, help="dataset to draw (default train_loss, else the first loss)"
+        "--metric",
+        default=None,
+        help="dataset to draw (default train_loss, else the first loss); with curvature maps "
+        "also max_eig, min_eig and eig_ratio (|λmin/λmax|)",
     )
     plot.add_argument(
         "--out",
