@@ -41,6 +41,7 @@ cluster-deps:
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/mpi_scaling.py
+	$(BIN)/python benchmarks/hessian_cost.py
 
 lint: install
 	$(BIN)/ruff check lsurf tests benchmarks
