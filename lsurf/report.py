@@ -112,6 +112,11 @@ def describe_directions(path: Path) -> str:
         y = torch.cat([directions.y[key].reshape(-1).double() for key in directions.x])
         cosine = float(x @ y / (x.norm() * y.norm()).clamp_min(1e-300))
         lines.append(f"angle    cos(d1, d2) = {cosine:.4g}")
+    if "eigenvalues" in attributes:  # kind hessian: each direction's eigenvalue
+        found = ", ".join(
+            f"{float(value):.6g}" for value in np.atleast_1d(attributes["eigenvalues"])
+        )
+        lines.append(f"curvature  Hessian eigenvalue along each direction: {found}")
     if directions.trajectory is not None:
         first, second = (100.0 * ratio for ratio in directions.trajectory.explained_variance_ratio)
         lines.append(f"plane    explained variance x {first:.1f}%, y {second:.1f}%")

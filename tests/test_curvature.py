@@ -24,6 +24,7 @@ from lsurf.checkpoint import load_weights
 from lsurf.cli import main
 from lsurf.evaluate import Curvature, Evaluator
 from lsurf.losses import build_loss
+from lsurf.report import describe_directions
 from lsurf.store import read_directions, read_surface
 
 if str(FIXTURES) not in sys.path:
@@ -245,6 +246,11 @@ def test_hessian_directions_are_orthonormal_eigenvectors_of_the_dense_hessian(
         assert abs(stored - float(value)) < 1e-4 * scale
     assert abs(float(d1 @ d2)) < 1e-5
     assert read_surface(tmp_path / "surface.h5").done.all()
+    report = describe_directions(tmp_path / "surface.directions.h5").splitlines()
+    assert f"kind     hessian  eigenvectors={eigenvectors}  split=train params=weights" in report[1]
+    assert report[4] == "curvature  Hessian eigenvalue along each direction: " + ", ".join(
+        f"{value:.6g}" for value in attributes["eigenvalues"]
+    )
 
 
 def test_the_plan_names_the_products_a_point_takes(tmp_path, blob_checkpoint, capsys):
