@@ -78,3 +78,20 @@ def existing_output(sweep_yaml):
     assert main(["sweep", str(config)]) == 0
     output = config.parent / "out" / "surface.h5"
     return output, output.read_bytes(), output.stat().st_mtime_ns
+
+
+@pytest.fixture(scope="session")
+def blob_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """θ* of tests/fixtures/toylab's BlobNet(hidden=16), seeded: the researcher's own model of
+    the open-engine and curvature tests."""
+    import sys
+
+    fixtures = str(Path(__file__).resolve().parent / "fixtures")
+    if fixtures not in sys.path:
+        sys.path.insert(0, fixtures)
+    import toylab
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("blob") / "blobnet.pt"
+    save_checkpoint(path, toylab.BlobNet(hidden=16).state_dict())
+    return path

@@ -35,16 +35,6 @@ import toylab  # noqa: E402 - needs the fixtures folder on the path
 EXACT = {"tol": 1e-7, "max_products": 448}  # a Krylov space as large as the Hessian: exact
 
 
-@pytest.fixture(scope="module")
-def blob_checkpoint(tmp_path_factory) -> Path:
-    from lsurf.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("blob") / "blobnet.pt"
-    save_checkpoint(path, toylab.BlobNet(hidden=16).state_dict())
-    return path
-
-
 def curvature_config(folder: Path, checkpoint: Path, hessian: dict | None = None, **changes):
     path = blob_config(folder, checkpoint, **changes)
     text = path.read_text() + "hessian:\n"

@@ -44,14 +44,6 @@ def run_cli(config: Path, ranks: int = 0, *extra: str) -> subprocess.CompletedPr
     )
 
 
-@pytest.fixture(scope="module")
-def blob_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("blob") / "blobnet.pt"
-    save_checkpoint(path, toylab.BlobNet(hidden=16).state_dict())
-    return path
-
-
 def blob_config(folder: Path, checkpoint: Path, **changes) -> Path:
     config = {
         "model": {
