@@ -138,13 +138,7 @@ class Evaluator:
                 f"hessian.split is {curvature.split!r} but the sweep evaluates "
                 f"{', '.join(self.splits)}; add it to data.splits"
             )
-        split = self.splits[curvature.split]
-        weights = hessian.curvature_parameters(self.model, curvature.params)
-        inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
-        hessian.check_twice_differentiable(self.model, weights, inputs, targets, self.loss)
-        return hessian.HessianOperator(
-            self.model, weights, lambda: split.batches(curvature.batch_size), self.loss
-        )
+        return curvature_operator(self.model, self.splits[curvature.split], curvature, self.loss)
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -231,6 +225,18 @@ class Evaluator:
             "min_eig_residual": found.min_residual,
             "eig_products": float(found.products),
         }
+
+
+def curvature_operator(
+    model: nn.Module, split: SplitData, curvature: Curvature, loss: Loss
+) -> hessian.HessianOperator:
+    """The Hessian of `split`'s mean loss w.r.t. `model`'s curvature parameters, once a probe
+    batch has shown it has a second derivative (one line of bad input if it has not)."""
+    weights = hessian.curvature_parameters(model, curvature.params)
+    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
+    hessian.check_twice_differentiable(model, weights, inputs, targets, loss)
+    batches = lambda: split.batches(curvature.batch_size)  # noqa: E731 - a one-line factory
+    return hessian.HessianOperator(model, weights, batches, loss)
 
 
 @torch.inference_mode()

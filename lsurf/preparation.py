@@ -29,12 +29,12 @@ from typing import Any
 import torch
 import yaml
 
-from lsurf import checkpoint, hessian, kinds, models, params, store
+from lsurf import checkpoint, kinds, models, params, store
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
 from lsurf.errors import LsurfError, OutputError
-from lsurf.evaluate import PROBE_EXAMPLES, Curvature, Evaluator, pick_device
+from lsurf.evaluate import Curvature, Evaluator, curvature_operator, pick_device
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
@@ -154,11 +154,7 @@ def hessian_at(
     copy = copy.to(device=device, memory_format=memory_format).eval()
     split = sources.open_split(config.data, settings.split, device, channels_last)
     loss = sources.loss(config.evaluation.loss)
-    weights = hessian.curvature_parameters(copy, settings.params)
-    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
-    hessian.check_twice_differentiable(copy, weights, inputs, targets, loss)
-    batches = lambda: split.batches(settings.batch_size)  # noqa: E731 - a one-line factory
-    return HessianOperator(copy, weights, batches, loss), settings
+    return curvature_operator(copy, split, settings, loss), settings
 
 
 def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
