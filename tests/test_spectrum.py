@@ -391,7 +391,11 @@ from lsurf.parallel import Group
 
 group = Group()
 total, count = group.sum(np.arange(4.0) * (group.rank + 1), float(group.rank + 1), step=7)
-print(group.rank, total.tolist(), count, flush=True)
+# Each rank's result, printed by rank 0 alone: the ranks' own prints interleave on stdout.
+found = group.comm.gather((group.rank, total.tolist(), count), root=0)
+if group.rank == 0:
+    for rank, values, summed in found:
+        print(rank, values, summed, flush=True)
 """
 OUT_OF_STEP_SCRIPT = """
 import numpy as np
