@@ -233,10 +233,18 @@ def curvature_operator(
     """The Hessian of `split`'s mean loss w.r.t. `model`'s curvature parameters, once a probe
     batch has shown it has a second derivative (one line of bad input if it has not)."""
     weights = hessian.curvature_parameters(model, curvature.params)
-    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
-    hessian.check_twice_differentiable(model, weights, inputs, targets, loss)
+    check_second_derivatives(model, split, weights, loss)
     batches = lambda: split.batches(curvature.batch_size)  # noqa: E731 - a one-line factory
     return hessian.HessianOperator(model, weights, batches, loss)
+
+
+def check_second_derivatives(
+    model: nn.Module, split: SplitData, weights: dict[str, torch.Tensor], loss: Loss
+) -> None:
+    """One line of bad input unless the loss on `split`'s probe batch is twice differentiable
+    in `weights` (lsurf.hessian.check_twice_differentiable)."""
+    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
+    hessian.check_twice_differentiable(model, weights, inputs, targets, loss)
 
 
 @torch.inference_mode()

@@ -48,10 +48,9 @@ from lsurf import parallel, store
 from lsurf.config import SweepConfig
 from lsurf.datasets import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
-from lsurf.evaluate import configure_backends, pick_device
+from lsurf.evaluate import check_second_derivatives, configure_backends, pick_device
 from lsurf.hessian import (
     HessianOperator,
-    check_twice_differentiable,
     curvature_parameters,
     density_curve,
     hutchinson_trace,
@@ -63,7 +62,6 @@ from lsurf.losses import Loss
 from lsurf.preparation import FROM_CONFIG, Sources
 from lsurf.schema import to_yaml
 
-PROBE_EXAMPLES = 4  # the batch the second-derivative check runs on
 TOP_K_PRODUCTS = 20  # top-k may spend up to max(hessian.max_products, 20·k) products
 SIGMA_FRACTION = 0.01  # the density curve's Gaussian width, as a fraction of the spectrum's span
 GRID_SIGMAS = 6.0  # the curve's grid reaches this many σ past the extreme Ritz values
@@ -290,8 +288,7 @@ def _load(
             f"hessian.top_k is {hessian.top_k} but the Hessian has only {loaded.size} rows "
             f"(hessian.params: {hessian.params}); lower hessian.top_k"
         )
-    inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
-    check_twice_differentiable(model, parameters, inputs, targets, loss)
+    check_second_derivatives(model, split, parameters, loss)
     return loaded
 
 
