@@ -1,20 +1,31 @@
-"""Injected into MPI test ranks through PYTHONPATH: one rank's evaluations all raise.
+"""Injected into MPI test ranks through PYTHONPATH to change how their evaluations behave.
 
-Only active when LSURF_TEST_FAIL_RANK is set, so the production code carries no test hooks.
+LSURF_TEST_FAIL_RANK=r: every evaluation on rank r raises.
+LSURF_TEST_SLOW_SECONDS=s: every evaluation first sleeps s seconds, so a test that signals a
+running sweep is not raced by a sweep that finishes first on a fast machine.
+Inactive without these variables, so the production code carries no test hooks.
 """
 
 import os
 
-if os.environ.get("LSURF_TEST_FAIL_RANK"):
+FAIL_RANK = os.environ.get("LSURF_TEST_FAIL_RANK")
+SLOW_SECONDS = os.environ.get("LSURF_TEST_SLOW_SECONDS")
+
+if FAIL_RANK or SLOW_SECONDS:
+    import time
+
     import lsurf.evaluate as evaluate_module
 
     original = evaluate_module.Evaluator.evaluate
 
-    def failing_evaluate(self, a, b):
-        from mpi4py import MPI
+    def changed_evaluate(self, a, b):
+        if FAIL_RANK:
+            from mpi4py import MPI
 
-        if MPI.COMM_WORLD.Get_rank() == int(os.environ["LSURF_TEST_FAIL_RANK"]):
-            raise RuntimeError("injected failure")
+            if MPI.COMM_WORLD.Get_rank() == int(FAIL_RANK):
+                raise RuntimeError("injected failure")
+        if SLOW_SECONDS:
+            time.sleep(float(SLOW_SECONDS))
         return original(self, a, b)
 
-    evaluate_module.Evaluator.evaluate = failing_evaluate
+    evaluate_module.Evaluator.evaluate = changed_evaluate
