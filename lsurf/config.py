@@ -30,6 +30,7 @@ from lsurf.schema import LeafConverter, describe, parse, read_yaml
 SplitName = Literal["train", "test"]
 Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
 Ignore = Literal["biasbn", "none"]
+Space = Literal["weights", "states"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "tf32", "bf16"]
 
@@ -62,6 +63,9 @@ class DataConfig:
     batch_size: int = 256
     subset: int | None = None  # evaluate on this many examples of each split (None: all)
     subset_seed: int = 0
+    # The reference's --data_split k: the train split's len//k examples that NumPy's
+    # np.random.seed(0) choice picks (its --split_idx changes nothing there); test stays whole.
+    reference_split: int | None = None
     # Normalization the checkpoint was trained with (built-in datasets); published
     # checkpoints differ.
     mean: tuple[float, float, float] = REFERENCE_MEAN
@@ -91,6 +95,17 @@ class DirectionsConfig:
     # kind: hessian — top: eigenvectors of the two largest eigenvalues; extremes: of the
     # largest and the smallest (most negative) one. The Hessian is the `hessian:` section's.
     eigenvectors: Literal["top", "extremes"] = "top"
+    # What the directions span (the reference's --dir_type): weights, the parameters; states,
+    # the state_dict with BN's running mean/var as well. Left out: states for target (as the
+    # paper's interpolations), weights for the others.
+    space: Space | None = None
+    # The y direction of a random plane (the reference's --ynorm/--yignore, --same_dir):
+    # left out, y_norm/y_ignore are norm/ignore; same_dir makes y = x.
+    y_norm: Norm | None = None
+    y_ignore: Ignore | None = None
+    same_dir: bool = False
+    y_target: Path | None = None  # kind: target — a third checkpoint: y = θ3 − θ1
+    reference: Path | None = None  # kind: reference — a direction file the reference wrote
 
 
 @dataclass(frozen=True)
