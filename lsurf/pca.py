@@ -54,7 +54,7 @@ def trajectory_files(folder: Path, pattern: str = "model_*.pt") -> list[Path]:
     """The checkpoints of a training run, ordered by the number in their names."""
     if not folder.is_dir():
         raise ConfigError(f"directions.trajectory {folder} is not a folder of checkpoints")
-    files = sorted(folder.glob(pattern), key=lambda path: (_number(path), path.name))
+    files = sorted(folder.glob(pattern), key=lambda path: (checkpoint_epoch(path), path.name))
     if len(files) < 3:
         raise ConfigError(
             f"directions.trajectory {folder} holds {len(files)} checkpoint(s) matching "
@@ -63,7 +63,8 @@ def trajectory_files(folder: Path, pattern: str = "model_*.pt") -> list[Path]:
     return files
 
 
-def _number(path: Path) -> int:
+def checkpoint_epoch(path: Path) -> int:
+    """The last integer in a checkpoint's file name (model_12.pt: 12), or -1 if none."""
     found = re.findall(r"\d+", path.stem)
     return int(found[-1]) if found else -1
 
@@ -78,7 +79,7 @@ def principal_plane(
     """The PCA plane of the trajectory `files` around `origin` (see the module docstring)."""
     keys = [key for key in origin if not (ignore == "biasbn" and origin[key].dim() <= 1)]
     for path in files:
-        _check_fits(read_state_dict(path, mmap=True), origin, keys, path)
+        check_fits(read_state_dict(path, mmap=True), origin, keys, path)
     rows = len(files)
     span = max(1, memory_bytes // (8 * rows))
     flat_origin = {key: origin[key].detach().reshape(-1).to(torch.float64) for key in keys}
@@ -150,14 +151,18 @@ def principal_plane(
         y=y,
         explained_variance_ratio=(ratio[0], ratio[1]),
         path=path.numpy(),
-        epochs=[_number(path) for path in files],
+        epochs=[checkpoint_epoch(path) for path in files],
         files=[str(path) for path in files],
     )
 
 
-def _check_fits(
-    state: dict[str, torch.Tensor], origin: dict[str, torch.Tensor], keys: list[str], path: Path
+def check_fits(
+    state: dict[str, torch.Tensor],
+    origin: dict[str, torch.Tensor],
+    keys: Sequence[str],
+    path: Path,
 ) -> None:
+    """Raise ConfigError naming `path` unless its `state` holds each of `keys` shaped as θ*."""
     missing = [key for key in keys if key not in state]
     misshapen = [key for key in keys if key in state and state[key].shape != origin[key].shape]
     if missing or misshapen:
