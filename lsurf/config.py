@@ -307,6 +307,13 @@ def _check_data(data: DataConfig) -> DataConfig:
     _check_positive(data.image_size, "data.image_size")
     if data.subset is not None:
         _check_positive(data.subset, "data.subset")
+    if data.reference_split is not None:
+        _check_positive(data.reference_split, "data.reference_split")
+        if data.subset is not None:
+            raise ConfigError(
+                "data.subset and data.reference_split both choose the examples: keep one "
+                "(reference_split reproduces the reference's --data_split)"
+            )
     if data.cache_mb < 0 or data.workers < 0:
         raise ConfigError("data.cache_mb and data.workers must be 0 or more")
     if not data.splits:

@@ -102,6 +102,7 @@ def load_configured(data: DataConfig, split: str) -> Split:
         data.subset_seed,
         data.download,
         dataset=data.dataset,
+        reference_split=data.reference_split,
     )
 
 
@@ -114,12 +115,14 @@ def load_split(
     subset_seed: int = 0,
     download: bool = False,
     dataset: str = "cifar10",
+    reference_split: int | None = None,
 ) -> Split:
     """Read one split of `dataset` from its folder under ``root`` into one normalized tensor.
 
     ``dataset`` is "cifar10" (``root/cifar-10-batches-py``) or "cifar100"
     (``root/cifar-100-python``, its 100 fine labels). ``subset`` keeps that many examples,
-    chosen by a seeded permutation and kept in file order. ``download`` fetches the real
+    chosen by a seeded permutation and kept in file order; ``reference_split`` chooses the
+    reference's 1/k of the train split instead (`selected_indices`). ``download`` fetches the real
     archive through torchvision when the files are absent.
     """
     layout = layout_of(dataset)
@@ -142,10 +145,10 @@ def load_split(
     batches = [_read_batch(folder / name, layout) for name in names]
     pixels = np.concatenate([data for data, _ in batches])  # (N, 3072) uint8
     labels = np.concatenate([batch_labels for _, batch_labels in batches])  # (N,) int64
-    if subset is not None:
+    chosen = selected_indices(len(labels), split, subset, subset_seed, reference_split)
+    if chosen is not None:
         # Select before converting to float: a 1k subset of train never allocates 600 MB.
-        chosen = subset_indices(len(labels), subset, subset_seed, split).numpy()
-        pixels, labels = pixels[chosen], labels[chosen]
+        pixels, labels = pixels[chosen.numpy()], labels[chosen.numpy()]
     return Split(images=_normalize(pixels, mean, std), labels=torch.from_numpy(labels))
 
 
@@ -271,6 +274,41 @@ def _normalize(pixels: np.ndarray, mean: Channels, std: Channels) -> torch.Tenso
     images.sub_(torch.tensor(mean, dtype=torch.float32).view(1, CHANNELS, 1, 1))
     images.div_(torch.tensor(std, dtype=torch.float32).view(1, CHANNELS, 1, 1))
     return images
+
+
+def selected_indices(
+    total: int,
+    split: str,
+    subset: int | None,
+    subset_seed: int = 0,
+    reference_split: int | None = None,
+) -> torch.Tensor | None:
+    """Which examples of a split of `total` a sweep evaluates, sorted (None: all of them).
+
+    `subset`: that many, by lsurf's seeded rule (`subset_indices`), in every split.
+    `reference_split` k: the reference's --data_split, in the train split only: the
+    len // k indices that `np.random.seed(0); np.random.choice(len, len // k, replace=False)`
+    picks (its own RNG state, as the reference restores the global one afterwards), sorted
+    (the reference visits them in a shuffled order; the mean over the same examples only
+    differs in rounding).
+    """
+    if reference_split is not None and reference_split > 1 and split == "train":
+        count = total // reference_split
+        if count < 1:
+            raise DataError(
+                f"data.reference_split={reference_split} leaves no example of the {split} "
+                f"split's {total}; choose at most {total}"
+            )
+        picked = np.random.RandomState(0).choice(np.arange(total), count, replace=False)
+        return torch.from_numpy(np.sort(picked))
+    if subset is not None:
+        return subset_indices(total, subset, subset_seed, split)
+    return None
+
+
+def configured_indices(data: DataConfig, total: int, split: str) -> torch.Tensor | None:
+    """`selected_indices` with a config's data section."""
+    return selected_indices(total, split, data.subset, data.subset_seed, data.reference_split)
 
 
 def subset_indices(total: int, subset: int, seed: int, split: str) -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
-from lsurf.data import load_configured, subset_indices
+from lsurf.data import configured_indices, load_configured
 from lsurf.errors import DataError
 from lsurf.imports import is_import_path, resolve
 from lsurf.readers import (
@@ -206,8 +206,8 @@ def from_object(
     map-style Dataset of (input, target) pairs or a pair of tensors. `label` names it in errors."""
     if is_tensor_pair(result):
         inputs, targets = checked_tensors(label, split, result)
-        if data.subset is not None:
-            chosen = subset_indices(len(targets), data.subset, data.subset_seed, split)
+        chosen = configured_indices(data, len(targets), split)
+        if chosen is not None:
             inputs, targets = inputs[chosen], targets[chosen]
         return _from_tensors(data, split, None, inputs, targets, device, channels_last)
     return _from_dataset(
@@ -255,8 +255,8 @@ def _from_dataset(
     channels_last: bool,
 ) -> SplitData:
     """A split read example by example: collated once into the cache, or streamed."""
-    if data.subset is not None:
-        chosen = subset_indices(len(dataset), data.subset, data.subset_seed, split)
+    chosen = configured_indices(data, len(dataset), split)
+    if chosen is not None:
         dataset = dataset.restricted_to(chosen.tolist())
     nbytes = dataset.example_nbytes * len(dataset)
     if nbytes > data.cache_mb * MIB:

@@ -40,6 +40,8 @@ class Directions:
     # exact at both ends). Neither is part of the digest: they come with the kind's inputs.
     moves_buffers: bool = False
     end: dict[str, torch.Tensor] | None = None
+    # A plane through three checkpoints: the point is (1 − a − b)·θ* + a·end + b·y_end.
+    y_end: dict[str, torch.Tensor] | None = None
     eigenvalues: tuple[float, ...] = ()  # kind hessian: the Hessian's eigenvalue along d1 (, d2)
 
     def digest(self) -> str:
@@ -85,23 +87,43 @@ def random_direction(
 
 
 def random_directions(
-    weights: dict[str, torch.Tensor], norm: str, ignore: str, seed: int, plane: bool
+    weights: dict[str, torch.Tensor],
+    norm: str,
+    ignore: str,
+    seed: int,
+    plane: bool,
+    *,
+    y_norm: str | None = None,
+    y_ignore: str | None = None,
+    same_dir: bool = False,
+    buffers: dict[str, torch.Tensor] | None = None,
 ) -> Directions:
-    """d1 (and d2 when `plane`) for the parameters `weights`, normalized against them."""
+    """d1 (and d2 when `plane`) for the parameters `weights`, normalized against them.
+
+    `y_norm`/`y_ignore` normalize d2 differently (None: as d1); `same_dir` makes d2 = d1.
+    `buffers` (BN running statistics: the reference's --dir_type states) get directions too,
+    drawn after every parameter's, so the parameters' stream is the same with or without
+    them; being 1-D they follow the rule for such tensors (0 under biasbn, else their value).
+    """
     cpu_weights = {key: weight.detach().to("cpu", torch.float32) for key, weight in weights.items()}
+    cpu_buffers = {
+        key: buffer.detach().to("cpu", torch.float32) for key, buffer in (buffers or {}).items()
+    }
     generator = torch.Generator().manual_seed(seed)
-    drawn = [random_direction(cpu_weights, generator) for _ in range(2 if plane else 1)]
+    count = 2 if plane and not same_dir else 1
+    drawn = [random_direction(cpu_weights, generator) for _ in range(count)]
+    drawn_buffers = [random_direction(cpu_buffers, generator) for _ in range(count)]
+    values = cpu_weights | cpu_buffers
+    rules = [(norm, ignore), (y_norm or norm, y_ignore or ignore)]
     normalized = [
-        {key: normalize(d[key], cpu_weights[key], norm, ignore) for key in d} for d in drawn
+        {
+            key: normalize(draw[key] if key in draw else buffer_draw[key], values[key], *rule)
+            for key in values
+        }
+        for draw, buffer_draw, rule in zip(drawn, drawn_buffers, rules, strict=False)
     ]
-    return Directions(
-        kind="random",
-        norm=norm,
-        ignore=ignore,
-        seed=seed,
-        x=normalized[0],
-        y=normalized[1] if plane else None,
-    )
+    y = None if not plane else normalized[0] if same_dir else normalized[1]
+    return Directions(kind="random", norm=norm, ignore=ignore, seed=seed, x=normalized[0], y=y)
 
 
 def target_direction(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]) -> Directions:

@@ -7,9 +7,11 @@ MPI here: the same evaluator serves the serial sweep and every MPI worker.
 
 The model is never deep-copied: θ* and the directions live once on the device and each point
 writes θ* + a·d1 + b·d2 straight into the model's tensors (θ* itself, bit for bit, at (0, 0)).
-With an end point (an interpolation) the point is lerp(θ*, end, a), exactly θ* at a = 0 and
-exactly the end at a = 1; which tensors move (BN running statistics too, or not) is the
-directions' to say. The evaluator never asks what kind of directions it holds.
+With an end point (an interpolation) the point is lerp(θ*, end, a) (+ b·d2), exactly θ* at
+a = 0 and exactly the end at a = 1; through three checkpoints it is (1 − a − b)·θ* + a·end +
+b·y_end, exactly each checkpoint at (0, 0), (1, 0) and (0, 1). Which tensors move (BN running
+statistics too, or not) is the directions' to say. The evaluator never asks what kind of
+directions it holds.
 
 Metrics follow lsurf.metrics' table: each row that combines by "mean" is a sum and a count per
 batch (the loss's own, or correct answers over examples for accuracy), accumulated in float64
@@ -116,8 +118,10 @@ class Evaluator:
         self.y = (
             None if directions.y is None else {k: directions.y[k].to(device) for k in self.live}
         )
-        end = directions.end
-        self.end = None if end is None else {k: end[k].to(device, torch.float32) for k in self.live}
+        self.end, self.y_end = (
+            None if end is None else {k: end[k].to(device, torch.float32) for k in self.live}
+            for end in (directions.end, directions.y_end)
+        )
         self.splits = {
             name: split
             if isinstance(split, SplitData)
@@ -182,12 +186,18 @@ class Evaluator:
 
     @torch.inference_mode()
     def move_to(self, a: float, b: float) -> None:
-        """Write θ* + a·d1 + b·d2 (or lerp(θ*, end, a)) into the model's tensors."""
+        """Write θ* + a·d1 + b·d2 into the model's tensors; toward end points, in forms exact
+        at them: lerp(θ*, end, a) (+ b·d2), or (1 − a − b)·θ* + a·end + b·y_end."""
         for key, tensor in self.live.items():
+            if self.y_end is not None:
+                assert self.end is not None  # a third checkpoint comes with a second
+                torch.mul(self.origin[key], 1.0 - a - b, out=tensor)
+                tensor.add_(self.end[key], alpha=a).add_(self.y_end[key], alpha=b)
+                continue
             if self.end is not None:
                 torch.lerp(self.origin[key], self.end[key], a, out=tensor)
-                continue
-            torch.add(self.origin[key], self.x[key], alpha=a, out=tensor)
+            else:
+                torch.add(self.origin[key], self.x[key], alpha=a, out=tensor)
             if self.y is not None:
                 tensor.add_(self.y[key], alpha=b)
 

@@ -130,7 +130,12 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     inputs = kind.load(config.directions, context)
     identity |= inputs.identity
     directions, is_new = _obtain_directions(config, kind, context, inputs, identity, force)
-    directions = replace(directions, moves_buffers=kind.moves_buffers, end=inputs.end)
+    directions = replace(
+        directions,
+        moves_buffers=kind.moves_buffers(config.directions),
+        end=inputs.end,
+        y_end=inputs.y_end,
+    )
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
     identity["config"] = to_yaml(config)
@@ -179,10 +184,17 @@ def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[st
         "checkpoint_sha256": identity["checkpoint_sha256"],
         "target_sha256": identity.get("target_sha256", ""),
     }
+    if "y_target_sha256" in identity:
+        recorded["y_target_sha256"] = identity["y_target_sha256"]
     if kind.uses_hessian:
         recorded["eigenvectors"] = settings.eigenvectors
         recorded["hessian"] = hessian_definition(config)
     return recorded
+
+
+# Recorded only where they say more than files written before they existed; a file that
+# records one the sweep does not expect was made differently (e.g. with space: states).
+OPTIONAL_RECORDS = ("space", "same_dir", "y_norm", "y_ignore", "y_target_sha256")
 
 
 def hessian_definition(config: SweepConfig) -> str:
@@ -192,6 +204,7 @@ def hessian_definition(config: SweepConfig) -> str:
         f"split={settings.split} params={settings.params} tol={settings.tol:g} "
         f"max_products={settings.max_products} seed={settings.seed} "
         f"subset={data.subset} subset_seed={data.subset_seed} loss={config.evaluation.loss}"
+        + (f" reference_split={data.reference_split}" if data.reference_split else "")
     )
 
 
@@ -216,7 +229,11 @@ def _obtain_directions(
     expected = direction_settings(config, identity)
     found = {key: attributes.get(key, "") for key in expected}
     mismatched = [key for key in expected if found[key] != expected[key]]
-    weights = params.movable(context.model, include_buffers=kind.moves_buffers)
+    for key in OPTIONAL_RECORDS:
+        if key in attributes and key not in expected:
+            found[key], expected[key] = attributes[key], "(not set)"
+            mismatched.append(key)
+    weights = params.movable(context.model, include_buffers=kind.moves_buffers(config.directions))
     shapes = {key: tuple(tensor.shape) for key, tensor in weights.items()}
     if {key: tuple(t.shape) for key, t in directions.x.items()} != shapes:
         mismatched.append("parameter names/shapes")
@@ -247,7 +264,7 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
         pass  # a config this version cannot read: compared as written, key by key
     new_config = to_plain(prepared.config)
     changed = [key for key in differences(old_config, new_config) if key not in OPERATIONAL_KEYS]
-    for key in ("checkpoint_sha256", "target_sha256", "directions_sha256"):
+    for key in ("checkpoint_sha256", "target_sha256", "y_target_sha256", "directions_sha256"):
         if found.get(key, "") != prepared.identity.get(key, ""):
             changed.append(key.removesuffix("_sha256") + " contents")
     if changed:

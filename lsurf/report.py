@@ -212,6 +212,8 @@ def _describe_data(config: dict[str, Any]) -> list[str]:
         return []
     splits = ", ".join(str(split) for split in data.get("splits") or [])
     subset = f", {data['subset']} examples each" if data.get("subset") else ""
+    if (data.get("reference_split") or 1) > 1:
+        subset += f", train as the reference's --data_split {data['reference_split']}"
     loss = (config.get("evaluation") or {}).get("loss", "cross_entropy")
     return [f"data     {data.get('dataset', 'cifar10')} ({splits}){subset}  loss {loss}"]
 

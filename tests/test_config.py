@@ -108,14 +108,21 @@ def test_bad_configs_name_the_key_and_what_is_valid(tmp_path, change, message):
     assert "\n" not in str(error.value)
 
 
-def test_target_kind_resolves_norm_and_requires_a_1d_grid(tmp_path):
+def test_target_kind_resolves_norm_and_spans_a_plane_with_a_random_or_third_y(tmp_path):
     base = yaml.safe_load(MINIMAL)
     base["directions"] = {"kind": "target", "target": "b.pt"}
     base["grid"] = {"x": "-0.5:1.5:21"}
     config = load_sweep_config(write(tmp_path, yaml.safe_dump(base)))
     assert (config.directions.norm, config.directions.ignore) == ("none", "none")
+    assert (config.directions.y_norm, config.directions.space) == (None, "states")
     base["grid"]["y"] = "0:1:3"
-    with pytest.raises(ConfigError, match="remove grid.y"):
+    config = load_sweep_config(write(tmp_path, yaml.safe_dump(base)))
+    assert (config.directions.y_norm, config.directions.y_ignore) == ("filter", "biasbn")
+    base["directions"]["y_target"] = "c.pt"
+    config = load_sweep_config(write(tmp_path, yaml.safe_dump(base)))
+    assert config.directions.y_norm is None and config.directions.y_target.name == "c.pt"
+    del base["grid"]["y"]
+    with pytest.raises(ConfigError, match="directions.y_target shapes the y direction"):
         load_sweep_config(write(tmp_path, yaml.safe_dump(base)))
 
 

@@ -28,6 +28,7 @@ from lsurf.data import (
     SPLITS,
     Split,
     load_split,
+    selected_indices,
 )
 from lsurf.errors import DataError
 from lsurf.synth import write_synthetic
@@ -244,6 +245,36 @@ def test_cifar100_subset_is_the_seeded_sorted_permutation(small_root_100: Path) 
     assert torch.equal(subset.labels, full.labels[expected])
     with pytest.raises(DataError, match=f"between 1 and {SMALL_TEST}"):
         load_split(small_root_100, "test", ZERO, ONE, subset=SMALL_TEST + 1, dataset="cifar100")
+
+
+def _reference_data_split(total: int, k: int) -> np.ndarray:
+    """The reference dataloader.py's choice for --data_split k, as it spells it."""
+    indices = torch.tensor(np.arange(total))
+    state = np.random.get_state()
+    np.random.seed(0)
+    chosen = np.random.choice(indices, total // k, replace=False)
+    np.random.set_state(state)
+    return chosen
+
+
+def test_reference_split_selects_the_references_examples_of_train_only(small_root: Path) -> None:
+    for total, k in [(50_000, 3), (50_000, 10), (1000, 7)]:
+        chosen = selected_indices(total, "train", None, 0, k)
+        assert np.array_equal(chosen.numpy(), np.sort(_reference_data_split(total, k)))
+    assert selected_indices(1000, "test", None, 0, 4) is None  # the reference splits train only
+    assert selected_indices(1000, "train", None, 0, 1) is None  # its default: everything
+    state = np.random.get_state()
+    full = load_split(small_root, "train", ZERO, ONE)
+    part = load_split(small_root, "train", ZERO, ONE, reference_split=3)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the global RNG is untouched
+    expected = torch.from_numpy(np.sort(_reference_data_split(SMALL_TRAIN, 3)))
+    assert len(part) == SMALL_TRAIN // 3
+    assert torch.equal(part.images, full.images[expected])
+    assert torch.equal(part.labels, full.labels[expected])
+    test = load_split(small_root, "test", ZERO, ONE, reference_split=3)
+    assert len(test) == SMALL_TEST
+    with pytest.raises(DataError, match="leaves no example"):
+        selected_indices(5, "train", None, 0, 6)
 
 
 def test_torchvision_cifar100_reads_the_synthetic_files_like_load_split(

@@ -3,6 +3,7 @@ itself; the registry rejects settings a kind does not read."""
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_each_kind_fills_its_own_defaults():
             DirectionsConfig("target", target="b.pt", seed=3),
             False,
             [],
-            "directions.seed is only used with directions.kind: random",
+            "directions.seed shapes the y direction of a plane",
         ),
         (
             DirectionsConfig("random", center=False),
@@ -43,10 +44,34 @@ def test_each_kind_fills_its_own_defaults():
             "directions.center is only used with directions.kind: pca",
         ),
         (
-            DirectionsConfig("target", target="b.pt"),
+            DirectionsConfig("random", same_dir=True),
+            False,
+            [],
+            "directions.same_dir shapes the y direction of a plane: give grid.y",
+        ),
+        (
+            DirectionsConfig("random", same_dir=True, y_norm="layer"),
             True,
             [],
-            "is a 1D interpolation: remove grid.y",
+            "same_dir makes y the same direction as x: remove y_norm",
+        ),
+        (
+            DirectionsConfig("target", target="b.pt", y_target="c.pt", seed=2),
+            True,
+            [],
+            "with y_target y is not random: remove them",
+        ),
+        (
+            DirectionsConfig("target", target="b.pt", y_target="c.pt", same_dir=True),
+            True,
+            [],
+            "same_dir and y_target both set y",
+        ),
+        (
+            DirectionsConfig("pca", trajectory="run", space="states"),
+            True,
+            [],
+            "directions.space is only used with directions.kind: random or target",
         ),
         (DirectionsConfig("random"), True, ["grid.x"], "needs directions.kind: pca"),
         (
@@ -79,7 +104,24 @@ def test_kinds_record_what_reuse_must_match_and_describe_themselves():
         "random directions, filter-normalized, biases/BN fixed"
     )
     target = kinds.get("target")
-    assert target.moves_buffers and not random.moves_buffers
+    line = kinds.resolve(DirectionsConfig("target", target="b.pt"), False, [])
+    assert target.moves_buffers(line) and not random.moves_buffers(settings)
+    assert not target.moves_buffers(replace(line, space="weights"))
+    assert random.moves_buffers(replace(settings, space="states"))
+    # Reference-parity settings are recorded only where they differ from the old defaults,
+    # so direction files written before them are still reused.
+    assert random.record(replace(settings, y_norm="layer")) == {
+        "norm": "filter",
+        "ignore": "biasbn",
+        "seed": 4,
+        "y_norm": "layer",
+        "y_ignore": "biasbn",
+    }
+    assert random.record(replace(settings, y_norm="filter")) == random.record(settings)
+    assert random.record(replace(settings, same_dir=True, space="states"))["same_dir"] is True
+    plane = kinds.resolve(DirectionsConfig("target", target="b.pt"), True, [])
+    assert (plane.y_norm, plane.y_ignore, plane.space) == ("filter", "biasbn", "states")
+    assert target.record(line) == {"norm": "none", "ignore": "none", "seed": 0}
     assert target.describe({"target": "/runs/b.pt"}) == "to /runs/b.pt"
     assert target.describe({}) == "θ2 − θ1, unnormalized"  # a direction file keeps no path
     assert target.axis_labels({"target": "/b/final.pt"}, "/a/final.pt")[0] == (

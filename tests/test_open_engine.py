@@ -15,9 +15,10 @@ import pytest
 import torch
 import yaml
 
-from lsurf import params
+from lsurf import kinds, params
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
+from lsurf.config import DirectionsConfig
 from lsurf.losses import build_loss
 from lsurf.store import read_directions, read_surface
 
@@ -170,7 +171,6 @@ def test_tiny_language_model_with_a_token_weighted_loss(tmp_path):
 
 def test_tied_weights_move_exactly_once():
     """θ* + a·d at one point equals a hand-built, untied model moved by the same amounts."""
-    from lsurf import kinds
     from lsurf.directions import random_directions
     from lsurf.evaluate import Evaluator
 
@@ -207,7 +207,7 @@ def test_tied_weights_move_exactly_once():
     untied.load_state_dict(state)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(inputs), untied.eval()(inputs))
-    assert kinds.get("random").moves_buffers is False
+    assert kinds.get("random").moves_buffers(kinds.resolve(DirectionsConfig(), True, [])) is False
 
 
 # ---------------------------------------------------------------- bad input, one line each

@@ -2,7 +2,8 @@
 
 A kind (random, target, pca, ...) owns everything that depends on it, so a new kind is one
 module and one line in `KINDS`:
-- `resolve`: check its `directions.*` settings and fill its defaults (config time, no torch);
+- `resolve`: check its `directions.*` settings and fill its defaults, for a plane or a line
+  (config time, no torch);
 - `load`: read what it needs besides θ* (target: the second checkpoint) and the digests that
   tell its inputs apart, every time, even when the direction file is reused;
 - `compute`: d1 (and d2) as a `Directions` value; what the evaluator needs (which tensors
@@ -51,6 +52,7 @@ class Inputs:
 
     identity: dict[str, str] = dataclasses.field(default_factory=dict)
     end: Any = None  # dict[str, torch.Tensor] of the point to interpolate to
+    y_end: Any = None  # a plane's second end point (a third checkpoint), if any
 
 
 class Kind:
@@ -58,16 +60,22 @@ class Kind:
 
     name: ClassVar[str]
     keys: ClassVar[tuple[str, ...]]  # the directions.* settings this kind reads
-    moves_buffers: ClassVar[bool] = False  # BN running statistics move with the point
     fits_auto_axes: ClassVar[bool] = False  # 'auto:num' grid axes fit to what it computes
     plane_only: ClassVar[bool] = False
-    line_only: ClassVar[bool] = False
+    # Settings that shape only a plane's y direction: refused on a line, where they would
+    # silently do nothing.
+    plane_keys: ClassVar[tuple[str, ...]] = ("y_norm", "y_ignore", "same_dir", "y_target")
     # Computed from the Hessian the `hessian:` section defines, whose settings the direction
     # file then records too (reuse requires them to match).
     uses_hessian: ClassVar[bool] = False
 
-    def resolve(self, settings: DirectionsConfig) -> DirectionsConfig:
+    def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         return settings
+
+    def moves_buffers(self, settings: DirectionsConfig) -> bool:
+        """Whether BN running statistics move with the point: `directions.space: states`
+        (the reference's --dir_type states), whose directions cover them as well."""
+        return settings.space == "states"
 
     def load(self, settings: DirectionsConfig, context: Context) -> Inputs:
         return Inputs()
@@ -136,15 +144,19 @@ def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> Di
         raise ConfigError(
             f"directions.{key} is only used with directions.kind: {' or '.join(users)}"
         )
-    resolved = kind.resolve(settings)
+    if not plane:
+        for key in kind.plane_keys:
+            if getattr(settings, key) not in (None, False, defaults[key]):
+                raise ConfigError(
+                    f"directions.{key} shapes the y direction of a plane: give grid.y, or remove it"
+                )
+    resolved = kind.resolve(settings, plane)
     if auto_axes and not kind.fits_auto_axes:
         fitting = " or ".join(name for name, other in KINDS.items() if other.fits_auto_axes)
         raise ConfigError(
             f"{auto_axes[0]}: 'auto:num' fits the range to a training path, so it needs "
             f"directions.kind: {fitting}; give 'min:max:num' instead"
         )
-    if kind.line_only and plane:
-        raise ConfigError(f"directions.kind: {kind.name} is a 1D interpolation: remove grid.y")
     if kind.plane_only and not plane:
         raise ConfigError(f"directions.kind: {kind.name} spans a plane: give grid.y as well")
     return resolved

@@ -32,7 +32,7 @@ class HessianPlane(Kind):
     keys = ("eigenvectors",)
     uses_hessian = True
 
-    def resolve(self, settings: DirectionsConfig) -> DirectionsConfig:
+    def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         return dataclasses.replace(settings, norm="none", ignore="none")
 
     def compute(self, settings: DirectionsConfig, context: Context, inputs: Inputs) -> Directions:

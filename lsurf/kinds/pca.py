@@ -21,7 +21,7 @@ class PrincipalPlane(Kind):
     keys = ("trajectory", "pattern", "center", "norm", "ignore")
     fits_auto_axes = True
 
-    def resolve(self, settings: DirectionsConfig) -> DirectionsConfig:
+    def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         if settings.trajectory is None:
             raise ConfigError(
                 "directions.kind: pca needs directions.trajectory (the folder of the training "
