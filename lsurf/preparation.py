@@ -40,6 +40,7 @@ from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
 from lsurf.schema import differences, to_plain, to_yaml
+from lsurf.trajectory import Trajectory
 from lsurf.weights import weight_statistics
 
 # Keys that do not change a single result value, so resuming with them changed is fine (the
@@ -136,12 +137,30 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         end=inputs.end,
         y_end=inputs.y_end,
     )
+    if config.directions.trajectory is not None and not kind.computes_trajectory:
+        directions = replace(directions, trajectory=path_on_plane(config, model, directions))
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
     identity["config"] = to_yaml(config)
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)
     return Prepared(config, model, directions, is_new, grid, identity)
+
+
+def path_on_plane(
+    config: SweepConfig, model: torch.nn.Module, directions: Directions
+) -> Trajectory:
+    """`directions.trajectory`'s checkpoints projected onto any plane (the reference's
+    plot_trajectory.py --dir_file), over the tensors the plane moves; computed afresh on
+    every run, as the path is not part of what a direction file records."""
+    from lsurf.pca import trajectory_files
+    from lsurf.projection import project_trajectory
+
+    assert directions.y is not None and config.directions.trajectory is not None  # resolved
+    origin = params.movable(model, include_buffers=directions.moves_buffers)
+    keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
+    files = trajectory_files(config.directions.trajectory, config.directions.pattern)
+    return project_trajectory(origin, directions.x, directions.y, files, keys)
 
 
 def hessian_at(
@@ -264,7 +283,13 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
         pass  # a config this version cannot read: compared as written, key by key
     new_config = to_plain(prepared.config)
     changed = [key for key in differences(old_config, new_config) if key not in OPERATIONAL_KEYS]
-    for key in ("checkpoint_sha256", "target_sha256", "y_target_sha256", "directions_sha256"):
+    for key in (
+        "checkpoint_sha256",
+        "target_sha256",
+        "y_target_sha256",
+        "reference_sha256",
+        "directions_sha256",
+    ):
         if found.get(key, "") != prepared.identity.get(key, ""):
             changed.append(key.removesuffix("_sha256") + " contents")
     if changed:

@@ -6,7 +6,8 @@ the file lists them, and those derived from them), completeness, its curvature (
 solver's settings, the ranges of λmax, λmin and |λmin/λmax|, the products spent and the
 points that did not converge) and the best point so far of every ranked metric where lower
 is better (readable while a sweep still writes it); for a direction file how it was made,
-its size and the angle between its two directions.
+its size and the angle between its two directions (for one the reference code wrote: its
+layout, all that such a file says).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lsurf.plot.curvature import (
     unconverged,
 )
 from lsurf.store import Surface, is_direction_file, read_surface
+from lsurf.trajectory import Trajectory
 
 
 def describe(path: Path) -> str:
@@ -97,10 +99,14 @@ def describe_directions(path: Path) -> str:
     """The `lsurf info` report on a direction file: how it was made, its size, its angle."""
     import torch
 
+    from lsurf.kinds.reference import describe_file
     from lsurf.store import read_directions
 
-    directions, attributes = read_directions(path)
     lines = [f"directions  {path}"]
+    reference = describe_file(path)  # no settings, no names: what its shapes say only
+    if reference is not None:
+        return "\n".join([*lines, reference, "sweep it with directions.kind: reference"])
+    directions, attributes = read_directions(path)
     how = kinds.described(directions.kind).describe(attributes)
     lines.append(f"kind     {directions.kind}  {how}")
     values = sum(tensor.numel() for tensor in directions.x.values())
@@ -118,8 +124,7 @@ def describe_directions(path: Path) -> str:
         )
         lines.append(f"curvature  Hessian eigenvalue along each direction: {found}")
     if directions.trajectory is not None:
-        first, second = (100.0 * ratio for ratio in directions.trajectory.explained_variance_ratio)
-        lines.append(f"plane    explained variance x {first:.1f}%, y {second:.1f}%")
+        lines.append(_path_line(directions.trajectory, str(attributes.get("kind", "random"))))
     checkpoint = str(attributes.get("checkpoint_sha256", ""))[:16]
     lines.append(
         f"made for checkpoint sha256 {checkpoint}…  by lsurf {attributes.get('lsurf_version')}"
@@ -225,12 +230,20 @@ def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[s
     lines = [f"directions  {kind}  {kinds.described(kind).describe(directions)}  {file}"]
     path = surface.trajectory
     if path is not None:
-        first, second = (100.0 * ratio for ratio in path.explained_variance_ratio)
         lines.append(
-            f"plane    explained variance x {first:.1f}%, y {second:.1f}%; path of "
-            f"{len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
+            _path_line(path, str(kind))
+            + f"; path of {len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
         )
     return lines
+
+
+def _path_line(path: Trajectory, kind: str) -> str:
+    """The share of the training path's variance along each axis: PCA's explained variance,
+    or what another plane captures of the path projected onto it (tiny for random ones)."""
+    first, second = (100.0 * ratio for ratio in path.explained_variance_ratio)
+    if kind == "pca":
+        return f"plane    explained variance x {first:.1f}%, y {second:.1f}%"
+    return f"plane    captures of the path's variance x {first:.2g}%, y {second:.2g}%"
 
 
 # ---------------------------------------------------------------------------- hessian file

@@ -84,7 +84,7 @@ def test_set_overrides_are_type_checked(tmp_path):
         ),
         ("directions: {kind: pca}", "directions.kind: pca needs directions.trajectory"),
         ("directions: {kind: pca, trajectory: t, norm: filter}", "principal components"),
-        ("directions: {trajectory: t}", "directions.trajectory is only used with"),
+        ("directions: {center: false}", "directions.center is only used with"),
         ("directions: {norm: filtre}", "directions.norm must be one of filter, layer, weight"),
         ("data: {root: d, splits: [val]}", "data.splits must be one of train, test"),
         ("data: {root: d, batch_size: 0}", "data.batch_size must be at least 1"),

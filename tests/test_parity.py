@@ -261,3 +261,56 @@ def test_a_direction_file_made_with_states_is_not_reused_for_weights(
     error = capsys.readouterr().err
     assert "differs in: space 'states' vs '(not set)'" in error
     assert not (tmp_path / "weights.h5").exists()
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory, cifar_root) -> Path:
+    """A real 6-epoch SGD run of convnet_small: model_0.pt … model_6.pt."""
+    folder = tmp_path_factory.mktemp("run")
+    config = {
+        "model": {"name": "convnet_small"},
+        "data": {"root": str(cifar_root), "batch_size": 32},
+        "training": {"epochs": 6, "lr": 0.05},
+        "output": str(folder / "run"),
+    }
+    (folder / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(folder / "train.yaml")]) == 0
+    return folder / "run"
+
+
+def test_a_training_path_on_a_random_plane_is_stored_with_its_captured_variance(
+    tmp_path, cifar_root, training_run, capsys
+):
+    final = training_run / "final.pt"
+    plane = sweep(
+        tmp_path,
+        "plane",
+        final,
+        cifar_root,
+        directions__trajectory=str(training_run),
+        grid__x="-1:1:3",
+        grid__y="-1:1:3",
+    )
+    surface = read_surface(plane)
+    path = surface.trajectory
+    assert path is not None and path.epochs == tuple(range(7))
+    # Independently: flatten the moved tensors (ignore: biasbn, so weights of dim > 1) and
+    # solve the least-squares coordinates with numpy.
+    directions, _ = read_directions(plane.with_name("plane.directions.h5"))
+    keys = [key for key, tensor in directions.x.items() if tensor.dim() > 1]
+
+    def flat(state: dict) -> np.ndarray:
+        return np.concatenate([state[key].double().reshape(-1).numpy() for key in keys])
+
+    model = models.build("convnet_small")
+    load_weights(model, final)
+    origin = flat(model.state_dict())
+    basis = np.stack([flat(directions.x), flat(directions.y)], axis=1)
+    for epoch, coordinates in zip(path.epochs, path.coordinates, strict=True):
+        load_weights(model, training_run / f"model_{epoch}.pt")
+        expected = np.linalg.lstsq(basis, flat(model.state_dict()) - origin, rcond=None)[0]
+        np.testing.assert_allclose(coordinates, expected, rtol=1e-8, atol=1e-10)
+    # The paper's point: random directions capture almost none of the path's motion.
+    assert max(path.explained_variance_ratio) < 0.05
+    assert main(["info", str(plane)]) == 0
+    assert "plane    captures of the path's variance x" in capsys.readouterr().out

@@ -62,9 +62,14 @@ class Kind:
     keys: ClassVar[tuple[str, ...]]  # the directions.* settings this kind reads
     fits_auto_axes: ClassVar[bool] = False  # 'auto:num' grid axes fit to what it computes
     plane_only: ClassVar[bool] = False
+    # Its directions come with the training path on them (pca); for the other kinds a
+    # `directions.trajectory` is projected onto their plane (lsurf.projection).
+    computes_trajectory: ClassVar[bool] = False
     # Settings that shape only a plane's y direction: refused on a line, where they would
     # silently do nothing.
-    plane_keys: ClassVar[tuple[str, ...]] = ("y_norm", "y_ignore", "same_dir", "y_target")
+    plane_keys: ClassVar[tuple[str, ...]] = (
+        "y_norm", "y_ignore", "same_dir", "y_target", "trajectory"
+    )  # fmt: skip
     # Computed from the Hessian the `hessian:` section defines, whose settings the direction
     # file then records too (reuse requires them to match).
     uses_hessian: ClassVar[bool] = False
@@ -102,9 +107,16 @@ def _registry() -> dict[str, Kind]:
     from lsurf.kinds.hessian import HessianPlane
     from lsurf.kinds.pca import PrincipalPlane
     from lsurf.kinds.random import RandomPlane
+    from lsurf.kinds.reference import ReferenceDirections
     from lsurf.kinds.target import Interpolation
 
-    kinds = (RandomPlane(), Interpolation(), PrincipalPlane(), HessianPlane())
+    kinds = (
+        RandomPlane(),
+        Interpolation(),
+        PrincipalPlane(),
+        HessianPlane(),
+        ReferenceDirections(),
+    )
     return {kind.name: kind for kind in kinds}
 
 
@@ -150,6 +162,11 @@ def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> Di
                 raise ConfigError(
                     f"directions.{key} shapes the y direction of a plane: give grid.y, or remove it"
                 )
+    if settings.same_dir and settings.trajectory is not None:
+        raise ConfigError(
+            "directions.trajectory cannot be projected onto a plane whose y is x "
+            "(directions.same_dir): remove one of them"
+        )
     resolved = kind.resolve(settings, plane)
     if auto_axes and not kind.fits_auto_axes:
         fitting = " or ".join(name for name, other in KINDS.items() if other.fits_auto_axes)

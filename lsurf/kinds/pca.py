@@ -20,6 +20,8 @@ class PrincipalPlane(Kind):
     name = "pca"
     keys = ("trajectory", "pattern", "center", "norm", "ignore")
     fits_auto_axes = True
+    computes_trajectory = True
+    plane_keys = ()  # a line runs along the first principal component
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         if settings.trajectory is None:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 class RandomPlane(Kind):
     name = "random"
-    keys = ("norm", "ignore", "seed", "space", "y_norm", "y_ignore", "same_dir")
+    keys = (
+        "norm", "ignore", "seed", "space", "y_norm", "y_ignore", "same_dir", "trajectory", "pattern"
+    )  # fmt: skip
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         norm, ignore = settings.norm or "filter", settings.ignore or "biasbn"

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 class Interpolation(Kind):
     name = "target"
     keys = (
-        "target", "y_target", "norm", "ignore", "space", "seed", "y_norm", "y_ignore", "same_dir"
+        "target", "y_target", "norm", "ignore", "space", "seed", "y_norm", "y_ignore", "same_dir",
+        "trajectory", "pattern",
     )  # fmt: skip
     plane_keys = (*Kind.plane_keys, "seed")  # a target line has no random part
 
