@@ -80,7 +80,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DirectionsConfig:
-    kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca, hessian
+    kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca, hessian, reference
     # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
     # components) are used as they are. Left out, norm/ignore resolve to filter/biasbn
     # (random), none/none (target) or none/biasbn (pca).

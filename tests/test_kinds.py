@@ -78,7 +78,8 @@ def test_each_kind_fills_its_own_defaults():
             DirectionsConfig("sharpness"),
             True,
             [],
-            "directions.kind must be one of random, target, pca, hessian; got 'sharpness'",
+            "directions.kind must be one of random, target, pca, hessian, reference; "
+            "got 'sharpness'",
         ),
         (
             DirectionsConfig("hessian", norm="filter"),

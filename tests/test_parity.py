@@ -314,3 +314,88 @@ def test_a_training_path_on_a_random_plane_is_stored_with_its_captured_variance(
     assert max(path.explained_variance_ratio) < 0.05
     assert main(["info", str(plane)]) == 0
     assert "plane    captures of the path's variance x" in capsys.readouterr().out
+
+
+def reference_crunch(
+    model: torch.nn.Module, xs, ys, x: list, y: list, images, labels, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An independent transcription of the reference's sweep (plot_surface.crunch with
+    --dir_type weights, evaluation.eval_loss with CrossEntropyLoss): each point k of
+    np.meshgrid(xs, ys) raveled sets every parameter to w + (dx·a + dy·b) and stores the
+    loss (Σ batch mean × batch size / total) and accuracy (%) at flat index k of an
+    (nx, ny) array filled with -1."""
+    weights = [parameter.data.clone() for parameter in model.parameters()]
+    losses, accuracies = -np.ones((len(xs), len(ys))), -np.ones((len(xs), len(ys)))
+    mesh_x, mesh_y = np.meshgrid(xs, ys)
+    criterion = torch.nn.CrossEntropyLoss()
+    model.eval()
+    for index, (a, b) in enumerate(zip(mesh_x.ravel(), mesh_y.ravel(), strict=True)):
+        for parameter, w, dx, dy in zip(model.parameters(), weights, x, y, strict=True):
+            parameter.data = w + (dx * float(a) + dy * float(b))
+        total_loss, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(labels), batch_size):
+                inputs, targets = (
+                    images[start : start + batch_size],
+                    labels[start : start + batch_size],
+                )
+                outputs = model(inputs)
+                total_loss += criterion(outputs, targets).item() * len(targets)
+                correct += outputs.max(1)[1].eq(targets).sum().item()
+        losses.ravel()[index] = total_loss / len(labels)
+        accuracies.ravel()[index] = 100.0 * correct / len(labels)
+    return losses, accuracies
+
+
+def test_a_reference_surface_is_reproduced_from_its_direction_file_and_data_split(
+    tmp_path, cifar_root, small_checkpoint, capsys
+):
+    import h5py
+    from reference_layout import reference_entries, write_reference_directions
+
+    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+
+    model = models.build("convnet_small")
+    load_weights(model, small_checkpoint)
+    drawn = random_directions(params.movable(model, False), "filter", "biasbn", 11, True)
+    direction_file = write_reference_directions(
+        tmp_path / "dirs.h5", model, drawn.x, drawn.y, "weights"
+    )
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-0.5, 0.5, 4)  # non-square, as the files are
+    # What the reference computed, on the train split's --data_split 3 examples.
+    split = load_split(cifar_root, "train", REFERENCE_MEAN, REFERENCE_STD, reference_split=3)
+    entries = [name for name, _ in reference_entries(model, "weights")]
+    losses, accuracies = reference_crunch(
+        model,
+        xs,
+        ys,
+        [drawn.x[name] for name in entries],
+        [drawn.y[name] for name in entries],
+        split.images,
+        split.labels,
+        batch_size=128,
+    )
+    published = tmp_path / "published.h5"
+    with h5py.File(published, "w") as h5file:
+        h5file["dir_file"] = str(direction_file)
+        h5file["xcoordinates"], h5file["ycoordinates"] = xs, ys
+        h5file["train_loss"], h5file["train_acc"] = losses, accuracies
+    ours = sweep(
+        tmp_path,
+        "ours",
+        small_checkpoint,
+        cifar_root,
+        directions__kind="reference",
+        directions__reference=str(direction_file),
+        data__reference_split=3,
+        data__splits=["train"],
+        data__batch_size=128,
+        grid__x="-1:1:3",
+        grid__y="-0.5:0.5:4",
+    )
+    theirs, mine = read_surface(published), read_surface(ours)
+    assert theirs.done.all() and mine.done.all()
+    np.testing.assert_allclose(mine.metrics["train_loss"], theirs.metrics["train_loss"], rtol=1e-5)
+    # An argmax may flip on a rounding difference: at most one example of 66 per point.
+    np.testing.assert_allclose(mine.metrics["train_acc"], theirs.metrics["train_acc"], atol=1.6)
+    assert np.abs(mine.metrics["train_acc"] - theirs.metrics["train_acc"]).mean() < 0.5
