@@ -1,4 +1,4 @@
-"""The `lsurf` command line: sweep, hessian, info, train, plot, weights, data synth.
+"""The `lsurf` command line: sweep, hessian, info, compare, train, plot, weights, data synth.
 
 Input: argv. Output: exit codes — 0 done, 2 bad input (one line on stderr, no traceback, no
 existing output touched), 130 interrupted. Library code raises `LsurfError`; only this
@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Hessian analysis file)",
     )
     info.add_argument("file", type=Path, help="a surface file or a direction file")
+
+    compare = commands.add_parser(
+        "compare",
+        help="how far two surfaces of one grid are apart, metric by metric (e.g. lsurf's "
+        "against a surface the reference code wrote)",
+    )
+    compare.add_argument("first", type=Path, metavar="SURFACE", help="a surface file")
+    compare.add_argument("second", type=Path, metavar="REFERENCE", help="the one to compare to")
+    compare.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="exit 1 when any metric's largest relative difference is above this",
+    )
 
     train = commands.add_parser(
         "train",
@@ -209,6 +223,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lsurf.report import describe
 
         print(describe(args.file))
+        return 0
+    if args.command == "compare":
+        from lsurf.comparison import describe_comparison
+
+        report, worst = describe_comparison(args.first, args.second)
+        print(report)
+        if args.rtol is not None and worst > args.rtol:
+            print(f"lsurf: differences above --rtol {args.rtol:g}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "train":
         from lsurf.config import load_train_config

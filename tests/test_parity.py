@@ -399,3 +399,7 @@ def test_a_reference_surface_is_reproduced_from_its_direction_file_and_data_spli
     # An argmax may flip on a rounding difference: at most one example of 66 per point.
     np.testing.assert_allclose(mine.metrics["train_acc"], theirs.metrics["train_acc"], atol=1.6)
     assert np.abs(mine.metrics["train_acc"] - theirs.metrics["train_acc"]).mean() < 0.5
+    # What a researcher runs to check: lsurf compare against the published file.
+    assert main(["compare", str(ours), str(published)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["train_loss"][1] == "12" and float(rows["train_loss"][3]) < 1e-5
