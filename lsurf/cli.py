@@ -152,6 +152,64 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="contour levels: MIN:MAX:STEP (the paper's vmin:vmax:vlevel) or a comma list",
     )
+    plot.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="paper: the reference scripts' defaults (levels 0.1:10:0.5, 1D loss axis 0-5, "
+        "extra levels 10..1e8 on planes with a training path, their colormaps, VTK log "
+        "offset 0.1); flags given explicitly win",
+    )
+    plot.add_argument(
+        "--compare",
+        default="files",
+        metavar="HOW",
+        help="seeds: the files are one checkpoint swept along different random seeds: checked "
+        "(same checkpoint and grid), named by seed, 1D curves overlaid (default files: side "
+        "by side)",
+    )
+    plot.add_argument(
+        "--path-levels",
+        default=None,
+        metavar="SPEC",
+        help="extra grey contour lines on planes that carry a training path, e.g. "
+        "10,100,1000 (the reference's 10 to 1e8 on its trajectory plots)",
+    )
+    plot.add_argument(
+        "--ymax",
+        type=float,
+        default=None,
+        metavar="Y",
+        help="1D: the loss axis from 0 to Y (the reference's loss_max; default: the data)",
+    )
+    plot.add_argument(
+        "--colormap",
+        default=None,
+        metavar="NAME",
+        help="matplotlib colormap for every 2D kind (default viridis)",
+    )
+    plot.add_argument(
+        "--view",
+        default=None,
+        metavar="ELEV,AZIM",
+        help="3D surface: elevation and azimuth in degrees, e.g. 30,-60 (default: the lowest "
+        "view that shows every panel's minimum)",
+    )
+    plot.add_argument(
+        "--interp",
+        type=int,
+        default=None,
+        metavar="N",
+        help="VTK: resample the surface onto N×N points, bicubic (the reference's interp)",
+    )
+    plot.add_argument(
+        "--log-offset",
+        type=float,
+        default=None,
+        metavar="C",
+        help="VTK with --log: heights log10(value + C), so values near 0 stay finite "
+        "(default 0; the reference uses ln(value + 0.1))",
+    )
 
     weights = commands.add_parser(
         "weights", help="per-layer weight norms and weight histograms of checkpoints"
@@ -243,7 +301,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lsurf.plot import parse_options, plot_files
 
         options = parse_options(
-            args.metric, args.out, args.format, args.kinds, args.log, args.zmax, args.levels
+            metric=args.metric,
+            out=args.out,
+            formats=args.format,
+            kinds=args.kinds,
+            log=args.log,
+            zmax=args.zmax,
+            levels=args.levels,
+            preset=args.preset,
+            path_levels=args.path_levels,
+            ymax=args.ymax,
+            colormap=args.colormap,
+            view=args.view,
+            interp=args.interp,
+            log_offset=args.log_offset,
+            compare=args.compare,
         )
         from lsurf.store import is_hessian_file
 

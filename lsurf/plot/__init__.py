@@ -8,15 +8,19 @@ sweep is still writing can be drawn) and `PlotOptions`. Output: the files writte
   variance. 1D: loss and accuracy on twin axes, train solid, test dashed.
 - Several files: one figure per kind with the panels side by side on ONE color scale and the
   SAME contour levels (1D: the same y-limits), so sharpness compares honestly.
+  `--compare seeds`: one checkpoint along several random seeds (checked: same checkpoint,
+  same grid, distinct seeds), panels named 'seed N', 1D curves overlaid on one axes.
+- `--preset paper`: the reference scripts' levels, axis ranges and colormaps (preset).
 - Points not computed, inf and NaN are masked and painted as such, never drawn as values.
 - Curvature: max_eig and min_eig plot like any column; `--metric eig_ratio` draws the
   reference's |λmin/λmax| map (viridis, 0 to 0.5 unless --levels); points where the solver
   did not reach the stored tol are marked with an 'x'.
 - `--format vtk` / `html`: a ParaView .vtu and a self-contained interactive 3D page.
 
-Modules: options (flags → PlotOptions), view (masking, the shared scale), labels (words from
-the stored config), curvature (the ratio, the solver's settings and convergence), planes
-(2D figures), path (the optimizer path on them), curves (1D figures), export (VTK, HTML).
+Modules: options (flags → PlotOptions), preset (the paper's defaults), view (masking, the
+shared scale), labels (words from the stored config), curvature (the ratio, the solver's
+settings and convergence), seeds (the seed comparison's checks), planes (2D figures), camera
+(the 3D view), path (the optimizer path on them), curves (1D figures), export (VTK, HTML).
 """
 
 from __future__ import annotations
@@ -46,41 +50,52 @@ _MAX_NAMED = 3
 
 def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
     """Draw the surfaces (side by side when several) and return the paths written."""
-    from lsurf.plot.curves import draw_curves, primary_metric
+    from lsurf.plot.curves import draw_curves, draw_overlaid_curves, primary_metric
     from lsurf.plot.export import write_curve_html, write_surface_html, write_vtk
     from lsurf.plot.planes import draw_plane
+    from lsurf.plot.preset import apply_preset
+    from lsurf.plot.seeds import label_by_seed
 
     panels = load_panels(paths, options)
     is_2d = panels[0].is_2d
     kinds = _kinds(panels, options)
-    if not is_2d and options.levels is not None:
-        raise LsurfError("--levels sets contour levels of 2D surfaces; these files are 1D")
-    if not is_2d and "vtk" in options.formats:
-        raise LsurfError("--format vtk exports 2D surfaces; these files are 1D (try html)")
+    _check_dimension(is_2d, options)
+    # Exports and figure names keep the files' names; seed panels are titled by their seed.
+    file_labels = [panel.label for panel in panels]
+    seeds = options.compare == "seeds"
+    if seeds:
+        panels = label_by_seed(panels)
+    left = panels[0].column.metric if is_2d else primary_metric(panels[0])
+    options = apply_preset(options, left, is_2d)
     out = options.out if options.out is not None else paths[0].parent
     out.mkdir(parents=True, exist_ok=True)
     scale = shared_scale(panels, options) if is_2d else None
     suffix = "_log" if options.log else ""
     # 1D figures hold loss and accuracy; they name a metric only when it replaces the loss.
-    named = is_2d or primary_metric(panels[0]).name != LOSS.name
+    named = is_2d or left.name != LOSS.name
     metric = f"_{panels[0].metric}" if named else ""
-    base = f"{_joined_name(panels)}{metric}{suffix}"
+    base = f"{_joined_name(file_labels)}{'_seeds' if seeds else ''}{metric}{suffix}"
 
     written: list[Path] = []
     figure_formats = [name for name in options.formats if name in FIGURE_FORMATS]
     for kind in kinds if figure_formats else ():
-        figure = draw_curves(panels, options) if scale is None else draw_plane(kind, panels, scale)
+        if scale is not None:
+            figure = draw_plane(kind, panels, scale, options)
+        elif seeds:
+            figure = draw_overlaid_curves(panels, options)
+        else:
+            figure = draw_curves(panels, options)
         for name in figure_formats:
             path = out / f"{base}_{kind}.{name}"
             with atomic_path(path) as temporary:
                 figure.savefig(temporary, format=name)
             written.append(path)
-    for panel in panels:  # exports are one per file, on the shared scale
-        own = f"{_slug(panel.label)}{metric}{suffix}"
+    for panel, label in zip(panels, file_labels, strict=True):  # one export per file
+        own = f"{_slug(label)}{metric}{suffix}"
         if "vtk" in options.formats and scale is not None:
             path = out / f"{own}.vtu"
             with atomic_path(path) as temporary:
-                write_vtk(panel, scale, temporary)
+                write_vtk(panel, scale, temporary, options)
             written.append(path)
         if "html" in options.formats:
             path = out / (f"{own}_curve.html" if scale is None else f"{own}.html")
@@ -91,6 +106,23 @@ def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
                     write_surface_html(panel, scale, temporary)
             written.append(path)
     return written
+
+
+def _check_dimension(is_2d: bool, options: PlotOptions) -> None:
+    """Refuse the flags that shape only the other dimension's figures (explicit ones: the
+    preset sets each for the dimension it fits)."""
+    if not is_2d:
+        for flag, value in (("--levels", options.levels), ("--path-levels", options.path_levels)):
+            if value is not None:
+                raise LsurfError(f"{flag} sets contour levels of 2D surfaces; these files are 1D")
+        if "vtk" in options.formats:
+            raise LsurfError("--format vtk exports 2D surfaces; these files are 1D (try html)")
+        if options.view is not None:
+            raise LsurfError("--view sets the 3D surface's view; these files are 1D")
+    elif options.ymax is not None:
+        raise LsurfError(
+            "--ymax sets the loss axis of 1D curves; for 2D surfaces use --zmax or --levels"
+        )
 
 
 def _kinds(panels: Sequence[Panel], options: PlotOptions) -> tuple[Kind, ...]:
@@ -116,9 +148,9 @@ def _slug(label: str) -> str:
     return label.replace("/", "_").replace(":", "_")
 
 
-def _joined_name(panels: Sequence[Panel]) -> str:
+def _joined_name(labels: Sequence[str]) -> str:
     """'surface' for one file, 'a_vs_b' for a comparison."""
-    slugs = [_slug(panel.label) for panel in panels]
+    slugs = [_slug(label) for label in labels]
     if len(slugs) > _MAX_NAMED:
         return f"{slugs[0]}_vs_{len(slugs) - 1}_more"
     return "_vs_".join(slugs)

@@ -203,10 +203,17 @@ def _loss_limits(
 ) -> tuple[float, float]:
     """One y-range for the left axes of every panel, with a little room around the data.
 
+    `--ymax` (plot_1D.py's loss_max) fixes the top, and a linear axis starts at 0 (lower
+    only for negative values, as an eigenvalue's); curves above it leave the axes.
     A metric with a `fixed` range (the ratio's 0 to 0.5) is drawn on it, on a linear scale,
     reaching further up only when the data do.
     """
     shown = np.concatenate([loss.compressed() for loss in losses]) if losses else np.array([])
+    if options.ymax is not None:  # the reference's loss_max: from 0 (log: the data) up to it
+        if not options.log:
+            return min(0.0, float(shown.min()) if shown.size else 0.0), options.ymax
+        low = float(shown.min()) if shown.size else options.ymax / 100
+        return min(low, options.ymax / 10) / 1.05, options.ymax
     if fixed is not None and not options.log:
         high = float(shown.max()) if shown.size else fixed[1]
         return fixed[0], fixed[1] if high <= fixed[1] else high + 0.05 * (high - fixed[0])
@@ -241,3 +248,68 @@ def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict], left: Metri
     if flag_label is not None:
         handles.append(Line2D([], [], linestyle="", label=flag_label, **UNCONVERGED_STYLE))
     return handles
+
+
+def draw_overlaid_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
+    """One checkpoint's curves along several seeds' directions, overlaid: loss on top,
+    accuracy below (when stored), a color per panel (named by its label, 'seed N' for
+    `--compare seeds`), train solid and test dashed. One axes per quantity, so the spread
+    between seeds is seen directly."""
+    left = primary_metric(panels[0])
+    curves = [_curves(panel, options) for panel in panels]
+    with_accuracy = any(accuracy is not None for panel in curves for _, accuracy in panel.values())
+    width, height = PANEL_SIZE
+    figure = Figure(
+        figsize=(width + 0.8, height * (1.7 if with_accuracy else 1.0) + 0.9),
+        dpi=DPI,
+        layout="constrained",
+    )
+    rows = 2 if with_accuracy else 1
+    axes = list(figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
+    loss_ax = axes[0]
+    accuracy_ax = axes[1] if with_accuracy else None
+    for index, (panel, panel_curves) in enumerate(zip(panels, curves, strict=True)):
+        color = f"C{index % 10}"  # matplotlib's ten distinct colors
+        x = panel.surface.x
+        for split, (loss, accuracy) in panel_curves.items():
+            style = SPLIT_STYLES.get(split, ":")
+            name = f"{panel.label} {split}"
+            loss_ax.plot(x, loss, color=color, linestyle=style, label=f"{name} {left.label}")
+            if accuracy is not None and accuracy_ax is not None:
+                accuracy_ax.plot(
+                    x, accuracy, color=color, linestyle=style, label=f"{name} {ACCURACY.label}"
+                )
+        _mark_unconverged(loss_ax, panel)
+    losses = [loss for panel in curves for loss, _ in panel.values()]
+    loss_ax.set_ylim(*_loss_limits(losses, options, default_range(left)))
+    if options.log:
+        loss_ax.set_yscale("log")
+    loss_ax.set_ylabel(axis_label(left) + (" (log scale)" if options.log else ""))
+    x = panels[0].surface.x
+    if len(x) > 1:
+        loss_ax.set_xlim(x[0], x[-1])
+    if accuracy_ax is not None:
+        accuracy_ax.set_ylim(*ACCURACY_LIMITS)
+        accuracy_ax.set_ylabel(axis_label(ACCURACY))
+    axes[-1].set_xlabel(panels[0].description.x_label)
+    subjects = [panel.description.subject for panel in panels]
+    heading = left.label if accuracy_ax is None else f"{left.label} and {ACCURACY.label}"
+    lines = [heading, *dict.fromkeys(subjects)]  # what they share, said once
+    notes = [f"{panel.label}: {_note(panel, options)}" for panel in panels if _note(panel, options)]
+    figure.suptitle("\n".join(lines + notes), fontsize=10)
+    handles: list[Artist] = [
+        Line2D([], [], color=f"C{index % 10}", label=panel.label)
+        for index, panel in enumerate(panels)
+    ]
+    splits = list(dict.fromkeys(split for panel in curves for split in panel))
+    handles += [
+        Line2D([], [], color="black", linestyle=SPLIT_STYLES.get(split, ":"), label=split)
+        for split in splits
+    ]
+    flag_label = unconverged_label(panels)
+    if flag_label is not None:
+        handles.append(Line2D([], [], linestyle="", label=flag_label, **UNCONVERGED_STYLE))
+    figure.legend(
+        handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8
+    )
+    return figure

@@ -1,8 +1,11 @@
 """The words on a figure: what was plotted, read from the resolved config a surface stores.
 
-Input: a `Surface` (its `attributes["config"]` YAML and its PCA trajectory, if any).
-Output: a `Description` with the subject line (model, directions, normalization, split,
-grid) and the axis labels, so every figure says what it shows without the file name.
+Input: a `Surface` (its `attributes["config"]` YAML and its projected training path, if
+any). Output: a `Description` with the subject line (model, directions, normalization,
+split, grid) and the axis labels, so every figure says what it shows without the file name.
+A plane carrying a path says on each axis the share of the path's variance that axis
+captures: "1st PC: 84.3 %" on a PCA plane, "α (direction 1) · 0.21 % of the path's
+variance" on any other kind (directions not chosen to follow the path capture little).
 What a value axis shows is its column's own label (`lsurf.metrics.Column.label`: 'train
 loss', 'test accuracy (%)', or the stored label and unit of a metric lsurf does not know).
 """
@@ -20,6 +23,7 @@ from lsurf import kinds
 from lsurf.store import Surface
 
 _ORDINALS = ("1st", "2nd")
+PCA_KIND = "pca"  # lsurf.kinds.pca's name: its axes are the path's principal components
 
 
 @dataclass(frozen=True)
@@ -55,16 +59,33 @@ def describe(surface: Surface) -> Description:
     parts.append(f"{shape} points")
     subject = " · ".join(parts)
 
+    checkpoint = str(model.get("checkpoint") or "")
+    x_label, y_label = kinds.described(kind).axis_labels(directions, checkpoint)
     if surface.trajectory is not None:
-        # Each PCA axis says how much of the path's variance it captures (the paper's Fig. 9).
         ratios = surface.trajectory.explained_variance_ratio
-        x_label, y_label = (
-            f"{_ORDINALS[axis]} PC: {100 * ratios[axis]:.1f} %" for axis in range(2)
-        )
-    else:
-        checkpoint = str(model.get("checkpoint") or "")
-        x_label, y_label = kinds.described(kind).axis_labels(directions, checkpoint)
+        if kind in (None, PCA_KIND):
+            # Each PCA axis says how much of the path's variance it captures (the paper's
+            # Fig. 9); files from before stored configs carried a path on PCA planes only.
+            x_label, y_label = (
+                f"{_ORDINALS[axis]} PC: {100 * ratios[axis]:.1f} %" for axis in range(2)
+            )
+        else:
+            # Any other plane: the path projected onto directions not chosen to follow it;
+            # its share of the path's variance says how much of the path the plane shows
+            # (for random directions, a fraction of a percent).
+            x_label, y_label = (
+                f"{label} · {variance_share(ratio)} of the path's variance"
+                for label, ratio in zip((x_label, y_label), ratios, strict=True)
+            )
     return Description(subject, x_label, y_label if surface.y is not None else "")
+
+
+def variance_share(ratio: float) -> str:
+    """A fraction as a percentage readable at any size: '12.3 %', '0.21 %', '0.0042 %'."""
+    percent = 100 * ratio
+    if percent >= 1 or percent == 0:
+        return f"{percent:.1f} %"
+    return f"{percent:.2g} %"
 
 
 def completeness(surface: Surface) -> str:

@@ -7,6 +7,11 @@ side by side, ONE colorbar, the same norm and the same contour levels in every p
 Array orientation: a panel's values[i, j] is the point (x[i], y[j]); matplotlib's 2D
 functions want rows along y, so they get values.T.
 
+Colormaps come from `PlotOptions.colormaps` (viridis unless a preset or --colormap says
+otherwise); a plane carrying a training path gets `PlotOptions.path_levels` as extra grey
+contour lines. The 3D view is `PlotOptions.view`, else one that shows every panel's minimum
+(lsurf.plot.camera).
+
 Points a solver did not converge at (a curvature panel's `convergence`) carry an 'x' over
 every kind, named in the legend and counted in the panel's title.
 """
@@ -28,12 +33,12 @@ from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter
 
 from lsurf.metrics import Column
+from lsurf.plot.camera import BOX_ASPECT, Box, choose_view
 from lsurf.plot.labels import completeness, titles
-from lsurf.plot.options import Kind
+from lsurf.plot.options import Colormaps, Kind, PlotOptions
 from lsurf.plot.path import PATH_COLOR, draw_path
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
 
-COLORMAP = "viridis"
 NOT_COMPUTED_COLOR = "#c8c8c8"  # grey: no colormap color, so a hole never reads as a value
 NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log scale)
 DPI = 150
@@ -53,8 +58,12 @@ def color_norm(scale: Scale) -> Normalize:
     return LogNorm(scale.vmin, scale.vmax) if scale.log else Normalize(scale.vmin, scale.vmax)
 
 
-def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
+def draw_plane(
+    kind: Kind, panels: Sequence[Panel], scale: Scale, options: PlotOptions | None = None
+) -> Figure:
     """One figure of `kind` with a panel per surface, on one shared color scale."""
+    options = PlotOptions() if options is None else options
+    colormap = (options.colormaps or Colormaps()).of(kind)
     count = len(panels)
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * count + 1.2, height + 0.9), dpi=DPI, layout="constrained")
@@ -63,16 +72,21 @@ def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
     else:
         axes = list(figure.subplots(1, count, sharex=True, sharey=True, squeeze=False)[0])
     norm = color_norm(scale)
-    draw: Callable[[Axes, Panel, Scale, Normalize], None] = {
+    draw: Callable[[Axes, Panel, Scale, Normalize, str], None] = {
         "contour": _draw_contour,
         "filled": _draw_filled,
         "heatmap": _draw_heatmap,
         "surface3d": _draw_surface3d,
     }[kind]
     for ax, panel in zip(axes, panels, strict=True):
-        draw(ax, panel, scale, norm)
-        ax.set_xlabel(panel.description.x_label)
-        ax.set_ylabel(panel.description.y_label)
+        draw(ax, panel, scale, norm, colormap)
+        if kind in ("contour", "filled") and options.path_levels is not None:
+            _draw_path_levels(ax, panel, options.path_levels)
+        x_label, y_label = panel.description.x_label, panel.description.y_label
+        if kind == "surface3d":  # 3D axis labels run along slanted axes: a line per part
+            x_label, y_label = x_label.replace(" · ", "\n"), y_label.replace(" · ", "\n")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
     heading, panel_titles = titles(
         _scale_label(panels[0].column, scale),
         [panel.label for panel in panels],
@@ -83,7 +97,9 @@ def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
     for ax, title in zip(axes, panel_titles, strict=True):
         ax.set_title(title, fontsize=8)
     _share_limits(axes, panels, kind)
-    mappable = ScalarMappable(norm=norm, cmap=COLORMAP)
+    if kind == "surface3d":
+        _look_at_minimum(axes, panels, scale, options.view)
+    mappable = ScalarMappable(norm=norm, cmap=colormap)
     colorbar = figure.colorbar(
         mappable, ax=axes, extend=scale.extend, shrink=0.8 if kind == "surface3d" else 1.0
     )
@@ -103,7 +119,7 @@ def draw_plane(kind: Kind, panels: Sequence[Panel], scale: Scale) -> Figure:
 # ---------------------------------------------------------------------------- the four kinds
 
 
-def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=True)
     if _can_contour(panel):
         x, y = panel.surface.x, panel.surface.y
@@ -112,7 +128,7 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
             y,
             panel.values.T,
             levels=scale.levels,
-            cmap=COLORMAP,
+            cmap=colormap,
             norm=norm,
             linewidths=0.9,
             corner_mask=False,
@@ -123,50 +139,49 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None
     draw_path(ax, panel)
 
 
-def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=True)
     if _can_contour(panel):
         x, y = panel.surface.x, panel.surface.y
         # corner_mask=False: a cell with any hidden corner is left out whole, and painted.
         style = {"levels": scale.levels, "corner_mask": False}
-        ax.contourf(x, y, panel.values.T, cmap=COLORMAP, norm=norm, extend=scale.extend, **style)
+        ax.contourf(x, y, panel.values.T, cmap=colormap, norm=norm, extend=scale.extend, **style)
         ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
-def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=False)
     # Masked points are transparent here, so the status layer beneath shows through.
     x_edges, y_edges = cell_edges(panel.surface.x), cell_edges(panel.surface.y)
-    _cells(ax, x_edges, y_edges, panel.values.T, cmap=COLORMAP, norm=norm, zorder=1)
+    _cells(ax, x_edges, y_edges, panel.values.T, cmap=colormap, norm=norm, zorder=1)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
-def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> None:
+def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     # The reference's Axes3D(fig) draws nothing on matplotlib >= 3.4 (the axes is never added
     # to the figure); add_subplot(projection="3d"), NaN for hidden points (plot_surface leaves
     # those facets out) and explicit limits give a surface on every current version.
     x, y = panel.surface.x, panel.surface.y
     grid_x, grid_y = np.meshgrid(x, y, indexing="ij")  # [i, j] = (x[i], y[j]), as stored
-    heights = panel.values.filled(np.nan)
-    low, high = scale.vmin, scale.vmax
-    height_norm = norm
+    heights, (low, high) = surface_heights(panel, scale), height_range(scale)
+    height_norm = Normalize(low, high) if scale.log else norm
     if scale.log:  # 3D axes have no log scale: draw log10 heights, label ticks with values
-        heights, low, high = np.log10(heights), np.log10(low), np.log10(high)
-        height_norm = Normalize(low, high)
         ax.set_zticks(np.log10(round_log_ticks(scale.vmin, scale.vmax)))
         ax.zaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{10**value:.3g}"))
-    # Keep every facet inside the box: values beyond the levels are drawn at its floor/ceiling.
-    heights = np.clip(heights, low, high)
+    # Orthographic: equal heights look equal anywhere in the box, and lsurf.plot.camera's
+    # test of what hides the minimum is exact. The box keeps matplotlib's proportions.
+    ax.set_proj_type("ortho")
+    ax.set_box_aspect(BOX_ASPECT)
     samples = {"rcount": min(len(x), SURFACE_SAMPLES), "ccount": min(len(y), SURFACE_SAMPLES)}
     if panel.values.count():
         ax.plot_surface(
             grid_x,
             grid_y,
             heights,
-            cmap=COLORMAP,
+            cmap=colormap,
             norm=height_norm,
             linewidth=0,
             antialiased=False,
@@ -190,6 +205,54 @@ def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize) -> No
     ax.set_ylim(y[0], y[-1])
     ax.set_zlim(low, high)
     ax.tick_params(labelsize=7)
+
+
+def surface_heights(panel: Panel, scale: Scale) -> np.ndarray:
+    """The 3D surface's heights: values as shown (log10 on a log scale), inside the box
+    (values beyond the levels at its floor or ceiling); NaN where a point is hidden."""
+    heights = panel.values.filled(np.nan)
+    if scale.log:
+        heights = np.log10(heights)
+    return np.clip(heights, *height_range(scale))
+
+
+def height_range(scale: Scale) -> tuple[float, float]:
+    """The 3D box's floor and ceiling: the color range, in log10 on a log scale."""
+    if scale.log:
+        return float(np.log10(scale.vmin)), float(np.log10(scale.vmax))
+    return scale.vmin, scale.vmax
+
+
+def _look_at_minimum(
+    axes: Sequence[Axes], panels: Sequence[Panel], scale: Scale, view: tuple[float, float] | None
+) -> None:
+    """One view for every 3D panel (so they compare): the one asked for, or the first from
+    which each panel's lowest point is seen (lsurf.plot.camera)."""
+    if view is None:
+        box = Box(axes[0].get_xlim(), axes[0].get_ylim(), height_range(scale))
+        surfaces = [
+            (panel.surface.x, panel.surface.y, surface_heights(panel, scale)) for panel in panels
+        ]
+        view = choose_view(surfaces, box)
+    for ax in axes:
+        ax.view_init(elev=view[0], azim=view[1])
+
+
+def _draw_path_levels(ax: Axes, panel: Panel, levels: Sequence[float]) -> None:
+    """Extra contour lines on a plane that carries a training path (the reference's 10, 100,
+    ..., 1e8 on its trajectory plots): grey, outside the color scale, labelled."""
+    if panel.surface.trajectory is None or not _can_contour(panel):
+        return
+    shown = panel.values.compressed()
+    drawn = [level for level in levels if shown.min() < level < shown.max()]
+    if not drawn:  # contour() would warn about levels the values never cross
+        return
+    x, y = panel.surface.x, panel.surface.y
+    lines = ax.contour(
+        x, y, panel.values.T, levels=drawn, colors="0.35", linewidths=0.7, corner_mask=False
+    )
+    lines.set_gid("path_levels")
+    ax.clabel(lines, fontsize=6, fmt="%.3g", inline=True)
 
 
 # ---------------------------------------------------------------------------- shared pieces
