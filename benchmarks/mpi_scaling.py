@@ -8,10 +8,12 @@ counted. Each layout runs `--rounds` times, in turn, and keeps its best round (l
 elsewhere on a shared machine only slows runs down). With R ranks, rank 0 is the polling
 master and R − 1 are workers with cores / workers threads each.
 
-Part 2 measures the protocol alone: rank 0 serves single-point chunks to workers that answer
+Part 2 measures the protocol alone: rank 0 serves the chunks its planner sizes (one point
+each until the first come back, then as large as free points allow) to workers that answer
 at once with made-up values (no model at all), so the seconds per point it reports are the
 messaging and polling cost per point, an upper bound of what the protocol adds to a real point,
-printed as a fraction of the real point's compute time from part 1.
+printed as a fraction of the real point's compute time from part 1. benchmarks/scale.py
+measures the whole master (store included) with many simulated workers.
 
 Run: .venv/bin/python benchmarks/mpi_scaling.py [--subset 1000] [--points 16] [--rounds 2]
 """
@@ -92,11 +94,11 @@ def protocol_main(points: int) -> None:
 
     session = Session()
     if session.is_master:
-        chunks = [np.array([index]) for index in range(points)]
         session.send_setup("go")
         session.gather_ready(lambda: False)
         started = time.perf_counter()
-        session.serve(chunks, lambda chunk, values: None, lambda: False)
+        todo = np.arange(points, dtype=np.int64)
+        session.serve(todo, lambda chunk, values: None, lambda: False)
         elapsed = time.perf_counter() - started
         session.stop_workers(0)
         print(f"{elapsed / points:.6f}")
@@ -104,7 +106,7 @@ def protocol_main(points: int) -> None:
         session.receive_setup()
         session.report_ready(None)
         for chunk in session.chunks():
-            session.send_result(chunk, {"train_loss": [0.0] * len(chunk)})
+            session.send_result(chunk, {"train_loss": [0.0] * len(chunk)}, 0.0)
 
 
 def main() -> None:

@@ -11,10 +11,11 @@ Messages (all point to point, pickled; tags below):
     master → worker  SETUP    the sweep's payload, or None: stop before starting
     worker → master  READY    setup done (data loaded, probed): its columns, or the error
     master → worker  WORK     a chunk (int64 array of flat point indices), or a Stop
-    worker → master  RESULT   (chunk, {metric: values}) for a finished chunk
+    worker → master  RESULT   (chunk, {metric: values}, seconds) for a finished chunk
     worker → master  FAILED   (rank, point, traceback) — the master aborts the job
 The master keeps up to `PIPELINE` chunks in flight per worker, so a worker never waits
-for the master's reply between two chunks.
+for the master's reply between two chunks, and sizes chunks to about a second of work
+(lsurf.schedule), so it handles a few messages per worker per second whatever a point costs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import signal
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -33,8 +33,11 @@ from typing import Any, Literal, NoReturn, Protocol
 
 import numpy as np
 
+from lsurf.schedule import ChunkPlanner
+
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
 PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
+DRAIN = 512  # messages handled in a row at most before the master checks for a stop
 POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
 GRACE_SECONDS = 10.0  # after SIGTERM, how long results still in flight are waited for
 
@@ -107,7 +110,7 @@ def available_cores() -> int:
 
 # ---------------------------------------------------------------------------- session
 
-Record = Callable[[np.ndarray, dict[str, list[float]]], None]
+Record = Callable[[np.ndarray, dict[str, Any]], None]
 
 
 class MasterSide(Protocol):
@@ -125,7 +128,7 @@ class MasterSide(Protocol):
 
     def serve(
         self,
-        chunks: list[np.ndarray],
+        todo: np.ndarray,
         record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = ...,
@@ -218,26 +221,27 @@ class Session:
 
     def serve(
         self,
-        chunks: list[np.ndarray],
+        todo: np.ndarray,
         record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = lambda: None,
     ) -> None:
-        """Hand out `chunks` on request until all are done; `record` each result as it comes.
+        """Hand out the points `todo` in chunks on request until all are done; `record` each
+        result as it comes. Chunk sizes follow the measured time per point (lsurf.schedule).
 
         A worker's failure raises WorkerFailed. Pre-emption (`stop_when()` here, or a worker
         reporting SIGTERM) stops the handing out and calls `on_stop()` at once (a launcher may
         kill this rank any moment now); results still arriving within GRACE_SECONDS are
         recorded, then Preempted is raised.
         """
-        queue = deque(chunks)
+        planner = ChunkPlanner(todo, len(self.workers))
         outstanding = {worker: 0 for worker in self.workers}
         sends: list[Any] = []
         deadline: float | None = None
 
         def hand_out(worker: int) -> None:
-            if queue and deadline is None:
-                sends.append(self.comm.isend(queue.popleft(), dest=worker, tag=TAG_WORK))
+            if deadline is None and (chunk := planner.next_chunk(worker)) is not None:
+                sends.append(self.comm.isend(chunk, dest=worker, tag=TAG_WORK))
                 outstanding[worker] += 1
 
         for _ in range(PIPELINE):
@@ -253,22 +257,27 @@ class Session:
                 deadline = stop()
             if deadline is not None and time.monotonic() > deadline:
                 break
-            message = self._poll_any((TAG_FAILED, TAG_RESULT))
-            if message is None:
+            # Every waiting message before sleeping again (a burst of results from many
+            # workers is drained at once), checking for a stop now and then.
+            handled = 0
+            while handled < DRAIN and (message := self._poll_any((TAG_FAILED, TAG_RESULT))):
+                handled += 1
+                source, tag, payload = message
+                if tag == TAG_FAILED and payload.kind == "preempted":
+                    outstanding[source] = 0  # it drops the chunks it had not started
+                    deadline = deadline or stop()
+                elif tag == TAG_FAILED:
+                    raise WorkerFailed(payload)
+                else:
+                    chunk, values, seconds = payload
+                    outstanding[source] -= 1
+                    planner.observe(len(chunk), seconds, source)
+                    record(chunk, values)
+                    hand_out(source)
+            if not handled:
                 time.sleep(POLL_SECONDS)
-                continue
-            source, tag, payload = message
-            if tag == TAG_FAILED and payload.kind == "preempted":
-                outstanding[source] = 0  # it drops the chunks it had not started
-                deadline = deadline or stop()
-            elif tag == TAG_FAILED:
-                raise WorkerFailed(payload)
-            else:
-                chunk, values = payload
-                outstanding[source] -= 1
-                record(chunk, values)
-                hand_out(source)
-            sends = [request for request in sends if not request.Test()]
+            if len(sends) > 2 * len(self.workers):  # completed sends, pruned in batches
+                sends = [request for request in sends if not request.Test()]
         if deadline is not None:
             raise Preempted
         self._mpi.Request.waitall(sends)
@@ -298,8 +307,11 @@ class Session:
                 return
             yield message
 
-    def send_result(self, chunk: np.ndarray, values: dict[str, list[float]]) -> None:
-        self.comm.send((chunk, values), dest=0, tag=TAG_RESULT)
+    def send_result(self, chunk: np.ndarray, values: dict[str, Any], seconds: float) -> None:
+        """The values of a finished chunk (arrays pickle far faster than lists of floats),
+        with the seconds it took, from which the master sizes the chunks that follow."""
+        arrays = {name: np.asarray(column, dtype=np.float64) for name, column in values.items()}
+        self.comm.send((chunk, arrays, seconds), dest=0, tag=TAG_RESULT)
 
     def report_failure(self, failure: WorkerFailure) -> None:
         self.comm.send(failure, dest=0, tag=TAG_FAILED)

@@ -5,8 +5,8 @@ send the setup, gather the workers' readiness, serve chunks, record results — 
 session, whose single "worker" is an evaluator built here. So the run loop exists once, and
 the serial surface is the MPI surface bit for bit (the same evaluator code on the same points).
 
-Differences that matter: results are recorded point by point (a serial run never has a point
-in flight that a kill could lose beyond the one being evaluated), errors in the evaluator
+Differences that matter: results are recorded point by point (the file follows within
+`SurfaceWriter.FLUSH_SECONDS`, as under MPI), errors in the evaluator
 propagate as they are (with their traceback: there is no other rank to tell), and ending the
 job is a SystemExit with the code MPI would abort with.
 """
@@ -79,22 +79,21 @@ class SerialSession:
 
     def serve(
         self,
-        chunks: list[np.ndarray],
+        todo: np.ndarray,
         record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         assert self._evaluator is not None, "gather_ready builds the evaluator first"
         grid = self._setup.grid
-        for chunk in chunks:
-            for position in range(len(chunk)):
-                point = chunk[position : position + 1]
-                done, values = evaluate_chunk(self._evaluator, grid, point, stop_when)
-                if len(done):
-                    record(done, values)
-                if stop_when():
-                    on_stop()
-                    raise Preempted
+        for position in range(len(todo)):
+            point = todo[position : position + 1]
+            done, values = evaluate_chunk(self._evaluator, grid, point, stop_when)
+            if len(done):
+                record(done, values)
+            if stop_when():
+                on_stop()
+                raise Preempted
 
     def stop_workers(self, exit_code: int) -> None:
         """Nothing to stop: the one worker is this process."""

@@ -23,6 +23,7 @@ at any moment leaves a readable file in which every `done` point holds its real 
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,17 @@ def _attributes(h5file: h5py.File) -> dict[str, Any]:
 
 
 class SurfaceWriter:
-    """The open surface file of a running sweep; rank 0 / the serial sweep is its only writer."""
+    """The open surface file of a running sweep; rank 0 / the serial sweep is its only writer.
+
+    It keeps every column and the `done` mask in memory (a 1001×1001 grid: 8 MB a column) and
+    writes them in batches: `record` only updates memory, and at most every FLUSH_SECONDS (or
+    on `flush`/`close`) the rows touched since the last write go out as whole slabs, values
+    first, flushed to the OS, then their `done` flags, flushed again. A kill at any moment
+    leaves values on disk before any flag that vouches for them; it loses at most the last
+    FLUSH_SECONDS of results, which the next run recomputes.
+    """
+
+    FLUSH_SECONDS = 0.5
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -179,42 +190,83 @@ class SurfaceWriter:
         except OutputError:
             self._file.close()
             raise
-        self.done = self._file["done"][()]  # kept in step with the file
+        self.done = self._file["done"][()]  # memory; the file's flags follow at each flush
+        self._values = {name: self._file[name][()] for name in self.metrics}
+        # A 2D grid is written in whole rows of y; a 1D one in runs of ROW_1D points.
+        self._row = self.done.shape[1] if self.done.ndim == 2 else ROW_1D
+        self._dirty: list[np.ndarray] = []  # flat indices recorded since the last write
+        self._written = time.monotonic()
 
     @property
     def metrics(self) -> list[str]:
         """The dataset names of the columns, the keys `record` expects."""
         return [column.name for column in self.columns]
 
-    def record(self, indices: Sequence[int], values: dict[str, Sequence[float]]) -> None:
-        """Store the metric values of the flat point indices, then mark them done.
+    def record(self, indices: Sequence[int] | np.ndarray, values: dict[str, Any]) -> None:
+        """Take the metric values of the flat point indices; they reach the file (values
+        before flags) at the next flush, which this starts when FLUSH_SECONDS have passed.
 
         `values` maps every column's dataset name to one value per index.
         """
-        shape = self.done.shape
-        positions = [np.unravel_index(int(index), shape) for index in indices]
+        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
         for name in self.metrics:
-            dataset = self._file[name]
-            for position, value in zip(positions, values[name], strict=True):
-                dataset[position] = value
-        self._file.flush()  # values reach the OS before any flag that vouches for them
-        for position in positions:
-            self._file["done"][position] = True
-            self.done[position] = True
-        self._file.flush()
+            column = np.asarray(values[name], dtype=np.float64).reshape(-1)
+            if column.shape != flat.shape:
+                raise ValueError(f"{name}: {column.size} values for {flat.size} points")
+            self._values[name].reshape(-1)[flat] = column
+        self.done.reshape(-1)[flat] = True
+        self._dirty.append(flat)
+        if time.monotonic() - self._written >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows recorded since the last write: values, flush, flags, flush."""
+        if self._dirty:
+            rows = np.unique(np.concatenate(self._dirty) // self._row)
+            self._dirty = []
+            runs = _runs(rows)
+            for name in self.metrics:
+                self._write_rows(self._file[name], self._values[name], runs)
+            self._file.flush()  # values reach the OS before any flag that vouches for them
+            self._write_rows(self._file["done"], self.done, runs)
+            self._file.flush()
+        self._written = time.monotonic()
+
+    def _write_rows(
+        self, dataset: h5py.Dataset, memory: np.ndarray, runs: list[tuple[int, int]]
+    ) -> None:
+        for first, last in runs:
+            if memory.ndim == 2:
+                dataset[first:last] = memory[first:last]
+            else:
+                start, stop = first * self._row, min(last * self._row, memory.size)
+                dataset[start:stop] = memory[start:stop]
 
     @property
     def complete(self) -> bool:
         return bool(self.done.all())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file.id.valid:
+            try:
+                self.flush()
+            finally:
+                self._file.close()
 
     def __enter__(self) -> SurfaceWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+ROW_1D = 4096  # points per write unit of a 1D surface
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted row numbers as [first, last) runs of consecutive rows: one slab write each."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks) if run.size]
 
 
 def create_surface(

@@ -16,10 +16,12 @@ import) stops the job before the first byte is written.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from lsurf import parallel, store
 from lsurf.config import SweepConfig
 from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import pick_device
-from lsurf.grid import Grid, chunks, pending
+from lsurf.grid import Grid, pending
 from lsurf.preparation import (
     FROM_CONFIG,
     Sources,
@@ -43,7 +45,6 @@ from lsurf.serial import PointFailed, SerialSession, evaluate_chunk
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a job they pre-empted
-MAX_CHUNK = 16  # points per chunk at most: little lost work, fine-grained load balance
 
 Log = Callable[[str], None]
 
@@ -58,11 +59,6 @@ class SweepOutcome:
     total: int  # points on the grid
     computed: int  # points evaluated by this run
     already_complete: bool  # the file was complete before this run started
-
-
-def chunk_size(points: int, workers: int) -> int:
-    """About eight chunks per worker for balance at the end, at most MAX_CHUNK points each."""
-    return max(1, min(MAX_CHUNK, points // max(8 * workers, 1)))
 
 
 def run_sweep(
@@ -163,8 +159,8 @@ def _run_master(
         _log_start(log, config, state is False, total, len(todo), shown)
         progress = Progress(total, total - len(todo), log, log_every)
 
-        def record(chunk: np.ndarray, values: dict[str, list[float]]) -> None:
-            writer.record(chunk.tolist(), values)
+        def record(chunk: np.ndarray, values: dict[str, Any]) -> None:
+            writer.record(chunk, values)
             progress.advance(len(chunk))
 
         def on_stop() -> None:
@@ -177,8 +173,7 @@ def _run_master(
             )
 
         try:
-            work = chunks(todo, chunk_size(len(todo), workers))
-            session.serve(work, record, terminated, on_stop)
+            session.serve(todo, record, terminated, on_stop)
         except parallel.WorkerFailed as error:
             failure = error.failure
             log(
@@ -244,13 +239,14 @@ def _run_worker(session: parallel.Session) -> None:
         return _wait_for_stop(session)
     session.report_ready(evaluator.columns)
     for chunk in session.chunks():
+        started = time.perf_counter()
         try:
             done, values = evaluate_chunk(evaluator, setup.grid, chunk, terminated)
         except PointFailed as error:
             assert error.__cause__ is not None
             session.report_failure(parallel.failure(session.rank, error.index, error.__cause__))
             return _wait_for_stop(session)
-        session.send_result(done, values)
+        session.send_result(done, values, time.perf_counter() - started)
         if terminated():
             # Whatever this worker finished is on its way to rank 0; tell it the job must stop.
             session.report_failure(parallel.WorkerFailure(session.rank, None, "", "preempted"))

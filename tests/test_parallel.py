@@ -14,7 +14,6 @@ from surface_helpers import done_count
 
 from lsurf.parallel import Placement, place_worker
 from lsurf.store import read_surface
-from lsurf.sweep import chunk_size
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 INJECT = Path(__file__).resolve().parent / "inject"
@@ -36,12 +35,6 @@ def test_cpu_workers_share_the_cores():
     assert place_worker(0, 2, cuda_devices=0, cores=2) == Placement("cpu", 1)
     assert place_worker(1, 1, cuda_devices=0, cores=2) == Placement("cpu", 2)
     assert place_worker(5, 8, cuda_devices=0, cores=2) == Placement("cpu", 1)  # at least one
-
-
-def test_chunks_are_small_enough_to_balance_and_bounded():
-    assert chunk_size(24, 2) == 1
-    assert chunk_size(10_000, 2) == 16
-    assert chunk_size(1000, 4) == 16 and chunk_size(300, 4) == 9
 
 
 def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):

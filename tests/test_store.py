@@ -139,11 +139,13 @@ def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypa
 
     monkeypatch.setattr(h5py.Dataset, "__setitem__", watching)
     writer.record([1, 10], {name: [5.0, 6.0] for name in METRICS})
+    assert not seen_before_flags  # recorded in memory; the file follows at the next flush
+    writer.flush()
     monkeypatch.undo()
     nan = float("nan")
     values_then = [[nan, 5.0, nan, nan], [nan, nan, nan, nan], [nan, nan, 6.0, nan]]
     assert seen_before_flags[0] == f"{values_then} {np.zeros((3, 4), bool).tolist()}"
-    # After `record` returns, a reader sees the flags; the file stays claimed by the writer.
+    # After the flush, a reader sees the flags; the file stays claimed by the writer.
     lines = read_in_another_process(path)
     flags_now = np.isin(np.arange(12), [1, 10]).reshape(3, 4).tolist()
     assert lines[0] == f"{values_then} {flags_now}"

@@ -1,0 +1,81 @@
+"""The master's queue of points: chunks sized to the time a point takes.
+
+Input: the pending flat point indices (ascending), the number of workers, and as the sweep
+runs, how long workers took for the chunks they returned. Output: the next chunk to hand out.
+
+A chunk is about TARGET_SECONDS of the worker's own work: large enough that the master
+handles a few messages per worker per second whatever a point costs (a 1M-point grid of
+millisecond points would otherwise be a million messages), small enough that a kill loses
+little and the queue still balances. Each worker's time per point is measured on its own
+(an exponential average over the chunks it returned), so a slow GPU, a straggler, gets fewer
+points per chunk rather than chunks that run long after the others are done; a worker not
+heard from yet is sized by the average of all. Two limits keep the start quick and the end
+balanced: until a chunk has come back, chunks are one point each (nothing is known of the
+cost yet), and a chunk never holds more than TAIL_SHARE of the work left per worker, so the
+last chunks shrink and every worker finishes at nearly the same moment.
+
+Chunk sizes never change results: each point is evaluated on its own, whoever takes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TARGET_SECONDS = 1.0  # of one worker's work per chunk
+MAX_POINTS = 4096  # per chunk at most: bounds a message and the work a kill can lose
+TAIL_SHARE = 0.5  # a chunk is at most this share of the points left per worker
+SMOOTHING = 0.3  # weight of the newest chunk in the average time per point
+
+
+class ChunkPlanner:
+    """Carves `todo` (flat indices, ascending) into consecutive chunks, sized as it learns."""
+
+    def __init__(self, todo: np.ndarray, workers: int) -> None:
+        self._todo = np.asarray(todo, dtype=np.int64)
+        self._next = 0
+        self._workers = max(1, workers)
+        self.seconds_per_point: float | None = None  # all workers together
+        self._per_worker: dict[int, float] = {}
+
+    @property
+    def remaining(self) -> int:
+        """Points not handed out yet."""
+        return len(self._todo) - self._next
+
+    def observe(self, points: int, seconds: float, worker: int | None = None) -> None:
+        """`worker` spent `seconds` evaluating a chunk of `points` points."""
+        if points <= 0:
+            return
+        measured = max(seconds, 0.0) / points
+        self.seconds_per_point = _averaged(self.seconds_per_point, measured)
+        if worker is not None:
+            self._per_worker[worker] = _averaged(self._per_worker.get(worker), measured)
+
+    def size(self, worker: int | None = None) -> int:
+        """How many points `worker`'s next chunk takes (0 when none are left)."""
+        if self.remaining == 0:
+            return 0
+        average = self.seconds_per_point
+        if average is None:
+            return 1
+        own = self._per_worker.get(worker, average) if worker is not None else average
+        if own <= 0 or average <= 0:  # free points: only the tail and the cap limit a chunk
+            wanted = int(TAIL_SHARE * self.remaining / self._workers)
+        else:
+            left_per_worker = self.remaining * average / self._workers  # seconds of work
+            seconds = min(TARGET_SECONDS, TAIL_SHARE * left_per_worker)
+            wanted = int(seconds / own)
+        return max(1, min(wanted, MAX_POINTS, self.remaining))
+
+    def next_chunk(self, worker: int | None = None) -> np.ndarray | None:
+        """The next chunk for `worker`, or None when every point has been handed out."""
+        size = self.size(worker)
+        if size == 0:
+            return None
+        chunk = self._todo[self._next : self._next + size]
+        self._next += size
+        return chunk
+
+
+def _averaged(average: float | None, measured: float) -> float:
+    return measured if average is None else average + SMOOTHING * (measured - average)
