@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lsurf import params
+from lsurf.checkpoint import require_finite
 from lsurf.config import OBJECT_LABEL, objects_sweep_config
 from lsurf.datasets import from_object
 from lsurf.errors import ConfigError
@@ -105,6 +106,7 @@ def sweep(
 
         def load_origin(target: nn.Module, _: object) -> str:
             target.load_state_dict(state)
+            require_finite(target, "the model passed to lsurf.api.sweep")
             return params.digest(state)
 
         def open_split(data_config: Any, name: str, on: torch.device, channels_last: bool) -> Any:

@@ -144,7 +144,8 @@ def load_weights(model: nn.Module, path: Path) -> None:
     Every key and shape must match; the only tolerated gap is BatchNorm's
     `num_batches_tracked` missing from old checkpoints, which keeps the model's value.
     Any mismatch raises one single-line CheckpointError listing missing keys, unexpected
-    keys and shape mismatches, with a hint when another registry model fits the file.
+    keys and shape mismatches, with a hint when another registry model fits the file; so do
+    weights holding NaN or inf (`require_finite`).
     """
     path = Path(path)
     state = read_state_dict(path)
@@ -174,6 +175,40 @@ def load_weights(model: nn.Module, path: Path) -> None:
     for key, value in expected.items():
         complete.setdefault(key, value)
     model.load_state_dict(complete, strict=True)
+    require_finite(model, f"checkpoint {path}")
+
+
+def require_finite(model: nn.Module, source: str) -> None:
+    """Refuse weights holding NaN or inf, naming the first tensor that does.
+
+    A diverged run's checkpoint is worth a look, but not through its weights once they are
+    NaN: the model's outputs are NaN whatever the inputs, so every loss is NaN, at θ* and at
+    every point of a surface (NaN·0 is NaN: no direction moves a point off it, and filter
+    normalization spreads the NaN to the directions themselves), while accuracy sits at a
+    constant chance value. A sweep would spend its whole cost on that; refused up front, the
+    researcher picks an earlier checkpoint. Parameters may hold neither NaN nor inf; buffers
+    may hold inf (an attention mask of -inf is common), never NaN.
+    """
+    broken: list[tuple[str, int, int]] = []  # (name, values not finite, values)
+    tensors = [(name, tensor, True) for name, tensor in model.named_parameters()]
+    tensors += [(name, tensor, False) for name, tensor in model.named_buffers()]
+    for name, tensor, is_parameter in tensors:
+        if not tensor.is_floating_point():
+            continue
+        bad = ~torch.isfinite(tensor) if is_parameter else torch.isnan(tensor)
+        count = int(bad.sum())
+        if count:
+            broken.append((name, count, tensor.numel()))
+    if not broken:
+        return
+    name, count, size = broken[0]
+    others = len(broken) - 1
+    more = f"; {others} more tensor{'s' if others > 1 else ''} too" if others else ""
+    raise CheckpointError(
+        f"{source} holds NaN or inf in {name} ({count:,} of its {size:,} values{more}): every "
+        "loss computed with these weights would be NaN, at every point of a surface (had the "
+        "training diverged when it was saved?); use an earlier checkpoint of the run"
+    )
 
 
 def _listed(names: list[str]) -> str:

@@ -1,10 +1,11 @@
 """`lsurf sweep --plan`: what a sweep would do and how long it would take, writing nothing.
 
 Before asking a scheduler for hours of GPU time, a researcher wants to know how many points
-are left (a resumed sweep has fewer), whether the direction file will be reused, and what a
-point costs on this hardware. The plan runs every check the sweep runs (a config that plans
-cleanly starts cleanly), times the evaluation of the origin on the configured device, and
-writes no byte: no surface file, no direction file.
+are left (a resumed sweep has fewer), whether the direction file will be reused, what the
+surface takes in memory and on disk, and what a point costs on this hardware. The plan runs
+every check the sweep runs (a config that plans cleanly starts cleanly), times the
+evaluation of the origin on the configured device, and writes no byte: no surface file, no
+direction file.
 
 Input: a validated `SweepConfig` and the `--force` flag. Output: the report's lines.
 """
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from lsurf import params, store
+from lsurf import capacity, params, store
 from lsurf.config import SweepConfig
 from lsurf.evaluate import pick_device
 from lsurf.grid import pending
@@ -54,6 +55,7 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
     )
     lines.append(f"data     {sizes}")
     lines.append(f"metrics  {', '.join(column.name for column in evaluator.columns)}")
+    lines.append(_size_line(config, grid.size, len(evaluator.columns), resumed=state is False))
     weights = params.count(params.movable(prepared.model, include_buffers=False))
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     lines.append(
@@ -85,6 +87,20 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
         )
     lines.append("         (one worker per GPU; workers add up as long as each has its own)")
     return lines
+
+
+def _size_line(config: SweepConfig, points: int, columns: int, resumed: bool) -> str:
+    """What the surface takes in rank 0's memory and on disk, beside what there is."""
+    memory, disk = capacity.surface_bytes(points, columns)
+    available = capacity.available_memory()
+    line = f"size     {capacity.format_bytes(memory)} in rank 0's memory"
+    if available is not None:
+        line += f" ({capacity.format_bytes(available)} available)"
+    line += f", {capacity.format_bytes(disk)} on disk"
+    if resumed:
+        return line + " (the file exists)"
+    free = capacity.free_disk(config.output)
+    return line if free is None else line + f" ({capacity.format_bytes(free)} free)"
 
 
 def _unit(size: int, device: torch.device) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """The phases of a sweep before its run: check, load and commit.
 
 - **check** (`prepare`, `check_output`; rank 0 or the one process): every check on user input,
-  made before the first byte is written — the model holding θ*, the direction kind's own
-  inputs (θ2 of an interpolation, a trajectory), the directions (reusing the direction file
-  when it fits this sweep, recomputing it when there is none or --force owns it, refusing one
-  made for another sweep), the grid with its 'auto' axes fitted, the attributes that tell this
-  sweep from any other, and the decision about the output (create, resume, or leave it alone
-  because it is complete; a file holding a different sweep is refused).
+  made before the first byte is written — the grid's size against the machine's memory and
+  disk (lsurf.capacity), the model holding θ*, the direction kind's own inputs (θ2 of an
+  interpolation, a trajectory), the directions (reusing the direction file when it fits this
+  sweep, recomputing it when there is none or --force owns it, refusing one made for another
+  sweep), the grid with its 'auto' axes fitted, the attributes that tell this sweep from any
+  other, and the decision about the output (create, resume, or leave it alone because it is
+  complete; a file holding a different sweep is refused).
 - **load** (`load`; every worker, the serial run, --plan): a fresh model holding θ*, the data
   on the device, the loss, the evaluator, and its probe, which decides the columns.
 - **commit** (`open_output`): new directions, then the surface file. The only writer here;
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from lsurf import checkpoint, kinds, models, params, store
+from lsurf import capacity, checkpoint, kinds, models, params, store
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
@@ -116,6 +117,9 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
 
     `force` lets new directions replace the output's own direction file.
     """
+    fitted_later = isinstance(config.grid.x, AutoAxis) or isinstance(config.grid.y, AutoAxis)
+    if not fitted_later:  # a grid too large for the machine is refused before any work
+        capacity.check_sweep_fits(config, force)
     model = sources.build_model(config.model)
     identity: dict[str, Any] = {
         "checkpoint_sha256": sources.load_origin(model, config.model),
@@ -141,6 +145,8 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         directions = replace(directions, trajectory=path_on_plane(config, model, directions))
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
+    if fitted_later:
+        capacity.check_sweep_fits(config, force)
     identity["config"] = to_yaml(config)
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)

@@ -40,6 +40,8 @@ def weight_statistics(
     Biases and BN parameters (≤ 1 dimension) and buffers are left out, as the paper's
     histograms are of the weights that filter normalization acts on. `limit` defaults to
     the largest |w|, so several checkpoints compared side by side should share one.
+    NaN and inf (a diverged run, which `lsurf weights` may still compare) fall outside every
+    bin and the limit; the norm of a tensor holding them is NaN or inf.
     """
     import torch
 
@@ -49,8 +51,9 @@ def weight_statistics(
         if value.is_floating_point() and value.dim() > 1
     }
     everything = torch.cat(list(weights.values()))
-    bound = float(everything.abs().max()) if limit is None else limit
-    counts = torch.histc(everything, bins=BINS, min=-bound, max=bound)
+    bound = _largest_finite(everything) if limit is None else limit
+    finite = everything[everything.isfinite()]  # histc reads NaN into its range when it is 0
+    counts = torch.histc(finite, bins=BINS, min=-bound, max=bound)
     return WeightStatistics(
         names=tuple(weights),
         norms=np.array([float(value.norm()) for value in weights.values()]),
@@ -63,11 +66,18 @@ def weight_statistics(
 def shared_limit(states: Sequence[dict[str, torch.Tensor]]) -> float:
     """The largest |w| over several checkpoints: one histogram range for all of them."""
     return max(
-        float(value.detach().abs().max())
+        _largest_finite(value.detach())
         for state in states
         for value in state.values()
         if value.is_floating_point() and value.dim() > 1
     )
+
+
+def _largest_finite(values: torch.Tensor) -> float:
+    """The largest finite |w| (0 when there is none)."""
+    magnitudes = values.abs()
+    finite = magnitudes[magnitudes.isfinite()]
+    return float(finite.max()) if finite.numel() else 0.0
 
 
 def plot_weight_statistics(statistics: dict[str, WeightStatistics], out: Path) -> Path:

@@ -323,3 +323,81 @@ def test_file_digest_is_the_sha256_of_the_file(tmp_path: Path) -> None:
 def test_file_digest_of_a_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         file_digest(tmp_path / "absent.pt")
+
+
+# ------------------------------------------------------------------ weights that are not finite
+
+
+def diverged(small_checkpoint: Path, folder: Path, value: float, count: int = 3) -> Path:
+    """The small checkpoint with `count` values of conv2.weight set to `value` (NaN, inf)."""
+    state = read_state_dict(small_checkpoint)
+    state["conv2.weight"].view(-1)[:count] = value
+    path = folder / "diverged.pt"
+    save_checkpoint(path, state)
+    return path
+
+
+def files_under(folder: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_sweep_of_a_diverged_checkpoint_is_refused_in_one_line_before_any_write(
+    small_checkpoint, sweep_yaml, tmp_path, capsys, value
+) -> None:
+    from lsurf.cli import main
+
+    path = diverged(small_checkpoint, tmp_path, value)
+    config = sweep_yaml({"model.checkpoint": str(path)})
+    before = files_under(tmp_path)
+    assert main(["sweep", str(config)]) == 2
+    assert files_under(tmp_path) == before  # no direction file, no surface file
+    assert capsys.readouterr().err == (
+        f"lsurf: error: checkpoint {path} holds NaN or inf in conv2.weight (3 of its 1,152 "
+        "values): every loss computed with these weights would be NaN, at every point of a "
+        "surface (had the training diverged when it was saved?); use an earlier checkpoint "
+        "of the run\n"
+    )
+
+
+def test_an_interpolation_target_holding_nan_is_refused_and_the_output_kept(
+    small_checkpoint, sweep_yaml, existing_output, tmp_path, capsys
+) -> None:
+    from lsurf.cli import main
+
+    output, contents, modified = existing_output
+    target = diverged(small_checkpoint, tmp_path, float("nan"), count=1)
+    config = sweep_yaml({"directions": {"kind": "target", "target": str(target)}})
+    assert main(["sweep", str(config), "--force"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"lsurf: error: checkpoint {target} holds NaN or inf in conv2")
+    assert error.count("\n") == 1
+    assert output.read_bytes() == contents and output.stat().st_mtime_ns == modified
+
+
+def test_other_tensors_holding_nan_are_counted_and_an_inf_buffer_is_a_mask() -> None:
+    from lsurf.checkpoint import require_finite
+
+    model = seeded("convnet_small", 0)
+    model.register_buffer("mask", torch.tensor([0.0, -float("inf")]))  # e.g. attention
+    require_finite(model, "model")
+    with torch.no_grad():
+        model.conv1.weight.view(-1)[0] = float("nan")
+        model.linear.weight.view(-1)[:2] = float("inf")
+    model.bn1.running_var[0] = float("nan")
+    with pytest.raises(CheckpointError) as caught:
+        require_finite(model, "model")
+    assert str(caught.value).startswith(
+        "model holds NaN or inf in conv1.weight (1 of its 216 values; 2 more tensors too): "
+    )
+
+
+def test_the_python_api_refuses_a_model_holding_nan(cifar_root: Path) -> None:
+    from lsurf.api import sweep
+
+    model = seeded("convnet_small", 0)
+    with torch.no_grad():
+        model.conv1.weight.view(-1)[0] = float("nan")
+    inputs, targets = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    with pytest.raises(CheckpointError, match=r"^the model passed to lsurf.api.sweep holds NaN"):
+        sweep(model, (inputs, targets), x="-1:1:3", log=None)

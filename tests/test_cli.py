@@ -175,3 +175,122 @@ def test_an_unwritable_output_folder_is_one_line(sweep_yaml, tmp_path, capsys):
     assert main(["sweep", str(config)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in lines[0]
+
+
+# ------------------------------------------------------------------ damaged and locked outputs
+
+WRITER_HINT = (
+    "choose another output path, or pass --force to replace it (move it aside first to keep it)"
+)
+READER_HINT = (
+    "if a sweep wrote it, run that sweep again with --force to replace it (move it aside "
+    "first to keep it)"
+)
+
+
+def damage(output, how):
+    """Damage the surface file as a copy cut short, a disk error or an emptied file would;
+    return what HDF5 finds wrong, as the message words it."""
+    contents = output.read_bytes()
+    if how == "truncated":
+        output.write_bytes(contents[: len(contents) // 2])
+        return (
+            f"corrupt: it ends at byte {len(contents) // 2:,} of {len(contents):,}, as after a "
+            "copy cut short or a full disk"
+        )
+    output.write_bytes(b"" if how == "empty" else bytes(range(256)) * 20)
+    return "no HDF5 signature: empty, corrupt, or another format"
+
+
+@pytest.mark.parametrize("how", ["truncated", "random bytes", "empty"])
+def test_a_corrupt_output_is_named_corrupt_by_sweep_plot_and_info_and_kept(
+    existing_output, sweep_yaml, tmp_path, capsys, how
+):
+    output = existing_output[0]
+    reason = damage(output, how)
+    contents, stamp = output.read_bytes(), output.stat().st_mtime_ns
+    plots = tmp_path / "plots"
+    expected = {
+        "sweep": f"output file {output} is not a readable HDF5 file ({reason}); {WRITER_HINT}",
+        "plot": f"surface file {output} is not a readable HDF5 file ({reason}); {READER_HINT}",
+        "info": f"file {output} is not a readable HDF5 file ({reason}); {READER_HINT}",
+    }
+    commands = {
+        "sweep": ["sweep", str(sweep_yaml())],
+        "plot": ["plot", str(output), "--out", str(plots)],
+        "info": ["info", str(output)],
+    }
+    for command, argv in commands.items():
+        capsys.readouterr()
+        assert main(argv) == 2, command
+        assert capsys.readouterr().err == f"lsurf: error: {expected[command]}\n"
+        assert output.read_bytes() == contents and output.stat().st_mtime_ns == stamp
+    assert not plots.exists()
+
+
+def test_force_replaces_a_corrupt_output_with_the_whole_surface(existing_output, sweep_yaml):
+    from lsurf.store import read_surface
+
+    output = existing_output[0]
+    before = read_surface(output)
+    damage(output, "truncated")
+    assert main(["sweep", str(sweep_yaml()), "--force"]) == 0
+    after = read_surface(output)
+    assert after.done.all()
+    for name, values in before.metrics.items():
+        assert (after.metrics[name] == values).all(), name
+
+
+def test_an_output_another_process_holds_is_named_locked_not_corrupt(
+    existing_output, sweep_yaml, capsys
+):
+    output = existing_output[0]
+    # A sweep's writer in another process holds the file's HDF5 lock, as a running rank 0 or
+    # the rank 0 of a killed job that has not exited yet does.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, time; from lsurf.store import SurfaceWriter; "
+            f"w = SurfaceWriter(pathlib.Path({str(output)!r})); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        contents = output.read_bytes()  # as the holder left it: HDF5 flags a file open to write
+        assert main(["sweep", str(sweep_yaml())]) == 2
+        assert capsys.readouterr().err == (
+            f"lsurf: error: output file {output} is open for writing in another process: a "
+            "sweep still running, or the ranks of a killed job that have not exited yet (look "
+            "with `pgrep -af 'lsurf sweep'`; wait a few seconds, or kill them), then run the "
+            "same command again\n"
+        )
+        assert main(["info", str(output)]) == 0  # readers take no lock
+        assert output.read_bytes() == contents
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["sweep", str(sweep_yaml())]) == 0  # the same command, once it has exited
+
+
+def test_a_file_system_without_locks_is_named_with_its_way_out(
+    existing_output, sweep_yaml, monkeypatch, capsys
+):
+    def unlockable(*args, **kwargs):
+        raise OSError(
+            "Unable to synchronously open file (unable to lock file, errno = 38, error "
+            "message = 'Function not implemented')"
+        )
+
+    monkeypatch.setattr(h5py, "File", unlockable)
+    config = sweep_yaml()
+    assert main(["sweep", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"lsurf: error: direction file {existing_output[0].with_name('surface.directions.h5')} "
+        "cannot be locked (Function not implemented); on a file system without file locks "
+        "(some NFS or Lustre mounts) set HDF5_USE_FILE_LOCKING=FALSE, and let one sweep at a "
+        "time write an output\n"
+    )

@@ -28,10 +28,15 @@ def test_a_new_sweep_is_planned_without_writing_anything(sweep_yaml, tmp_path):
     ]
     assert lines[4] == "data     train 200 examples, test 100 examples"
     assert lines[5] == "metrics  train_loss, train_acc, test_loss, test_acc"
-    assert lines[6].startswith("model    convnet_small, 1586 parameters, on cpu, ")
-    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[7]).group(1))
+    # 12 points × (4 columns × 8 bytes + done flag + queue index) in memory, 12 × 33 on disk
+    assert re.fullmatch(
+        r"size     588 B in rank 0's memory \(\S+ \S+ available\), 396 B on disk \(\S+ \S+ free\)",
+        lines[6],
+    )
+    assert lines[7].startswith("model    convnet_small, 1586 parameters, on cpu, ")
+    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[8]).group(1))
     assert seconds > 0
-    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[8])
+    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[9])
 
 
 def test_a_partial_sweep_is_planned_as_a_resume_and_left_untouched(sweep_yaml, tmp_path):
@@ -45,6 +50,7 @@ def test_a_partial_sweep_is_planned_as_a_resume_and_left_untouched(sweep_yaml, t
     assert lines[1] == "output   resumed: 3 of 12 points done"
     assert lines[2].startswith("directions  reused: ")
     assert lines[3].endswith("(4x3 points), 9 to evaluate")
+    assert lines[6].endswith(", 396 B on disk (the file exists)")
 
 
 def test_a_complete_sweep_plans_nothing_and_bad_input_is_refused_as_by_the_sweep(

@@ -47,3 +47,20 @@ def test_weights_command_compares_checkpoints_on_one_scale(tmp_path, capsys):
     np.testing.assert_array_equal(a.bin_edges, b.bin_edges)  # one shared range
     np.testing.assert_allclose(b.norms, 3 * a.norms, rtol=1e-6)
     assert (tmp_path / "stats" / "weights.png").stat().st_size > 10_000
+
+
+def test_the_weights_of_a_diverged_checkpoint_are_compared_over_their_finite_values(tmp_path):
+    torch.manual_seed(0)
+    state = models.build("convnet_small").state_dict()
+    state["conv2.weight"].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -1000.0])
+    stats = weight_statistics(state)
+    multi = {key: value for key, value in state.items() if value.dim() > 1}
+    finite = torch.cat([value.reshape(-1) for value in multi.values()])
+    finite = finite[finite.isfinite()]
+    assert stats.bin_edges[-1] == float(finite.abs().max()) == 1000.0  # not inf, not NaN
+    assert int(stats.counts.sum()) == finite.numel() == sum(map(torch.numel, multi.values())) - 2
+    assert np.isnan(stats.norms[stats.names.index("conv2.weight")])
+    assert np.isfinite(stats.norms[stats.names.index("conv1.weight")])
+    path = tmp_path / "diverged.pt"
+    save_checkpoint(path, state)
+    assert main(["weights", str(path), "--out", str(tmp_path / "stats")]) == 0
