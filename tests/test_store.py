@@ -364,3 +364,36 @@ def test_a_damaged_metrics_attribute_is_one_line(tmp_path, stored, message):
         assert str(caught.value).startswith(f"surface file {path} {message}")
         assert str(caught.value).endswith("; rerun the sweep") and "\n" not in str(caught.value)
     h5py.File(path, "r+").close()  # the writer that refused the file let go of it
+
+
+def test_batched_writes_land_every_value_in_place_on_long_1d_and_2d_grids(tmp_path):
+    """Rows recorded in any order, far apart and in runs, across many flushes."""
+    rng = np.random.default_rng(1)
+    for grid in (Grid(np.arange(10_000.0), None), Grid(np.arange(300.0), np.arange(7.0))):
+        path = tmp_path / f"s{grid.size}.h5"
+        order = rng.permutation(grid.size)
+        with store.create_surface(path, grid, COLUMNS, ATTRIBUTES) as writer:
+            writer.FLUSH_SECONDS = 0.0  # a write at every record
+            for chunk in np.array_split(order, 37):
+                writer.record(chunk, {name: chunk * 2.0 for name in METRICS})
+        surface = store.read_surface(path)
+        assert surface.done.all()
+        for name in METRICS:
+            np.testing.assert_array_equal(
+                surface.metrics[name].reshape(-1), 2.0 * np.arange(grid.size)
+            )
+
+
+def test_records_wait_in_memory_until_the_flush_is_due(tmp_path):
+    path = tmp_path / "s.h5"
+    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
+        writer.FLUSH_SECONDS = 3600.0
+        writer.record([3], {name: [1.0] for name in METRICS})
+        assert writer.done.reshape(-1)[3]  # the run's own view: done
+        nothing = str(np.zeros((3, 4), bool).tolist())
+        assert read_in_another_process(path)[0].endswith(nothing)  # the file's: not yet
+        writer.flush()
+        assert not read_in_another_process(path)[0].endswith(nothing)
+        writer.record([4], {name: [2.0] for name in METRICS})
+    # Closing flushes what is left.
+    assert np.flatnonzero(store.read_surface(path).done).tolist() == [3, 4]

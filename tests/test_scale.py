@@ -1,0 +1,27 @@
+"""The scale simulator (benchmarks/scale.py) at CI size: the real master, protocol and store
+with 16 sleeping stub workers, every point of every scenario checked in the file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+def test_the_master_serves_many_workers_and_every_value_lands_in_place():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--workers", "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("all points done, every value right") == 3, out
+    idle = float(out.split("workers idle")[1].split("%")[0])
+    assert 0 <= idle < 25  # a loose bound on a shared machine; the README quotes 64 workers
+    assert "master busy" in out
