@@ -21,4 +21,6 @@ workers=${LSURF_WORKERS:-$("$python" -c 'import torch; print(torch.cuda.device_c
 mpiexec=${LSURF_MPIEXEC:-$(dirname "$python")/mpiexec}
 [ -x "$mpiexec" ] || mpiexec=$(command -v mpiexec)
 echo "lsurf: $workers workers + master via $mpiexec" >&2
-exec "$mpiexec" -n $((workers + 1)) "$python" -m mpi4py -m lsurf sweep "$@"
+# Inside a Slurm allocation (salloc) mpiexec starts its helpers with srun: SLURM_MPI_TYPE=none
+# keeps the site's MpiDefault plugin out of them, as in launch/slurm.sbatch.
+exec env SLURM_MPI_TYPE=none "$mpiexec" -n $((workers + 1)) "$python" -m mpi4py -m lsurf sweep "$@"

@@ -3,6 +3,8 @@
 The cluster runs in a temporary folder for this test session (tests/cluster/slurm_up.sh) and
 is stopped at the end whatever happens. Without Slurm installed the tests skip, unless
 LSURF_REQUIRE_SLURM=1 (as `make test` sets after installing it), where they fail instead.
+A second cluster is a site whose MpiDefault plugin cannot load (pmix, without the PMIx
+library), where plain `srun` fails with "Invalid MPI type 'pmix'".
 """
 
 import os
@@ -11,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,10 @@ CLUSTER = Path(__file__).resolve().parent / "cluster"
 GRID = ["--set", "grid.x=-1:1:8", "--set", "grid.y=-1:1:6"]  # 48 points, non-square
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
+@contextmanager
+def cluster(folder, mpi_default="none"):
+    """A one-node cluster with 4 CPUs and slurm.conf's MpiDefault=`mpi_default`: its environment
+    for the Slurm commands (SLURM_CONF, and LSURF_PYTHON for the job script)."""
     missing = [
         tool for tool in ("slurmctld", "slurmd", "sbatch", "munged") if not shutil.which(tool)
     ]
@@ -36,29 +41,51 @@ def slurm(tmp_path_factory):
         if os.environ.get("LSURF_REQUIRE_SLURM") == "1":
             pytest.fail(f"Slurm is required here but missing: {', '.join(missing)}")
         pytest.skip(f"Slurm not installed ({', '.join(missing)}); `make test` installs it as root")
-    folder = tmp_path_factory.mktemp("slurm")
     started = subprocess.run(
-        [str(CLUSTER / "slurm_up.sh"), str(folder), "4"], capture_output=True, text=True
+        [str(CLUSTER / "slurm_up.sh"), str(folder), "4", mpi_default],
+        capture_output=True,
+        text=True,
     )
     try:
         assert started.returncode == 0, started.stderr + _logs(folder)
-        env = dict(os.environ, SLURM_CONF=started.stdout.strip(), LSURF_PYTHON=sys.executable)
-        yield env
+        yield dict(os.environ, SLURM_CONF=started.stdout.strip(), LSURF_PYTHON=sys.executable)
     finally:
         subprocess.run([str(CLUSTER / "slurm_down.sh"), str(folder)], check=False)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    with cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def slurm_broken_mpi_default(tmp_path_factory):
+    """A site whose MpiDefault cannot load: every srun without --mpi fails at once."""
+    with cluster(tmp_path_factory.mktemp("slurm-pmix"), mpi_default="pmix") as env:
+        listed = subprocess.run(["srun", "--mpi=list"], env=env, capture_output=True, text=True)
+        assert "pmix" in listed.stdout + listed.stderr, listed.stdout + listed.stderr
+        plain = subprocess.run(
+            ["srun", "--ntasks=1", "true"], env=env, capture_output=True, text=True, timeout=60
+        )
+        if plain.returncode == 0:
+            pytest.skip("the PMIx library is installed here: MpiDefault=pmix loads, no fault")
+        assert "Invalid MPI type 'pmix'" in plain.stderr, plain.stderr
+        yield env
 
 
 def _logs(folder):
     return "".join(path.read_text()[-2000:] for path in (folder / "log").glob("*.log"))
 
 
-def submit(env, config, tmp_path, *extra):
+def submit(env, config, tmp_path, *extra, sbatch_options=()):
     result = subprocess.run(
         [
             "sbatch",
             "--parsable",
             "--ntasks=3",
             f"--output={tmp_path}/job-%j.log",
+            *sbatch_options,
             str(ROOT / "launch" / "slurm.sbatch"),
             str(config),
             *GRID,
@@ -201,3 +228,64 @@ def test_a_chain_of_jobs_finishes_a_sweep_its_first_job_did_not(slurm, resnet_co
     log = job_log(tmp_path, second)
     assert ended == "COMPLETED" and "resuming" in log, log
     assert_same(output, reference)
+
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
+
+
+def test_a_site_whose_mpi_default_cannot_load_runs_the_sweep(
+    slurm_broken_mpi_default, sweep_yaml, tmp_path
+):
+    # mpiexec's proxies are started by srun; under the site's broken default they used to die
+    # with "Invalid MPI type 'pmix'" and the job hung until its time limit.
+    config = sweep_yaml()
+    serial = sweep_yaml({"output": str(tmp_path / "serial.h5")}, name="serial.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "lsurf", "sweep", str(serial), *GRID], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    job = submit(slurm_broken_mpi_default, config, tmp_path, sbatch_options=["--time=5"])
+    ended = wait_for(slurm_broken_mpi_default, job, ENDED, timeout=120)
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "48/48 points (100%)" in log, log
+    assert "Invalid MPI type" not in log, log
+    assert_same(tmp_path / "out" / "surface.h5", read_surface(tmp_path / "serial.h5"))
+
+
+def test_a_failed_launch_ends_the_job_at_once_with_the_reason(
+    slurm_broken_mpi_default, sweep_yaml, tmp_path
+):
+    # The proxies' srun pinned to the site's broken plugin again: the original fault's launch.
+    env = dict(slurm_broken_mpi_default, HYDRA_LAUNCHER_EXTRA_ARGS="--mpi=pmix")
+    begun = time.monotonic()
+    job = submit(env, sweep_yaml(), tmp_path, sbatch_options=["--time=5"])
+    ended = wait_for(env, job, ENDED, timeout=90)
+    took = time.monotonic() - begun
+    log = job_log(tmp_path, job)
+    assert ended == "FAILED" and took < 60, (ended, took, log)
+    assert "Invalid MPI type 'pmix'" in log, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(
+        "lsurf: the MPI launch failed (mpiexec has had no child process (its srun) for 5s and "
+        "no rank has started; see above): check the MPI plugins this site has (srun --mpi=list)"
+    ), log
+    assert not (tmp_path / "out" / "surface.h5").exists()
+
+
+def test_a_launcher_that_never_starts_a_rank_is_stopped_at_the_launch_timeout(
+    slurm_broken_mpi_default, sweep_yaml, tmp_path
+):
+    # A launcher stuck with its helpers running and no rank ever started (an srun step that
+    # never gets its resources, say): only the timeout can tell.
+    stuck = tmp_path / "stuck-mpiexec"
+    stuck.write_text("#!/bin/sh\nsleep 600 &\nwait\n")
+    stuck.chmod(0o755)
+    env = dict(slurm_broken_mpi_default, LSURF_MPIEXEC=str(stuck), LSURF_LAUNCH_TIMEOUT="3")
+    begun = time.monotonic()
+    job = submit(env, sweep_yaml(), tmp_path, sbatch_options=["--time=5"])
+    ended = wait_for(env, job, ENDED, timeout=90)
+    took = time.monotonic() - begun
+    log = job_log(tmp_path, job)
+    assert ended == "FAILED" and took < 60, (ended, took, log)
+    assert "lsurf: the MPI launch failed (no rank started within 3s; see above)" in log, log
+    assert not (tmp_path / "out" / "surface.h5").exists()

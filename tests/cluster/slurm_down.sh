@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# Stops the cluster slurm_up.sh started in DIR (whatever state it is in).
+# Stops the cluster slurm_up.sh started in DIR (whatever state it is in). Jobs still running
+# are cancelled first and given up to 20 s to end: slurmstepd outlives a stopped slurmd by
+# design, so a job left hanging would keep its processes after the cluster is gone.
 dir=$(realpath -m "$1")
+export SLURM_CONF="$dir/slurm.conf"
+if [ -f "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+  scancel --partition=test 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    [ -z "$(squeue -h -t RUNNING,COMPLETING,PENDING -o %i 2>/dev/null)" ] && break
+    sleep 0.5
+  done
+fi
 for name in slurmd slurmctld munge/munged; do
   if [ -f "$dir/$name.pid" ]; then
     kill "$(cat "$dir/$name.pid")" 2>/dev/null || true

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts a one-node Slurm cluster (munge, slurmctld, slurmd) with all state in DIR, as root.
-# Usage: slurm_up.sh DIR CPUS   — prints the SLURM_CONF path; slurm_down.sh DIR stops it.
-# Debian's slurm-wlm + munge, no cgroups (sandbox): proctrack/linuxproc, task/none.
+# Usage: slurm_up.sh DIR CPUS [MPI_DEFAULT] — prints the SLURM_CONF path; slurm_down.sh DIR
+# stops it. Debian's slurm-wlm + munge, no cgroups (sandbox): proctrack/linuxproc, task/none.
+# MPI_DEFAULT (default none) is slurm.conf's MpiDefault, the plugin every srun without --mpi
+# loads: `pmix` without the PMIx library installed makes a site whose default cannot load.
 set -euo pipefail
 dir=$(realpath -m "$1")
 cpus=${2:-4}
+mpi_default=${3:-none}
 mkdir -p "$dir"/{state,spool,log,munge}
 chmod 700 "$dir/munge"
 host=$(hostname -s)
@@ -36,7 +39,7 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-MpiDefault=none
+MpiDefault=$mpi_default
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
