@@ -209,13 +209,18 @@ def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[st
         "checkpoint_sha256": identity["checkpoint_sha256"],
         "target_sha256": identity.get("target_sha256", ""),
     }
-    if "y_target_sha256" in identity:
-        recorded["y_target_sha256"] = identity["y_target_sha256"]
+    for key in ("y_target_sha256", "reference_sha256"):  # digests of the kind's inputs, if any
+        if key in identity:
+            recorded[key] = identity[key]
     if kind.uses_hessian:
         recorded["eigenvectors"] = settings.eigenvectors
         recorded["hessian"] = hessian_definition(config)
     return recorded
 
+
+# The digests of a sweep's input files (θ*, and a kind's own: lsurf.kinds.Inputs.identity),
+# compared on resume: a file whose contents changed under the same name is another sweep.
+INPUT_DIGESTS = ("checkpoint_sha256", "target_sha256", "y_target_sha256", "reference_sha256")
 
 # Recorded only where they say more than files written before they existed; a file that
 # records one the sweep does not expect was made differently (e.g. with space: states).
@@ -289,13 +294,7 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
         pass  # a config this version cannot read: compared as written, key by key
     new_config = to_plain(prepared.config)
     changed = [key for key in differences(old_config, new_config) if key not in OPERATIONAL_KEYS]
-    for key in (
-        "checkpoint_sha256",
-        "target_sha256",
-        "y_target_sha256",
-        "reference_sha256",
-        "directions_sha256",
-    ):
+    for key in (*INPUT_DIGESTS, "directions_sha256"):
         if found.get(key, "") != prepared.identity.get(key, ""):
             changed.append(key.removesuffix("_sha256") + " contents")
     if changed:

@@ -114,23 +114,14 @@ class ReferenceDirections(Kind):
         with h5py.File(settings.reference, "r", locking=False) as h5file:
             x = read(h5file["xdirection"])
             y = read(h5file["ydirection"]) if context.plane else None
-        return Directions(
-            kind=self.name, norm="none", ignore="none", seed=0, x=x, y=y, moves_buffers=states
-        )
+        # Whether the buffers move is the kind's `moves_buffers`, which the pipeline applies.
+        return Directions(kind=self.name, norm="none", ignore="none", seed=0, x=x, y=y)
 
     def record(self, settings: DirectionsConfig) -> dict[str, Any]:
-        from lsurf import checkpoint
-
-        assert settings.reference is not None  # resolve requires it
-        # The file's digest, not its path: a direction file computed from one reference file
-        # must not be reused for another, even under the same name.
-        return {
-            "norm": "none",
-            "ignore": "none",
-            "seed": 0,
-            "space": settings.space,
-            "reference_sha256": checkpoint.file_digest(settings.reference),
-        }
+        # The file's digest (`load`'s identity, which the direction file records beside these:
+        # lsurf.preparation.direction_settings), not its path: a direction file computed from
+        # one reference file is never reused for another, even under the same name.
+        return {"norm": "none", "ignore": "none", "seed": 0, "space": settings.space}
 
     def describe(self, settings: Mapping[str, Any]) -> str:
         reference = settings.get("reference")  # a direction file keeps the digest only
