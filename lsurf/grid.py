@@ -146,8 +146,3 @@ class Grid:
 def pending(done: np.ndarray) -> np.ndarray:
     """Flat indices (int64, ascending) of the points whose `done` flag is still false."""
     return np.flatnonzero(~done.reshape(-1)).astype(np.int64)
-
-
-def chunks(indices: np.ndarray, size: int) -> list[np.ndarray]:
-    """Split point indices into consecutive chunks of at most `size`."""
-    return [indices[start : start + size] for start in range(0, len(indices), size)]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lsurf.errors import ConfigError
-from lsurf.grid import AutoAxis, Axis, Grid, chunks, fit_axis, parse_auto_axis, parse_axis, pending
+from lsurf.grid import AutoAxis, Axis, Grid, fit_axis, parse_auto_axis, parse_axis, pending
 
 
 def test_parse_axis_gives_linspace_coordinates():
@@ -60,9 +60,7 @@ def test_one_dimensional_grid_has_zero_beta():
     assert [grid.coordinates(k) for k in range(3)] == [(-1.0, 0.0), (0.0, 0.0), (1.0, 0.0)]
 
 
-def test_pending_lists_undone_points_in_order_and_chunks_cover_them():
+def test_pending_lists_undone_points_in_order():
     done = np.array([[True, False, False], [False, True, False]])
     todo = pending(done)
     assert todo.tolist() == [1, 2, 3, 5]
-    parts = chunks(todo, 3)
-    assert [part.tolist() for part in parts] == [[1, 2, 3], [5]]
