@@ -94,19 +94,19 @@ def protocol_main(points: int) -> None:
 
     session = Session()
     if session.is_master:
-        session.send_setup("go")
+        session.send_setup(["go"])
         session.gather_ready(lambda: False)
         started = time.perf_counter()
         todo = np.arange(points, dtype=np.int64)
-        session.serve(todo, lambda chunk, values: None, lambda: False)
+        session.serve([todo], lambda sweep, chunk, values: None, lambda: False)
         elapsed = time.perf_counter() - started
         session.stop_workers(0)
         print(f"{elapsed / points:.6f}")
     else:
         session.receive_setup()
         session.report_ready(None)
-        for chunk in session.chunks():
-            session.send_result(chunk, {"train_loss": [0.0] * len(chunk)}, 0.0)
+        for sweep, chunk in session.chunks():
+            session.send_result(sweep, chunk, {"train_loss": [0.0] * len(chunk)}, 0.0)
 
 
 def main() -> None:

@@ -80,14 +80,15 @@ def vm_kib(field: str) -> int:
 
 def stub_worker(session) -> None:
     """A worker rank: the real protocol, evaluation replaced by sleeping."""
-    setup: StubSetup | None = session.receive_setup()
-    if setup is None:
+    setups: list[StubSetup] | None = session.receive_setup()
+    if setups is None:
         return
-    session.report_ready(setup.columns)
+    (setup,) = setups  # one sweep
+    session.report_ready([setup.columns])
     rng = np.random.default_rng(session.rank)
     slow = STRAGGLER_FACTOR if session.rank > session.size - 1 - setup.stragglers else 1.0
     busy, first = 0.0, None
-    for chunk in session.chunks():
+    for sweep, chunk in session.chunks():
         first = first or time.perf_counter()
         seconds = 0.0
         if setup.seconds > 0:
@@ -95,7 +96,7 @@ def stub_worker(session) -> None:
             seconds = float(slow * setup.seconds * draws.sum())
             time.sleep(seconds)
         busy += seconds
-        session.send_result(chunk, made_up(chunk), seconds)
+        session.send_result(sweep, chunk, made_up(chunk), seconds)
     # From its first chunk to the master's stop: waiting between chunks and at the end, while
     # others finish, counts as idle; the start-up before the first chunk (set-up, the other
     # ranks' set-up, creating the file) does not, the launch-to-end line shows it.
@@ -117,7 +118,7 @@ def master(session, config_path: Path, setup_law: dict, report: Path, chunk: int
 
     preparation.Prepared.worker_setup = light_setup
     config = load_sweep_config(config_path)
-    sweep._run_master(config, True, session, lambda line: None, None, preparation.FROM_CONFIG)
+    sweep._run_master([config], True, session, lambda line: None, None, preparation.FROM_CONFIG)
     stats = [session.comm.recv(source=worker, tag=TAG_STATS) for worker in session.workers]
     results = {
         "points": session.points,
@@ -147,7 +148,7 @@ def measured_session():
             self.wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             self.cpu = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
-            self.points = len(todo)
+            self.points = sum(len(points) for points in todo)
 
     return MeasuredSession()
 

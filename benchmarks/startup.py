@@ -114,14 +114,14 @@ class Journal:
 
 def install_timers(journal: Journal) -> None:
     """Wrap the start-up steps of lsurf where they are looked up at call time."""
-    from lsurf import checkpoint, data, datasets, evaluate, models, parallel, sweep
+    from lsurf import checkpoint, data, datasets, evaluate, models, parallel, serial, sweep
 
     steps: list[tuple[object, str, str]] = [
         (sweep, "prepare", "prepare"),  # rank 0: the whole check phase
         (models, "build_named", "model build"),  # rank 0 in prepare, every worker in load
         (checkpoint, "load_weights", "checkpoint"),  # rank 0 only
         (parallel.Session, "receive_setup", "wait for setup"),  # workers, idle meanwhile
-        (sweep, "load", "load"),  # every worker: the whole load phase
+        (serial, "load", "load"),  # every worker: the whole load phase (of each sweep)
         (datasets, "_cifar_split", "split"),  # read + normalize + device and layout copy
         (datasets, "load_configured", "read and normalize"),
         (data, "_read_batch", "read file"),  # one pickled batch file, unpickled

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsurf.config import SweepConfig
@@ -96,6 +97,27 @@ def check_sweep_fits(config: SweepConfig, force: bool) -> None:
     new_file = force or not config.output.exists()
     disk = free_disk(config.output) if new_file else None
     check_surface_fits(shape, columns, config.output, available_memory(), disk)
+
+
+def check_sweeps_fit(configs: Sequence[SweepConfig]) -> None:
+    """Several sweeps in one job (axes resolved): rank 0 holds all their surfaces at once, so
+    sweeps that fit one by one may not fit together."""
+    if len(configs) < 2:
+        return
+    needed = 0
+    for config in configs:
+        x, y = config.grid.x, config.grid.y
+        assert isinstance(x, Axis) and not isinstance(y, AutoAxis)  # resolved by the caller
+        points = x.num * (1 if y is None else y.num)
+        columns = column_bound(config.data.splits, config.hessian.eigenvalues)
+        needed += surface_bytes(points, columns)[0]
+    memory = available_memory()
+    if memory is not None and needed > memory:
+        raise ConfigError(
+            f"the {len(configs)} sweeps of this job together need {format_bytes(needed)} in "
+            f"rank 0's memory (this machine has {format_bytes(memory)} available); run them "
+            "in separate jobs, or fewer per job"
+        )
 
 
 def format_bytes(count: int) -> str:

@@ -41,9 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sweep = commands.add_parser("sweep", help="compute (or resume) a loss surface")
-    sweep.add_argument("config", type=Path, help="sweep config YAML")
-    _add_overrides(sweep, "grid.x=-1:1:51")
+    sweep = commands.add_parser(
+        "sweep",
+        help="compute (or resume) a loss surface; several configs: one job, one queue, one "
+        "file each",
+    )
+    sweep.add_argument(
+        "configs",
+        nargs="+",
+        type=Path,
+        metavar="CONFIG",
+        help="sweep config YAML; with several, their sweeps run through one queue (the first "
+        "one's points first), each into its own output and resumable on its own",
+    )
+    _add_overrides(sweep, "grid.x=-1:1:51 (applied to every config)")
     sweep.add_argument(
         "--force", action="store_true", help="start over, replacing an existing output"
     )
@@ -259,17 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sweep":
         from lsurf.config import load_sweep_config
-        from lsurf.sweep import run_sweep
+        from lsurf.sweep import run_sweeps
 
         if args.log_every is not None and args.log_every < 1:
             raise LsurfError("--log-every must be at least 1")
-        config = load_sweep_config(args.config, args.overrides)
+        configs = [load_sweep_config(path, args.overrides) for path in args.configs]
         if args.plan:
-            from lsurf.plan import plan_sweep
+            from lsurf.plan import plan_sweeps
 
-            print("\n".join(plan_sweep(config, force=args.force)))
+            print("\n".join(plan_sweeps(configs, force=args.force)))
             return 0
-        run_sweep(config, force=args.force, log_every=args.log_every)
+        run_sweeps(configs, force=args.force, log_every=args.log_every)
         return 0
     if args.command == "hessian":
         from lsurf.config import load_sweep_config

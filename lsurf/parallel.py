@@ -8,14 +8,19 @@ receive busy-waits and would take a whole core from the workers, so every wait h
 Iprobe followed by a short sleep.
 
 Messages (all point to point, pickled; tags below):
-    master → worker  SETUP    the sweep's payload, or None: stop before starting
-    worker → master  READY    setup done (data loaded, probed): its columns, or the error
-    master → worker  WORK     a chunk (int64 array of flat point indices), or a Stop
-    worker → master  RESULT   (chunk, {metric: values}, seconds) for a finished chunk
+    master → worker  SETUP    the sweeps' payloads (a list), or None: stop before starting
+    worker → master  READY    setup done (data loaded, probed): each sweep's columns, or the error
+    master → worker  WORK     (sweep, chunk): a sweep's position in the list and an int64 array
+                              of its flat point indices; or a Stop
+    worker → master  RESULT   (sweep, chunk, {metric: values}, seconds) for a finished chunk
     worker → master  FAILED   (rank, point, traceback) — the master aborts the job
-The master keeps up to `PIPELINE` chunks in flight per worker, so a worker never waits
-for the master's reply between two chunks, and sizes chunks to about a second of work
-(lsurf.schedule), so it handles a few messages per worker per second whatever a point costs.
+One job may run several sweeps (`lsurf sweep A.yaml B.yaml`) through one queue: the master
+hands out the first sweep's points until none is left, then the next sweep's, so a worker
+changes sweep (model, data, directions) only when the queue moves on, and no worker idles
+while any sweep still has points. The master keeps up to `PIPELINE` chunks in flight per
+worker, so a worker never waits for the master's reply between two chunks, and sizes chunks
+to about a second of work (lsurf.schedule, one planner per sweep: each model's cost is its
+own), so it handles a few messages per worker per second whatever a point costs.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal, NoReturn, Protocol
 
 import numpy as np
 
-from lsurf.schedule import ChunkPlanner
+from lsurf.schedule import SweepQueue
 
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
 PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
@@ -61,12 +66,13 @@ class WorkerFailure:
     point: int | None  # flat index being evaluated, None during set-up
     message: str  # the traceback, or the one-line user error
     kind: Literal["error", "input", "preempted"]  # a bug/crash, bad input (exit 2), SIGTERM
+    sweep: int = 0  # which of the job's sweeps `point` belongs to
 
 
-def failure(rank: int, point: int | None, error: BaseException) -> WorkerFailure:
+def failure(rank: int, point: int | None, error: BaseException, sweep: int = 0) -> WorkerFailure:
     """A WorkerFailure carrying `error`'s full traceback."""
     text = "".join(traceback.format_exception(error)).rstrip()
-    return WorkerFailure(rank, point, text, "error")
+    return WorkerFailure(rank, point, text, "error", sweep)
 
 
 class Preempted(Exception):
@@ -110,7 +116,7 @@ def available_cores() -> int:
 
 # ---------------------------------------------------------------------------- session
 
-Record = Callable[[np.ndarray, dict[str, Any]], None]
+Record = Callable[[int, np.ndarray, dict[str, Any]], None]  # (sweep, chunk, values)
 
 
 class MasterSide(Protocol):
@@ -128,7 +134,7 @@ class MasterSide(Protocol):
 
     def serve(
         self,
-        todo: np.ndarray,
+        todo: Sequence[np.ndarray],
         record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = ...,
@@ -221,27 +227,28 @@ class Session:
 
     def serve(
         self,
-        todo: np.ndarray,
+        todo: Sequence[np.ndarray],
         record: Record,
         stop_when: Callable[[], bool],
         on_stop: Callable[[], None] = lambda: None,
     ) -> None:
-        """Hand out the points `todo` in chunks on request until all are done; `record` each
-        result as it comes. Chunk sizes follow the measured time per point (lsurf.schedule).
+        """Hand out the points `todo[s]` of every sweep s in chunks on request until all are
+        done, sweep after sweep; `record(s, chunk, values)` each result as it comes. Chunk
+        sizes follow the measured time per point of that sweep (lsurf.schedule).
 
         A worker's failure raises WorkerFailed. Pre-emption (`stop_when()` here, or a worker
         reporting SIGTERM) stops the handing out and calls `on_stop()` at once (a launcher may
         kill this rank any moment now); results still arriving within GRACE_SECONDS are
         recorded, then Preempted is raised.
         """
-        planner = ChunkPlanner(todo, len(self.workers))
+        queue = SweepQueue(todo, len(self.workers))
         outstanding = {worker: 0 for worker in self.workers}
         sends: list[Any] = []
         deadline: float | None = None
 
         def hand_out(worker: int) -> None:
-            if deadline is None and (chunk := planner.next_chunk(worker)) is not None:
-                sends.append(self.comm.isend(chunk, dest=worker, tag=TAG_WORK))
+            if deadline is None and (work := queue.next_chunk(worker)) is not None:
+                sends.append(self.comm.isend(work, dest=worker, tag=TAG_WORK))
                 outstanding[worker] += 1
 
         for _ in range(PIPELINE):
@@ -269,10 +276,10 @@ class Session:
                 elif tag == TAG_FAILED:
                     raise WorkerFailed(payload)
                 else:
-                    chunk, values, seconds = payload
+                    sweep, chunk, values, seconds = payload
                     outstanding[source] -= 1
-                    planner.observe(len(chunk), seconds, source)
-                    record(chunk, values)
+                    queue.observe(sweep, len(chunk), seconds, source)
+                    record(sweep, chunk, values)
                     hand_out(source)
             if not handled:
                 time.sleep(POLL_SECONDS)
@@ -298,8 +305,9 @@ class Session:
         """Setup done: what the master needs to know (the columns), or the WorkerFailure."""
         self.comm.send(report, dest=0, tag=TAG_READY)
 
-    def chunks(self) -> Iterator[np.ndarray]:
-        """The chunks this worker is handed, in order, until the master says stop."""
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The (sweep, chunk) pairs this worker is handed, in order, until the master says
+        stop."""
         while True:
             message, _ = self._wait(0, TAG_WORK)
             if isinstance(message, Stop):
@@ -307,11 +315,13 @@ class Session:
                 return
             yield message
 
-    def send_result(self, chunk: np.ndarray, values: dict[str, Any], seconds: float) -> None:
-        """The values of a finished chunk (arrays pickle far faster than lists of floats),
-        with the seconds it took, from which the master sizes the chunks that follow."""
+    def send_result(
+        self, sweep: int, chunk: np.ndarray, values: dict[str, Any], seconds: float
+    ) -> None:
+        """The values of a finished chunk of `sweep` (arrays pickle far faster than lists of
+        floats), with the seconds it took, from which the master sizes the chunks that follow."""
         arrays = {name: np.asarray(column, dtype=np.float64) for name, column in values.items()}
-        self.comm.send((chunk, arrays, seconds), dest=0, tag=TAG_RESULT)
+        self.comm.send((sweep, chunk, arrays, seconds), dest=0, tag=TAG_RESULT)
 
     def report_failure(self, failure: WorkerFailure) -> None:
         self.comm.send(failure, dest=0, tag=TAG_FAILED)

@@ -7,12 +7,14 @@ every check the sweep runs (a config that plans cleanly starts cleanly), times t
 evaluation of the origin on the configured device, and writes no byte: no surface file, no
 direction file.
 
-Input: a validated `SweepConfig` and the `--force` flag. Output: the report's lines.
+Input: validated `SweepConfig`s (several: one job's sweeps) and the `--force` flag. Output:
+the report's lines: each sweep's, then, for several, what they take together.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -20,18 +22,53 @@ from lsurf import capacity, params, store
 from lsurf.config import SweepConfig
 from lsurf.evaluate import pick_device
 from lsurf.grid import pending
-from lsurf.preparation import check_output, load, prepare
+from lsurf.preparation import (
+    Prepared,
+    check_distinct_outputs,
+    check_output,
+    load,
+    prepare,
+    share_direction_files,
+)
+
+WORKER_COUNTS = (1, 4, 16)
 
 
 def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
     """The report's lines; raises the same `LsurfError`s as the sweep would on bad input."""
-    prepared = prepare(config, force)
-    state = check_output(prepared, force)
+    return plan_sweeps([config], force)
+
+
+def plan_sweeps(configs: Sequence[SweepConfig], force: bool = False) -> list[str]:
+    """Every sweep's plan, then (for several) the job's: points and time on 1, 4, 16 workers."""
+    check_distinct_outputs(configs)
+    every = share_direction_files([prepare(config, force) for config in configs])
+    states = [check_output(prepared, force) for prepared in every]
+    left = [p.config for p, state in zip(every, states, strict=True) if state is not True]
+    capacity.check_sweeps_fit(left)
+    lines: list[str] = []
+    points, seconds = 0, 0.0
+    for prepared, state in zip(every, states, strict=True):
+        own, to_go, work = _plan(prepared, state)
+        lines += own
+        points, seconds = points + to_go, seconds + work
+    if len(configs) > 1:
+        lines.append(
+            f"together {len(configs)} sweeps ({len(left)} to run) in one queue, {points} points "
+            "to evaluate"
+        )
+        lines += _durations(points, seconds)
+    return lines
+
+
+def _plan(prepared: Prepared, state: bool | None) -> tuple[list[str], int, float]:
+    """One sweep's lines, its points to go and their estimated seconds of work on one worker."""
+    config = prepared.config
     grid = prepared.grid
     lines = [f"plan for {config.output} (nothing written)"]
     if state is True:
         lines.append(f"output   complete ({grid.size} points): the sweep would exit at once")
-        return lines
+        return lines, 0, 0.0
     if state is None:
         to_go = grid.size
         lines.append(
@@ -80,11 +117,17 @@ def plan_sweep(config: SweepConfig, force: bool = False) -> list[str]:
             f"(at most {config.hessian.max_products}) reached λmax {values['max_eig']:.4g}, "
             f"λmin {values['min_eig']:.4g} at the origin"
         )
-    for workers in (1, 4, 16):
-        lines.append(
-            f"         {to_go} points on {workers:>2} worker{'s' if workers > 1 else ' '}"
-            f" ≈ {_duration(to_go * per_point / workers)}"
-        )
+    lines += _durations(to_go, to_go * per_point)
+    return lines, to_go, to_go * per_point
+
+
+def _durations(points: int, seconds: float) -> list[str]:
+    """`points` taking `seconds` of one worker's time, on 1, 4 and 16 workers."""
+    lines = [
+        f"         {points} points on {workers:>2} worker{'s' if workers > 1 else ' '}"
+        f" ≈ {_duration(seconds / workers)}"
+        for workers in WORKER_COUNTS
+    ]
     lines.append("         (one worker per GPU; workers add up as long as each has its own)")
     return lines
 

@@ -23,8 +23,9 @@ raises `LsurfError` and never touches existing output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from lsurf import capacity, checkpoint, kinds, models, params, store
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
-from lsurf.errors import LsurfError, OutputError
+from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import Curvature, Evaluator, curvature_operator, pick_device
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
@@ -343,19 +344,25 @@ def curvature_settings(config: SweepConfig) -> Curvature:
     )
 
 
+def check_columns(prepared: Prepared, resume: bool, columns: list[Column]) -> None:
+    """Refuse to resume an output that holds other metrics than the workers measure (the
+    loss or the data changed); a job of several sweeps checks them all before any commit."""
+    path = prepared.config.output
+    if not resume:
+        return
+    stored = [column.name for column in store.read_surface_columns(path)]
+    if sorted(stored) != sorted(column.name for column in columns):
+        raise OutputError(
+            f"output {path} holds the metrics {', '.join(stored)} but this sweep "
+            f"measures {', '.join(column.name for column in columns)} (did the loss or the "
+            "data change?); choose another output path, or pass --force to start over"
+        )
+
+
 def open_output(prepared: Prepared, resume: bool, columns: list[Column]) -> store.SurfaceWriter:
     """Commit phase: save new directions, then create or reopen the surface file."""
     config = prepared.config
-    if resume:
-        writer = store.SurfaceWriter(config.output)
-        stored = [column.name for column in writer.columns]
-        if sorted(stored) != sorted(column.name for column in columns):
-            writer.close()
-            raise OutputError(
-                f"output {config.output} holds the metrics {', '.join(stored)} but this sweep "
-                f"measures {', '.join(column.name for column in columns)} (did the loss or the "
-                "data change?); choose another output path, or pass --force to start over"
-            )
+    check_columns(prepared, resume, columns)
     if prepared.directions_are_new:
         store.write_directions(
             config.direction_file,
@@ -363,7 +370,7 @@ def open_output(prepared: Prepared, resume: bool, columns: list[Column]) -> stor
             direction_settings(config, prepared.identity),
         )
     if resume:
-        return writer
+        return store.SurfaceWriter(config.output)
     return store.create_surface(
         config.output,
         prepared.grid,
@@ -372,3 +379,37 @@ def open_output(prepared: Prepared, resume: bool, columns: list[Column]) -> stor
         prepared.directions.trajectory,
         weight_statistics(prepared.model.state_dict()),
     )
+
+
+def check_distinct_outputs(configs: Sequence[SweepConfig]) -> None:
+    """Sweeps of one job write one surface file each: two configs naming one output are
+    refused before anything is computed."""
+    seen: dict[Path, int] = {}
+    for position, config in enumerate(configs, start=1):
+        path = config.output.absolute()
+        if path in seen:
+            raise ConfigError(
+                f"sweeps {seen[path]} and {position} of this job both write {config.output}; "
+                "give each config its own output"
+            )
+        seen[path] = position
+
+
+def share_direction_files(prepared: Sequence[Prepared]) -> list[Prepared]:
+    """Sweeps of one job that name one direction file: refused where they would write
+    different directions to it; where they would write the same, only the first writes it."""
+    owner: dict[Path, Prepared] = {}
+    shared = []
+    for sweep in prepared:
+        path = sweep.config.direction_file.absolute()
+        first = owner.setdefault(path, sweep)
+        if first is not sweep and sweep.directions_are_new:
+            if first.identity["directions_sha256"] != sweep.identity["directions_sha256"]:
+                raise ConfigError(
+                    f"the sweeps writing {first.config.output} and {sweep.config.output} "
+                    "would write different directions to one direction file, "
+                    f"{sweep.config.direction_file}; give each its own directions.file"
+                )
+            sweep = replace(sweep, directions_are_new=False)
+        shared.append(sweep)
+    return shared

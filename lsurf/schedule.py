@@ -14,10 +14,19 @@ balanced: until a chunk has come back, chunks are one point each (nothing is kno
 cost yet), and a chunk never holds more than TAIL_SHARE of the work left per worker, so the
 last chunks shrink and every worker finishes at nearly the same moment.
 
+Several sweeps in one job (`lsurf sweep A.yaml B.yaml`) share one queue (`SweepQueue`): each
+sweep has its own planner, since each model has its own cost per point, and the queue hands
+out the first sweep's points until none is left, then the next one's. A worker thus changes
+sweep (loads another model) at most once per sweep, and the end of a sweep is no end of the
+work: the tail limit counts the work of the sweeps still to come, so chunks shrink only at the
+end of the job.
+
 Chunk sizes never change results: each point is evaluated on its own, whoever takes it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,8 +60,9 @@ class ChunkPlanner:
         if worker is not None:
             self._per_worker[worker] = _averaged(self._per_worker.get(worker), measured)
 
-    def size(self, worker: int | None = None) -> int:
-        """How many points `worker`'s next chunk takes (0 when none are left)."""
+    def size(self, worker: int | None = None, after_seconds: float = 0.0) -> int:
+        """How many points `worker`'s next chunk takes (0 when none are left); `after_seconds`
+        is the work still to come once these points are done (other sweeps')."""
         if self.remaining == 0:
             return 0
         average = self.seconds_per_point
@@ -62,14 +72,17 @@ class ChunkPlanner:
         if own <= 0 or average <= 0:  # free points: only the tail and the cap limit a chunk
             wanted = int(TAIL_SHARE * self.remaining / self._workers)
         else:
-            left_per_worker = self.remaining * average / self._workers  # seconds of work
+            left = self.remaining * average + after_seconds
+            left_per_worker = left / self._workers  # seconds of work
             seconds = min(TARGET_SECONDS, TAIL_SHARE * left_per_worker)
             wanted = int(seconds / own)
         return max(1, min(wanted, MAX_POINTS, self.remaining))
 
-    def next_chunk(self, worker: int | None = None) -> np.ndarray | None:
+    def next_chunk(
+        self, worker: int | None = None, after_seconds: float = 0.0
+    ) -> np.ndarray | None:
         """The next chunk for `worker`, or None when every point has been handed out."""
-        size = self.size(worker)
+        size = self.size(worker, after_seconds)
         if size == 0:
             return None
         chunk = self._todo[self._next : self._next + size]
@@ -79,3 +92,36 @@ class ChunkPlanner:
 
 def _averaged(average: float | None, measured: float) -> float:
     return measured if average is None else average + SMOOTHING * (measured - average)
+
+
+class SweepQueue:
+    """The points of several sweeps, handed out sweep after sweep (one planner each)."""
+
+    def __init__(self, todo: Sequence[np.ndarray], workers: int) -> None:
+        self._planners = [ChunkPlanner(points, workers) for points in todo]
+        self._current = 0  # the first sweep with points not handed out yet
+
+    def observe(self, sweep: int, points: int, seconds: float, worker: int | None = None) -> None:
+        """`worker` spent `seconds` evaluating a chunk of `points` points of `sweep`."""
+        self._planners[sweep].observe(points, seconds, worker)
+
+    def next_chunk(self, worker: int | None = None) -> tuple[int, np.ndarray] | None:
+        """(sweep, chunk) for `worker`, or None when every point of every sweep is handed out."""
+        planners = self._planners
+        while self._current < len(planners) and planners[self._current].remaining == 0:
+            self._current += 1
+        if self._current == len(planners):
+            return None
+        planner = planners[self._current]
+        chunk = planner.next_chunk(worker, self._seconds_after(self._current))
+        assert chunk is not None  # it has points left
+        return self._current, chunk
+
+    def _seconds_after(self, sweep: int) -> float:
+        """The estimated work of the sweeps after `sweep` (a sweep not measured yet is taken
+        to cost what this one does)."""
+        fallback = self._planners[sweep].seconds_per_point or 0.0
+        return sum(
+            later.remaining * (later.seconds_per_point or fallback)
+            for later in self._planners[sweep + 1 :]
+        )

@@ -191,6 +191,12 @@ def read_surface_attributes(path: Path) -> dict[str, Any]:
         return _attributes(h5file)
 
 
+def read_surface_columns(path: Path) -> list[Column]:
+    """The columns an lsurf surface file holds (without reading their values)."""
+    with _open(path, "r", "output file") as h5file:
+        return _stored_columns(h5file, path)
+
+
 def _stored_columns(h5file: h5py.File, path: Path) -> list[Column]:
     """The columns a surface file lists in its `metrics` attribute (format 1: by suffix)."""
     datasets = [name for name in h5file if isinstance(h5file[name], h5py.Dataset)]

@@ -4,7 +4,7 @@ shrinking at the end, every pending point handed out once and in order."""
 import numpy as np
 import pytest
 
-from lsurf.schedule import MAX_POINTS, TARGET_SECONDS, ChunkPlanner
+from lsurf.schedule import MAX_POINTS, TARGET_SECONDS, ChunkPlanner, SweepQueue
 
 
 def drain(planner: ChunkPlanner, seconds_per_point: float | None) -> list[np.ndarray]:
@@ -46,3 +46,36 @@ def test_the_last_chunks_shrink_so_no_worker_holds_a_long_tail(workers):
         assert size <= max(1, left // (2 * workers)) or left == 20_000
         left -= size
     assert sizes[-1] == 1
+
+
+def test_several_sweeps_are_handed_out_one_after_the_other_each_point_once():
+    todo = [np.arange(0, 50, 3), np.array([], dtype=np.int64), np.arange(7), np.array([2, 5])]
+    queue = SweepQueue(todo, workers=3)
+    handed: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: [], 3: []}
+    order = []
+    worker = 0
+    while (work := queue.next_chunk(worker)) is not None:
+        sweep, chunk = work
+        handed[sweep].append(chunk)
+        order.append(sweep)
+        queue.observe(sweep, len(chunk), 0.01 * len(chunk), worker)
+        worker = (worker + 1) % 3
+    assert order == sorted(order)  # sweep after sweep: a worker moves on at most once each
+    for sweep, points in enumerate(todo):
+        got = np.concatenate(handed[sweep]) if handed[sweep] else np.array([], dtype=np.int64)
+        np.testing.assert_array_equal(got, points)
+
+
+def test_the_end_of_a_sweep_is_not_the_end_of_the_work():
+    # Two sweeps of cheap points: the first sweep's last chunks stay large, since the second
+    # sweep's work is still to come; only the job's end shrinks them.
+    queue = SweepQueue([np.arange(10_000), np.arange(10_000)], workers=4)
+    sizes: dict[int, list[int]] = {0: [], 1: []}
+    while (work := queue.next_chunk(0)) is not None:
+        sweep, chunk = work
+        sizes[sweep].append(len(chunk))
+        queue.observe(sweep, len(chunk), 1e-4 * len(chunk), 0)
+    assert min(sizes[0][1:-1]) >= 1000  # ~1 s of 0.1 ms points, not a shrinking tail
+    assert sizes[1][-1] == 1  # the job's own tail does shrink
+    # The second sweep is unmeasured when reached: one point, then sized.
+    assert sizes[1][0] == 1 and sizes[1][1] > 1
