@@ -2,7 +2,7 @@
 # lsurf sweep on this machine: one worker per GPU plus the master (rank 0), or on CPU a
 # master plus workers sharing the cores.
 #
-#   launch/local.sh CONFIG.yaml [lsurf sweep options]
+#   launch/local.sh CONFIG.yaml [CONFIG.yaml ...] [lsurf sweep options]
 #   LSURF_WORKERS=2 launch/local.sh configs/demo/sweep.yaml
 #
 # Workers: LSURF_WORKERS if set, else the number of GPUs torch sees, else 2 on CPU (two
@@ -10,7 +10,7 @@
 # Rerunning the same command resumes an interrupted sweep.
 set -euo pipefail
 if [ $# -lt 1 ]; then
-  echo "usage: launch/local.sh CONFIG.yaml [lsurf sweep options]" >&2
+  echo "usage: launch/local.sh CONFIG.yaml [CONFIG.yaml ...] [lsurf sweep options]" >&2
   exit 2
 fi
 here=$(cd "$(dirname "$0")/.." && pwd)

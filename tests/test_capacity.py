@@ -144,3 +144,19 @@ def test_auto_axes_are_checked_once_fitted_to_the_path(machine, sweep_yaml, tmp_
     assert main(["sweep", str(config)]) == 2
     assert "= 10,000,000,000 points: its surface" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sweeps_that_fit_one_by_one_but_not_together_are_refused(
+    machine, sweep_yaml, tmp_path, capsys
+):
+    # 18000² points of 4 columns: 14.8 GiB each in rank 0's memory, 29.6 GiB for the two.
+    first = sweep_yaml({"output": str(tmp_path / "out" / "a.h5")}, name="a.yaml")
+    second = sweep_yaml({"output": str(tmp_path / "out" / "b.h5")}, name="b.yaml")
+    big = ["--set", "grid.x=-1:1:18000", "--set", "grid.y=-1:1:18000"]
+    before = files_under(tmp_path)
+    assert main(["sweep", str(first), str(second), *big]) == 2
+    assert files_under(tmp_path) == before
+    assert capsys.readouterr().err == (
+        "lsurf: error: the 2 sweeps of this job together need 29.6 GiB in rank 0's memory (this "
+        "machine has 23 GiB available); run them in separate jobs, or fewer per job\n"
+    )

@@ -79,6 +79,8 @@ def _logs(folder):
 
 
 def submit(env, config, tmp_path, *extra, sbatch_options=()):
+    """sbatch launch/slurm.sbatch with `config` (or a list of configs: one job, one queue)."""
+    configs = config if isinstance(config, list) else [config]
     result = subprocess.run(
         [
             "sbatch",
@@ -87,7 +89,7 @@ def submit(env, config, tmp_path, *extra, sbatch_options=()):
             f"--output={tmp_path}/job-%j.log",
             *sbatch_options,
             str(ROOT / "launch" / "slurm.sbatch"),
-            str(config),
+            *map(str, configs),
             *GRID,
             "--log-every",
             "4",
@@ -169,6 +171,31 @@ def test_slurm_job_completes_with_the_serial_surface(slurm, resnet_config, tmp_p
         tmp_path, again
     )
     assert output.read_bytes() == before
+
+
+def test_one_job_sweeps_a_resnet_with_and_without_skip_connections(
+    slurm, resnet_config, sweep_yaml, tmp_path
+):
+    # The paper's Fig. 1 pair (ResNet-56 ± skip) as one allocation, at test size: ResNet-20
+    # with its shortcuts (resnet_config's sweep) and without, each into its own file.
+    config, reference = resnet_config
+    torch.manual_seed(1)
+    checkpoint = tmp_path / "resnet20-noshort.pt"
+    save_checkpoint(checkpoint, models.build("resnet20_noshort").state_dict())
+    noshort = {"model.name": "resnet20_noshort", "model.checkpoint": str(checkpoint)}
+    pair = sweep_yaml({**noshort, "output": str(tmp_path / "noshort.h5")}, name="noshort.yaml")
+    alone = sweep_yaml({**noshort, "output": str(tmp_path / "alone.h5")}, name="alone.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "lsurf", "sweep", str(alone), *GRID], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    job = submit(slurm, [config, pair], tmp_path)
+    ended = wait_for(slurm, job, ENDED)
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "2 sweeps in one queue, 96 points to go" in log, log
+    assert "96/96 points (100%)" in log, log
+    assert_same(tmp_path / "out" / "surface.h5", reference)
+    assert_same(tmp_path / "noshort.h5", read_surface(tmp_path / "alone.h5"))
 
 
 def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_config, tmp_path):
