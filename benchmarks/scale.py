@@ -83,12 +83,12 @@ def stub_worker(session) -> None:
     setups: list[StubSetup] | None = session.receive_setup()
     if setups is None:
         return
-    (setup,) = setups  # one sweep
-    session.report_ready([setup.columns])
+    session.report_ready([setup.columns for setup in setups])
     rng = np.random.default_rng(session.rank)
-    slow = STRAGGLER_FACTOR if session.rank > session.size - 1 - setup.stragglers else 1.0
+    slow = STRAGGLER_FACTOR if session.rank > session.size - 1 - setups[0].stragglers else 1.0
     busy, first = 0.0, None
     for sweep, chunk in session.chunks():
+        setup = setups[sweep]  # several sweeps: each with its own time per point
         first = first or time.perf_counter()
         seconds = 0.0
         if setup.seconds > 0:
@@ -104,7 +104,9 @@ def stub_worker(session) -> None:
     session.comm.send((busy, span), dest=0, tag=TAG_STATS)
 
 
-def master(session, config_path: Path, setup_law: dict, report: Path, chunk: int) -> None:
+def master(
+    session, config_paths: list[Path], seconds: list[float], law: dict, report: Path, chunk: int
+) -> None:
     from lsurf import preparation, schedule, sweep
 
     if chunk:  # the message-cost scenario: every chunk this many points
@@ -112,13 +114,20 @@ def master(session, config_path: Path, setup_law: dict, report: Path, chunk: int
     from lsurf.config import load_sweep_config
     from lsurf.metrics import columns
 
+    configs = [load_sweep_config(path) for path in config_paths]
+    cost = {config.output: cost for config, cost in zip(configs, seconds, strict=True)}
+
     # The workers get the grid and the stub's law instead of θ*, the data and directions.
     def light_setup(prepared):
-        return StubSetup(grid=prepared.grid, columns=columns(["train", "test"]), **setup_law)
+        return StubSetup(
+            grid=prepared.grid,
+            columns=columns(["train", "test"]),
+            seconds=cost[prepared.config.output],
+            **law,
+        )
 
     preparation.Prepared.worker_setup = light_setup
-    config = load_sweep_config(config_path)
-    sweep._run_master([config], True, session, lambda line: None, None, preparation.FROM_CONFIG)
+    sweep._run_master(configs, True, session, lambda line: None, None, preparation.FROM_CONFIG)
     stats = [session.comm.recv(source=worker, tag=TAG_STATS) for worker in session.workers]
     results = {
         "points": session.points,
@@ -155,11 +164,13 @@ def measured_session():
 
 def inner(arguments: list[str]) -> None:
 
-    config, report, seconds, spread, stragglers, chunk = arguments
+    configs, report, seconds, spread, stragglers, chunk = arguments
     session = measured_session()
     if session.is_master:
-        law = {"seconds": float(seconds), "spread": float(spread), "stragglers": int(stragglers)}
-        master(session, Path(config), law, Path(report), int(chunk))
+        paths = [Path(path) for path in configs.split(",")]
+        costs = [float(cost) for cost in seconds.split(",")]
+        law = {"spread": float(spread), "stragglers": int(stragglers)}
+        master(session, paths, costs, law, Path(report), int(chunk))
     else:
         stub_worker(session)
 
@@ -199,23 +210,29 @@ def run_scenario(
     folder: Path,
     name: str,
     workers: int,
-    side: int,
-    seconds: float,
+    side: int | list[int],
+    seconds: float | list[float],
     spread: float = 0.0,
     stragglers: int = 0,
     chunk: int = 0,
 ) -> dict:
-    config = write_config(folder, name, side)
+    """One job; with lists of sides and seconds, one job of that many sweeps (one queue)."""
+    sides = side if isinstance(side, list) else [side]
+    costs = seconds if isinstance(seconds, list) else [seconds]
+    names = [name] if len(sides) == 1 else [f"{name}{index}" for index in range(len(sides))]
+    configs = [write_config(folder, own, n) for own, n in zip(names, sides, strict=True)]
     report = folder / f"{name}.pickle"
     command = [str(MPIEXEC), "-n", str(workers + 1), sys.executable, __file__, "--inner"]
-    command += [str(config), str(report), str(seconds), str(spread), str(stragglers), str(chunk)]
+    command += [",".join(map(str, configs)), str(report), ",".join(map(str, costs))]
+    command += [str(spread), str(stragglers), str(chunk)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env)
     results = pickle.loads(report.read_bytes())
     results["launch_to_end"] = time.perf_counter() - started
-    results["size_mib"] = (folder / f"{name}.h5").stat().st_size / 2**20
-    results["check"] = check_file(folder / f"{name}.h5")
+    results["size_mib"] = sum((folder / f"{own}.h5").stat().st_size for own in names) / 2**20
+    checks = {check_file(folder / f"{own}.h5") for own in names}
+    results["check"] = checks.pop() if len(checks) == 1 else "; ".join(sorted(checks))
     return results
 
 
@@ -254,6 +271,34 @@ def show(name: str, workers: int, seconds: float, results: dict) -> float:
     return results["cpu"] / points
 
 
+def several(folder: Path, workers: int, side: int) -> None:
+    """Three sweeps of unlike cost (a figure's panels): one job through one queue, against
+    the same three as three jobs one after another."""
+    costs = [0.01, 0.04, 0.02]
+    law = {"spread": 0.3, "stragglers": 2}
+    together = run_scenario(folder, "many", workers, [side] * 3, costs, **law)
+    apart = [
+        run_scenario(folder, f"apart{index}", workers, side, cost, **law)
+        for index, cost in enumerate(costs)
+    ]
+    title = ", ".join(f"{cost * 1e3:g}" for cost in costs)
+    print(f"\nthree sweeps of {side}×{side} points, {title} ms a point (spread 0.3, 2 stragglers)")
+    print(f"  {'':24} {'run loop':>9} {'ideal':>7} {'ratio':>6} {'idle':>6} {'launch to end':>14}")
+    rows = [("one job, one queue", [together]), ("three jobs, one by one", apart)]
+    for label, runs in rows:
+        wall = sum(run["wall"] for run in runs)
+        busy = sum(sum(run["busy"]) for run in runs)
+        span = sum(sum(run["span"]) for run in runs)
+        ideal = busy / workers
+        launch = sum(run["launch_to_end"] for run in runs)
+        print(
+            f"  {label:24} {wall:>8.1f}s {ideal:>6.1f}s {wall / ideal:>5.3f}× "
+            f"{100 * (1 - busy / span):>5.1f}% {launch:>13.1f}s"
+        )
+    checks = {run["check"] for run in [together, *apart]}
+    print(f"  files: {'; '.join(sorted(checks))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=64)
@@ -278,6 +323,7 @@ def main() -> None:
             0.025,
             loaded,
         )
+        several(folder, args.workers, 41 if args.quick else 101)
     # Each GPU returns one chunk of about schedule.TARGET_SECONDS of its work at a time, so the
     # master handles GPUs / TARGET_SECONDS messages per second, besides its cost per point.
     from lsurf.schedule import TARGET_SECONDS

@@ -203,7 +203,8 @@ def _run_master(
     def record(sweep: int, chunk: np.ndarray, values: dict[str, Any]) -> None:
         run.record(sweep, chunk, values)
         progress.advance(len(chunk))
-        run.close_if_complete(sweep)
+        if run.left_in_all:  # the job's last file is closed once the workers are stopped
+            run.close_if_complete(sweep)
 
     def on_stop() -> None:
         # Said before waiting for the points in flight: under some launchers (MPICH's
@@ -247,7 +248,8 @@ def _run_master(
 
 class _Run:
     """The open surface files of the job's sweeps and the points each has left: a sweep's
-    file is closed, and said written, as soon as its last point is recorded."""
+    file is closed, and said written, as soon as its last point is recorded (while the
+    others run: the workers have chunks in hand meanwhile)."""
 
     def __init__(
         self, sweeps: list[Prepared], writers: list[store.SurfaceWriter], log: Log

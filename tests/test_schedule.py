@@ -79,3 +79,23 @@ def test_the_end_of_a_sweep_is_not_the_end_of_the_work():
     assert sizes[1][-1] == 1  # the job's own tail does shrink
     # The second sweep is unmeasured when reached: one point, then sized.
     assert sizes[1][0] == 1 and sizes[1][1] > 1
+
+
+def test_a_slow_worker_stays_slow_on_the_next_sweep():
+    # Worker 1 takes 3× worker 0's time on every model. On the second sweep (a model twice as
+    # costly), once worker 0 has measured it, worker 1's first chunk is sized for worker 1.
+    pace: dict[int, float] = {}
+    first = ChunkPlanner(np.arange(100_000), workers=2, pace=pace)
+    for _ in range(5):
+        first.observe(100, 100 * 0.001, worker=0)
+        first.observe(100, 100 * 0.003, worker=1)
+    second = ChunkPlanner(np.arange(100_000), workers=2, pace=pace)
+    alone = ChunkPlanner(np.arange(100_000), workers=2)  # what it would be without the pace
+    for planner in (second, alone):
+        planner.observe(1, 0.002, worker=0)
+    assert second.size(0) == pytest.approx(TARGET_SECONDS / 0.002, rel=0.1)
+    assert second.size(1) == pytest.approx(TARGET_SECONDS / 0.006, rel=0.1)
+    assert alone.size(1) == pytest.approx(TARGET_SECONDS / 0.002, rel=0.1)  # 3 s of its work
+    # Its own measurement then refines the estimate from the pace, not replaces it.
+    second.observe(1, 0.012, worker=1)  # one unlucky point, twice its usual time
+    assert TARGET_SECONDS / 0.012 < second.size(1) < TARGET_SECONDS / 0.006
