@@ -120,7 +120,7 @@ def sweep(
             open_split,
             lambda name: build_loss(name, None if isinstance(loss, str) else loss),
         )
-        _run_serial(config, force, log or (lambda message: None), None, sources)
+        _run_serial([config], force, log or (lambda message: None), None, sources)
         return read_surface(path)  # read whole into memory, before the scratch folder goes
 
 
