@@ -128,6 +128,14 @@ class EvaluationConfig:
     # labels), or 'package.module:callable(outputs, targets)' returning per-example losses
     # or a (sum, count) pair (token-weighted losses stay exact means).
     loss: str = "cross_entropy"
+    # Store each split's loss standard error at every point ({split}_loss_se): from the
+    # per-example losses (a (sum, count) callable: its batches as clusters, lsurf.losses).
+    standard_errors: bool = False
+    # Early stopping: each point visits the examples in a seeded order (data.subset_seed) and
+    # stops once SE ≤ rel_error·|loss|, after min_examples at least; it stores the standard
+    # errors (whatever standard_errors says) and {split}_examples, the examples it used.
+    rel_error: float | None = None
+    min_examples: int = 1000
 
 
 HessianParams = Literal["weights", "all"]
@@ -373,6 +381,16 @@ def _check_loss(loss: str) -> None:
         )
 
 
+def _check_errors(evaluation: EvaluationConfig) -> None:
+    # `not 0 < x < 1` also catches NaN, which YAML spells .nan.
+    if evaluation.rel_error is not None and not 0 < evaluation.rel_error < 1:
+        raise ConfigError(
+            f"evaluation.rel_error must be between 0 and 1 (e.g. 0.01 for 1%), got "
+            f"{evaluation.rel_error}; leave it out to use every example"
+        )
+    _check_positive(evaluation.min_examples, "evaluation.min_examples")
+
+
 def _check_hessian(hessian: HessianConfig, data: DataConfig) -> None:
     if not 0 < hessian.tol < 1:
         raise ConfigError(f"hessian.tol must be between 0 and 1 (e.g. 1e-3), got {hessian.tol}")
@@ -424,6 +442,7 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
     ]
     resolved = kinds.resolve(config.directions, config.grid.y is not None, automatic)
     _check_hessian(config.hessian, data)
+    _check_errors(config.evaluation)
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
     return dataclasses.replace(config, model=model, data=data, directions=resolved)

@@ -28,6 +28,14 @@ pinned memory for CUDA): a `StreamedSplit`. Both cut the same batches with the s
 a model gives the same bits on either. 4-D floating inputs (images) are handed out in
 channels_last layout when asked.
 
+Early stopping (`evaluation.rel_error`) visits a split's examples in a seeded order instead:
+`seeded_order(len(split), seed)`, torch.randperm under a CPU generator seeded with
+`data.subset_seed`, the same permutation at every point, on every rank and every machine with
+this torch. `batches(batch_size, order_seed)` cuts that order into batches of batch_size
+(a cached split gathers each batch from its tensors; a streamed one reads through a loader
+whose sampler is the permutation), so a point that stops after k batches has used the first
+k·batch_size examples of the permutation.
+
 Inputs: the data config, a split name, a device, whether images go channels_last.
 Outputs: `SplitData` objects; user mistakes raise a one-line `DataError` (or `ConfigError`).
 """
@@ -71,8 +79,10 @@ class SplitData(ABC):
         """Examples in the split (after the subset)."""
 
     @abstractmethod
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """(inputs, targets) on the device, in a fixed order; the last batch may be smaller."""
+    def batches(self, batch_size: int, order_seed: int | None = None) -> Iterator[Batch]:
+        """(inputs, targets) on the device, in a fixed order; the last batch may be smaller.
+
+        order_seed None: the split's own order; else `seeded_order(len(self), order_seed)`."""
 
     @abstractmethod
     def first(self, count: int) -> Batch:
@@ -93,15 +103,29 @@ class CachedSplit(SplitData):
         self.inputs = inputs
         self.targets = targets
         self.nbytes = inputs.nbytes + targets.nbytes
+        self._orders: dict[int, torch.Tensor] = {}  # seeded permutations, on the device
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
+    def batches(self, batch_size: int, order_seed: int | None = None) -> Iterator[Batch]:
+        if order_seed is not None:
+            yield from self._seeded_batches(batch_size, order_seed)
+            return
         # Slices are views: no copy, and a channels_last tensor's slices stay channels_last.
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
             yield self.inputs[start:stop], self.targets[start:stop]
+
+    def _seeded_batches(self, batch_size: int, order_seed: int) -> Iterator[Batch]:
+        order = self._orders.get(order_seed)
+        if order is None:  # once per split and seed, not at every point
+            order = seeded_order(len(self), order_seed).to(self.inputs.device)
+            self._orders[order_seed] = order
+        for start in range(0, len(self), batch_size):
+            # A gather (a copy of one batch); indexing keeps a channels_last layout.
+            chosen = order[start : start + batch_size]
+            yield self.inputs[chosen], self.targets[chosen]
 
     def first(self, count: int) -> Batch:
         assert count >= 1, "a probe needs at least one example"
@@ -134,24 +158,28 @@ class StreamedSplit(SplitData):
         self.device = device
         self.channels_last = channels_last
         self.workers = workers
-        self._loaders: dict[int, DataLoader] = {}
+        self._loaders: dict[tuple[int, int | None], DataLoader] = {}
 
     def __len__(self) -> int:
         return len(self.examples)  # type: ignore[arg-type]
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        loader = self._loaders.get(batch_size)
+    def batches(self, batch_size: int, order_seed: int | None = None) -> Iterator[Batch]:
+        loader = self._loaders.get((batch_size, order_seed))
         if loader is None:
+            order = None if order_seed is None else seeded_order(len(self), order_seed).tolist()
             loader = DataLoader(
                 self.examples,
                 batch_size=batch_size,
                 shuffle=False,
+                sampler=order,  # None: the dataset's order
                 num_workers=self.workers,
                 collate_fn=collate,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
             )
-            self._loaders[batch_size] = loader
+            self._loaders[(batch_size, order_seed)] = loader
+        # A point that stops early leaves this loop; the next pass restarts the loader,
+        # which discards what its workers had read ahead.
         for batch in loader:
             yield self._on_device(accepted(batch))
 
@@ -167,6 +195,13 @@ class StreamedSplit(SplitData):
         layout = _layout(inputs.dim(), inputs.dtype, self.channels_last)
         inputs = inputs.contiguous(memory_format=layout)
         return inputs, targets.to(self.device, non_blocking=True)
+
+
+def seeded_order(length: int, seed: int) -> torch.Tensor:
+    """A permutation of range(length) (int64, CPU): the order early stopping visits examples
+    in, fixed by `seed` alone (torch.randperm on a CPU generator: the same on every rank)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(length, generator=generator)
 
 
 def open_splits(

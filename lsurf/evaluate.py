@@ -26,6 +26,16 @@ the losses, Lanczos on exact Hessian-vector products over one split (lsurf.hessi
 products spent. The probe checks first that the loss is twice differentiable in the weights.
 A point whose loss is NaN or inf gets NaN eigenvalues without a solve (its map is masked
 there, as the loss map is).
+
+With `StandardErrors` settings (`evaluation.standard_errors`, `evaluation.rel_error`) each
+split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments), and with
+a relative target each point visits the split in a seeded order (lsurf.datasets.seeded_order)
+and stops after the first batch at which it has used at least `min_examples` examples and
+SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite);
+the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
+says how many. The check runs on the host in float64 after each batch from the device's sums
+(one sync per batch, only once `min_examples` are in), so where a point stops depends only on
+its values: the same on any rank.
 """
 
 from __future__ import annotations
@@ -42,8 +52,8 @@ from lsurf.data import Split
 from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
-from lsurf.losses import Loss, build_loss, classifies
-from lsurf.metrics import ACCURACY, CURVATURE, LOSS, Column
+from lsurf.losses import Loss, Moments, build_loss, classifies
+from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
 
@@ -64,6 +74,35 @@ class Curvature:
     max_products: int  # Hessian-vector products per point at most
     seed: int  # the Lanczos start vector, the same at every point
     batch_size: int  # examples per double-backprop batch
+
+
+@dataclass(frozen=True)
+class StandardErrors:
+    """How precisely each point's loss is measured (the evaluation's standard_errors,
+    rel_error and min_examples; data.subset_seed for the order)."""
+
+    rel_error: float | None  # stop once SE ≤ rel_error·|mean|; None: every example, in order
+    min_examples: int  # examples a point uses at least before it may stop
+    order_seed: int  # the seeded order early stopping visits examples in
+
+    def stops(self, examples: int, moments: Moments) -> bool:
+        """Whether a point may stop after `examples` examples whose loss units `moments` sums."""
+        if self.rel_error is None or examples < self.min_examples:
+            return False
+        mean, error = moments.estimate()
+        return not math.isfinite(mean) or error <= self.rel_error * abs(mean)
+
+
+def error_columns(found: list[Column], errors: StandardErrors) -> list[Column]:
+    """`found` with each split's loss standard error after its loss, and its examples used
+    after that when points stop early."""
+    added = [LOSS_SE] if errors.rel_error is None else [LOSS_SE, EXAMPLES]
+    widened = []
+    for column in found:
+        widened.append(column)
+        if column.metric is LOSS:
+            widened += [Column(column.split, metric) for metric in added]
+    return widened
 
 
 def pick_device(requested: str) -> torch.device:
@@ -91,6 +130,9 @@ def configure_backends(precision: str) -> None:
 
 class Evaluator:
     """Holds θ*, the directions and the data on one device; evaluates points by coordinates."""
+
+    # Standard errors and early stopping: off unless `estimate_errors` turns them on.
+    errors: StandardErrors | None = None
 
     def __init__(
         self,
@@ -208,11 +250,12 @@ class Evaluator:
         for name, split in self.splits.items():
             measured = measure_batches(
                 self.model,
-                split.batches(self.batch_size),
+                split.batches(self.batch_size, self.order_seed),
                 self.loss,
                 name in self._accuracy,
                 self.device.type,
                 self.precision,
+                self.errors,
             )
             values |= {f"{name}_{metric}": value for metric, value in measured.items()}
         if self.curvature is not None:
@@ -235,6 +278,21 @@ class Evaluator:
             "min_eig_residual": found.min_residual,
             "eig_products": float(found.products),
         }
+
+    @property
+    def order_seed(self) -> int | None:
+        """The order points visit each split in (`SplitData.batches`): seeded when they stop
+        early, else the split's own (so standard errors alone leave the loss's bits as
+        they were)."""
+        if self.errors is None or self.errors.rel_error is None:
+            return None
+        return self.errors.order_seed
+
+    def estimate_errors(self, errors: StandardErrors) -> None:
+        """From now on, measure each split's loss standard error (and stop points early when
+        `errors` has a relative target), with the columns that adds."""
+        self.errors = errors
+        self.columns = error_columns(self.columns, errors)
 
 
 def curvature_operator(
@@ -265,25 +323,43 @@ def measure_batches(
     accuracy: bool,
     device_type: str,
     precision: str = "fp32",
+    errors: StandardErrors | None = None,
 ) -> dict[str, float]:
-    """The mean loss (and the accuracy in percent) of `model` over `batches`."""
-    # Sums stay on the device until the end: one host sync per split, not per batch.
+    """The mean loss (and the accuracy in percent) of `model` over `batches`; with `errors`,
+    the loss's standard error too, and when it stops early, over the batches until it stops
+    (`examples`: how many examples that was)."""
+    # Sums stay on the device until the end: one host sync per split, not per batch (early
+    # stopping: one per batch once min_examples are in).
     loss_sums: list[torch.Tensor] = []
     loss_counts: list[torch.Tensor | int] = []
     correct: list[torch.Tensor] = []
+    moments: Moments | None = None
     examples = 0
     for inputs, targets in batches:
         with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(inputs)
         outputs = outputs.float()
-        total, count = loss.batch(outputs, targets)
+        if errors is None:
+            total, count = loss.batch(outputs, targets)
+        else:
+            terms = loss.terms(outputs, targets)
+            total, count = terms.total, terms.count
+            if moments is None:
+                moments = Moments(total.device)
+            moments.add(terms)
         loss_sums.append(total)
         loss_counts.append(count)
         if accuracy:
             correct.append((outputs.argmax(dim=1) == targets).sum())
         examples += int(targets.shape[0])
+        if errors is not None and moments is not None and errors.stops(examples, moments):
+            break
     # Each metric row's 'mean': Σ batch sums / Σ batch counts, times its scale.
     values = {"loss": LOSS.mean(torch.stack(loss_sums).sum().item(), _total(loss_counts))}
+    if errors is not None and moments is not None:
+        values["loss_se"] = moments.estimate()[1]
+        if errors.rel_error is not None:
+            values["examples"] = float(examples)
     if accuracy:
         values["acc"] = ACCURACY.mean(int(torch.stack(correct).sum().item()), examples)
     return values

@@ -15,12 +15,23 @@ model with padding), so the mean over the split is exact however batches fall.
 - a callable's per-example result must have shape (B,); a scalar is refused (a mean over the
   batch cannot be recombined exactly when the last batch is shorter).
 
+Standard errors (`evaluation.standard_errors`, `evaluation.rel_error`): `Loss.terms` also
+hands out the batch's sampling units, which `Moments` sums. For a per-example loss (the
+built-ins, a callable returning (B,) losses) each example is a unit: its loss in fp32,
+summed in float64, and the standard error of the mean is the textbook s/√n. A callable
+returning its own (sum, count) pair shows no per-example values, so each batch is one unit
+(a cluster of tokens) and the mean Σy/Σn is a ratio estimator, whose standard error is
+sqrt(k/(k−1) · Σ(y − r·n)²) / Σn over k batches (Cochran, Sampling Techniques, §6.3). The
+sum and count of the loss column are computed exactly as without standard errors, so the
+column keeps its bits whichever option is on.
+
 Accuracy is measured where it means something: outputs (B, C) and class-index targets (B,).
 Whether a batch fits is checked once, on a probe batch, before anything is written.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,13 +41,38 @@ import torch.nn.functional as F
 from lsurf.errors import ConfigError
 from lsurf.imports import is_import_path, resolve
 
-BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | int]]
+
+@dataclass(frozen=True)
+class BatchTerms:
+    """One batch's loss: its sum and count, and (when asked) its sampling units."""
+
+    total: torch.Tensor  # float64 scalar: the batch's loss sum, as the loss column sums it
+    count: torch.Tensor | int  # examples, or what a callable counts itself (tokens)
+    # The units the standard error is estimated from, float64 (U,): each example's loss
+    # (unit_counts None: one example per unit), or the batch as one unit (its sum and count).
+    unit_sums: torch.Tensor | None = None
+    unit_counts: torch.Tensor | None = None
+
+
+# (outputs, targets, units) -> BatchTerms; units=False may leave the units out (saves work).
+MeasureBatch = Callable[[torch.Tensor, torch.Tensor, bool], BatchTerms]
 
 
 @dataclass(frozen=True)
 class Loss:
     name: str  # as the config gives it
-    batch: BatchLoss  # (outputs, targets) -> (float64 sum, count)
+    measure: MeasureBatch
+
+    def batch(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """(float64 sum, count) of the batch's loss."""
+        terms = self.measure(outputs, targets, False)
+        return terms.total, terms.count
+
+    def terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> BatchTerms:
+        """The batch's sum and count, and its sampling units for a standard error."""
+        return self.measure(outputs, targets, True)
 
 
 def classifies(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
@@ -50,7 +86,7 @@ def classifies(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
     )
 
 
-def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, units: bool) -> BatchTerms:
     if not classifies(outputs, targets):
         raise ConfigError(
             f"evaluation.loss: cross_entropy needs outputs (batch, classes) and class-index "
@@ -58,10 +94,15 @@ def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
             f"{tuple(targets.shape)} {targets.dtype}; give a loss callable for other shapes"
         )
     total = F.cross_entropy(outputs.float(), targets, reduction="sum").double()
-    return total, outputs.shape[0]
+    if not units:
+        return BatchTerms(total, outputs.shape[0])
+    # A second, per-example pass for the units: torch's fp32 'sum' reduction need not equal
+    # the sum of these bit for bit, and the loss column keeps the 'sum' it always had.
+    per_example = F.cross_entropy(outputs.float(), targets, reduction="none").double()
+    return BatchTerms(total, outputs.shape[0], per_example)
 
 
-def _mse(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _mse(outputs: torch.Tensor, targets: torch.Tensor, units: bool) -> BatchTerms:
     outputs = outputs.float()
     if classifies(outputs, targets):
         # The reference's MSE for classifiers: probabilities against one-hot labels.
@@ -75,18 +116,21 @@ def _mse(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, in
             f"classes), or float targets shaped like the outputs {tuple(outputs.shape)}; "
             f"got targets {tuple(targets.shape)} {targets.dtype}"
         )
-    per_example = errors.reshape(errors.shape[0], -1).mean(dim=1)
-    return per_example.double().sum(), outputs.shape[0]
+    per_example = errors.reshape(errors.shape[0], -1).mean(dim=1).double()
+    return BatchTerms(per_example.sum(), outputs.shape[0], per_example if units else None)
 
 
-def _from_callable(name: str, function: Callable) -> BatchLoss:
-    def batch(
-        outputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | int]:
+def _from_callable(name: str, function: Callable) -> MeasureBatch:
+    def measure(outputs: torch.Tensor, targets: torch.Tensor, units: bool) -> BatchTerms:
         result = function(outputs, targets)
         if isinstance(result, (tuple, list)) and len(result) == 2:
             total, count = result
-            return torch.as_tensor(total).double().reshape(()), count
+            total = torch.as_tensor(total).double().reshape(())
+            if not units:
+                return BatchTerms(total, count)
+            # No per-example values: the batch is one unit of the ratio estimator.
+            weight = torch.as_tensor(count, device=total.device).double().reshape(1)
+            return BatchTerms(total, count, total.detach().reshape(1), weight)
         if not isinstance(result, torch.Tensor):
             raise ConfigError(
                 f"evaluation.loss: {name} returned a {type(result).__name__}; return a tensor "
@@ -103,12 +147,13 @@ def _from_callable(name: str, function: Callable) -> BatchLoss:
                 f"evaluation.loss: {name} returned shape {tuple(result.shape)}; per-example "
                 f"losses must have shape ({outputs.shape[0]},), one per example of the batch"
             )
-        return result.double().sum(), outputs.shape[0]
+        per_example = result.double()
+        return BatchTerms(per_example.sum(), outputs.shape[0], per_example if units else None)
 
-    return batch
+    return measure
 
 
-_BUILT_IN: dict[str, BatchLoss] = {"cross_entropy": _cross_entropy, "mse": _mse}
+_BUILT_IN: dict[str, MeasureBatch] = {"cross_entropy": _cross_entropy, "mse": _mse}
 
 
 def build_loss(name: str, function: Callable | None = None) -> Loss:
@@ -118,3 +163,45 @@ def build_loss(name: str, function: Callable | None = None) -> Loss:
     if is_import_path(name):
         return Loss(name, _from_callable(name, resolve(name, "evaluation.loss")))
     return Loss(name, _BUILT_IN[name])  # the config accepts only these names
+
+
+# ------------------------------------------------------------------ standard errors
+
+# The sums `Moments` keeps, in this order: units k, Σy, Σn, Σy², Σy·n, Σn².
+_SUMS = 6
+
+
+class Moments:
+    """Running float64 sums of a split's loss units, kept on the device (no host sync until
+    `estimate`): the units' count k, Σy, Σn, Σy², Σy·n and Σn², y a unit's loss sum and n its
+    count (1 for an example)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(_SUMS, dtype=torch.float64, device=device)
+
+    def add(self, terms: BatchTerms) -> None:
+        assert terms.unit_sums is not None, "the batch was measured without its units"
+        y = terms.unit_sums.detach().double().reshape(-1)
+        n = torch.ones_like(y) if terms.unit_counts is None else terms.unit_counts.double()
+        n = n.to(y.device).reshape(-1)
+        k = torch.tensor(float(y.numel()), dtype=torch.float64, device=y.device)
+        self.sums += torch.stack([k, y.sum(), n.sum(), (y * y).sum(), (y * n).sum(), (n * n).sum()])
+
+    def estimate(self) -> tuple[float, float]:
+        """(mean, its standard error) of the units so far (one host sync)."""
+        return mean_and_error(self.sums.tolist())
+
+
+def mean_and_error(sums: list[float]) -> tuple[float, float]:
+    """The ratio estimator r = Σy/Σn and its standard error from `Moments`' six sums.
+
+    SE² = k/(k−1) · Σ(y − r·n)² / (Σn)², with Σ(y − r·n)² = Σy² − 2r·Σyn + r²·Σn²; for units
+    of one example each that is s²/k, s² the sample variance. NaN below two units; a tiny
+    negative residual sum (rounding, when every unit has the same loss) counts as 0.
+    """
+    units, y, n, yy, yn, nn = sums
+    mean = y / n if n else math.nan
+    if units < 2 or not math.isfinite(mean):
+        return mean, math.nan
+    residual = max(yy - 2 * mean * yn + mean * mean * nn, 0.0)
+    return mean, math.sqrt(units / (units - 1) * residual) / abs(n)

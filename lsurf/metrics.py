@@ -33,7 +33,9 @@ class Metric:
     unit: str  # '' or e.g. '%'; shown after the label
     # How a point's value is found: "mean" = (sum over batches of each batch's sum) /
     # (sum of batch sizes) × scale; "solver" = an iterative solver's result over the whole
-    # split (Hessian eigenvalues by Lanczos, lsurf.hessian), recorded as it returns it.
+    # split (Hessian eigenvalues by Lanczos, lsurf.hessian), recorded as it returns it;
+    # "standard_error" = the standard error of a "mean" over the examples it used
+    # (lsurf.losses.mean_and_error); "count" = how many examples the point used.
     combine: str
     scale: float = 1.0  # applied after combining: 100 turns a fraction into percent
     lower_is_better: bool = True  # decides where `lsurf info` looks for the best point
@@ -51,6 +53,12 @@ class Metric:
 
 LOSS = Metric("loss", "loss", "", "mean")
 ACCURACY = Metric("acc", "accuracy", "%", "mean", scale=100.0, lower_is_better=False)
+
+# Precision (`evaluation.standard_errors`, `evaluation.rel_error`): the loss's standard error
+# at every point, and, when a point may stop early, how many examples it used. Neither has a
+# best point.
+LOSS_SE = Metric("loss_se", "loss standard error", "", "standard_error", ranked=False)
+EXAMPLES = Metric("examples", "examples used", "", "count", ranked=False)
 
 # Curvature (`hessian.eigenvalues: true`): the extreme eigenvalues of the Hessian of the mean
 # loss on one split at every point, the relative residual each reached (‖Hv − λv‖ / |λ|max,
@@ -80,7 +88,9 @@ EIG_PRODUCTS = Metric(
 )
 CURVATURE = (MAX_EIG, MIN_EIG, MAX_EIG_RESIDUAL, MIN_EIG_RESIDUAL, EIG_PRODUCTS)
 
-TABLE: dict[str, Metric] = {metric.name: metric for metric in (LOSS, ACCURACY, *CURVATURE)}
+TABLE: dict[str, Metric] = {
+    metric.name: metric for metric in (LOSS, ACCURACY, LOSS_SE, EXAMPLES, *CURVATURE)
+}
 DEFAULT_METRICS: tuple[str, ...] = ("loss", "acc")  # what a sweep measures unless told
 
 

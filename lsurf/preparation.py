@@ -36,7 +36,13 @@ from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, store
 from lsurf.datasets import SplitData, open_split
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, LsurfError, OutputError
-from lsurf.evaluate import Curvature, Evaluator, curvature_operator, pick_device
+from lsurf.evaluate import (
+    Curvature,
+    Evaluator,
+    StandardErrors,
+    curvature_operator,
+    pick_device,
+)
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
@@ -318,7 +324,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         name: sources.open_split(config.data, name, device, channels_last)
         for name in config.data.splits
     }
-    return Evaluator(
+    evaluator = Evaluator(
         model,
         setup.directions,
         splits,
@@ -329,6 +335,19 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         sources.loss(config.evaluation.loss),
         curvature_settings(config) if config.hessian.eigenvalues else None,
     )
+    errors = error_settings(config)
+    if errors is not None:
+        evaluator.estimate_errors(errors)
+    return evaluator
+
+
+def error_settings(config: SweepConfig) -> StandardErrors | None:
+    """The evaluator's view of the evaluation's standard_errors/rel_error/min_examples (None:
+    neither asked for)."""
+    evaluation = config.evaluation
+    if not evaluation.standard_errors and evaluation.rel_error is None:
+        return None
+    return StandardErrors(evaluation.rel_error, evaluation.min_examples, config.data.subset_seed)
 
 
 def curvature_settings(config: SweepConfig) -> Curvature:

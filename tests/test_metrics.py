@@ -20,6 +20,8 @@ def test_the_table_holds_loss_and_accuracy_in_percent():
     assert list(metrics.TABLE) == [
         "loss",
         "acc",
+        "loss_se",
+        "examples",
         "max_eig",
         "min_eig",
         "max_eig_residual",
@@ -46,8 +48,8 @@ def test_columns_are_split_major_with_names_and_labels():
     assert Column("val", SHARPNESS).label == "val sharpness (a.u.)"
     with pytest.raises(
         ConfigError,
-        match=r"^unknown metric 'eig'; valid: loss, acc, max_eig, min_eig, max_eig_residual, "
-        r"min_eig_residual, eig_products$",
+        match=r"^unknown metric 'eig'; valid: loss, acc, loss_se, examples, max_eig, min_eig, "
+        r"max_eig_residual, min_eig_residual, eig_products$",
     ):
         metrics.columns(["train"], ["loss", "eig"])
 

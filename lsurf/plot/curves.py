@@ -10,6 +10,10 @@ left, every split's column of the panel's metric (`--metric`; loss by default, a
 also when the metric asked for is accuracy); on the right, every split's accuracy column
 (no right axis when no file holds one, as the reference's eigenvalue files).
 
+Standard errors: where the file stores a split's `loss_se` (`evaluation.standard_errors` or
+`rel_error`), its loss curve carries error bars of ±1 standard error at every point shown
+below --zmax.
+
 Curvature: `--metric eig_ratio` draws |λmin/λmax| from 0 to at least 0.5 (the 2D maps'
 scale); a point whose solver did not converge is marked with an 'x' on its curve.
 """
@@ -25,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from lsurf.metrics import ACCURACY, LOSS, Column, Metric
+from lsurf.metrics import ACCURACY, LOSS, LOSS_SE, Column, Metric
 from lsurf.plot.curvature import default_range
 from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import PlotOptions
@@ -62,6 +66,7 @@ def draw_curves(panels: Sequence[Panel], options: PlotOptions) -> Figure:
         for split, (loss, accuracy) in panel_curves.items():
             style = SPLIT_STYLES.get(split, ":")
             ax.plot(x, loss, color=LOSS_COLOR, linestyle=style, label=f"{split} {left.label}")
+            _draw_standard_errors(ax, panel, split, loss, LOSS_COLOR)
             if accuracy is not None and accuracy_ax is not None:
                 accuracy_ax.plot(
                     x,
@@ -113,6 +118,42 @@ def _mark_unconverged(ax: Axes, panel: Panel) -> None:
         return
     x, values = panel.surface.x[marked], panel.values.data[marked]
     ax.plot(x, values, linestyle="", zorder=4, gid="unconverged", **UNCONVERGED_STYLE)
+
+
+def standard_errors(panel: Panel, split: str) -> np.ndarray | None:
+    """The stored standard errors of `split`'s loss, when the left axis is the loss and the
+    file holds them."""
+    if primary_metric(panel).name != LOSS.name:
+        return None
+    for column in panel.surface.columns.values():
+        if column.split == split and column.metric.name == LOSS_SE.name:
+            return panel.surface.metrics[column.name]
+    return None
+
+
+def _draw_standard_errors(
+    ax: Axes, panel: Panel, split: str, drawn: np.ma.MaskedArray, color: str
+) -> None:
+    """±1 standard error bars on a split's loss curve, at the points it shows unclipped."""
+    errors = standard_errors(panel, split)
+    if errors is None:
+        return
+    stored = panel.surface.metrics[f"{split}_{LOSS.name}"]
+    with np.errstate(invalid="ignore"):
+        # Not at a hidden point, nor where --zmax drew the value lower than it is.
+        shown = ~np.ma.getmaskarray(drawn) & (drawn.filled(np.nan) == stored)
+    if not shown.any():
+        return
+    ax.errorbar(
+        panel.surface.x[shown],
+        stored[shown],
+        yerr=np.nan_to_num(errors[shown], nan=0.0),
+        fmt="none",
+        ecolor=color,
+        elinewidth=0.8,
+        capsize=0,
+        gid="standard_error",
+    )
 
 
 def primary_metric(panel: Panel) -> Metric:
@@ -234,6 +275,10 @@ def _legend_handles(panels: Sequence[Panel], curves: Sequence[dict], left: Metri
         style = SPLIT_STYLES.get(split, ":")
         label = f"{split} {left.label}"
         handles.append(Line2D([], [], color=LOSS_COLOR, linestyle=style, label=label))
+    if any(standard_errors(panel, split) is not None for panel in panels for split in splits):
+        handles.append(
+            Line2D([], [], color=LOSS_COLOR, marker="|", linestyle="", label="±1 standard error")
+        )
     for split in splits:
         if any(panel[split][1] is not None for panel in curves if split in panel):
             style = SPLIT_STYLES.get(split, ":")
@@ -275,6 +320,7 @@ def draw_overlaid_curves(panels: Sequence[Panel], options: PlotOptions) -> Figur
             style = SPLIT_STYLES.get(split, ":")
             name = f"{panel.label} {split}"
             loss_ax.plot(x, loss, color=color, linestyle=style, label=f"{name} {left.label}")
+            _draw_standard_errors(loss_ax, panel, split, loss, color)
             if accuracy is not None and accuracy_ax is not None:
                 accuracy_ax.plot(
                     x, accuracy, color=color, linestyle=style, label=f"{name} {ACCURACY.label}"

@@ -1,0 +1,329 @@
+"""Standard errors and early stopping (evaluation.standard_errors, rel_error, min_examples).
+
+The estimator against textbook values, the loss's sampling units, the columns a sweep stores
+checked against a recomputation by hand (the model moved with the sweep's own directions, the
+examples taken in the documented seeded order), the loss's bits untouched when stopping is
+off, the same bits on 1 and 3 ranks, the keys refused in one line, and the readers (info, the
+1D plot) on files that hold these columns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from surface_helpers import write_surface_by_hand
+
+from lsurf import checkpoint, models
+from lsurf.cli import main
+from lsurf.config import DataConfig, load_sweep_config
+from lsurf.data import load_configured
+from lsurf.datasets import open_split
+from lsurf.losses import BatchTerms, Moments, build_loss, mean_and_error
+from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
+from lsurf.plot import PlotOptions
+from lsurf.plot.curves import draw_curves
+from lsurf.plot.view import load_panels
+from lsurf.report import describe_surface
+from lsurf.store import read_directions, read_surface
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+
+# Small batches and a low minimum on the 200/100-example synthetic CIFAR, so that points stop
+# after a few batches, or not at all, within one grid.
+STOPPING = {
+    "data.batch_size": 16,
+    "evaluation.rel_error": 0.006,
+    "evaluation.min_examples": 32,
+}
+
+
+def sweep(sweep_yaml, changes: dict, name: str) -> tuple[Path, Path]:
+    """Run a sweep of the conftest config with `changes`, to its own output: (config, output)."""
+    config = sweep_yaml(changes, name=f"{name}.yaml")
+    output = config.parent / "out" / f"{name}.h5"
+    config = sweep_yaml({**changes, "output": str(output)}, name=f"{name}.yaml")
+    assert main(["sweep", str(config)]) == 0
+    return config, output
+
+
+def datasets(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a surface file (the coordinates, `done` and the columns) by name."""
+    with h5py.File(path, "r") as h5file:
+        found = {name: h5file[name] for name in h5file if isinstance(h5file[name], h5py.Dataset)}
+        return {name: data[()] for name, data in found.items() if data.dtype.kind in "fb"}
+
+
+def per_example_by_hand(config_path: Path, split: str, a: float, b: float, seeded: bool):
+    """Each example's cross-entropy (float64) and whether it is classified right, at (a, b):
+    θ* + a·d1 + b·d2 written by hand from the sweep's direction file, the split read with
+    the config's data settings, in the seeded order (randperm under data.subset_seed) or not."""
+    config = load_sweep_config(config_path)
+    model = models.build(config.model.name)
+    checkpoint.load_weights(model, config.model.checkpoint)
+    directions, _ = read_directions(config.direction_file)
+    state = model.state_dict()  # references to the model's own tensors
+    with torch.no_grad():
+        for key, x in directions.x.items():
+            state[key].add_(a * x + b * directions.y[key])
+    data = load_configured(config.data, split)
+    images, labels = data.images, data.labels
+    if seeded:
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        images, labels = images[order], labels[order]
+    with torch.no_grad():
+        outputs = model.eval()(images).float()
+    losses = F.cross_entropy(outputs, labels, reduction="none").double().numpy()
+    return losses, (outputs.argmax(dim=1) == labels).numpy()
+
+
+def textbook(losses: np.ndarray) -> tuple[float, float]:
+    return float(losses.mean()), float(losses.std(ddof=1) / math.sqrt(len(losses)))
+
+
+def stopping_count(losses: np.ndarray, batch_size: int, rel_error: float, minimum: int) -> int:
+    """How many examples the documented rule uses: the first batch boundary with at least
+    `minimum` examples and SE ≤ rel_error·|mean|, else all."""
+    for used in range(batch_size, len(losses) + batch_size, batch_size):
+        used = min(used, len(losses))
+        mean, error = textbook(losses[:used])
+        if used >= minimum and error <= rel_error * abs(mean):
+            return used
+    return len(losses)
+
+
+# ---------------------------------------------------------------------------- the estimator
+
+
+def test_per_example_units_give_the_textbook_standard_error():
+    losses = np.array([0.5, 1.5, 2.0, 4.0, 0.25, 3.0])
+    moments = Moments(torch.device("cpu"))
+    for part in (losses[:2], losses[2:]):  # two batches of unequal size
+        values = torch.from_numpy(part)
+        moments.add(BatchTerms(values.sum(), len(part), values))
+    mean, error = moments.estimate()
+    assert mean == pytest.approx(losses.mean(), rel=1e-15)
+    assert error == pytest.approx(losses.std(ddof=1) / math.sqrt(6), rel=1e-12)
+
+
+def test_a_loss_returning_its_own_counts_is_a_ratio_estimator_over_batches():
+    # Three batches of (token-loss sum, token count): r = 14/7 = 2; residuals y − r·n are
+    # −1, 2, −1, so SE² = 3/2 · 6 / 7² and SE = 3/7.
+    pairs = [(3.0, 2), (10.0, 4), (1.0, 1)]
+    loss = build_loss("tokens", lambda outputs, targets: (outputs.sum(), int(targets.sum())))
+    moments = Moments(torch.device("cpu"))
+    for total, count in pairs:
+        terms = loss.terms(torch.tensor([[total]]), torch.tensor([count]))
+        assert terms.total.item() == total and terms.count == count
+        moments.add(terms)
+    mean, error = moments.estimate()
+    assert mean == 2.0
+    assert error == pytest.approx(3 / 7, rel=1e-14)
+    # One unit has no spread to measure; a non-finite mean none to give.
+    assert math.isnan(mean_and_error([1.0, 3.0, 2.0, 9.0, 6.0, 4.0])[1])
+    assert math.isnan(mean_and_error([5.0, math.inf, 5.0, math.inf, math.inf, 5.0])[1])
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "mse", "per_example"])
+def test_the_units_leave_the_loss_sum_as_it_was(name):
+    generator = torch.Generator().manual_seed(1)
+    outputs = torch.randn(37, 10, generator=generator) * 3
+    targets = torch.randint(0, 10, (37,), generator=generator)
+    function = lambda o, t: F.cross_entropy(o, t, reduction="none") ** 2  # noqa: E731
+    loss = build_loss(name, function) if name == "per_example" else build_loss(name)
+    total, count = loss.batch(outputs, targets)
+    terms = loss.terms(outputs, targets)
+    assert terms.total.dtype == torch.float64 and terms.count == count == 37
+    assert terms.total.item() == total.item()  # bit for bit: the loss column is unchanged
+    expected = {
+        "cross_entropy": F.cross_entropy(outputs, targets, reduction="none"),
+        "mse": (F.softmax(outputs, 1) - F.one_hot(targets, 10)).pow(2).mean(1),
+        "per_example": function(outputs, targets),
+    }[name]
+    assert terms.unit_counts is None  # one example per unit
+    assert torch.equal(terms.unit_sums, expected.double())
+
+
+# ---------------------------------------------------------------------------- seeded order
+
+
+def test_streamed_and_cached_splits_hand_out_the_same_seeded_order(cifar_root):
+    data = DataConfig(root=cifar_root, workers=0)
+    cached = open_split(data, "test", torch.device("cpu"), channels_last=False)
+    streamed = open_split(
+        DataConfig(root=cifar_root, workers=0, cache_mb=0), "test", torch.device("cpu"), False
+    )
+    assert cached.cached and not streamed.cached
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(5))
+    for split in (cached, streamed):
+        first = next(split.batches(16, order_seed=5))  # left unfinished, like a stopped point
+        batches = list(split.batches(16, order_seed=5))
+        assert [len(targets) for _, targets in batches] == [16] * 6 + [4]
+        inputs = torch.cat([inputs for inputs, _ in batches])
+        assert torch.equal(inputs, cached.inputs[order])
+        assert torch.equal(first[0], cached.inputs[order[:16]])
+    # Without a seed, the split's own order, as before.
+    assert torch.equal(next(cached.batches(16))[0], cached.inputs[:16])
+
+
+# ---------------------------------------------------------------------------- sweeps
+
+
+def test_standard_errors_alone_leave_every_value_bit_for_bit(sweep_yaml):
+    plain = datasets(sweep(sweep_yaml, {}, "plain")[1])
+    config, output = sweep(sweep_yaml, {"evaluation.standard_errors": True}, "errors")
+    found = datasets(output)
+    assert set(found) == set(plain) | {"train_loss_se", "test_loss_se"}
+    for name, values in plain.items():
+        assert np.array_equal(values, found[name]), name
+    # Every example, in the split's own order: the textbook SE, recomputed at two points.
+    for i, j in ((2, 2), (0, 1)):
+        a, b = found["xcoordinates"][i], found["ycoordinates"][j]
+        losses, _ = per_example_by_hand(config, "test", a, b, seeded=False)
+        mean, error = textbook(losses)
+        assert found["test_loss"][i, j] == pytest.approx(mean, rel=1e-5)
+        assert found["test_loss_se"][i, j] == pytest.approx(error, rel=1e-4)
+
+
+def test_early_stopped_points_match_a_recomputation_from_the_seeded_order(sweep_yaml):
+    config, output = sweep(sweep_yaml, STOPPING, "stopped")
+    surface = read_surface(output)
+    assert surface.done.all()
+    names = [column.name for column in surface.columns.values()]
+    assert names == [
+        "train_loss", "train_loss_se", "train_examples", "train_acc",
+        "test_loss", "test_loss_se", "test_examples", "test_acc",
+    ]  # fmt: skip
+    values = surface.metrics
+    used_counts = set()
+    for split, size in (("train", 200), ("test", 100)):
+        for i, j in np.ndindex(*surface.done.shape):
+            a, b = surface.x[i], surface.y[j]
+            losses, right = per_example_by_hand(config, split, a, b, seeded=True)
+            used = stopping_count(losses, 16, 0.006, 32)
+            used_counts.add((split, used < size))
+            assert values[f"{split}_examples"][i, j] == used, (split, a, b)
+            mean, error = textbook(losses[:used])
+            assert values[f"{split}_loss"][i, j] == pytest.approx(mean, rel=1e-5)
+            assert values[f"{split}_loss_se"][i, j] == pytest.approx(error, rel=1e-4)
+            assert values[f"{split}_acc"][i, j] == pytest.approx(100 * right[:used].mean())
+    # The grid exercises both outcomes: points that stopped early and points that used all.
+    assert {stopped for _, stopped in used_counts} == {True, False}
+
+
+@needs_mpi
+def test_early_stopped_surfaces_are_the_same_bits_on_three_ranks(sweep_yaml):
+    config, serial = sweep(sweep_yaml, STOPPING, "serial")
+    parallel = serial.with_name("parallel.h5")
+    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf", "sweep"]
+    command += [str(config), "--set", f"output={parallel}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment())
+    assert result.returncode == 0, result.stderr
+    expected, found = datasets(serial), datasets(parallel)
+    assert set(found) == set(expected)
+    for name, values in expected.items():
+        assert np.array_equal(values, found[name]), name
+    examples = expected["train_examples"]
+    assert examples.min() < 200 and examples.max() == 200  # stopped points, and full ones
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+# ---------------------------------------------------------------------------- the keys
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("evaluation.rel_error=0", "evaluation.rel_error must be between 0 and 1"),
+        ("evaluation.rel_error=1.5", "evaluation.rel_error must be between 0 and 1"),
+        ("evaluation.rel_error=.nan", "evaluation.rel_error must be between 0 and 1"),
+        ("evaluation.min_examples=0", "evaluation.min_examples must be at least 1"),
+        ("evaluation.standard_errors=maybe", "evaluation.standard_errors"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(sweep_yaml, capsys, setting, message):
+    config = sweep_yaml()
+    capsys.readouterr()
+    assert main(["sweep", str(config), "--set", setting]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (config.parent / "out" / "surface.h5").exists()
+
+
+def test_resuming_with_other_precision_settings_is_refused(existing_output, sweep_yaml, capsys):
+    output, content, _ = existing_output
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_yaml()), "--set", "evaluation.rel_error=0.01"]) == 2
+    assert "differs in: evaluation.rel_error" in capsys.readouterr().err
+    assert output.read_bytes() == content
+
+
+def test_a_file_written_before_these_keys_resumes_unchanged(existing_output, sweep_yaml):
+    output, _, _ = existing_output
+    before = datasets(output)
+    with h5py.File(output, "r+") as h5file:
+        stored = yaml.safe_load(h5file.attrs["config"])
+        for key in ("standard_errors", "rel_error", "min_examples"):
+            del stored["evaluation"][key]
+        h5file.attrs["config"] = yaml.safe_dump(stored)
+        h5file["done"][1:, :] = False
+    assert main(["sweep", str(sweep_yaml())]) == 0
+    after = datasets(output)
+    assert set(after) == set(before)
+    for name, values in before.items():
+        assert np.array_equal(values, after[name]), name
+
+
+# ---------------------------------------------------------------------------- the readers
+
+
+def test_info_ranks_no_point_by_its_standard_error_or_example_count(tmp_path):
+    path = precision_curve(tmp_path)
+    report = describe_surface(path)
+    assert "min train_loss  0.5 at x=0" in report
+    assert "min train_loss_se" not in report and "min train_examples" not in report
+
+
+def test_1d_loss_curves_carry_error_bars_of_one_standard_error(tmp_path):
+    path = precision_curve(tmp_path)
+    options = PlotOptions()
+    figure = draw_curves(load_panels([path], options), options)
+    [ax] = [ax for ax in figure.axes if ax.get_ylabel().startswith("loss")]
+    [bars] = [artist for artist in ax.collections if artist.get_gid() == "standard_error"]
+    segments = bars.get_segments()
+    # One bar per point shown: the NaN point (index 3) has none; each spans loss ± SE.
+    x, loss, error = np.linspace(-1, 1, 5), 0.5 + np.linspace(-1, 1, 5) ** 2, np.full(5, 0.02)
+    shown = [0, 1, 2, 4]
+    assert [segment[0][0] for segment in segments] == pytest.approx(x[shown])
+    assert [segment[0][1] for segment in segments] == pytest.approx(loss[shown] - error[shown])
+    assert [segment[1][1] for segment in segments] == pytest.approx(loss[shown] + error[shown])
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "±1 standard error" in labels
+
+
+def precision_curve(tmp_path: Path) -> Path:
+    """A 1D file holding train loss, its standard error and the examples used; NaN at x=0.5."""
+    x = np.linspace(-1, 1, 5)
+    loss = 0.5 + x**2
+    loss[3] = np.nan
+    rows = {metric.name: asdict(metric) for metric in (LOSS, LOSS_SE, EXAMPLES)}
+    columns = {
+        "train_loss": ("train", rows["loss"], loss),
+        "train_loss_se": ("train", rows["loss_se"], np.full(5, 0.02)),
+        "train_examples": ("train", rows["examples"], np.array([1000, 1000, 3000, 50000, 1000])),
+    }
+    return write_surface_by_hand(tmp_path / "curve.h5", x, None, columns)
