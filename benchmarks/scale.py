@@ -83,7 +83,9 @@ def stub_worker(session) -> None:
     setups: list[StubSetup] | None = session.receive_setup()
     if setups is None:
         return
-    session.report_ready([setup.columns for setup in setups])
+    from lsurf.parallel import Ready
+
+    session.report_ready(Ready([setup.columns for setup in setups], [[] for _ in setups]))
     rng = np.random.default_rng(session.rank)
     slow = STRAGGLER_FACTOR if session.rank > session.size - 1 - setups[0].stragglers else 1.0
     busy, first = 0.0, None

@@ -52,10 +52,15 @@ from lsurf.data import Split
 from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
+from lsurf.folding import Folded, fold_batch_norm
 from lsurf.losses import Loss, Moments, build_loss, classifies
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
+# The largest difference between folded and unfolded outputs on a probe batch, relative to the
+# largest output, that is fp32 rounding (seen: 1e-7 to 2e-6 on the model zoo); beyond it the
+# folded graph is not the model (a module tracing changed), and the model is evaluated.
+FOLDING_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Evaluator:
         precision: str = "fp32",
         loss: Loss | None = None,
         curvature: Curvature | None = None,
+        fold_bn: bool = False,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
@@ -172,6 +178,12 @@ class Evaluator:
         }
         self.curvature = curvature
         self.columns = self._probe()
+        # What each point runs: the model, or the model with BN folded into its convolutions
+        # (lsurf.folding; refolded after every move). The Hessian always takes the model.
+        self.notes: list[str] = []  # what the sweep's log should say about this evaluator
+        self.folded = fold_batch_norm(self.model) if fold_bn else Folded(self.model)
+        if fold_bn:
+            self._check_folding()
         # Per split, whether it has an accuracy column: decided once, not at every point.
         self._accuracy = {column.split for column in self.columns if column.metric is ACCURACY}
         self.hessian = None if curvature is None else self._hessian_operator(curvature)
@@ -185,6 +197,32 @@ class Evaluator:
                 f"{', '.join(self.splits)}; add it to data.splits"
             )
         return curvature_operator(self.model, self.splits[curvature.split], curvature, self.loss)
+
+    @property
+    def network(self) -> nn.Module:
+        """The module each point's forward passes run."""
+        return self.folded.network
+
+    @torch.inference_mode()
+    def _check_folding(self) -> None:
+        """The folded network must give the model's outputs on every probe batch (to fp32
+        rounding); where it does not, or nothing folds, the model is evaluated as it is."""
+        for name, split in self.splits.items():
+            inputs, _ = split.first(min(PROBE_EXAMPLES, len(split)))
+            expected, found = self.model(inputs).float(), self.network(inputs).float()
+            scale = float(expected.abs().max()) or 1.0
+            apart = float((found - expected).abs().max()) / scale
+            if not apart <= FOLDING_TOLERANCE:
+                self.folded = Folded(
+                    self.model,
+                    reason=f"the folded network's outputs on the {name} probe batch differ from "
+                    f"the model's by {apart:.2g} of their largest",
+                )
+                break
+        if self.folded.count:
+            self.notes.append(f"BN folded into {self.folded.count} convolutions")
+        else:
+            self.notes.append(f"BN not folded: {self.folded.reason}")
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -246,10 +284,11 @@ class Evaluator:
     def evaluate(self, a: float, b: float) -> dict[str, float]:
         """Every column's value at (a, b), by dataset name (`train_loss`, ...)."""
         self.move_to(a, b)
+        self.folded.refold()
         values: dict[str, float] = {}
         for name, split in self.splits.items():
             measured = measure_batches(
-                self.model,
+                self.network,
                 split.batches(self.batch_size, self.order_seed),
                 self.loss,
                 name in self._accuracy,

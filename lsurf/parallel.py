@@ -9,7 +9,8 @@ Iprobe followed by a short sleep.
 
 Messages (all point to point, pickled; tags below):
     master → worker  SETUP    the sweeps' payloads (a list), or None: stop before starting
-    worker → master  READY    setup done (data loaded, probed): each sweep's columns, or the error
+    worker → master  READY    setup done (data loaded, probed): a Ready (each sweep's columns and
+                              notes), or the error
     master → worker  WORK     (sweep, chunk): a sweep's position in the list and an int64 array
                               of its flat point indices; or a Stop
     worker → master  RESULT   (sweep, chunk, {metric: values}, seconds) for a finished chunk
@@ -73,6 +74,15 @@ def failure(rank: int, point: int | None, error: BaseException, sweep: int = 0) 
     """A WorkerFailure carrying `error`'s full traceback."""
     text = "".join(traceback.format_exception(error)).rstrip()
     return WorkerFailure(rank, point, text, "error", sweep)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A worker's set-up is done: each sweep's columns, and what the log should say of each
+    sweep's evaluation (whether BN was folded, ...)."""
+
+    columns: list[list[Any]]  # per sweep: its lsurf.metrics.Column list
+    notes: list[list[str]]  # per sweep
 
 
 class Preempted(Exception):

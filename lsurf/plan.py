@@ -98,6 +98,7 @@ def _plan(prepared: Prepared, state: bool | None) -> tuple[list[str], int, float
     lines.append(
         f"model    {config.model.name}, {_count(weights)} parameters, on {device}{threads}"
     )
+    lines += [f"network  {note}" for note in evaluator.notes]
     if evaluator.hessian is None:
         evaluator.evaluate(0.0, 0.0)  # warm-up: allocations, kernel selection, caches
         start = time.perf_counter()

@@ -334,6 +334,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         config.evaluation.precision,
         sources.loss(config.evaluation.loss),
         curvature_settings(config) if config.hessian.eigenvalues else None,
+        fold_bn=config.evaluation.fold_bn,
     )
     errors = error_settings(config)
     if errors is not None:

@@ -26,7 +26,7 @@ from lsurf.datasets import SplitData
 from lsurf.evaluate import Evaluator
 from lsurf.grid import Grid
 from lsurf.metrics import Column
-from lsurf.parallel import Preempted, Record, WorkerFailure
+from lsurf.parallel import Preempted, Ready, Record, WorkerFailure
 from lsurf.preparation import FROM_CONFIG, Sources, WorkerSetup, load
 
 
@@ -90,13 +90,15 @@ class Evaluators:
         self._wanted: set[tuple[str, str, str, bool]] = set()
         self._current: tuple[int, Evaluator] | None = None
 
-    def check(self) -> list[list[Column]]:
+    def check(self) -> Ready:
         """Build every sweep's evaluator in turn (the last one built is the first sweep's);
-        each sweep's columns, in order."""
+        each sweep's columns and notes, in order."""
         columns: list[list[Column]] = [[] for _ in self._setups]
+        notes: list[list[str]] = [[] for _ in self._setups]
         for sweep in reversed(range(len(self._setups))):
-            columns[sweep] = self.get(sweep).columns
-        return columns
+            evaluator = self.get(sweep)
+            columns[sweep], notes[sweep] = evaluator.columns, evaluator.notes
+        return Ready(columns, notes)
 
     def get(self, sweep: int) -> Evaluator:
         """The evaluator of `sweep` (its position in the job's list)."""

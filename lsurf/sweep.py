@@ -173,8 +173,8 @@ def _run_master(
         if first.kind == "input":
             raise LsurfError(f"rank {first.rank}: {first.message}")
         raise RuntimeError(f"rank {first.rank} failed during set-up:\n{first.message}")
-    columns = reports[0]  # per sweep
-    if any(report != columns for report in reports):
+    columns = reports[0].columns  # per sweep
+    if any(report.columns != columns for report in reports):
         session.stop_workers(EXIT_BAD_INPUT)
         raise OutputError(
             "the workers measure different metrics (their data differs between nodes?)"
@@ -193,8 +193,11 @@ def _run_master(
         raise
     run = _Run(sweeps, writers, log)
     shown = 0 if isinstance(session, SerialSession) else len(session.workers)
-    for prepared, resume, todo in zip(sweeps, resumes, run.todo, strict=True):
+    notes = reports[0].notes
+    for prepared, resume, todo, said in zip(sweeps, resumes, run.todo, notes, strict=True):
         _log_start(log, prepared.config, resume, prepared.grid.size, len(todo), shown)
+        for note in said:
+            log(f"  {note}")
     if len(sweeps) > 1:
         where = f" on {shown} workers" if shown else ""
         log(f"{len(sweeps)} sweeps in one queue, {run.left_in_all} points to go{where}")
@@ -321,14 +324,14 @@ def _run_worker(session: parallel.Session) -> None:
         return
     try:
         evaluators = _worker_evaluators(session, setups)
-        columns = evaluators.check()  # every sweep's set-up, before anything is written
+        ready = evaluators.check()  # every sweep's set-up, before anything is written
     except LsurfError as error:
         session.report_ready(parallel.WorkerFailure(session.rank, None, str(error), "input"))
         return _wait_for_stop(session)
     except Exception as error:  # noqa: BLE001 - reported to rank 0 with its traceback
         session.report_ready(parallel.failure(session.rank, None, error))
         return _wait_for_stop(session)
-    session.report_ready(columns)
+    session.report_ready(ready)
     for sweep, chunk in session.chunks():
         try:
             evaluator = evaluators.get(sweep)  # another model only when the queue moved on

@@ -272,7 +272,7 @@ def test_a_worker_builds_one_evaluator_at_a_time_and_reads_shared_data_once(
         preparation.FROM_CONFIG.loss,
     )
     evaluators = Evaluators(setups, lambda setup: torch.device("cpu"), sources)
-    columns = evaluators.check()  # c, b, a: every sweep built once, ending on the first
+    columns = evaluators.check().columns  # c, b, a: every sweep built once, ending on the first
     assert [len(found) for found in columns] == [4, 4, 2]
     # Each build keeps only the splits its sweep uses: b's blobs replace c's test split, and
     # a reads its own.

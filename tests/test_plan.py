@@ -34,9 +34,10 @@ def test_a_new_sweep_is_planned_without_writing_anything(sweep_yaml, tmp_path):
         lines[6],
     )
     assert lines[7].startswith("model    convnet_small, 1586 parameters, on cpu, ")
-    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[8]).group(1))
+    assert lines[8] == "network  BN folded into 2 convolutions"
+    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[9]).group(1))
     assert seconds > 0
-    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[9])
+    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[10])
 
 
 def test_a_partial_sweep_is_planned_as_a_resume_and_left_untouched(sweep_yaml, tmp_path):

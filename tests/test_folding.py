@@ -1,0 +1,212 @@
+"""BN folded into the convolutions (lsurf.folding): the same losses to fp32 rounding on every
+model of the zoo, at any point of any plane (BN parameters and statistics moving too), the
+model itself wherever folding does not apply, and old files never resumed folded."""
+
+import copy
+
+import h5py
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from lsurf import models, params
+from lsurf.cli import main
+from lsurf.data import Split
+from lsurf.directions import Directions, random_directions
+from lsurf.evaluate import Evaluator
+from lsurf.folding import fold_batch_norm
+from lsurf.store import read_surface
+
+POINTS = [(0.0, 0.0), (0.4, -0.3), (-0.6, 0.5)]
+
+
+def realistic(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BN statistics and affine parameters away from their initial 0/1, as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                size = module.num_features
+                module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+                module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
+                module.weight.copy_(0.5 + torch.rand(size, generator=generator))
+                module.bias.copy_(0.2 * (torch.rand(size, generator=generator) - 0.5))
+    return model.eval()
+
+
+def data(count: int = 6, seed: int = 1) -> Split:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(count, 3, 32, 32, generator=generator)
+    return Split(images, torch.randint(0, 10, (count,), generator=generator))
+
+
+def both(model: nn.Module, directions: Directions, split: Split) -> tuple[Evaluator, Evaluator]:
+    """Evaluators of the same model, unfolded and folded (each on its own copy)."""
+    device = torch.device("cpu")
+    plain = Evaluator(copy.deepcopy(model), directions, {"train": split}, 4, device)
+    folded = Evaluator(model, directions, {"train": split}, 4, device, fold_bn=True)
+    return plain, folded
+
+
+def assert_close(plain: Evaluator, folded: Evaluator, points=POINTS) -> None:
+    for a, b in points:
+        expected, found = plain.evaluate(a, b), folded.evaluate(a, b)
+        assert found["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5), (a, b)
+
+
+# One of each family and shortcut kind at random points; every name at θ* below (the deeper
+# and wider ones are the same blocks, more of them).
+FAMILIES = [
+    "convnet_small",
+    "resnet20",
+    "resnet20_b",
+    "resnet20_noshort",
+    "vgg9",
+    "densenet121",
+    "wrn56_2",
+    "wrn56_2_noshort",
+]
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_every_zoo_model_folds_every_batch_norm_it_can(name):
+    torch.manual_seed(0)
+    model = realistic(models.build(name))
+    folded = fold_batch_norm(model)
+    norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    # DenseNet's layers are BN → ReLU → conv: only the BN after each bottleneck's 1×1 conv
+    # follows a conv (58 of 120); every other model's BNs all follow a conv or a linear layer.
+    assert folded.count == (58 if name == "densenet121" else norms)
+    inputs = data(2).images
+    with torch.inference_mode():
+        expected, found = model(inputs), folded.network(inputs)
+    assert torch.allclose(found, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_folded_losses_equal_the_models_at_random_points(name):
+    torch.manual_seed(0)
+    model = realistic(models.build(name))
+    directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
+    plain, folded = both(model, directions, data())
+    assert folded.folded.count > 0, folded.folded.reason
+    assert folded.notes == [f"BN folded into {folded.folded.count} convolutions"]
+    assert_close(plain, folded)
+
+
+def test_folding_follows_bn_that_moves_parameters_statistics_and_interpolations():
+    torch.manual_seed(0)
+    model = realistic(models.build("resnet20"))
+    split = data()
+    # ignore: none moves γ and β; a direction over the state moves the running statistics.
+    moving = params.movable(model, include_buffers=True)
+    generator = torch.Generator().manual_seed(3)
+    x = {key: 0.1 * torch.randn(t.shape, generator=generator) for key, t in moving.items()}
+    y = {key: 0.1 * torch.randn(t.shape, generator=generator) for key, t in moving.items()}
+    for key in x:
+        if key.endswith("running_var"):  # keep the variance positive on the plane
+            x[key], y[key] = x[key].abs(), y[key].abs()
+    states = Directions("random", "filter", "none", 0, x, y, moves_buffers=True)
+    assert_close(*both(model, states, split))
+    # An interpolation toward another network, BN statistics included (space: states).
+    other = realistic(models.build("resnet20"), seed=5)
+    end = {key: tensor.clone() for key, tensor in params.movable(other, True).items()}
+    zero = {key: torch.zeros_like(t) for key, t in x.items()}
+    line = Directions("target", "none", "none", 0, zero, None, moves_buffers=True, end=end)
+    assert_close(*both(model, line, split), points=[(0.0, 0.0), (0.5, 0.0), (1.0, 0.0)])
+
+
+class NoNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(inputs).mean(dim=(2, 3)))
+
+
+class Branching(nn.Module):
+    """BN after a conv, but a branch on the data's values: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(self.conv(inputs))
+        if hidden.sum() > 0:
+            hidden = hidden * 2
+        return self.head(hidden.mean(dim=(2, 3)))
+
+
+class SharedOutput(nn.Module):
+    """The conv's output feeds its BN and, beside it, the head: folding would change the head's
+    input, so this pair must stay as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        raw = self.conv(inputs)
+        both = torch.cat([self.norm(raw), raw], dim=1)
+        return self.head(both.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        (NoNorm(), "the model has no batch norm"),
+        (Branching(), "torch.fx cannot trace the model"),
+        (SharedOutput(), "no convolution is followed by its own batch norm"),
+    ],
+)
+def test_a_model_that_does_not_fold_is_evaluated_as_it_is_bit_for_bit(model, reason):
+    torch.manual_seed(0)
+    model = realistic(model)
+    directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
+    plain, folded = both(model, directions, data())
+    assert folded.folded.count == 0 and folded.folded.reason.startswith(reason)
+    assert folded.network is folded.model
+    assert folded.notes[0].startswith(f"BN not folded: {reason}")
+    for a, b in POINTS:
+        assert folded.evaluate(a, b) == plain.evaluate(a, b)
+
+
+def test_refolding_after_a_move_is_what_folding_the_moved_model_gives():
+    torch.manual_seed(0)
+    model = realistic(models.build("resnet20"))
+    folded = fold_batch_norm(model)
+    inputs = data().images
+    with torch.no_grad():
+        for tensor in params.movable(model, True).values():
+            tensor.add_(0.05 * torch.randn_like(tensor)).abs_()  # every tensor, BN's too
+        folded.refold()
+        assert torch.allclose(folded.network(inputs), model(inputs), rtol=1e-4, atol=1e-4)
+        stale = fold_batch_norm(copy.deepcopy(model))  # a fold made from the moved model
+        assert torch.equal(folded.network(inputs), stale.network(inputs))
+
+
+def test_a_file_from_before_folding_resumes_only_unfolded(sweep_yaml, capsys):
+    config = sweep_yaml()
+    assert main(["sweep", str(config)]) == 0
+    output = config.parent / "out" / "surface.h5"
+    # As an older lsurf wrote it: no evaluation.fold_bn in the stored config, half done.
+    with h5py.File(output, "r+") as h5file:
+        stored = yaml.safe_load(h5file.attrs["config"])
+        del stored["evaluation"]["fold_bn"]
+        h5file.attrs["config"] = yaml.safe_dump(stored)
+        h5file["done"][2:, :] = False
+    before = output.read_bytes()
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 2
+    assert "differs in: evaluation.fold_bn" in capsys.readouterr().err
+    assert output.read_bytes() == before
+    assert main(["sweep", str(config), "--set", "evaluation.fold_bn=false"]) == 0
+    assert read_surface(output).done.all()
