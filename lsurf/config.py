@@ -140,6 +140,11 @@ class EvaluationConfig:
     # every move: the same outputs to fp32 rounding (~1e-7 relative), one pass less over the
     # activations. Files written before this key existed were evaluated unfolded.
     fold_bn: bool = True
+    # torch.compile of the network (lsurf.evaluate), paid once per process and model at set-up
+    # (40–70 s for a ResNet on a 2-core CPU); the same values to fp32 rounding. Off by
+    # default: it pays off on long sweeps only (benchmarks/evaluation_speed.py). A failure
+    # leaves the eager network, with a note in the log.
+    compile: bool = False
 
 
 HessianParams = Literal["weights", "all"]

@@ -41,6 +41,7 @@ its values: the same on any rank.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -61,6 +62,9 @@ PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost any
 # largest output, that is fp32 rounding (seen: 1e-7 to 2e-6 on the model zoo); beyond it the
 # folded graph is not the model (a module tracing changed), and the model is evaluated.
 FOLDING_TOLERANCE = 1e-4
+# The same for the compiled network against the eager one (other kernels, other sums), by
+# whether autocast rounds to bf16 (8 bits: compiled and eager round differently).
+COMPILE_TOLERANCE = {False: 1e-3, True: 5e-2}
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ class Evaluator:
         loss: Loss | None = None,
         curvature: Curvature | None = None,
         fold_bn: bool = False,
+        compile: bool = False,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
@@ -181,9 +186,12 @@ class Evaluator:
         # What each point runs: the model, or the model with BN folded into its convolutions
         # (lsurf.folding; refolded after every move). The Hessian always takes the model.
         self.notes: list[str] = []  # what the sweep's log should say about this evaluator
+        self._compiled: nn.Module | None = None
         self.folded = fold_batch_norm(self.model) if fold_bn else Folded(self.model)
         if fold_bn:
             self._check_folding()
+        if compile:
+            self._compile()
         # Per split, whether it has an accuracy column: decided once, not at every point.
         self._accuracy = {column.split for column in self.columns if column.metric is ACCURACY}
         self.hessian = None if curvature is None else self._hessian_operator(curvature)
@@ -200,8 +208,44 @@ class Evaluator:
 
     @property
     def network(self) -> nn.Module:
-        """The module each point's forward passes run."""
-        return self.folded.network
+        """The module each point's forward passes run (compiled, where it was)."""
+        return self.folded.network if self._compiled is None else self._compiled
+
+    @torch.inference_mode()
+    def _compile(self) -> None:
+        """torch.compile of the network, paid now: a pass over a whole batch and the last
+        (shorter) batch of each split compiles every shape a point meets, and checks the
+        compiled outputs against the eager ones. Any failure (an operation the compiler does
+        not support, no C++ compiler for the CPU backend) or a disagreement leaves the eager
+        network in place, with a note saying why: a slower sweep, never a wrong value."""
+        started = time.perf_counter()
+        try:
+            compiled = torch.compile(self.folded.network)
+            for name, split in self.splits.items():
+                sizes = {min(self.batch_size, len(split)), len(split) % self.batch_size} - {0}
+                for size in sorted(sizes, reverse=True):
+                    inputs, _ = split.first(size)
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
+                        expected = self.folded.network(inputs).float()
+                        found = compiled(inputs).float()
+                    scale = float(expected.abs().max()) or 1.0
+                    apart = float((found - expected).abs().max()) / scale
+                    if not apart <= COMPILE_TOLERANCE[self._bf16]:
+                        self.notes.append(
+                            f"not compiled: the compiled network's outputs on a {name} batch "
+                            f"differ from the eager ones by {apart:.2g} of their largest"
+                        )
+                        return
+        except Exception as error:  # noqa: BLE001 - any compiler failure: evaluate eagerly
+            self.notes.append(f"not compiled: torch.compile failed ({_reason(error)})")
+            return
+        self._compiled = compiled
+        seconds = time.perf_counter() - started
+        self.notes.append(f"compiled with torch.compile in {seconds:.0f} s")
+
+    @property
+    def _bf16(self) -> bool:
+        return self.precision == "bf16"
 
     @torch.inference_mode()
     def _check_folding(self) -> None:

@@ -335,6 +335,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         sources.loss(config.evaluation.loss),
         curvature_settings(config) if config.hessian.eigenvalues else None,
         fold_bn=config.evaluation.fold_bn,
+        compile=config.evaluation.compile,
     )
     errors = error_settings(config)
     if errors is not None:

@@ -44,6 +44,7 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
         "rel_error": None,
         "min_examples": 1000,
         "fold_bn": True,
+        "compile": False,
     }
     assert plain["grid"] == {"x": "-1:1:5", "y": "-0.5:0.5:3"}
     # The resolved YAML reads back to the same tree (it is what the surface file stores).

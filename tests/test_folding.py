@@ -210,3 +210,51 @@ def test_a_file_from_before_folding_resumes_only_unfolded(sweep_yaml, capsys):
     assert output.read_bytes() == before
     assert main(["sweep", str(config), "--set", "evaluation.fold_bn=false"]) == 0
     assert read_surface(output).done.all()
+
+
+# ---------------------------------------------------------------------------- torch.compile
+
+
+def compiled_pair(monkeypatch=None, replacement=None):
+    torch.manual_seed(0)
+    model = realistic(models.build("convnet_small"))
+    directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
+    split, device = data(10), torch.device("cpu")
+    eager = Evaluator(copy.deepcopy(model), directions, {"train": split}, 4, device, fold_bn=True)
+    if replacement is not None:
+        monkeypatch.setattr(torch, "compile", replacement)
+    compiled = Evaluator(model, directions, {"train": split}, 4, device, fold_bn=True, compile=True)
+    return eager, compiled
+
+
+def test_a_compiled_network_gives_the_eager_losses_and_says_what_compiling_cost():
+    eager, compiled = compiled_pair()
+    assert compiled.notes[-1].startswith("compiled with torch.compile in ")
+    assert compiled.network is not compiled.folded.network
+    assert_close(eager, compiled)
+
+
+def test_a_compile_failure_leaves_the_eager_network_with_one_note(monkeypatch):
+    def failing(module, **options):
+        def run(*args):
+            raise RuntimeError("unsupported operator aten::something")
+
+        return run
+
+    eager, compiled = compiled_pair(monkeypatch, failing)
+    assert compiled.notes[-1] == (
+        "not compiled: torch.compile failed (RuntimeError: unsupported operator aten::something)"
+    )
+    assert compiled.network is compiled.folded.network
+    for a, b in POINTS:
+        assert compiled.evaluate(a, b) == eager.evaluate(a, b)
+
+
+def test_a_compiled_network_that_disagrees_is_never_used(monkeypatch):
+    def wrong(module, **options):
+        return lambda inputs: module(inputs) + 1.0  # a miscompiled graph
+
+    eager, compiled = compiled_pair(monkeypatch, wrong)
+    assert compiled.notes[-1].startswith("not compiled: the compiled network's outputs on a ")
+    for a, b in POINTS:
+        assert compiled.evaluate(a, b) == eager.evaluate(a, b)
