@@ -3,6 +3,8 @@ model of the zoo, at any point of any plane (BN parameters and statistics moving
 model itself wherever folding does not apply, and old files never resumed folded."""
 
 import copy
+import sys
+from pathlib import Path
 
 import h5py
 import pytest
@@ -258,3 +260,22 @@ def test_a_compiled_network_that_disagrees_is_never_used(monkeypatch):
     assert compiled.notes[-1].startswith("not compiled: the compiled network's outputs on a ")
     for a, b in POINTS:
         assert compiled.evaluate(a, b) == eager.evaluate(a, b)
+
+
+@pytest.mark.skipif(
+    not Path(sys.executable).with_name("mpiexec").exists(), reason="no mpiexec beside this Python"
+)
+def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(sweep_yaml, tmp_path):
+    from test_parallel import finish, launch
+
+    compiled = {"evaluation": {"compile": True}}
+    serial = sweep_yaml({**compiled, "output": str(tmp_path / "serial.h5")}, name="serial.yaml")
+    ranks = sweep_yaml({**compiled, "output": str(tmp_path / "ranks.h5")}, name="ranks.yaml")
+    code, text = finish(launch(0, serial), timeout=600)
+    assert code == 0 and "compiled with torch.compile in " in text, text
+    code, text = finish(launch(3, ranks), timeout=600)  # the workers find inductor's cache warm
+    assert code == 0 and "compiled with torch.compile in " in text, text
+    first, second = read_surface(tmp_path / "serial.h5"), read_surface(tmp_path / "ranks.h5")
+    assert second.done.all()
+    for name, values in first.metrics.items():
+        assert (second.metrics[name] == values).all(), name
