@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/mpi_scaling.py
 	$(BIN)/python benchmarks/hessian_cost.py
+	$(BIN)/python benchmarks/evaluation_speed.py
 	$(BIN)/python benchmarks/scale.py
 
 lint: install

@@ -1,0 +1,562 @@
+"""Benchmark: lsurf's evaluation of a point against a bare eager forward loop, side by side in
+one run on the same data and grid (issue 14): exact fp32 (unfolded, BN folded, folded and
+compiled), bf16, and early stopping.
+
+Per model (`--models`, default ResNet-20 and ResNet-56) it evaluates one grid (`--grid` x
+`--grid` points over [-1, 1]², a filter-normalized random plane, biases and BN fixed) on the
+same `--examples` examples of a synthetic CIFAR-10 train split, `--batch-size` at a time, in
+`--threads` threads, with:
+
+- the bare eager forward: the model in eval mode, channels_last images, inference mode, the
+  same batches, cross-entropy summed in float64 and the argmax (the two columns lsurf
+  measures), nothing else. It runs on the unfolded evaluator's model right after that
+  evaluator has moved it to the point, so its losses must equal lsurf's: the line prints
+  the largest relative difference;
+- lsurf's `Evaluator`: unfolded eager fp32 (the reference every error is against), BN folded
+  (the sweep's default), folded + `torch.compile`, and folded in bf16 (autocast). Its time
+  per point includes moving the weights (and refolding), as a sweep's does.
+
+Every variant is built and warmed up at (0, 0) first; the compiled one's build and warm-up
+time (`torch.compile` and the check of its outputs, with the inductor cache in the run's
+temporary folder: cold for the first model, while later models reuse the kernels it built for
+the same shapes) is printed apart, with the evaluator's notes. Then
+the grid's points are visited once, every variant evaluating each point in turn (bare,
+unfolded, folded, compiled, bf16, then the next point), so a burst of load from elsewhere on
+a shared machine hits all of them alike. Printed per variant: the best and the median
+seconds per point over the grid, the ratio bare/variant of the best ones (> 1: faster than
+the bare forward; target for exact fp32: ≥ 1.5), the largest relative loss error against the
+reference over the grid (target for exact fp32: ≤ 1e-5; the script exits with status 1 if an
+exact variant misses it) and the peak resident memory (VmHWM) of a fresh process that loads
+the examples and the model, builds that variant and evaluates one point: a worker's
+footprint (host memory; `--no-memory` skips these processes).
+
+Early stopping (`--stopping-model`, default ResNet-20): a network trained here by `lsurf
+train` for `--train-epochs` epochs on `--train-examples` of the synthetic train split (its
+train accuracy at the centre is printed and must reach `--min-train-accuracy`, 30 %: an
+untrained net's per-example losses are all ≈ ln 10, which would make stopping look free), or
+`--checkpoint`. On all `--stopping-examples` examples of that split (the rest unseen in
+training) and the same grid, it times lsurf folded over every example against lsurf folded
+with `evaluation.rel_error` at each of `--rel-errors` (min_examples `--min-examples`, order
+seed 0), points interleaved as above, and prints the examples used per point (mean, range)
+and the reduction against the split's size (target at 1 %: ≥ 4x), the mean seconds per point
+over the grid (not the best: the cost differs from point to point) and the speed-up, and
+the share of points whose full-data loss lies within 3 standard errors of the early-stopped
+estimate (target: ≥ 99 % of points). The speed table of the same model uses the same trained
+weights; the other models are untrained.
+
+The default run takes about 10 minutes on 2 idle CPU cores (training ResNet-20 is about a
+third of it; pass --checkpoint to skip it), far longer on cores shared with other work;
+`--quick` (ResNet-20 only, smaller sizes) takes about 3.
+
+Run: .venv/bin/python benchmarks/evaluation_speed.py [--quick] [--models resnet20 resnet56]
+     [--examples 1000] [--grid 3] [--stopping-examples 5000] [--rel-errors 0.01 0.02]
+     [--checkpoint TRAINED_RESNET20.pt] [--no-compile] [--no-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from lsurf import models, params
+from lsurf.checkpoint import load_weights, save_checkpoint
+from lsurf.config import load_train_config
+from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+from lsurf.directions import Directions, random_directions
+from lsurf.evaluate import Evaluator, StandardErrors, pick_device
+from lsurf.synth import write_synthetic
+from lsurf.train import train
+
+EXACT_TOLERANCE = 1e-5  # the largest relative loss error an fp32 variant may have
+SPEED_TARGET = 1.5  # bare/variant an exact fp32 variant should reach
+STANDARD_ERRORS = 3  # the full-data loss should lie within this many of the estimate
+DIRECTION_SEED = 0
+LABEL_WIDTH = 28  # the column where figures start
+
+# Sizes for options left out: the default run, and --quick.
+FULL = {
+    "models": ["resnet20", "resnet56"],
+    "examples": 1000,
+    "grid": 3,
+    "stopping_examples": 5000,
+    "train_epochs": 3,
+    "train_examples": 2000,
+}
+QUICK = {
+    "models": ["resnet20"],
+    "examples": 500,
+    "grid": 3,
+    "stopping_examples": 2000,
+    "train_epochs": 2,
+    "train_examples": 1000,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way lsurf evaluates a point (the Evaluator's arguments)."""
+
+    label: str
+    fold_bn: bool
+    precision: str = "fp32"
+    compile: bool = False
+
+    @property
+    def exact(self) -> bool:
+        """fp32: its losses must match the reference's to EXACT_TOLERANCE."""
+        return self.precision == "fp32"
+
+
+BARE = "bare eager forward"
+REFERENCE = Variant("lsurf unfolded eager", fold_bn=False)
+FOLDED = Variant("lsurf folded", fold_bn=True)
+COMPILED = Variant("lsurf folded+compiled", fold_bn=True, compile=True)
+BF16 = Variant("lsurf bf16 (folded)", fold_bn=True, precision="bf16")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every variant of one model is measured on; plain values, so that a fresh process
+    can rebuild the same model, directions and examples from it."""
+
+    model: str
+    checkpoint: Path  # θ*
+    root: Path  # the synthetic data
+    examples: int  # the first examples of the train split's seeded subset
+    batch_size: int
+    device: str
+    threads: int
+
+
+@dataclass
+class Measured:
+    """One variant over the grid: seconds and the loss at each point, in grid order."""
+
+    seconds: list[float]
+    losses: list[float]
+
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def mean(self) -> float:
+        return statistics.mean(self.seconds)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def load_inputs(bench: Bench) -> tuple[nn.Module, Directions, torch.Tensor, torch.Tensor]:
+    """θ* in its model, the plane's directions and the examples (images channels_last, labels)
+    on the device: the same in every process."""
+    device = pick_device(bench.device)
+    model = models.build(bench.model)
+    load_weights(model, bench.checkpoint)
+    directions = random_directions(
+        params.movable(model, False), "filter", "biasbn", DIRECTION_SEED, True
+    )
+    split = load_split(bench.root, "train", REFERENCE_MEAN, REFERENCE_STD, bench.examples)
+    images = split.images.to(device).contiguous(memory_format=torch.channels_last)
+    return model.to(device), directions, images, split.labels.to(device)
+
+
+def build(
+    variant: Variant,
+    bench: Bench,
+    model: nn.Module,
+    directions: Directions,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> Evaluator:
+    """The evaluator of `variant`, holding `model` (which it moves: give each its own)."""
+    return Evaluator(
+        model,
+        directions,
+        {"train": (images, labels)},  # already channels_last: every evaluator shares them
+        bench.batch_size,
+        pick_device(bench.device),
+        precision=variant.precision,
+        fold_bn=variant.fold_bn,
+        compile=variant.compile,
+    )
+
+
+def untrained_checkpoint(name: str, root: Path, examples: int, path: Path) -> Path:
+    """A seeded random `name` whose BN running statistics are measured on the examples (the
+    untouched ones, mean 0 and variance 1, would let a deep net's activations grow layer by
+    layer: not a network anyone sweeps)."""
+    torch.manual_seed(0)
+    model = models.build(name)
+    split = load_split(root, "train", REFERENCE_MEAN, REFERENCE_STD, examples)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over every batch
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(split), 250):
+            model(split.images[start : start + 250])
+    save_checkpoint(path, model.state_dict())
+    return path
+
+
+def trained_checkpoint(name: str, root: Path, examples: int, epochs: int, folder: Path) -> Path:
+    """`name` trained by `lsurf train` on `examples` of the synthetic train split (the demo's
+    recipe, SGD at lr 0.05 without augmentation, in batches of 64: more steps per example,
+    which is what a short run on a CPU lacks); its final.pt."""
+    config = {
+        "model": {"name": name},
+        "data": {"root": str(root), "splits": ["train"], "batch_size": 64, "subset": examples},
+        "training": {
+            "epochs": epochs,
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 0.0005,
+            "augment": False,
+            "save_every": epochs,
+        },
+        "output": str(folder),
+    }
+    path = folder.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(config))
+    return train(load_train_config(path))
+
+
+def grid_points(size: int) -> list[tuple[float, float]]:
+    """size x size points over [-1, 1]², rows of constant b."""
+    axis = [float(value) for value in np.linspace(-1.0, 1.0, size)]
+    return [(a, b) for b in axis for a in axis]
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@torch.inference_mode()
+def bare_forward(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> float:
+    """The mean cross-entropy of `model` as it is, by the plainest loop (and the argmax, the
+    accuracy lsurf measures beside the loss)."""
+    loss = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for start in range(0, len(labels), batch_size):
+        logits = model(images[start : start + batch_size])
+        targets = labels[start : start + batch_size]
+        loss += F.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(1) == targets).sum()
+    correct.item()  # waits for the device: the point is finished
+    return loss.item() / len(labels)
+
+
+def timed_evaluation(evaluator: Evaluator, a: float, b: float) -> tuple[float, dict[str, float]]:
+    """Seconds for one point (move, refold, every batch) and its values."""
+    started = time.perf_counter()
+    values = evaluator.evaluate(a, b)  # ends on .item(): the device has finished
+    return time.perf_counter() - started, values
+
+
+def largest_error(losses: list[float], reference: list[float]) -> float:
+    """max over the grid of |loss − reference| / |reference|; inf if either overflowed."""
+    found, expected = np.array(losses), np.array(reference)
+    if not (np.isfinite(found).all() and np.isfinite(expected).all()):
+        return math.inf
+    return float(np.max(np.abs(found - expected) / np.abs(expected)))
+
+
+def peak_memory_mib(bench: Bench, variant: Variant | None) -> float:
+    """In a fresh process: load the examples and θ*, build `variant` (None: the bare loop),
+    evaluate (0, 0) and return the peak resident memory, VmHWM, in MiB."""
+    torch.set_num_threads(bench.threads)
+    model, directions, images, labels = load_inputs(bench)
+    if variant is None:
+        model = model.to(memory_format=torch.channels_last).eval()
+        bare_forward(model, images, labels, bench.batch_size)
+    else:
+        build(variant, bench, model, directions, images, labels).evaluate(0.0, 0.0)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan  # no /proc (not Linux)
+
+
+def fresh_process_peaks(bench: Bench, variants: list[Variant]) -> dict[str, float]:
+    """Each variant's (and the bare loop's) peak_memory_mib, one new process each, in turn."""
+    peaks = {}
+    for variant in [None, *variants]:
+        # spawn, one task per process: nothing inherited, nothing shared between variants.
+        with ProcessPoolExecutor(1, get_context("spawn"), max_tasks_per_child=1) as pool:
+            label = BARE if variant is None else variant.label
+            peaks[label] = pool.submit(peak_memory_mib, bench, variant).result()
+    return peaks
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+def speed_section(
+    bench: Bench,
+    variants: list[Variant],
+    grid: list[tuple[float, float]],
+    memory: bool,
+    provenance: str,
+) -> bool:
+    """Print the speed table of one model; return whether every exact variant met
+    EXACT_TOLERANCE."""
+    model, directions, images, labels = load_inputs(bench)
+    evaluators: dict[Variant, Evaluator] = {}
+    setup_seconds: dict[Variant, float] = {}
+    for variant in variants:
+        started = time.perf_counter()
+        evaluator = build(variant, bench, copy.deepcopy(model), directions, images, labels)
+        evaluator.evaluate(0.0, 0.0)  # warm-up
+        setup_seconds[variant] = time.perf_counter() - started
+        evaluators[variant] = evaluator
+    reference = evaluators[REFERENCE]
+    bare_forward(reference.model, images, labels, bench.batch_size)  # warm-up
+
+    measured = {label: Measured([], []) for label in [BARE, *(v.label for v in variants)]}
+    centre_accuracy = math.nan
+    for a, b in grid:
+        for variant, evaluator in evaluators.items():
+            seconds, values = timed_evaluation(evaluator, a, b)
+            measured[variant.label].seconds.append(seconds)
+            measured[variant.label].losses.append(values["train_loss"])
+            if variant is REFERENCE and (a, b) == (0.0, 0.0):
+                centre_accuracy = values["train_acc"]
+            if variant is REFERENCE:
+                # The reference has just moved its model to (a, b): the bare loop runs there.
+                started = time.perf_counter()
+                loss = bare_forward(reference.model, images, labels, bench.batch_size)
+                measured[BARE].seconds.append(time.perf_counter() - started)
+                measured[BARE].losses.append(loss)
+    peaks = fresh_process_peaks(bench, variants) if memory else {}
+
+    side = int(math.isqrt(len(grid)))
+    print(
+        f"\n{bench.model} ({provenance}): {bench.examples} train examples per point, batch "
+        f"{bench.batch_size}, {bench.threads} threads, device {pick_device(bench.device).type}; "
+        f"{side}x{side} grid "
+        f"over [-1, 1]^2 (filter-normalized random plane, seed {DIRECTION_SEED}); train "
+        f"accuracy at the centre {centre_accuracy:.1f}%"
+    )
+    print(
+        f"{'':{LABEL_WIDTH}s}{'s/point':>9s}{'median':>9s}{'bare/variant':>14s}"
+        f"{'max rel. loss error':>21s}{'peak RSS':>11s}"
+    )
+    bare_best = measured[BARE].best()
+    reference_losses = measured[REFERENCE.label].losses
+    exact = True
+    for label, found in measured.items():
+        error = largest_error(found.losses, reference_losses)
+        if label == REFERENCE.label:
+            error_text = "reference"
+        else:
+            error_text = f"{error:.1e}"
+        peak = f"{peaks[label]:.0f} MiB" if label in peaks else "-"
+        print(
+            f"{label:{LABEL_WIDTH}s}{found.best():9.4f}{found.median():9.4f}"
+            f"{bare_best / found.best():13.2f}x{error_text:>21s}{peak:>11s}"
+        )
+        variant = next((v for v in variants if v.label == label), None)
+        if (variant is None or variant.exact) and not error <= EXACT_TOLERANCE:
+            exact = False
+    print(
+        f"{'':{LABEL_WIDTH}s}(s/point: best of the {len(grid)} points, variants interleaved "
+        f"point by point; targets for exact fp32: bare/variant >= {SPEED_TARGET}, error <= "
+        f"{EXACT_TOLERANCE:.0e}: {'met' if exact else 'MISSED'} for the error)"
+    )
+    if COMPILED in evaluators:
+        notes = "; ".join(evaluators[COMPILED].notes)
+        print(
+            f"{'compile (apart)':{LABEL_WIDTH}s}{setup_seconds[COMPILED]:.1f} s to build and "
+            f"warm up (lsurf folded: {setup_seconds[FOLDED]:.1f} s); lsurf says: {notes}"
+        )
+    return exact
+
+
+def stopping_section(
+    bench: Bench,
+    grid: list[tuple[float, float]],
+    rel_errors: list[float],
+    min_examples: int,
+    provenance: str,
+) -> float:
+    """Print the early-stopping table of one trained model; return the train accuracy (%) at
+    the centre."""
+    model, directions, images, labels = load_inputs(bench)
+    full = build(FOLDED, bench, copy.deepcopy(model), directions, images, labels)
+    stopped = {}
+    for rel_error in rel_errors:
+        evaluator = build(FOLDED, bench, copy.deepcopy(model), directions, images, labels)
+        evaluator.estimate_errors(StandardErrors(rel_error, min_examples, order_seed=0))
+        stopped[rel_error] = evaluator
+    for evaluator in [full, *stopped.values()]:
+        evaluator.evaluate(0.0, 0.0)  # warm-up
+
+    full_points = Measured([], [])
+    points = {rel_error: Measured([], []) for rel_error in rel_errors}
+    errors: dict[float, list[float]] = {rel_error: [] for rel_error in rel_errors}
+    used: dict[float, list[float]] = {rel_error: [] for rel_error in rel_errors}
+    accuracy = math.nan
+    for a, b in grid:
+        seconds, values = timed_evaluation(full, a, b)
+        full_points.seconds.append(seconds)
+        full_points.losses.append(values["train_loss"])
+        if (a, b) == (0.0, 0.0):
+            accuracy = values["train_acc"]
+        for rel_error, evaluator in stopped.items():
+            seconds, values = timed_evaluation(evaluator, a, b)
+            points[rel_error].seconds.append(seconds)
+            points[rel_error].losses.append(values["train_loss"])
+            errors[rel_error].append(values["train_loss_se"])
+            used[rel_error].append(values["train_examples"])
+
+    losses = np.array(full_points.losses)
+    side = int(math.isqrt(len(grid)))
+    print(
+        f"\nearly stopping: {bench.model} {provenance}, train accuracy at the centre "
+        f"{accuracy:.1f}%; all {bench.examples} train examples, batch {bench.batch_size}; "
+        f"{side}x{side} grid over [-1, 1]^2 (full-data loss {losses.min():.3g} to "
+        f"{losses.max():.3g}); min_examples {min_examples}, order seed 0"
+    )
+    print(
+        f"{'':{LABEL_WIDTH}s}{'mean s/pt':>10s}{'median':>9s}{'all/variant':>13s}"
+        f"{'examples/point (range)':>26s}{'fewer':>8s}{f'within {STANDARD_ERRORS} SE':>15s}"
+    )
+    print(
+        f"{'lsurf folded, all examples':{LABEL_WIDTH}s}{full_points.mean():10.4f}"
+        f"{full_points.median():9.4f}{1.0:12.2f}x{bench.examples:26d}{1.0:7.2f}x{'-':>15s}"
+    )
+    for rel_error in rel_errors:
+        found = points[rel_error]
+        within = sum(
+            abs(estimate - loss) <= STANDARD_ERRORS * error
+            for estimate, loss, error in zip(found.losses, losses, errors[rel_error], strict=True)
+        )
+        mean_used = statistics.mean(used[rel_error])
+        spread = f"{mean_used:.0f} ({min(used[rel_error]):.0f}-{max(used[rel_error]):.0f})"
+        share = f"{within}/{len(grid)} ({100 * within / len(grid):.0f}%)"
+        label = f"rel_error {100 * rel_error:g}%" + (" (target)" if rel_error == 0.01 else "")
+        print(
+            f"{label:{LABEL_WIDTH}s}{found.mean():10.4f}{found.median():9.4f}"
+            f"{full_points.mean() / found.mean():12.2f}x{spread:>26s}"
+            f"{bench.examples / mean_used:7.2f}x{share:>15s}"
+        )
+    print(
+        f"{'':{LABEL_WIDTH}s}(s/point: the mean over the grid, as points stop at different "
+        f"examples; targets at 1%: >= 4x fewer examples per point, the full-data loss within "
+        f"{STANDARD_ERRORS} SE at >= 99% of points)"
+    )
+    return accuracy
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
+    parser.add_argument("--models", nargs="+", help="speed tables for these (resnet20 resnet56)")
+    parser.add_argument("--examples", type=int, help="train examples per point (1000)")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--grid", type=int, help="points per side of the grid (3)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--no-compile", action="store_true", help="leave out folded+compiled")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
+    parser.add_argument("--stopping-model", default="resnet20")
+    parser.add_argument(
+        "--stopping-examples", type=int, help="the split early stopping samples (5000)"
+    )
+    parser.add_argument("--rel-errors", type=float, nargs="*", default=[0.01, 0.02])
+    parser.add_argument("--min-examples", type=int, default=500)
+    parser.add_argument("--train-epochs", type=int, help="epochs the stopping model trains (3)")
+    parser.add_argument("--train-examples", type=int, help="of the split, for training (2000)")
+    parser.add_argument("--checkpoint", type=Path, help="trained weights of --stopping-model")
+    parser.add_argument(
+        "--min-train-accuracy",
+        type=float,
+        default=30.0,
+        help="percent the stopping model must reach at the centre, or the run stops there",
+    )
+    args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    torch.set_num_threads(args.threads)
+    variants = [REFERENCE, FOLDED, *([] if args.no_compile else [COMPILED]), BF16]
+    grid = grid_points(args.grid)
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        # A cold compile each run, timed as a first sweep would pay it; the memory processes
+        # (which inherit the environment) reuse it.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+        root = write_synthetic(
+            folder / "data", max(args.examples, args.stopping_examples), test_size=10
+        )
+        args.train_examples = min(args.train_examples, args.stopping_examples)
+        if args.checkpoint is not None:
+            trained, provenance = args.checkpoint, f"from {args.checkpoint}"
+        else:
+            trained = trained_checkpoint(
+                args.stopping_model, root, args.train_examples, args.train_epochs, folder / "train"
+            )
+            provenance = (
+                f"trained here for {args.train_epochs} epochs on {args.train_examples} examples"
+            )
+        stopping = Bench(
+            args.stopping_model,
+            trained,
+            root,
+            args.stopping_examples,
+            args.batch_size,
+            args.device,
+            args.threads,
+        )
+        accuracy = stopping_section(stopping, grid, args.rel_errors, args.min_examples, provenance)
+        if not accuracy >= args.min_train_accuracy:
+            raise SystemExit(
+                f"{args.stopping_model} reaches only {accuracy:.1f}% train accuracy (< "
+                f"{args.min_train_accuracy:g}%): its early-stopping figures would say little; "
+                "train it longer (--train-epochs) or pass --checkpoint"
+            )
+
+        exact = True
+        for name in args.models:
+            if name == args.stopping_model:
+                checkpoint, weights = trained, provenance
+            else:
+                checkpoint = untrained_checkpoint(name, root, args.examples, folder / f"{name}.pt")
+                weights = "random initialization, BN statistics measured on the examples"
+            bench = Bench(
+                name, checkpoint, root, args.examples, args.batch_size, args.device, args.threads
+            )
+            speed = speed_section(bench, variants, grid, not args.no_memory, weights)
+            exact = speed and exact
+        print(f"total {time.perf_counter() - started:.0f} s")
+
+    if not exact:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
