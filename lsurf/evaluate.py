@@ -228,8 +228,7 @@ class Evaluator:
                     with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
                         expected = self.folded.network(inputs).float()
                         found = compiled(inputs).float()
-                    scale = float(expected.abs().max()) or 1.0
-                    apart = float((found - expected).abs().max()) / scale
+                    apart = _apart(found, expected)
                     if not apart <= COMPILE_TOLERANCE[self._bf16]:
                         self.notes.append(
                             f"not compiled: the compiled network's outputs on a {name} batch "
@@ -254,8 +253,7 @@ class Evaluator:
         for name, split in self.splits.items():
             inputs, _ = split.first(min(PROBE_EXAMPLES, len(split)))
             expected, found = self.model(inputs).float(), self.network(inputs).float()
-            scale = float(expected.abs().max()) or 1.0
-            apart = float((found - expected).abs().max()) / scale
+            apart = _apart(found, expected)
             if not apart <= FOLDING_TOLERANCE:
                 self.folded = Folded(
                     self.model,
@@ -497,6 +495,13 @@ def _cached(
     if inputs.dim() == 4 and inputs.is_floating_point():
         inputs = inputs.contiguous(memory_format=memory_format)
     return CachedSplit(name, None, inputs, targets.to(device))
+
+
+def _apart(found: torch.Tensor, expected: torch.Tensor) -> float:
+    """How far two networks' outputs are apart: the largest difference over the largest
+    output (the folding and compile checks)."""
+    scale = float(expected.abs().max()) or 1.0
+    return float((found - expected).abs().max()) / scale
 
 
 def _reason(error: BaseException) -> str:
