@@ -35,21 +35,24 @@ train` for `--train-epochs` epochs on `--train-examples` of the synthetic train 
 train accuracy at the centre is printed and must reach `--min-train-accuracy`, 30 %: an
 untrained net's per-example losses are all ≈ ln 10, which would make stopping look free), or
 `--checkpoint`. On all `--stopping-examples` examples of that split (the rest unseen in
-training) and the same grid, it times lsurf folded over every example against lsurf folded
-with `evaluation.rel_error` at each of `--rel-errors` (min_examples `--min-examples`, order
-seed 0), points interleaved as above, and prints the examples used per point (mean, range)
-and the reduction against the split's size (target at 1 %: ≥ 4x), the mean seconds per point
-over the grid (not the best: the cost differs from point to point) and the speed-up, and
-the share of points whose full-data loss lies within 3 standard errors of the early-stopped
-estimate (target: ≥ 99 % of points). The speed table of the same model uses the same trained
-weights; the other models are untrained.
+training) and a `--stopping-grid` x `--stopping-grid` grid over [-1, 1]², it times lsurf
+folded over every example against lsurf folded with `evaluation.rel_error` at each of
+`--rel-errors` (min_examples `--min-examples`, order seed 0), with θ*'s loss as control
+variate (the default) and without ("plain"; the pass over the split at θ* the control variate
+needs at set-up is timed apart), points interleaved as above, and prints the examples used
+per point (mean, range) and the reduction against the split's size (target at 1 %: ≥ 4x),
+the mean seconds per point over the grid (not the best: the cost differs from point to point)
+and the speed-up, and the share of points whose full-data loss lies within 3 standard errors
+of the early-stopped estimate (target: ≥ 99 % of points). The speed table of the same model
+uses the same trained weights; the other models are untrained.
 
 The default run takes about 10 minutes on 2 idle CPU cores (training ResNet-20 is about a
 third of it; pass --checkpoint to skip it), far longer on cores shared with other work;
 `--quick` (ResNet-20 only, smaller sizes) takes about 3.
 
 Run: .venv/bin/python benchmarks/evaluation_speed.py [--quick] [--models resnet20 resnet56]
-     [--examples 1000] [--grid 3] [--stopping-examples 5000] [--rel-errors 0.01 0.02]
+     [--examples 1000] [--grid 3] [--stopping-examples 5000] [--stopping-grid 5]
+     [--rel-errors 0.01 0.02]
      [--checkpoint TRAINED_RESNET20.pt] [--no-compile] [--no-memory]
 """
 
@@ -93,6 +96,7 @@ FULL = {
     "models": ["resnet20", "resnet56"],
     "examples": 1000,
     "grid": 3,
+    "stopping_grid": 5,
     "stopping_examples": 5000,
     "train_epochs": 3,
     "train_examples": 2000,
@@ -101,6 +105,7 @@ QUICK = {
     "models": ["resnet20"],
     "examples": 500,
     "grid": 3,
+    "stopping_grid": 3,
     "stopping_examples": 2000,
     "train_epochs": 2,
     "train_examples": 1000,
@@ -402,18 +407,24 @@ def stopping_section(
     the centre."""
     model, directions, images, labels = load_inputs(bench)
     full = build(FOLDED, bench, copy.deepcopy(model), directions, images, labels)
+    # Per target, the default (θ*'s loss as control variate) and the plain estimate.
+    ways = [(rel_error, control) for rel_error in rel_errors for control in (True, False)]
     stopped = {}
-    for rel_error in rel_errors:
+    baseline_seconds = []
+    for rel_error, control in ways:
         evaluator = build(FOLDED, bench, copy.deepcopy(model), directions, images, labels)
-        evaluator.estimate_errors(StandardErrors(rel_error, min_examples, order_seed=0))
-        stopped[rel_error] = evaluator
+        started = time.perf_counter()
+        evaluator.estimate_errors(StandardErrors(rel_error, min_examples, 0, control))
+        if control:
+            baseline_seconds.append(time.perf_counter() - started)
+        stopped[rel_error, control] = evaluator
     for evaluator in [full, *stopped.values()]:
         evaluator.evaluate(0.0, 0.0)  # warm-up
 
     full_points = Measured([], [])
-    points = {rel_error: Measured([], []) for rel_error in rel_errors}
-    errors: dict[float, list[float]] = {rel_error: [] for rel_error in rel_errors}
-    used: dict[float, list[float]] = {rel_error: [] for rel_error in rel_errors}
+    points = {way: Measured([], []) for way in ways}
+    errors: dict[tuple[float, bool], list[float]] = {way: [] for way in ways}
+    used: dict[tuple[float, bool], list[float]] = {way: [] for way in ways}
     accuracy = math.nan
     for a, b in grid:
         seconds, values = timed_evaluation(full, a, b)
@@ -421,12 +432,12 @@ def stopping_section(
         full_points.losses.append(values["train_loss"])
         if (a, b) == (0.0, 0.0):
             accuracy = values["train_acc"]
-        for rel_error, evaluator in stopped.items():
+        for way, evaluator in stopped.items():
             seconds, values = timed_evaluation(evaluator, a, b)
-            points[rel_error].seconds.append(seconds)
-            points[rel_error].losses.append(values["train_loss"])
-            errors[rel_error].append(values["train_loss_se"])
-            used[rel_error].append(values["train_examples"])
+            points[way].seconds.append(seconds)
+            points[way].losses.append(values["train_loss"])
+            errors[way].append(values["train_loss_se"])
+            used[way].append(values["train_examples"])
 
     losses = np.array(full_points.losses)
     side = int(math.isqrt(len(grid)))
@@ -444,16 +455,18 @@ def stopping_section(
         f"{'lsurf folded, all examples':{LABEL_WIDTH}s}{full_points.mean():10.4f}"
         f"{full_points.median():9.4f}{1.0:12.2f}x{bench.examples:26d}{1.0:7.2f}x{'-':>15s}"
     )
-    for rel_error in rel_errors:
-        found = points[rel_error]
+    for way in ways:
+        found = points[way]
         within = sum(
             abs(estimate - loss) <= STANDARD_ERRORS * error
-            for estimate, loss, error in zip(found.losses, losses, errors[rel_error], strict=True)
+            for estimate, loss, error in zip(found.losses, losses, errors[way], strict=True)
         )
-        mean_used = statistics.mean(used[rel_error])
-        spread = f"{mean_used:.0f} ({min(used[rel_error]):.0f}-{max(used[rel_error]):.0f})"
+        mean_used = statistics.mean(used[way])
+        spread = f"{mean_used:.0f} ({min(used[way]):.0f}-{max(used[way]):.0f})"
         share = f"{within}/{len(grid)} ({100 * within / len(grid):.0f}%)"
-        label = f"rel_error {100 * rel_error:g}%" + (" (target)" if rel_error == 0.01 else "")
+        rel_error, control = way
+        label = f"rel_error {100 * rel_error:g}%" + ("" if control else " plain")
+        label += " (target)" if way == (0.01, True) else ""
         print(
             f"{label:{LABEL_WIDTH}s}{found.mean():10.4f}{found.median():9.4f}"
             f"{full_points.mean() / found.mean():12.2f}x{spread:>26s}"
@@ -462,7 +475,9 @@ def stopping_section(
     print(
         f"{'':{LABEL_WIDTH}s}(s/point: the mean over the grid, as points stop at different "
         f"examples; targets at 1%: >= 4x fewer examples per point, the full-data loss within "
-        f"{STANDARD_ERRORS} SE at >= 99% of points)"
+        f"{STANDARD_ERRORS} SE at >= 99% of points; 'plain': without θ*'s loss as control "
+        f"variate, whose pass over all {bench.examples} examples at θ* took "
+        f"{statistics.mean(baseline_seconds):.2f} s at set-up, once per worker)"
     )
     return accuracy
 
@@ -485,6 +500,7 @@ def main() -> None:
     parser.add_argument(
         "--stopping-examples", type=int, help="the split early stopping samples (5000)"
     )
+    parser.add_argument("--stopping-grid", type=int, help="its grid's points per side (5)")
     parser.add_argument("--rel-errors", type=float, nargs="*", default=[0.01, 0.02])
     parser.add_argument("--min-examples", type=int, default=500)
     parser.add_argument("--train-epochs", type=int, help="epochs the stopping model trains (3)")
@@ -532,7 +548,13 @@ def main() -> None:
             args.device,
             args.threads,
         )
-        accuracy = stopping_section(stopping, grid, args.rel_errors, args.min_examples, provenance)
+        accuracy = stopping_section(
+            stopping,
+            grid_points(args.stopping_grid),
+            args.rel_errors,
+            args.min_examples,
+            provenance,
+        )
         if not accuracy >= args.min_train_accuracy:
             raise SystemExit(
                 f"{args.stopping_model} reaches only {accuracy:.1f}% train accuracy (< "

@@ -35,7 +35,10 @@ SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot m
 the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
 says how many. The check runs on the host in float64 after each batch from the device's sums
 (one sync per batch, only once `min_examples` are in), so where a point stops depends only on
-its values: the same on any rank.
+its values: the same on any rank. With `control_variate` (the default with a target) the
+estimate leans on θ*'s loss of the same examples, measured once over the whole split at
+set-up (`Baseline`, lsurf.losses.controlled_mean_and_error): the loss and its SE are the
+regression estimate's, which near θ* needs far fewer examples for the same error.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
 from lsurf.folding import Folded, fold_batch_norm
-from lsurf.losses import Loss, Moments, build_loss, classifies
+from lsurf.losses import Baseline, Loss, Moments, build_loss, classifies
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
@@ -93,6 +96,10 @@ class StandardErrors:
     rel_error: float | None  # stop once SE ≤ rel_error·|mean|; None: every example, in order
     min_examples: int  # examples a point uses at least before it may stop
     order_seed: int  # the seeded order early stopping visits examples in
+    # Early stopping only: estimate each point's loss with θ*'s loss on the same examples as
+    # control variate (lsurf.losses.controlled_mean_and_error), from one pass over every
+    # example at θ* at set-up.
+    control_variate: bool = False
 
     def stops(self, examples: int, moments: Moments) -> bool:
         """Whether a point may stop after `examples` examples whose loss units `moments` sums."""
@@ -186,6 +193,9 @@ class Evaluator:
         # What each point runs: the model, or the model with BN folded into its convolutions
         # (lsurf.folding; refolded after every move). The Hessian always takes the model.
         self.notes: list[str] = []  # what the sweep's log should say about this evaluator
+        # Per split, θ*'s loss units in the order points visit them (early stopping's control
+        # variate); empty unless `estimate_errors` asks for it.
+        self.baselines: dict[str, Baseline] = {}
         self._compiled: nn.Module | None = None
         self.folded = fold_batch_norm(self.model) if fold_bn else Folded(self.model)
         if fold_bn:
@@ -337,6 +347,7 @@ class Evaluator:
                 self.device.type,
                 self.precision,
                 self.errors,
+                self.baselines.get(name),
             )
             values |= {f"{name}_{metric}": value for metric, value in measured.items()}
         if self.curvature is not None:
@@ -374,6 +385,29 @@ class Evaluator:
         `errors` has a relative target), with the columns that adds."""
         self.errors = errors
         self.columns = error_columns(self.columns, errors)
+        if errors.rel_error is not None and errors.control_variate:
+            self.baselines = {name: self._baseline(split) for name, split in self.splits.items()}
+            examples = ", ".join(f"{len(split)} {name}" for name, split in self.splits.items())
+            self.notes.append(f"control variate: θ*'s loss on all {examples} examples")
+
+    @torch.inference_mode()
+    def _baseline(self, split: SplitData) -> Baseline:
+        """θ*'s loss units over all of `split`, batch by batch in the order points visit it,
+        measured as the points are (the same network, precision and batches)."""
+        self.move_to(0.0, 0.0)  # θ* itself, bit for bit, whatever the directions
+        self.folded.refold()
+        units: list[torch.Tensor] = []
+        totals: list[torch.Tensor] = []
+        counts: list[torch.Tensor | int] = []
+        for inputs, targets in split.batches(self.batch_size, self.order_seed):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
+                outputs = self.network(inputs)
+            terms = self.loss.terms(outputs.float(), targets)
+            assert terms.unit_sums is not None
+            units.append(terms.unit_sums.detach().double().reshape(-1))
+            totals.append(terms.total)
+            counts.append(terms.count)
+        return Baseline(units, float(torch.stack(totals).sum().item()) / _total(counts))
 
 
 def curvature_operator(
@@ -405,10 +439,12 @@ def measure_batches(
     device_type: str,
     precision: str = "fp32",
     errors: StandardErrors | None = None,
+    baseline: Baseline | None = None,
 ) -> dict[str, float]:
     """The mean loss (and the accuracy in percent) of `model` over `batches`; with `errors`,
     the loss's standard error too, and when it stops early, over the batches until it stops
-    (`examples`: how many examples that was)."""
+    (`examples`: how many examples that was); with a `baseline` (θ*'s units of the same
+    batches), the loss and its error are the control-variate estimate's."""
     # Sums stay on the device until the end: one host sync per split, not per batch (early
     # stopping: one per batch once min_examples are in).
     loss_sums: list[torch.Tensor] = []
@@ -416,7 +452,7 @@ def measure_batches(
     correct: list[torch.Tensor] = []
     moments: Moments | None = None
     examples = 0
-    for inputs, targets in batches:
+    for index, (inputs, targets) in enumerate(batches):
         with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(inputs)
         outputs = outputs.float()
@@ -426,8 +462,8 @@ def measure_batches(
             terms = loss.terms(outputs, targets)
             total, count = terms.total, terms.count
             if moments is None:
-                moments = Moments(total.device)
-            moments.add(terms)
+                moments = Moments(total.device, baseline)
+            moments.add(terms, index)
         loss_sums.append(total)
         loss_counts.append(count)
         if accuracy:
@@ -438,7 +474,9 @@ def measure_batches(
     # Each metric row's 'mean': Σ batch sums / Σ batch counts, times its scale.
     values = {"loss": LOSS.mean(torch.stack(loss_sums).sum().item(), _total(loss_counts))}
     if errors is not None and moments is not None:
-        values["loss_se"] = moments.estimate()[1]
+        estimate, values["loss_se"] = moments.estimate()
+        if baseline is not None:
+            values["loss"] = estimate
         if errors.rel_error is not None:
             values["examples"] = float(examples)
     if accuracy:

@@ -349,7 +349,12 @@ def error_settings(config: SweepConfig) -> StandardErrors | None:
     evaluation = config.evaluation
     if not evaluation.standard_errors and evaluation.rel_error is None:
         return None
-    return StandardErrors(evaluation.rel_error, evaluation.min_examples, config.data.subset_seed)
+    return StandardErrors(
+        evaluation.rel_error,
+        evaluation.min_examples,
+        config.data.subset_seed,
+        evaluation.control_variate,
+    )
 
 
 def curvature_settings(config: SweepConfig) -> Curvature:

@@ -47,6 +47,13 @@ STOPPING = {
     "evaluation.rel_error": 0.006,
     "evaluation.min_examples": 32,
 }
+# The same with θ*'s loss as control variate, on a grid through θ* (the centre is (0, 0)).
+CONTROLLED = STOPPING | {
+    "evaluation.rel_error": 0.003,
+    "evaluation.control_variate": True,
+    "grid": {"x": "-1:1:5", "y": "-0.5:0.5:3"},
+}
+PLAIN = STOPPING | {"evaluation.control_variate": False}
 
 
 def sweep(sweep_yaml, changes: dict, name: str) -> tuple[Path, Path]:
@@ -92,12 +99,30 @@ def textbook(losses: np.ndarray) -> tuple[float, float]:
     return float(losses.mean()), float(losses.std(ddof=1) / math.sqrt(len(losses)))
 
 
-def stopping_count(losses: np.ndarray, batch_size: int, rel_error: float, minimum: int) -> int:
+def controlled(losses: np.ndarray, centre: np.ndarray, centre_mean: float) -> tuple[float, float]:
+    """The regression estimate of the mean of `losses` with `centre` (the same examples' losses
+    at θ*, whose mean over the whole split is `centre_mean`) as control variate, and its SE,
+    by the textbook: least-squares slope, residuals with k − 2 degrees of freedom."""
+    k = len(losses)
+    u, v = losses - losses.mean(), centre - centre.mean()
+    slope = float(u @ v / (v @ v))
+    residuals = u - slope * v
+    error = math.sqrt(residuals @ residuals / (k - 2)) / math.sqrt(k)
+    return float(losses.mean() - slope * (centre.mean() - centre_mean)), error
+
+
+def stopping_count(
+    losses: np.ndarray, batch_size: int, rel_error: float, minimum: int, centre=None
+) -> int:
     """How many examples the documented rule uses: the first batch boundary with at least
-    `minimum` examples and SE ≤ rel_error·|mean|, else all."""
+    `minimum` examples and SE ≤ rel_error·|mean|, else all; the estimate is the textbook
+    one, or with `centre` (θ*'s losses of the same examples) the control-variate one."""
     for used in range(batch_size, len(losses) + batch_size, batch_size):
         used = min(used, len(losses))
-        mean, error = textbook(losses[:used])
+        if centre is None:
+            mean, error = textbook(losses[:used])
+        else:
+            mean, error = controlled(losses[:used], centre[:used], centre.mean())
         if used >= minimum and error <= rel_error * abs(mean):
             return used
     return len(losses)
@@ -197,7 +222,7 @@ def test_standard_errors_alone_leave_every_value_bit_for_bit(sweep_yaml):
 
 
 def test_early_stopped_points_match_a_recomputation_from_the_seeded_order(sweep_yaml):
-    config, output = sweep(sweep_yaml, STOPPING, "stopped")
+    config, output = sweep(sweep_yaml, PLAIN, "stopped")
     surface = read_surface(output)
     assert surface.done.all()
     names = [column.name for column in surface.columns.values()]
@@ -222,9 +247,41 @@ def test_early_stopped_points_match_a_recomputation_from_the_seeded_order(sweep_
     assert {stopped for _, stopped in used_counts} == {True, False}
 
 
+def test_the_control_variate_matches_a_recomputation_and_stops_sooner_near_the_centre(sweep_yaml):
+    config, output = sweep(sweep_yaml, CONTROLLED, "controlled")
+    _, plain_output = sweep(sweep_yaml, CONTROLLED | {"evaluation.control_variate": False}, "plain")
+    surface, plain = read_surface(output), read_surface(plain_output)
+    assert surface.done.all() and list(surface.x) == [-1, -0.5, 0, 0.5, 1]
+    values = surface.metrics
+    for split in ("train", "test"):
+        centre, _ = per_example_by_hand(config, split, 0.0, 0.0, seeded=True)
+        for i, j in np.ndindex(*surface.done.shape):
+            a, b = surface.x[i], surface.y[j]
+            losses, right = per_example_by_hand(config, split, a, b, seeded=True)
+
+            used = stopping_count(losses, 16, 0.003, 32, centre)
+            assert values[f"{split}_examples"][i, j] == used, (split, a, b)
+            mean, error = controlled(losses[:used], centre[:used], centre.mean())
+            assert values[f"{split}_loss"][i, j] == pytest.approx(mean, rel=1e-5)
+            assert values[f"{split}_loss_se"][i, j] == pytest.approx(error, rel=1e-3, abs=1e-9)
+            assert values[f"{split}_acc"][i, j] == pytest.approx(100 * right[:used].mean())
+        # At θ* the point's losses are θ*'s: it stops at the minimum with the exact
+        # whole-split loss (to fp32 rounding; its first 32 examples' mean is far from it),
+        # where the plain estimate needs more examples.
+        assert values[f"{split}_examples"][2, 1] == 32
+        assert values[f"{split}_loss"][2, 1] == pytest.approx(centre.mean(), rel=1e-6)
+        assert abs(centre[:32].mean() - centre.mean()) > 100 * 1e-6 * centre.mean()
+        assert plain.metrics[f"{split}_examples"][2, 1] > 32
+        # Nowhere does the control variate need more examples than a few batches' noise.
+        saved = plain.metrics[f"{split}_examples"] - values[f"{split}_examples"]
+        assert saved.sum() > 0 and saved.min() >= -2 * 16, saved
+    examples = values["train_examples"]
+    assert examples.min() < 200 and examples.max() == 200  # stopped points, and full ones
+
+
 @needs_mpi
 def test_early_stopped_surfaces_are_the_same_bits_on_three_ranks(sweep_yaml):
-    config, serial = sweep(sweep_yaml, STOPPING, "serial")
+    config, serial = sweep(sweep_yaml, CONTROLLED, "serial")  # θ*'s pass on every rank too
     parallel = serial.with_name("parallel.h5")
     command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf", "sweep"]
     command += [str(config), "--set", f"output={parallel}"]
@@ -327,3 +384,29 @@ def precision_curve(tmp_path: Path) -> Path:
         "train_examples": ("train", rows["examples"], np.array([1000, 1000, 3000, 50000, 1000])),
     }
     return write_surface_by_hand(tmp_path / "curve.h5", x, None, columns)
+
+
+def test_a_file_stopped_early_before_the_control_variate_resumes_only_without_it(
+    sweep_yaml, capsys
+):
+    _, finished = sweep(sweep_yaml, PLAIN, "finished")
+    config, output = sweep(sweep_yaml, STOPPING, "older")  # the key left out: its default
+    # As an older lsurf wrote it: no evaluation.control_variate in the stored config, the
+    # points stopped without one, half of them done.
+    with h5py.File(finished, "r") as source, h5py.File(output, "r+") as h5file:
+        stored = yaml.safe_load(h5file.attrs["config"])
+        del stored["evaluation"]["control_variate"]
+        h5file.attrs["config"] = yaml.safe_dump(stored)
+        for name in source:
+            if isinstance(source[name], h5py.Dataset) and name in h5file:
+                h5file[name][...] = source[name][()]
+        h5file["done"][2:, :] = False
+    before = output.read_bytes()
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 2
+    assert "differs in: evaluation.control_variate" in capsys.readouterr().err
+    assert output.read_bytes() == before
+    assert main(["sweep", str(config), "--set", "evaluation.control_variate=false"]) == 0
+    expected, found = datasets(finished), datasets(output)
+    for name, values in expected.items():
+        assert np.array_equal(values, found[name]), name

@@ -40,6 +40,8 @@ def test_exact_variants_match_and_early_stopping_reports_what_it_used():
             "32",
             "--grid",
             str(GRID),
+            "--stopping-grid",
+            str(GRID),
             "--stopping-examples",
             str(STOPPING_EXAMPLES),
             "--min-examples",
@@ -78,9 +80,10 @@ def test_exact_variants_match_and_early_stopping_reports_what_it_used():
     assert "error <= 1e-05: met" in out, out
 
     stopping = rows(out, "\nearly stopping:")
-    assert list(stopping) == ["lsurf folded, all examples", "rel_error 1% (target)", "rel_error 2%"]
+    targets = ["rel_error 1% (target)", "rel_error 1% plain", "rel_error 2%", "rel_error 2% plain"]
+    assert list(stopping) == ["lsurf folded, all examples", *targets], out
     assert stopping["lsurf folded, all examples"][3:5] == [str(STOPPING_EXAMPLES), "1.00x"], out
-    for label in ["rel_error 1% (target)", "rel_error 2%"]:
+    for label in targets:
         mean, spread, fewer, within, share = stopping[label][3:8]
         low, high = (int(value) for value in spread.strip("()").split("-"))
         # A point stops after whole batches, at min_examples at the earliest.
