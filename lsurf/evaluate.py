@@ -399,15 +399,33 @@ class Evaluator:
         units: list[torch.Tensor] = []
         totals: list[torch.Tensor] = []
         counts: list[torch.Tensor | int] = []
+        # Per class (where each unit is an example with a class label): examples, Σ loss.
+        by_class: torch.Tensor | None = None
+        stratify = True
         for inputs, targets in split.batches(self.batch_size, self.order_seed):
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
-                outputs = self.network(inputs)
-            terms = self.loss.terms(outputs.float(), targets)
+                outputs = self.network(inputs).float()
+            terms = self.loss.terms(outputs, targets)
             assert terms.unit_sums is not None
-            units.append(terms.unit_sums.detach().double().reshape(-1))
+            x = terms.unit_sums.detach().double().reshape(-1)
+            units.append(x)
             totals.append(terms.total)
             counts.append(terms.count)
-        return Baseline(units, float(torch.stack(totals).sum().item()) / _total(counts))
+            stratify = stratify and terms.unit_counts is None and classifies(outputs, targets)
+            if stratify:
+                if by_class is None:
+                    by_class = torch.zeros(
+                        2, outputs.shape[1], dtype=torch.float64, device=x.device
+                    )
+                by_class.index_add_(1, targets.to(x.device), torch.stack([torch.ones_like(x), x]))
+        mean = float(torch.stack(totals).sum().item()) / _total(counts)
+        if not stratify or by_class is None:
+            return Baseline(units, mean)
+        examples, sums = by_class.tolist()
+        means = tuple(
+            total / count if count else 0.0 for total, count in zip(sums, examples, strict=True)
+        )
+        return Baseline(units, mean, tuple(round(count) for count in examples), means)
 
 
 def curvature_operator(
@@ -463,7 +481,7 @@ def measure_batches(
             total, count = terms.total, terms.count
             if moments is None:
                 moments = Moments(total.device, baseline)
-            moments.add(terms, index)
+            moments.add(terms, index, targets)
         loss_sums.append(total)
         loss_counts.append(count)
         if accuracy:

@@ -171,30 +171,42 @@ def build_loss(name: str, function: Callable | None = None) -> Loss:
 # also Σx, Σx², Σx·n, Σx·y, x the unit's loss sum at θ*.
 _SUMS = 6
 _BASELINE_SUMS = 4
+# Per class, with a baseline over class labels: examples k, Σy, Σx, Σy², Σx², Σx·y.
+_CLASS_SUMS = 6
 
 
 @dataclass(frozen=True)
 class Baseline:
     """θ*'s loss over a whole split, unit by unit in the order early-stopped points visit it:
-    the control variate those points' estimates lean on (`controlled_mean_and_error`)."""
+    the control variates those points' estimates lean on. Where each unit is one example
+    with a class label, also each class's share of the split and θ*'s mean loss on it: the
+    point's estimate is then stratified by class (`stratified_mean_and_error`); else it uses
+    θ*'s loss alone (`controlled_mean_and_error`)."""
 
     units: list[torch.Tensor]  # per batch, the loss sum of each of its units at θ*, float64
     mean: float  # the split's loss at θ*: Σ unit sums / Σ unit counts over every batch
+    class_counts: tuple[int, ...] | None = None  # N_h: the split's examples of class h
+    class_means: tuple[float, ...] | None = None  # θ*'s mean loss over class h's examples
 
 
 class Moments:
     """Running float64 sums of a split's loss units, kept on the device (no host sync until
     `estimate`): the units' count k, Σy, Σn, Σy², Σy·n and Σn², y a unit's loss sum and n its
     count (1 for an example); with a `Baseline`, also the sums of x (the same unit's loss at
-    θ*) that the control variate needs."""
+    θ*) that the control variate needs, per class where it has classes."""
 
     def __init__(self, device: torch.device, baseline: Baseline | None = None) -> None:
         self.baseline = baseline
         size = _SUMS + (_BASELINE_SUMS if baseline is not None else 0)
         self.sums = torch.zeros(size, dtype=torch.float64, device=device)
+        self.by_class = None
+        if baseline is not None and baseline.class_counts is not None:
+            classes = len(baseline.class_counts)
+            self.by_class = torch.zeros(_CLASS_SUMS, classes, dtype=torch.float64, device=device)
 
-    def add(self, terms: BatchTerms, batch: int = 0) -> None:
-        """Add the units of the `batch`-th batch of the split (its index picks θ*'s units)."""
+    def add(self, terms: BatchTerms, batch: int = 0, targets: torch.Tensor | None = None) -> None:
+        """Add the units of the `batch`-th batch of the split (its index picks θ*'s units; its
+        class labels `targets` sort them where the baseline has classes)."""
         assert terms.unit_sums is not None, "the batch was measured without its units"
         y = terms.unit_sums.detach().double().reshape(-1)
         n = torch.ones_like(y) if terms.unit_counts is None else terms.unit_counts.double()
@@ -204,12 +216,22 @@ class Moments:
         if self.baseline is not None:
             x = self.baseline.units[batch].to(y.device).reshape(-1)
             sums += [x.sum(), (x * x).sum(), (x * n).sum(), (x * y).sum()]
+            if self.by_class is not None:
+                assert targets is not None, "a baseline with classes needs the batch's labels"
+                terms_by_class = torch.stack([torch.ones_like(y), y, x, y * y, x * x, x * y])
+                self.by_class.index_add_(1, targets.to(y.device).reshape(-1), terms_by_class)
         self.sums += torch.stack(sums)
 
     def estimate(self) -> tuple[float, float]:
         """(mean, its standard error) of the units so far (one host sync)."""
         if self.baseline is None:
             return mean_and_error(self.sums.tolist())
+        if self.by_class is not None:
+            mean, _ = mean_and_error(self.sums.tolist())
+            if not math.isfinite(mean):
+                return mean, math.nan  # an overflowed point: nothing to stratify
+            stratified = stratified_mean_and_error(self.by_class.tolist(), self.baseline)
+            return (mean, math.nan) if stratified is None else stratified
         return controlled_mean_and_error(self.sums.tolist(), self.baseline.mean)
 
 
@@ -254,3 +276,47 @@ def controlled_mean_and_error(sums: list[float], baseline: float) -> tuple[float
     residual = max(uu - slope * uv, 0.0)
     estimate = mean - slope * (control - baseline)
     return estimate, math.sqrt(units / (units - 2) * residual) / abs(n)
+
+
+def stratified_mean_and_error(
+    by_class: list[list[float]], baseline: Baseline
+) -> tuple[float, float] | None:
+    """The mean loss stratified by class, with θ*'s loss as control variate inside each class.
+
+    Far from θ* a network tends to answer one class for everything, so an example's loss
+    depends mostly on its label: the spread between classes, which a plain mean pays for, is
+    known exactly once each class's share W_h of the split is. With k_h examples of class h
+    seen, ȳ_h and x̄_h their means at the point and at θ*, X̄_h θ*'s mean over all of class h,
+    and c = Σ_h S_xy,h / Σ_h S_xx,h the pooled within-class slope (S: sums of products of
+    deviations from the class means), the estimate is Σ_h W_h·(ȳ_h − c·(x̄_h − X̄_h)) and its
+    standard error sqrt(Σ_h W_h² · RSS_h / ((k_h − 1)·k_h)), RSS_h = S_yy,h − 2c·S_xy,h +
+    c²·S_xx,h (post-stratification with a common slope: Cochran §5A.9 and §7.10); a class
+    seen whole (k_h = N_h) has no sampling error. At θ* itself the residuals vanish and the
+    estimate is θ*'s whole-split loss. None until every class of the split has two examples
+    in (or all it has): the point cannot stop yet.
+    """
+    assert baseline.class_counts is not None and baseline.class_means is not None
+    counts, ys, xs, yys, xxs, xys = by_class
+    whole = sum(baseline.class_counts)
+    present = [h for h, count in enumerate(baseline.class_counts) if count > 0]
+    sxy = sxx = 0.0
+    deviations = {}
+    for h in present:
+        k = counts[h]
+        if k < min(2, baseline.class_counts[h]):
+            return None
+        ybar, xbar = ys[h] / k, xs[h] / k
+        deviation = (yys[h] - k * ybar * ybar, xxs[h] - k * xbar * xbar, xys[h] - k * xbar * ybar)
+        deviations[h] = (ybar, xbar, deviation)
+        sxy += deviation[2]
+        sxx += max(deviation[1], 0.0)
+    slope = sxy / sxx if sxx > 0 else 0.0
+    estimate = variance = 0.0
+    for h in present:
+        ybar, xbar, (syy, sxx_h, sxy_h) = deviations[h]
+        share, k = baseline.class_counts[h] / whole, counts[h]
+        estimate += share * (ybar - slope * (xbar - baseline.class_means[h]))
+        if k < baseline.class_counts[h]:
+            residual = max(syy - 2 * slope * sxy_h + slope * slope * sxx_h, 0.0)
+            variance += share * share * residual / ((k - 1) * k)
+    return estimate, math.sqrt(variance)

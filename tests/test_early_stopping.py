@@ -29,7 +29,7 @@ from lsurf.cli import main
 from lsurf.config import DataConfig, load_sweep_config
 from lsurf.data import load_configured
 from lsurf.datasets import open_split
-from lsurf.losses import BatchTerms, Moments, build_loss, mean_and_error
+from lsurf.losses import Baseline, BatchTerms, Moments, build_loss, mean_and_error
 from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
 from lsurf.plot import PlotOptions
 from lsurf.plot.curves import draw_curves
@@ -49,7 +49,7 @@ STOPPING = {
 }
 # The same with θ*'s loss as control variate, on a grid through θ* (the centre is (0, 0)).
 CONTROLLED = STOPPING | {
-    "evaluation.rel_error": 0.003,
+    "evaluation.rel_error": 0.0005,
     "evaluation.control_variate": True,
     "grid": {"x": "-1:1:5", "y": "-0.5:0.5:3"},
 }
@@ -99,30 +99,48 @@ def textbook(losses: np.ndarray) -> tuple[float, float]:
     return float(losses.mean()), float(losses.std(ddof=1) / math.sqrt(len(losses)))
 
 
-def controlled(losses: np.ndarray, centre: np.ndarray, centre_mean: float) -> tuple[float, float]:
-    """The regression estimate of the mean of `losses` with `centre` (the same examples' losses
-    at θ*, whose mean over the whole split is `centre_mean`) as control variate, and its SE,
-    by the textbook: least-squares slope, residuals with k − 2 degrees of freedom."""
-    k = len(losses)
-    u, v = losses - losses.mean(), centre - centre.mean()
-    slope = float(u @ v / (v @ v))
-    residuals = u - slope * v
-    error = math.sqrt(residuals @ residuals / (k - 2)) / math.sqrt(k)
-    return float(losses.mean() - slope * (centre.mean() - centre_mean)), error
+def stratified(losses, centre, labels, whole_centre, whole_labels) -> tuple[float, float]:
+    """The mean of `losses` (the first examples of the order) post-stratified by class with
+    `centre` (the same examples' losses at θ*) as control variate, and its SE, by the
+    textbook: the slope from least squares on θ*'s loss and one indicator per class, the
+    class shares and θ*'s class means from the whole split (`whole_*`), the stratified
+    variance of the residuals (none from a class seen whole). NaN until every class has two
+    examples in (or all it has)."""
+    classes = np.unique(whole_labels)
+    if any(np.sum(labels == h) < min(2, np.sum(whole_labels == h)) for h in classes):
+        return math.nan, math.nan
+    design = np.column_stack([centre] + [labels == h for h in classes]).astype(float)
+    slope = np.linalg.lstsq(design, losses, rcond=None)[0][0]
+    estimate = variance = 0.0
+    for h in classes:
+        y, x, share = losses[labels == h], centre[labels == h], np.mean(whole_labels == h)
+        estimate += share * (y.mean() - slope * (x.mean() - whole_centre[whole_labels == h].mean()))
+        residuals = (y - y.mean()) - slope * (x - x.mean())
+        if len(y) < np.sum(whole_labels == h):
+            variance += share**2 * (residuals @ residuals) / ((len(y) - 1) * len(y))
+    return float(estimate), math.sqrt(variance)
+
+
+def seeded_labels(config_path: Path, split: str) -> np.ndarray:
+    """The split's class labels in the seeded order (randperm under data.subset_seed 0)."""
+    labels = load_configured(load_sweep_config(config_path).data, split).labels
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    return labels[order].numpy()
 
 
 def stopping_count(
-    losses: np.ndarray, batch_size: int, rel_error: float, minimum: int, centre=None
+    losses: np.ndarray, batch_size: int, rel_error: float, minimum: int, centre=None, labels=None
 ) -> int:
     """How many examples the documented rule uses: the first batch boundary with at least
     `minimum` examples and SE ≤ rel_error·|mean|, else all; the estimate is the textbook
-    one, or with `centre` (θ*'s losses of the same examples) the control-variate one."""
+    one, or with `centre` (θ*'s losses of the same examples) and their `labels` the
+    stratified one."""
     for used in range(batch_size, len(losses) + batch_size, batch_size):
         used = min(used, len(losses))
         if centre is None:
             mean, error = textbook(losses[:used])
         else:
-            mean, error = controlled(losses[:used], centre[:used], centre.mean())
+            mean, error = stratified(losses[:used], centre[:used], labels[:used], centre, labels)
         if used >= minimum and error <= rel_error * abs(mean):
             return used
     return len(losses)
@@ -158,6 +176,56 @@ def test_a_loss_returning_its_own_counts_is_a_ratio_estimator_over_batches():
     # One unit has no spread to measure; a non-finite mean none to give.
     assert math.isnan(mean_and_error([1.0, 3.0, 2.0, 9.0, 6.0, 4.0])[1])
     assert math.isnan(mean_and_error([5.0, math.inf, 5.0, math.inf, math.inf, 5.0])[1])
+
+
+def two_batches(y: np.ndarray, x: np.ndarray, labels, baseline: Baseline) -> Moments:
+    """Moments over a point's losses `y` (θ*'s: `x`) in two batches of unequal size."""
+    moments = Moments(torch.device("cpu"), baseline)
+    for batch, part in enumerate((slice(0, 7), slice(7, None))):
+        values = torch.from_numpy(y[part])
+        targets = None if labels is None else torch.from_numpy(labels[part])
+        moments.add(BatchTerms(values.sum(), len(values), values), batch, targets)
+    return moments
+
+
+def test_the_control_variate_alone_is_the_textbook_regression_estimate():
+    generator = np.random.default_rng(3)
+    whole = generator.gamma(0.5, 2.0, 400)  # θ*'s losses over the whole split
+    x = whole[:50]  # the examples seen so far
+    y = 1.7 * x + generator.normal(0, 0.3, 50)
+    units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
+    mean, error = two_batches(y, x, None, Baseline(units, float(whole.mean()))).estimate()
+    slope = np.polyfit(x, y, 1)[0]
+    residuals = (y - y.mean()) - slope * (x - x.mean())
+    assert mean == pytest.approx(y.mean() - slope * (x.mean() - whole.mean()), rel=1e-12)
+    assert error == pytest.approx(math.sqrt(residuals @ residuals / 48 / 50), rel=1e-10)
+    assert error < 0.5 * textbook(y)[1]  # the point of it: y follows x
+    # At θ* itself: θ*'s whole-split mean, and nothing left to be uncertain about.
+    mean, error = two_batches(x, x, None, Baseline(units, float(whole.mean()))).estimate()
+    assert mean == pytest.approx(whole.mean(), rel=1e-12) and error < 1e-12
+
+
+def test_the_stratified_estimate_is_the_textbook_one_and_waits_for_every_class():
+    generator = np.random.default_rng(4)
+    whole_labels = np.concatenate([generator.integers(0, 3, 299), [3]])  # class 3: one example
+    whole_labels = whole_labels[generator.permutation(300)]
+    whole = generator.gamma(0.5, 2.0, 300) + whole_labels  # θ*'s losses, by class
+    first = int(np.flatnonzero(whole_labels == 3)[0])
+    y_all = 0.8 * whole + 2.0 * (whole_labels == 1) + generator.normal(0, 0.2, 300)
+    counts = tuple(int(np.sum(whole_labels == h)) for h in range(5))  # class 4: none at all
+    means = tuple(float(whole[whole_labels == h].mean()) if counts[h] else 0.0 for h in range(5))
+    for seen in (first, max(first + 1, 40)):
+        x, y, labels = whole[:seen], y_all[:seen], whole_labels[:seen]
+        units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
+        baseline = Baseline(units, float(whole.mean()), counts, means)
+        mean, error = two_batches(y, x, labels, baseline).estimate()
+        expected = stratified(y, x, labels, whole, whole_labels)
+        if seen == first:  # class 3 not seen yet: the plain mean, and it may not stop
+            assert math.isnan(expected[1]) and math.isnan(error)
+            assert mean == pytest.approx(y.mean(), rel=1e-12)
+        else:
+            assert (mean, error) == pytest.approx(expected, rel=1e-9)
+            assert error < 0.5 * textbook(y)[1]
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "mse", "per_example"])
@@ -255,20 +323,22 @@ def test_the_control_variate_matches_a_recomputation_and_stops_sooner_near_the_c
     values = surface.metrics
     for split in ("train", "test"):
         centre, _ = per_example_by_hand(config, split, 0.0, 0.0, seeded=True)
+        labels = seeded_labels(config, split)
         for i, j in np.ndindex(*surface.done.shape):
             a, b = surface.x[i], surface.y[j]
             losses, right = per_example_by_hand(config, split, a, b, seeded=True)
 
-            used = stopping_count(losses, 16, 0.003, 32, centre)
+            used = stopping_count(losses, 16, 0.0005, 32, centre, labels)
             assert values[f"{split}_examples"][i, j] == used, (split, a, b)
-            mean, error = controlled(losses[:used], centre[:used], centre.mean())
+            mean, error = stratified(losses[:used], centre[:used], labels[:used], centre, labels)
             assert values[f"{split}_loss"][i, j] == pytest.approx(mean, rel=1e-5)
             assert values[f"{split}_loss_se"][i, j] == pytest.approx(error, rel=1e-3, abs=1e-9)
             assert values[f"{split}_acc"][i, j] == pytest.approx(100 * right[:used].mean())
-        # At θ* the point's losses are θ*'s: it stops at the minimum with the exact
-        # whole-split loss (to fp32 rounding; its first 32 examples' mean is far from it),
-        # where the plain estimate needs more examples.
-        assert values[f"{split}_examples"][2, 1] == 32
+        # At θ* the point's losses are θ*'s: it stops as soon as it may (min_examples in and
+        # two examples of every class) with the exact whole-split loss (to fp32 rounding; its
+        # first 32 examples' mean is far from it), where the plain estimate needs more.
+        covered = next(k for k in range(32, 1000, 16) if np.bincount(labels[:k]).min() >= 2)
+        assert values[f"{split}_examples"][2, 1] == covered < len(labels)
         assert values[f"{split}_loss"][2, 1] == pytest.approx(centre.mean(), rel=1e-6)
         assert abs(centre[:32].mean() - centre.mean()) > 100 * 1e-6 * centre.mean()
         assert plain.metrics[f"{split}_examples"][2, 1] > 32
