@@ -419,13 +419,14 @@ class Evaluator:
                     )
                 by_class.index_add_(1, targets.to(x.device), torch.stack([torch.ones_like(x), x]))
         mean = float(torch.stack(totals).sum().item()) / _total(counts)
+        size = len(split)
         if not stratify or by_class is None:
-            return Baseline(units, mean)
+            return Baseline(units, mean, size)
         examples, sums = by_class.tolist()
         means = tuple(
             total / count if count else 0.0 for total, count in zip(sums, examples, strict=True)
         )
-        return Baseline(units, mean, tuple(round(count) for count in examples), means)
+        return Baseline(units, mean, size, tuple(round(count) for count in examples), means)
 
 
 def curvature_operator(
@@ -462,7 +463,8 @@ def measure_batches(
     """The mean loss (and the accuracy in percent) of `model` over `batches`; with `errors`,
     the loss's standard error too, and when it stops early, over the batches until it stops
     (`examples`: how many examples that was); with a `baseline` (θ*'s units of the same
-    batches), the loss and its error are the control-variate estimate's."""
+    batches), the error is the control-variate estimate's, and so is the loss of a point
+    that stopped early (one that used every example keeps the loss's usual bits)."""
     # Sums stay on the device until the end: one host sync per split, not per batch (early
     # stopping: one per batch once min_examples are in).
     loss_sums: list[torch.Tensor] = []
@@ -493,8 +495,8 @@ def measure_batches(
     values = {"loss": LOSS.mean(torch.stack(loss_sums).sum().item(), _total(loss_counts))}
     if errors is not None and moments is not None:
         estimate, values["loss_se"] = moments.estimate()
-        if baseline is not None:
-            values["loss"] = estimate
+        if baseline is not None and examples < baseline.examples:
+            values["loss"] = estimate  # else every example: the loss as it always was
         if errors.rel_error is not None:
             values["examples"] = float(examples)
     if accuracy:

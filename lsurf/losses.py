@@ -185,6 +185,7 @@ class Baseline:
 
     units: list[torch.Tensor]  # per batch, the loss sum of each of its units at θ*, float64
     mean: float  # the split's loss at θ*: Σ unit sums / Σ unit counts over every batch
+    examples: int  # the split's examples
     class_counts: tuple[int, ...] | None = None  # N_h: the split's examples of class h
     class_means: tuple[float, ...] | None = None  # θ*'s mean loss over class h's examples
 

@@ -194,14 +194,15 @@ def test_the_control_variate_alone_is_the_textbook_regression_estimate():
     x = whole[:50]  # the examples seen so far
     y = 1.7 * x + generator.normal(0, 0.3, 50)
     units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
-    mean, error = two_batches(y, x, None, Baseline(units, float(whole.mean()))).estimate()
+    baseline = Baseline(units, float(whole.mean()), len(whole))
+    mean, error = two_batches(y, x, None, baseline).estimate()
     slope = np.polyfit(x, y, 1)[0]
     residuals = (y - y.mean()) - slope * (x - x.mean())
     assert mean == pytest.approx(y.mean() - slope * (x.mean() - whole.mean()), rel=1e-12)
     assert error == pytest.approx(math.sqrt(residuals @ residuals / 48 / 50), rel=1e-10)
     assert error < 0.5 * textbook(y)[1]  # the point of it: y follows x
     # At θ* itself: θ*'s whole-split mean, and nothing left to be uncertain about.
-    mean, error = two_batches(x, x, None, Baseline(units, float(whole.mean()))).estimate()
+    mean, error = two_batches(x, x, None, baseline).estimate()
     assert mean == pytest.approx(whole.mean(), rel=1e-12) and error < 1e-12
 
 
@@ -217,7 +218,7 @@ def test_the_stratified_estimate_is_the_textbook_one_and_waits_for_every_class()
     for seen in (first, max(first + 1, 40)):
         x, y, labels = whole[:seen], y_all[:seen], whole_labels[:seen]
         units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
-        baseline = Baseline(units, float(whole.mean()), counts, means)
+        baseline = Baseline(units, float(whole.mean()), len(whole), counts, means)
         mean, error = two_batches(y, x, labels, baseline).estimate()
         expected = stratified(y, x, labels, whole, whole_labels)
         if seen == first:  # class 3 not seen yet: the plain mean, and it may not stop
@@ -347,6 +348,12 @@ def test_the_control_variate_matches_a_recomputation_and_stops_sooner_near_the_c
         assert saved.sum() > 0 and saved.min() >= -2 * 16, saved
     examples = values["train_examples"]
     assert examples.min() < 200 and examples.max() == 200  # stopped points, and full ones
+    # A point that used every example keeps the loss's usual bits (the sum over the seeded
+    # order): the plain estimate's, where that used every example too.
+    for split, size in (("train", 200), ("test", 100)):
+        whole = (values[f"{split}_examples"] == size) & (plain.metrics[f"{split}_examples"] == size)
+        assert whole.any()
+        assert np.array_equal(values[f"{split}_loss"][whole], plain.metrics[f"{split}_loss"][whole])
 
 
 @needs_mpi
