@@ -146,8 +146,9 @@ class EvaluationConfig:
     # activations. Files written before this key existed were evaluated unfolded.
     fold_bn: bool = True
     # torch.compile of the network (lsurf.evaluate), paid once per process and model at set-up
-    # (40–70 s for a ResNet on a 2-core CPU); the same values to fp32 rounding. Off by
-    # default: it pays off on long sweeps only (benchmarks/evaluation_speed.py). A failure
+    # (30–70 s for a ResNet on a 2-core CPU); the same values to fp32 rounding. Off by
+    # default: it pays off after ~190 points per worker there (benchmarks/evaluation_speed.py
+    # says where for a model and machine), so on long sweeps only. A failure
     # leaves the eager network, with a note in the log.
     compile: bool = False
 
