@@ -36,9 +36,11 @@ the loss, its SE and the accuracy are then over the examples used, and `{split}_
 says how many. The check runs on the host in float64 after each batch from the device's sums
 (one sync per batch, only once `min_examples` are in), so where a point stops depends only on
 its values: the same on any rank. With `control_variate` (the default with a target) the
-estimate leans on θ*'s loss of the same examples, measured once over the whole split at
-set-up (`Baseline`, lsurf.losses.controlled_mean_and_error): the loss and its SE are the
-regression estimate's, which near θ* needs far fewer examples for the same error.
+estimate leans on one pass over the whole split at θ* at set-up (`Baseline`): stratified by
+class with θ*'s loss of the same examples as covariate where the targets are class labels
+(lsurf.losses.stratified_mean_and_error), θ*'s loss alone otherwise
+(controlled_mean_and_error). A point that stops early stores that estimate and its SE; one
+that uses every example keeps the loss's usual bits.
 """
 
 from __future__ import annotations
@@ -96,9 +98,8 @@ class StandardErrors:
     rel_error: float | None  # stop once SE ≤ rel_error·|mean|; None: every example, in order
     min_examples: int  # examples a point uses at least before it may stop
     order_seed: int  # the seeded order early stopping visits examples in
-    # Early stopping only: estimate each point's loss with θ*'s loss on the same examples as
-    # control variate (lsurf.losses.controlled_mean_and_error), from one pass over every
-    # example at θ* at set-up.
+    # Early stopping only: estimate each point's loss with control variates from one pass
+    # over every example at θ* at set-up (class strata and θ*'s loss; lsurf.losses).
     control_variate: bool = False
 
     def stops(self, examples: int, moments: Moments) -> bool:
@@ -388,7 +389,13 @@ class Evaluator:
         if errors.rel_error is not None and errors.control_variate:
             self.baselines = {name: self._baseline(split) for name, split in self.splits.items()}
             examples = ", ".join(f"{len(split)} {name}" for name, split in self.splits.items())
-            self.notes.append(f"control variate: θ*'s loss on all {examples} examples")
+            kinds = {
+                "by class and θ*'s loss" if baseline.class_counts else "θ*'s loss"
+                for baseline in self.baselines.values()
+            }
+            self.notes.append(
+                f"control variates ({', '.join(sorted(kinds))}) from θ* on all {examples} examples"
+            )
 
     @torch.inference_mode()
     def _baseline(self, split: SplitData) -> Baseline:

@@ -46,6 +46,10 @@ PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
 DRAIN = 512  # messages handled in a row at most before the master checks for a stop
 POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
 GRACE_SECONDS = 10.0  # after SIGTERM, how long results still in flight are waited for
+# Before MPI_Abort: a moment for the launcher to forward the line that says why the job ends
+# (each rank's output reaches mpiexec through pipes that the abort may cut before they are
+# drained; seen once on a loaded 2-core machine: the failure line was lost).
+ABORT_GRACE_SECONDS = 1.0
 
 # Environment variables that launchers set in every rank: MPICH/Hydra and Intel MPI (PMI_*),
 # Open MPI, PMIx (srun --mpi=pmix), and MPICH's node-local counts.
@@ -303,6 +307,7 @@ class Session:
         """End every rank of the job now (a worker failed or the master cannot go on)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(exit_code)
         os._exit(exit_code)  # MPI_Abort may return before the launcher reaps this process
 

@@ -178,12 +178,15 @@ def test_job_killed_at_several_moments_resumes_to_the_same_surface(
 ):
     config = sweep_yaml()
     output = tmp_path / "out" / "surface.h5"
-    counts = []
-    slowed = environment(LSURF_TEST_SLOW_SECONDS="0.2", PYTHONPATH=str(INJECT))
-    for points in (1, 8, 16):
-        process = launch(3, config, env=slowed)  # slowed, or the sweep may finish before the kill
+    counts = [0]
+    # Slowed, or the sweep may finish before the kill: at 0.5 s a point a chunk is ~2 points
+    # (about a second of work) and a flush (every 0.5 s) brings a few points at a time.
+    slowed = environment(LSURF_TEST_SLOW_SECONDS="0.5", PYTHONPATH=str(INJECT))
+    for target in (1, 8, 16):
+        process = launch(3, config, env=slowed)
         deadline = time.monotonic() + 120
-        while done_count(output) < points:
+        # Each run must add to what the last one left (a flush can overshoot a target).
+        while done_count(output) < max(target, counts[-1] + 1):
             assert process.poll() is None, finish(process)[1]
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -193,7 +196,7 @@ def test_job_killed_at_several_moments_resumes_to_the_same_surface(
         for name, values in serial_surface.metrics.items():
             done = surface.done
             np.testing.assert_array_equal(surface.metrics[name][done], values[done])
-    assert counts[0] < counts[-1] < 24
+    assert counts[1] < counts[2] < counts[3] < 24
     code, text = finish(launch(3, config))
     assert code == 0, text
     assert "resuming" in text
