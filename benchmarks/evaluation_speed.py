@@ -38,7 +38,7 @@ untrained net's per-example losses are all ≈ ln 10, which would make stopping 
 training) and a `--stopping-grid` x `--stopping-grid` grid over [-1, 1]², it times lsurf
 folded over every example against lsurf folded with `evaluation.rel_error` at each of
 `--rel-errors` (min_examples `--min-examples`, 1000 as lsurf's default; order seed 0), with
-θ*'s loss as control variate, stratified by class (the default), and without ("plain"; the
+θ*'s loss as control variate, stratified by class (opt-in), and without ("plain"; the
 pass over the split at θ* the control variate needs at set-up is timed apart), points
 interleaved as above, and prints the examples used per point (mean, range) and the
 reduction against the split's size (target at 1 %: ≥ 4x), the mean seconds per point over
@@ -415,7 +415,7 @@ def stopping_section(
     the centre."""
     model, directions, images, labels = load_inputs(bench)
     full = build(FOLDED, bench, copy.deepcopy(model), directions, images, labels)
-    # Per target, the default (θ*'s loss as control variate) and the plain estimate.
+    # Per target, with the control variates (evaluation.control_variate) and plain.
     ways = [(rel_error, control) for rel_error in rel_errors for control in (True, False)]
     stopped = {}
     baseline_seconds = []

@@ -35,7 +35,7 @@ SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot m
 the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
 says how many. The check runs on the host in float64 after each batch from the device's sums
 (one sync per batch, only once `min_examples` are in), so where a point stops depends only on
-its values: the same on any rank. With `control_variate` (the default with a target) the
+its values: the same on any rank. With `control_variate` (opt-in, with a target) the
 estimate leans on one pass over the whole split at θ* at set-up (`Baseline`): stratified by
 class with θ*'s loss of the same examples as covariate where the targets are class labels
 (lsurf.losses.stratified_mean_and_error), θ*'s loss alone otherwise

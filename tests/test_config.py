@@ -43,7 +43,7 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
         "standard_errors": False,
         "rel_error": None,
         "min_examples": 1000,
-        "control_variate": True,
+        "control_variate": False,
         "fold_bn": True,
         "compile": False,
     }

@@ -463,9 +463,7 @@ def precision_curve(tmp_path: Path) -> Path:
     return write_surface_by_hand(tmp_path / "curve.h5", x, None, columns)
 
 
-def test_a_file_stopped_early_before_the_control_variate_resumes_only_without_it(
-    sweep_yaml, capsys
-):
+def test_a_file_stopped_early_before_the_control_variate_resumes_as_it_was(sweep_yaml, capsys):
     _, finished = sweep(sweep_yaml, PLAIN, "finished")
     config, output = sweep(sweep_yaml, STOPPING, "older")  # the key left out: its default
     # As an older lsurf wrote it: no evaluation.control_variate in the stored config, the
@@ -480,10 +478,11 @@ def test_a_file_stopped_early_before_the_control_variate_resumes_only_without_it
         h5file["done"][2:, :] = False
     before = output.read_bytes()
     capsys.readouterr()
-    assert main(["sweep", str(config)]) == 2
+    # The control variates on a file stopped without them: another sweep, refused untouched.
+    assert main(["sweep", str(config), "--set", "evaluation.control_variate=true"]) == 2
     assert "differs in: evaluation.control_variate" in capsys.readouterr().err
     assert output.read_bytes() == before
-    assert main(["sweep", str(config), "--set", "evaluation.control_variate=false"]) == 0
+    assert main(["sweep", str(config)]) == 0  # the default is what it was stopped with
     expected, found = datasets(finished), datasets(output)
     for name, values in expected.items():
         assert np.array_equal(values, found[name]), name
