@@ -47,8 +47,8 @@ share of points whose full-data loss lies within 3 standard errors of the early-
 estimate (target: ≥ 99 % of points). The speed table of the same model
 uses the same trained weights; the other models are untrained.
 
-The default run takes about 10 minutes on 2 idle CPU cores (training ResNet-20 is about a
-third of it; pass --checkpoint to skip it), far longer on cores shared with other work;
+The default run takes about 12–15 minutes on 2 idle CPU cores (9.5 with --checkpoint, which
+skips training ResNet-20), far longer on cores shared with other work;
 `--quick` (ResNet-20 only, smaller sizes) takes about 3.
 
 Run: .venv/bin/python benchmarks/evaluation_speed.py [--quick] [--models resnet20 resnet56]
