@@ -73,8 +73,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
+from sweep_overhead import bare_forward  # this folder is on sys.path when run as a script
 from torch import nn
 
 from lsurf import models, params
@@ -253,23 +253,6 @@ def grid_points(size: int) -> list[tuple[float, float]]:
 
 
 # ---------------------------------------------------------------------------- measuring
-
-
-@torch.inference_mode()
-def bare_forward(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
-) -> float:
-    """The mean cross-entropy of `model` as it is, by the plainest loop (and the argmax, the
-    accuracy lsurf measures beside the loss)."""
-    loss = torch.zeros((), dtype=torch.float64, device=images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size])
-        targets = labels[start : start + batch_size]
-        loss += F.cross_entropy(logits, targets, reduction="sum")
-        correct += (logits.argmax(1) == targets).sum()
-    correct.item()  # waits for the device: the point is finished
-    return loss.item() / len(labels)
 
 
 def timed_evaluation(evaluator: Evaluator, a: float, b: float) -> tuple[float, dict[str, float]]:

@@ -100,6 +100,23 @@ def sweep_point_times(
 
 
 @torch.inference_mode()
+def bare_forward(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> float:
+    """The mean cross-entropy of `model` as it is, by the plainest loop (and the argmax, the
+    accuracy lsurf measures beside the loss); benchmarks/evaluation_speed.py uses it too."""
+    loss = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for start in range(0, len(labels), batch_size):
+        logits = model(images[start : start + batch_size])
+        targets = labels[start : start + batch_size]
+        loss += F.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(1) == targets).sum()
+    correct.item()  # waits for the device: the point is finished
+    return loss.item() / len(labels)
+
+
+@torch.inference_mode()
 def bare_point_times(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -120,14 +137,7 @@ def bare_point_times(
         started = time.perf_counter()
         for name, tensor in parameters.items():
             tensor.copy_(origin[name] + alpha * direction[name])
-        loss = torch.zeros((), dtype=torch.float64, device=images.device)
-        correct = torch.zeros((), dtype=torch.int64, device=images.device)
-        for start in range(0, len(labels), batch_size):
-            logits = model(images[start : start + batch_size])
-            target = labels[start : start + batch_size]
-            loss += F.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(1) == target).sum()
-        loss.item(), correct.item()  # waits for the device: the point is finished
+        bare_forward(model, images, labels, batch_size)
         times.append(time.perf_counter() - started)
     return times
 
