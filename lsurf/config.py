@@ -137,7 +137,7 @@ class EvaluationConfig:
     rel_error: float | None = None
     min_examples: int = 1000
     # With rel_error: estimate each point's loss stratified by class with θ*'s loss on the
-    # same examples as control variate (one pass over every example at θ* at set-up): 2-5x
+    # same examples as control variate (one pass over every example at θ* at set-up): 2-14x
     # fewer examples for the same error, but every point leans on the same first examples,
     # so an unrepresentative start shifts the whole surface at once (README, Precision).
     # Opt-in for that reason.
