@@ -80,10 +80,11 @@ from torch import nn
 from lsurf import models, params
 from lsurf.checkpoint import load_weights, save_checkpoint
 from lsurf.config import load_train_config
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+from lsurf.data.cifar import load_split
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
+from lsurf.data.synthetic import write_synthetic
 from lsurf.directions import Directions, random_directions
 from lsurf.evaluate import Evaluator, StandardErrors, pick_device
-from lsurf.synth import write_synthetic
 from lsurf.train import train
 
 EXACT_TOLERANCE = 1e-5  # the largest relative loss error an fp32 variant may have

@@ -61,7 +61,8 @@ def bare_main(root: Path, threads: int, seconds: float) -> None:
     import torch
 
     from lsurf import models
-    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+    from lsurf.data.cifar import load_split
+    from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 
     torch.set_num_threads(threads)
     split = load_split(root, "train", REFERENCE_MEAN, REFERENCE_STD)
@@ -130,7 +131,7 @@ def main() -> None:
 
     from lsurf import models
     from lsurf.checkpoint import save_checkpoint
-    from lsurf.synth import write_synthetic
+    from lsurf.data.synthetic import write_synthetic
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)

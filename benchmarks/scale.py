@@ -186,7 +186,7 @@ def prepare_inputs(folder: Path) -> Path:
 
     from lsurf import models
     from lsurf.checkpoint import save_checkpoint
-    from lsurf.synth import write_synthetic
+    from lsurf.data.synthetic import write_synthetic
 
     write_synthetic(folder / "data", train_size=64, test_size=64)
     torch.manual_seed(0)

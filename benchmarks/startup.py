@@ -114,7 +114,8 @@ class Journal:
 
 def install_timers(journal: Journal) -> None:
     """Wrap the start-up steps of lsurf where they are looked up at call time."""
-    from lsurf import checkpoint, data, datasets, evaluate, models, parallel, serial, sweep
+    from lsurf import checkpoint, evaluate, models, parallel, serial, sweep
+    from lsurf.data import cifar, splits
 
     steps: list[tuple[object, str, str]] = [
         (sweep, "prepare", "prepare"),  # rank 0: the whole check phase
@@ -122,10 +123,10 @@ def install_timers(journal: Journal) -> None:
         (checkpoint, "load_weights", "checkpoint"),  # rank 0 only
         (parallel.Session, "receive_setup", "wait for setup"),  # workers, idle meanwhile
         (serial, "load", "load"),  # every worker: the whole load phase (of each sweep)
-        (datasets, "_cifar_split", "split"),  # read + normalize + device and layout copy
-        (datasets, "load_configured", "read and normalize"),
-        (data, "_read_batch", "read file"),  # one pickled batch file, unpickled
-        (data, "_normalize", "normalize"),  # uint8 -> float32, in place
+        (splits, "_cifar_split", "split"),  # read + normalize + device and layout copy
+        (splits, "load_configured", "read and normalize"),
+        (cifar, "_read_batch", "read file"),  # one pickled batch file, unpickled
+        (cifar, "_normalize", "normalize"),  # uint8 -> float32, in place
         (evaluate.Evaluator, "_probe", "probe"),
         (sweep, "open_output", "create files"),  # rank 0: direction file and surface
         (parallel.Session, "send_result", "result sent"),  # the first one is the first point
@@ -340,7 +341,7 @@ def write_inputs(folder: Path, train_size: int) -> None:
 
     from lsurf import models
     from lsurf.checkpoint import save_checkpoint
-    from lsurf.synth import write_synthetic
+    from lsurf.data.synthetic import write_synthetic
 
     write_synthetic(folder / "data", train_size=train_size, test_size=1000)
     torch.manual_seed(0)

@@ -42,11 +42,12 @@ import yaml
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.config import load_sweep_config
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+from lsurf.data.cifar import load_split
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
+from lsurf.data.synthetic import write_synthetic
 from lsurf.evaluate import configure_backends, pick_device
 from lsurf.store import read_surface
 from lsurf.sweep import run_sweep
-from lsurf.synth import write_synthetic
 
 LABEL_WIDTH = 20  # the column where figures start, as in the lines the README quotes
 

@@ -33,7 +33,7 @@ from torch import nn
 from lsurf import params
 from lsurf.checkpoint import require_finite
 from lsurf.config import OBJECT_LABEL, objects_sweep_config
-from lsurf.datasets import from_object
+from lsurf.data.splits import from_object
 from lsurf.errors import ConfigError
 from lsurf.losses import build_loss
 from lsurf.preparation import Sources

@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    from lsurf.formats import LAYOUTS  # torch-free, like the rest of the parser
+    from lsurf.data.layouts import LAYOUTS  # torch-free, like the rest of the parser
 
     synth = data_commands.add_parser(
         "synth", help="write a synthetic dataset in the CIFAR-10 or CIFAR-100 python format"
@@ -343,8 +343,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(compare_weights(args.checkpoints, args.out))
         return 0
     if args.command == "data":
-        from lsurf.formats import layout_of
-        from lsurf.synth import write_synthetic
+        from lsurf.data.layouts import layout_of
+        from lsurf.data.synthetic import write_synthetic
 
         for name in ("train_size", "test_size"):
             if getattr(args, name) < 1:

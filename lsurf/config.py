@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lsurf import kinds
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
-from lsurf.formats import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.grid import AXIS_HINT, AutoAxis, Axis, parse_auto_axis, parse_axis
 from lsurf.imports import check_import_path, is_import_path
 from lsurf.schema import LeafConverter, describe, parse, read_yaml

@@ -1,7 +1,7 @@
 """Evaluating one grid point: move the model to θ* + a·d1 + b·d2 in place, measure each metric.
 
 Input: a model already holding θ*, the directions, the data splits (cached on the device or
-streamed, see lsurf.datasets), the loss and a device. Output: for each column of the surface
+streamed, see lsurf.data.splits), the loss and a device. Output: for each column of the surface
 file (a metric on a split: `train_loss`, `test_acc`, ...) its value at (a, b). No I/O and no
 MPI here: the same evaluator serves the serial sweep and every MPI worker.
 
@@ -29,7 +29,7 @@ there, as the loss map is).
 
 With `StandardErrors` settings (`evaluation.standard_errors`, `evaluation.rel_error`) each
 split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments), and with
-a relative target each point visits the split in a seeded order (lsurf.datasets.seeded_order)
+a relative target each point visits the split in a seeded order (lsurf.data.splits.seeded_order)
 and stops after the first batch at which it has used at least `min_examples` examples and
 SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite);
 the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
@@ -54,8 +54,8 @@ import torch
 from torch import nn
 
 from lsurf import hessian, params
-from lsurf.data import Split
-from lsurf.datasets import CachedSplit, SplitData
+from lsurf.data.cifar import Split
+from lsurf.data.splits import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
 from lsurf.folding import Folded, fold_batch_norm

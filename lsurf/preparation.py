@@ -33,7 +33,7 @@ import yaml
 
 from lsurf import capacity, checkpoint, kinds, models, params, store
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
-from lsurf.datasets import SplitData, open_split
+from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import (

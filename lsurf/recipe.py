@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lsurf.config import TrainingConfig
-from lsurf.data import Channels
+from lsurf.data.layouts import Channels
 
 PADDING = 4  # pixels added on each side before the 32x32 random crop (torchvision's padding=4)
 
@@ -95,7 +95,7 @@ def padding_fill(mean: Channels, std: Channels) -> torch.Tensor:
     The reference pads the raw image with 0 and normalizes afterwards; our splits are
     normalized already, so padding them with the normalized zero gives the same tensor. Plain
     0 would be the mean colour instead: a grey frame the reference never showed the network.
-    The float32 operations are `lsurf.data`'s, in its order, so the value is bit-identical to
+    The float32 operations are `lsurf.data.cifar`'s, in its order, so the value is bit-identical to
     a normalized black pixel.
     """
     zero = torch.zeros(len(mean), dtype=torch.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lsurf.config import DataConfig
-from lsurf.datasets import SplitData
+from lsurf.data.splits import SplitData
 from lsurf.evaluate import Evaluator
 from lsurf.grid import Grid
 from lsurf.metrics import Column

@@ -46,7 +46,7 @@ import torch
 
 from lsurf import parallel, store
 from lsurf.config import SweepConfig
-from lsurf.datasets import SplitData
+from lsurf.data.splits import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import check_second_derivatives, configure_backends, pick_device
 from lsurf.hessian import (

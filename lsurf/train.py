@@ -30,7 +30,7 @@ from torch import nn
 
 from lsurf import checkpoint, models, run_folder
 from lsurf.config import TrainConfig
-from lsurf.data import Split, load_configured
+from lsurf.data.cifar import Split, load_configured
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.evaluate import measure, pick_device
 from lsurf.recipe import (

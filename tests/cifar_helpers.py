@@ -1,6 +1,6 @@
 """The CIFAR file layouts as the tests know them, shared by the reader's and the writer's tests.
 
-Written out here rather than imported from lsurf.formats, so a change to the format there fails
+Written out here rather than imported from lsurf.data.layouts, so a change to the format there fails
 the tests instead of silently moving them along.
 """
 

@@ -12,7 +12,7 @@ from cifar_helpers import SMALL_TEST, SMALL_TRAIN
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
-from lsurf.synth import write_synthetic
+from lsurf.data.synthetic import write_synthetic
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from lsurf.config import load_sweep_config, load_train_config
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
 from lsurf.grid import Axis
 from lsurf.schema import to_plain

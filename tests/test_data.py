@@ -1,4 +1,4 @@
-"""Tests for lsurf.data: CIFAR-10 and CIFAR-100 reading, normalization, subsets, safety,
+"""Tests for lsurf.data.cifar: CIFAR-10 and CIFAR-100 reading, normalization, subsets, safety,
 errors, download.
 
 Everything runs on generated data written in the real python formats (no network).
@@ -20,18 +20,10 @@ import torchvision
 from cifar_helpers import FOLDER, FOLDER_100, SMALL_TEST, SMALL_TRAIN, TRAIN_FILES, md5sums
 from torchvision import transforms
 
-from lsurf.data import (
-    AKAMASTER_MEAN,
-    AKAMASTER_STD,
-    REFERENCE_MEAN,
-    REFERENCE_STD,
-    SPLITS,
-    Split,
-    load_split,
-    selected_indices,
-)
+from lsurf.data.cifar import Split, load_split, selected_indices
+from lsurf.data.layouts import AKAMASTER_MEAN, AKAMASTER_STD, REFERENCE_MEAN, REFERENCE_STD, SPLITS
+from lsurf.data.synthetic import write_synthetic
 from lsurf.errors import DataError
-from lsurf.synth import write_synthetic
 
 ZERO = (0.0, 0.0, 0.0)
 ONE = (1.0, 1.0, 1.0)

@@ -1,4 +1,4 @@
-"""lsurf.datasets: every dataset kind as splits on a device, cached or streamed alike."""
+"""lsurf.data.splits: every dataset kind as splits on a device, cached or streamed alike."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from PIL import Image
 from torch import nn
 
 from lsurf.config import DataConfig
-from lsurf.data import load_split
-from lsurf.datasets import SplitData, open_split, open_splits
+from lsurf.data.cifar import load_split
+from lsurf.data.splits import SplitData, open_split, open_splits
+from lsurf.data.synthetic import write_synthetic
 from lsurf.errors import ConfigError, DataError
-from lsurf.synth import write_synthetic
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CPU = torch.device("cpu")

@@ -27,8 +27,8 @@ from surface_helpers import write_surface_by_hand
 from lsurf import checkpoint, models
 from lsurf.cli import main
 from lsurf.config import DataConfig, load_sweep_config
-from lsurf.data import load_configured
-from lsurf.datasets import open_split
+from lsurf.data.cifar import load_configured
+from lsurf.data.splits import open_split
 from lsurf.losses import Baseline, BatchTerms, Moments, build_loss, mean_and_error
 from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
 from lsurf.plot import PlotOptions

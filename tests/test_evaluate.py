@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from lsurf import checkpoint, models, params
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, Split, load_split
+from lsurf.data.cifar import Split, load_split
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.directions import Directions, random_directions
 from lsurf.errors import ConfigError
 from lsurf.evaluate import Evaluator, pick_device

@@ -14,7 +14,7 @@ from torch import nn
 
 from lsurf import models, params
 from lsurf.cli import main
-from lsurf.data import Split
+from lsurf.data.cifar import Split
 from lsurf.directions import Directions, random_directions
 from lsurf.evaluate import Evaluator
 from lsurf.folding import fold_batch_norm

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
 from lsurf import hessian
-from lsurf.datasets import CachedSplit
+from lsurf.data.splits import CachedSplit
 from lsurf.errors import ConfigError
 from lsurf.losses import Loss, build_loss
 

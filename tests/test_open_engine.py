@@ -324,7 +324,7 @@ def test_cifar100_synthetic_data_sweeps_with_the_class_count_from_the_data(
     tmp_path, small_checkpoint
 ):
     from lsurf import models
-    from lsurf.synth import write_synthetic
+    from lsurf.data.synthetic import write_synthetic
 
     root = write_synthetic(tmp_path / "c100", train_size=60, test_size=20, dataset="cifar100")
     torch.manual_seed(0)

@@ -353,7 +353,8 @@ def test_a_reference_surface_is_reproduced_from_its_direction_file_and_data_spli
     import h5py
     from reference_layout import reference_entries, write_reference_directions
 
-    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+    from lsurf.data.cifar import load_split
+    from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 
     model = models.build("convnet_small")
     load_weights(model, small_checkpoint)

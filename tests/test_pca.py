@@ -129,7 +129,8 @@ def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint
     planar_trajectory, sweep_yaml, cifar_root, tmp_path
 ):
     from lsurf import checkpoint
-    from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+    from lsurf.data.cifar import load_split
+    from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
     from lsurf.evaluate import Evaluator
     from lsurf.store import read_directions
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from lsurf.config import TrainingConfig
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, _normalize
+from lsurf.data.cifar import _normalize
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.recipe import PADDING, augment, draw_epoch, learning_rate, padding_fill
 
 # ---------------------------------------------------------------------------- schedules

@@ -21,7 +21,7 @@ from lsurf import kinds, models
 from lsurf.checkpoint import load_weights
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
-from lsurf.datasets import open_split
+from lsurf.data.splits import open_split
 from lsurf.kinds.reference import ordinal
 from lsurf.report import describe
 from lsurf.store import read_directions, read_surface

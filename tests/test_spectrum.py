@@ -22,7 +22,7 @@ import lsurf
 from lsurf.checkpoint import file_digest, save_checkpoint
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
-from lsurf.data import subset_indices
+from lsurf.data.cifar import subset_indices
 from lsurf.schema import to_yaml
 from lsurf.spectrum import GRID_SIGMAS, SIGMA_FRACTION, density_grid
 from lsurf.store import read_hessian_file

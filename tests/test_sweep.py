@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from lsurf import checkpoint, models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.config import load_sweep_config
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+from lsurf.data.cifar import load_split
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import OutputError
 from lsurf.evaluate import measure
 from lsurf.store import read_directions, read_surface

@@ -1,7 +1,7 @@
-"""Tests for lsurf.synth: the synthetic datasets' layout, determinism, safety and difficulty,
-for CIFAR-10 and CIFAR-100, and the `lsurf data synth` command that writes them.
+"""Tests for lsurf.data.synthetic: the synthetic datasets' layout, determinism, safety and
+difficulty, for CIFAR-10 and CIFAR-100, and the `lsurf data synth` command that writes them.
 
-The files are checked with plain pickle and read back with lsurf.data's own reader.
+The files are checked with plain pickle and read back with lsurf.data.cifar's own reader.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from cifar_helpers import (
 )
 
 from lsurf.cli import main
-from lsurf.data import REFERENCE_MEAN, REFERENCE_STD, load_split
+from lsurf.data.cifar import load_split
+from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
+from lsurf.data.synthetic import write_synthetic
 from lsurf.errors import DataError
-from lsurf.synth import write_synthetic
 
 
 @pytest.fixture(scope="module")

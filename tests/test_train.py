@@ -274,7 +274,7 @@ def test_bad_training_settings_are_one_line_errors(tmp_path, cifar_root, change,
 
 
 def test_cifar100_trains_a_hundred_class_head(tmp_path):
-    from lsurf.synth import write_synthetic
+    from lsurf.data.synthetic import write_synthetic
 
     root = write_synthetic(tmp_path / "c100", train_size=64, test_size=16, dataset="cifar100")
     path = write_config(tmp_path, root, epochs=1)

@@ -2,10 +2,10 @@
 
 This module owns reading a dataset on disk:
 
-- finding a split's files by the dataset's `lsurf.formats.CifarLayout` (``ROOT/cifar-10-
+- finding a split's files by the dataset's `lsurf.data.layouts.CifarLayout` (``ROOT/cifar-10-
   batches-py/`` with ``data_batch_1`` to ``data_batch_5`` and ``test_batch``, or
   ``ROOT/cifar-100-python/`` with ``train`` and ``test``), so both datasets go through one
-  code path; the format constants themselves live in `lsurf.formats` and are re-exported here;
+  code path; the format constants themselves live in `lsurf.data.layouts`;
 - reading them through an unpickler that can build numpy arrays and nothing else, because the
   data folder is user input and a pickle can otherwise run code;
 - turning a split into one contiguous, normalized float32 tensor, once per process, so that
@@ -31,20 +31,10 @@ from lsurf.errors import DataError
 
 if TYPE_CHECKING:
     from lsurf.config import DataConfig
-from lsurf.formats import (
-    AKAMASTER_MEAN,
-    AKAMASTER_STD,
+from lsurf.data.layouts import (
     CHANNELS,
-    FOLDER,
-    LABEL_NAMES,
-    META_FILE,
-    NUM_CLASSES,
-    REFERENCE_MEAN,
-    REFERENCE_STD,
     SIDE,
     SPLITS,
-    SYNTHETIC_MARKER,
-    TRAIN_FILES,
     VALUES_PER_IMAGE,
     Channels,
     CifarLayout,
@@ -55,27 +45,6 @@ try:
     from numpy._core.multiarray import _reconstruct, scalar
 except ImportError:  # numpy < 2 has no numpy._core
     from numpy.core.multiarray import _reconstruct, scalar
-
-# The format constants moved to lsurf.formats; these modules and tests import them from here.
-__all__ = [
-    "AKAMASTER_MEAN",
-    "AKAMASTER_STD",
-    "CHANNELS",
-    "FOLDER",
-    "LABEL_NAMES",
-    "META_FILE",
-    "NUM_CLASSES",
-    "REFERENCE_MEAN",
-    "REFERENCE_STD",
-    "SIDE",
-    "SPLITS",
-    "SYNTHETIC_MARKER",
-    "TRAIN_FILES",
-    "VALUES_PER_IMAGE",
-    "Channels",
-    "Split",
-    "load_split",
-]
 
 
 @dataclass(frozen=True)

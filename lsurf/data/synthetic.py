@@ -12,10 +12,11 @@ download the real ones:
   synthetic and so safe to overwrite.
 
 The file formats themselves (folder and file names, label keys, image shape, class names) are
-`lsurf.formats`' layouts, the ones `lsurf.data` reads; both datasets are one code path here.
+`lsurf.data.layouts`' layouts, the ones `lsurf.data.cifar` reads; both datasets are one code
+path here.
 
 Inputs: an output folder, the train and test sizes, a seed, the dataset name. Outputs: the
-root folder of the freshly written dataset, to pass to `lsurf.data.load_split`; the same seed
+root folder of the freshly written dataset, to pass to `lsurf.data.cifar.load_split`; the same seed
 writes the same bytes.
 """
 
@@ -30,8 +31,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from lsurf.errors import DataError
-from lsurf.formats import (
+from lsurf.data.layouts import (
     CHANNELS,
     SIDE,
     SYNTHETIC_MARKER,
@@ -39,6 +39,7 @@ from lsurf.formats import (
     CifarLayout,
     layout_of,
 )
+from lsurf.errors import DataError
 
 # Difficulty knobs, in grey levels. Tuned so the classes are learnable but not separable at a
 # glance: the textures differ in their spatial frequencies and colours, which a convnet picks

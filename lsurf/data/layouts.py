@@ -1,7 +1,8 @@
 """The datasets' on-disk formats and normalization statistics, as plain constants.
 
-This module owns the facts that the reader (`lsurf.data`), the writer (`lsurf.synth`) and the
-config layer (`lsurf.config`) must agree on, and nothing that computes:
+This module owns the facts that the reader (`lsurf.data.cifar`), the writer
+(`lsurf.data.synthetic`) and the config layer (`lsurf.config`) must agree on, and nothing that
+computes:
 
 - the per-channel mean/std that published checkpoints were trained with;
 - the layout of the python versions of CIFAR-10 and CIFAR-100 (folder, file names, the
@@ -172,7 +173,7 @@ def dataset_classes(dataset: str) -> int:
     return layout_of(dataset).num_classes
 
 
-# The CIFAR-10 names under which lsurf.data has always exported its format; kept for its
+# The CIFAR-10 names under which lsurf.data.cifar has always exported its format; kept for its
 # importers.
 FOLDER: Final = CIFAR10.folder
 TRAIN_FILES: Final = CIFAR10.train_files

@@ -2,7 +2,7 @@
 
 This module owns turning `DataConfig` into one `SplitData` per split on one device:
 
-- ``cifar10`` / ``cifar100``: the tensors of `lsurf.data.load_split`, unchanged, so a sweep
+- ``cifar10`` / ``cifar100``: the tensors of `lsurf.data.cifar.load_split`, unchanged, so a sweep
   evaluates bit for bit the values it always has;
 - ``imagefolder``: torchvision's ``ImageFolder`` on ``ROOT/train`` and ``ROOT/test`` (the split
   name is the folder name, one subfolder per class, a class's index its position among the
@@ -18,7 +18,7 @@ This module owns turning `DataConfig` into one `SplitData` per split on one devi
   pair of tensors (inputs, targets) with the same first dimension.
 
 ``data.subset`` keeps that many examples of every kind, chosen by the seeded rule of
-`lsurf.data` (``torch.randperm`` under ``subset_seed``, the first ``subset``, sorted back into
+`lsurf.data.cifar` (``torch.randperm`` under ``subset_seed``, the first ``subset``, sorted back into
 the dataset's order).
 
 A split whose tensors take at most ``data.cache_mb`` MiB (estimated from its first example) is
@@ -49,10 +49,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
-from lsurf.data import configured_indices, load_configured
-from lsurf.errors import DataError
-from lsurf.imports import is_import_path, resolve
-from lsurf.readers import (
+from lsurf.data.cifar import configured_indices, load_configured
+from lsurf.data.readers import (
     Batch,
     Examples,
     accepted,
@@ -62,6 +60,8 @@ from lsurf.readers import (
     image_folder,
     is_tensor_pair,
 )
+from lsurf.errors import DataError
+from lsurf.imports import is_import_path, resolve
 
 MIB = 2**20
 

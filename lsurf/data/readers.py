@@ -2,9 +2,9 @@
 (`data.dataset: package.module:callable`, or an object handed to the Python API) and
 torchvision ImageFolder trees.
 
-Owns what `lsurf.datasets` must not take on trust: that a callable returned a map-style
+Owns what `lsurf.data.splits` must not take on trust: that a callable returned a map-style
 dataset or a pair of tensors, that every example is an (input, target) pair shaped like the
-first, and the ImageFolder evaluation transform (documented in lsurf.datasets). A bad example
+first, and the ImageFolder evaluation transform (documented in lsurf.data.splits). A bad example
 met inside a DataLoader worker travels back as a `Rejected` marker, so the user sees one
 line from the main process rather than a worker's traceback.
 
