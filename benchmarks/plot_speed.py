@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import yaml
 
+from lsurf.files.surface import create_surface
 from lsurf.grid import Axis, Grid
 from lsurf.metrics import columns
-from lsurf.store import create_surface
 
 TARGET_SECONDS = 60.0
 

@@ -2,7 +2,7 @@
 
 The real master runs — lsurf.sweep's run loop on rank 0 with the real chunk protocol
 (lsurf.parallel), the real chunk planner (lsurf.schedule) and the real surface file
-(lsurf.store) — against many worker ranks whose evaluator is replaced by a stub: each point
+(lsurf.files.surface) — against many worker ranks whose evaluator is replaced by a stub: each point
 "takes" a chosen time (drawn around a mean with a spread, a few straggler ranks slower) spent
 in time.sleep, so 64 or more workers fit on a 2-core machine (sleeping costs no CPU), and
 values made up from the point's index, so the file can be checked point by point afterwards.
@@ -239,7 +239,7 @@ def run_scenario(
 
 
 def check_file(path: Path) -> str:
-    from lsurf.store import read_surface
+    from lsurf.files.surface import read_surface
 
     surface = read_surface(path)
     index = np.arange(surface.done.size).reshape(surface.done.shape)

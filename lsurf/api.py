@@ -35,9 +35,9 @@ from lsurf.checkpoint import require_finite
 from lsurf.config import OBJECT_LABEL, objects_sweep_config
 from lsurf.data.splits import from_object
 from lsurf.errors import ConfigError
+from lsurf.files.surface import Surface, read_surface
 from lsurf.losses import build_loss
 from lsurf.preparation import Sources
-from lsurf.store import Surface, read_surface
 from lsurf.sweep import Log, _run_serial, _stderr
 
 

@@ -1,6 +1,6 @@
 """Whether a sweep's surface fits: its bytes in rank 0's memory and on disk, against this machine.
 
-A surface is held whole by rank 0 (every column and the `done` mask, see lsurf.store) and
+A surface is held whole by rank 0 (every column and the `done` mask, see lsurf.files.surface) and
 allocated whole on disk when the file is created, so a grid too fine for the machine fails
 only once the sweep tries to build it: a NumPy MemoryError after the direction file was
 written, or a Slurm job killed for memory. The check runs with the other checks on user

@@ -289,12 +289,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
         return 0
     if args.command == "info":
-        from lsurf.report import describe
+        from lsurf.files.info import describe
 
         print(describe(args.file))
         return 0
     if args.command == "compare":
-        from lsurf.comparison import describe_comparison
+        from lsurf.files.compare import describe_comparison
 
         report, worst = describe_comparison(args.first, args.second)
         print(report)
@@ -328,7 +328,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             log_offset=args.log_offset,
             compare=args.compare,
         )
-        from lsurf.store import is_hessian_file
+        from lsurf.files.hessian import is_hessian_file
 
         if any(is_hessian_file(path) for path in args.surfaces):
             from lsurf.plot.spectrum import plot_hessian_files
@@ -361,8 +361,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def compare_weights(paths: list[Path], out: Path) -> Path:
     """`lsurf weights`: statistics on one shared histogram range, a stats file and a figure."""
     from lsurf.checkpoint import read_state_dict
-    from lsurf.store import write_weight_file
-    from lsurf.weights import plot_weight_statistics, shared_limit, weight_statistics
+    from lsurf.files.weights import write_weight_file
+    from lsurf.plot.weights import plot_weight_statistics
+    from lsurf.weights import shared_limit, weight_statistics
 
     states = [read_state_dict(path) for path in paths]
     labels = [path.stem for path in paths]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lsurf import params
-from lsurf.trajectory import Trajectory
+from lsurf.files.trajectory import Trajectory
 
 EPSILON = 1e-10
 

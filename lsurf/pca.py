@@ -30,7 +30,7 @@ import torch
 from lsurf.checkpoint import read_state_dict
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError
-from lsurf.trajectory import Trajectory
+from lsurf.files.trajectory import Trajectory
 
 DEFAULT_MEMORY_BYTES = 1 << 30  # for one block of all k rows, in float64
 

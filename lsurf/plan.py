@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 import torch
 
-from lsurf import capacity, params, store
+from lsurf import capacity, params
 from lsurf.config import SweepConfig
 from lsurf.evaluate import pick_device
+from lsurf.files import surface as surface_file
 from lsurf.grid import pending
 from lsurf.preparation import (
     Prepared,
@@ -75,7 +76,7 @@ def _plan(prepared: Prepared, state: bool | None) -> tuple[list[str], int, float
             "output   new" if not config.output.exists() else "output   replaced (--force)"
         )
     else:
-        to_go = len(pending(store.read_surface(config.output).done))
+        to_go = len(pending(surface_file.read_surface(config.output).done))
         lines.append(f"output   resumed: {grid.size - to_go} of {grid.size} points done")
     reuse = "computed now" if prepared.directions_are_new else "reused"
     lines.append(f"directions  {reuse}: {config.direction_file}")

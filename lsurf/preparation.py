@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from lsurf import capacity, checkpoint, kinds, models, params, store
+from lsurf import capacity, checkpoint, kinds, models, params
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
 from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
@@ -43,12 +42,15 @@ from lsurf.evaluate import (
     curvature_operator,
     pick_device,
 )
+from lsurf.files import directions as direction_file
+from lsurf.files import surface as surface_file
+from lsurf.files.hdf5 import stored_config
+from lsurf.files.trajectory import Trajectory
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
 from lsurf.schema import differences, to_plain, to_yaml
-from lsurf.trajectory import Trajectory
 from lsurf.weights import weight_statistics
 
 # Keys that do not change a single result value, so resuming with them changed is fine (the
@@ -262,7 +264,7 @@ def _obtain_directions(
     if not path.exists() or (force and config.directions.file is None):
         return kind.compute(config.directions, context, inputs), True
 
-    directions, attributes = store.read_directions(path)
+    directions, attributes = direction_file.read_directions(path)
     expected = direction_settings(config, identity)
     found = {key: attributes.get(key, "") for key in expected}
     mismatched = [key for key in expected if found[key] != expected[key]]
@@ -293,8 +295,8 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
     path = prepared.config.output
     if force or not path.exists():
         return None
-    found = store.read_surface_attributes(path)
-    old_config = yaml.safe_load(str(found.get("config", ""))) or {}
+    found = surface_file.read_surface_attributes(path)
+    old_config = stored_config(found)
     try:  # keys added to lsurf since the file was written take their defaults
         old_config = to_plain(stored_sweep_config(old_config))
     except LsurfError:
@@ -309,7 +311,7 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
             f"output {path} holds a different sweep (differs in: {', '.join(changed)}); "
             "choose another output path, or pass --force to start over"
         )
-    return bool(store.read_surface(path).done.all())
+    return bool(surface_file.read_surface(path).done.all())
 
 
 def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFIG) -> Evaluator:
@@ -376,7 +378,7 @@ def check_columns(prepared: Prepared, resume: bool, columns: list[Column]) -> No
     path = prepared.config.output
     if not resume:
         return
-    stored = [column.name for column in store.read_surface_columns(path)]
+    stored = [column.name for column in surface_file.read_surface_columns(path)]
     if sorted(stored) != sorted(column.name for column in columns):
         raise OutputError(
             f"output {path} holds the metrics {', '.join(stored)} but this sweep "
@@ -385,19 +387,21 @@ def check_columns(prepared: Prepared, resume: bool, columns: list[Column]) -> No
         )
 
 
-def open_output(prepared: Prepared, resume: bool, columns: list[Column]) -> store.SurfaceWriter:
+def open_output(
+    prepared: Prepared, resume: bool, columns: list[Column]
+) -> surface_file.SurfaceWriter:
     """Commit phase: save new directions, then create or reopen the surface file."""
     config = prepared.config
     check_columns(prepared, resume, columns)
     if prepared.directions_are_new:
-        store.write_directions(
+        direction_file.write_directions(
             config.direction_file,
             prepared.directions,
             direction_settings(config, prepared.identity),
         )
     if resume:
-        return store.SurfaceWriter(config.output)
-    return store.create_surface(
+        return surface_file.SurfaceWriter(config.output)
+    return surface_file.create_surface(
         config.output,
         prepared.grid,
         columns,

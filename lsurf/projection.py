@@ -43,8 +43,8 @@ import torch
 
 from lsurf.checkpoint import read_state_dict
 from lsurf.errors import ConfigError
+from lsurf.files.trajectory import Trajectory
 from lsurf.pca import check_fits, checkpoint_epoch
-from lsurf.trajectory import Trajectory
 
 # 1 − cos²(x, y) at or below this and G is singular in float64 for any purpose here: the two
 # directions span a line (same_dir gives exactly 0, two independent random directions ~1).

@@ -2,7 +2,7 @@
 
 Input: a validated `SweepConfig` (the sweep's YAML: model, data, evaluation and its `hessian:`
 section; grid and directions are not used) and the `Sources` of its model, θ*, data and loss.
-Output: the Hessian analysis file at `config.hessian_file` (lsurf.store) and its figure
+Output: the Hessian analysis file at `config.hessian_file` (lsurf.files.surface) and its figure
 beside it (<stem>.png, lsurf.plot.spectrum). What it holds, for the Hessian H of the mean loss
 on `hessian.split` with respect to `hessian.params`, in eval mode:
 
@@ -44,11 +44,12 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from lsurf import parallel, store
+from lsurf import parallel
 from lsurf.config import SweepConfig
 from lsurf.data.splits import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import check_second_derivatives, configure_backends, pick_device
+from lsurf.files import hessian as hessian_file
 from lsurf.hessian import (
     HessianOperator,
     curvature_parameters,
@@ -84,7 +85,7 @@ def _quiet(message: str) -> None:
 class HessianOutcome:
     path: Path  # the analysis file
     figure: Path
-    analysis: store.HessianAnalysis
+    analysis: hessian_file.HessianAnalysis
 
 
 def run_hessian(
@@ -225,10 +226,10 @@ def _analyse(
         "tol": hessian.tol,
         "seed": hessian.seed,
     }
-    store.write_hessian_file(path, analysis, attributes)
+    hessian_file.write_hessian_file(path, analysis, attributes)
     from lsurf.plot.spectrum import write_spectrum_figure
 
-    figure = write_spectrum_figure(store.read_hessian_file(path), figure_path(path))
+    figure = write_spectrum_figure(hessian_file.read_hessian_file(path), figure_path(path))
     total = sum(analysis.products.values())
     log(f"hessian analysis written to {path} and {figure} ({total} products in all)")
     return HessianOutcome(path, figure, analysis)
@@ -336,7 +337,7 @@ def _summed_over(
 # ---------------------------------------------------------------------------- stages
 
 
-def _run_stages(config: SweepConfig, loaded: _Loaded, log: Log) -> store.HessianAnalysis:
+def _run_stages(config: SweepConfig, loaded: _Loaded, log: Log) -> hessian_file.HessianAnalysis:
     """Top-k, trace, density and per-layer λmax, one progress line each."""
     hessian = config.hessian
     spent: dict[str, int] = {}
@@ -399,7 +400,7 @@ def _run_stages(config: SweepConfig, loaded: _Loaded, log: Log) -> store.Hessian
             f"per-layer λmax: {len(layers)} tensors, the largest {largest[1]:.6g} "
             f"({largest[0]}), {spent['layers']} products"
         )
-    return store.HessianAnalysis(
+    return hessian_file.HessianAnalysis(
         top_eigenvalues=values,
         top_residuals=residuals,
         top_converged=bool(top.converged),

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsurf import capacity, parallel, store
+from lsurf import capacity, parallel
 from lsurf.config import SweepConfig
 from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import pick_device
+from lsurf.files import surface as surface_file
 from lsurf.grid import Grid, pending
 from lsurf.preparation import (
     FROM_CONFIG,
@@ -180,7 +181,7 @@ def _run_master(
             "the workers measure different metrics (their data differs between nodes?)"
         )
 
-    writers: list[store.SurfaceWriter] = []
+    writers: list[surface_file.SurfaceWriter] = []
     try:  # commit: every resumed file checked before the first byte of any is written
         for prepared, resume, measured in zip(sweeps, resumes, columns, strict=True):
             check_columns(prepared, resume, measured)
@@ -255,7 +256,7 @@ class _Run:
     others run: the workers have chunks in hand meanwhile)."""
 
     def __init__(
-        self, sweeps: list[Prepared], writers: list[store.SurfaceWriter], log: Log
+        self, sweeps: list[Prepared], writers: list[surface_file.SurfaceWriter], log: Log
     ) -> None:
         self.writers = writers
         self.todo = [pending(writer.done) for writer in writers]
@@ -276,7 +277,7 @@ class _Run:
         if self.left[sweep] == 0 and not self._said[sweep]:
             self._finish(sweep)
 
-    def open_writers(self) -> list[store.SurfaceWriter]:
+    def open_writers(self) -> list[surface_file.SurfaceWriter]:
         return [writer for sweep, writer in enumerate(self.writers) if not self._said[sweep]]
 
     def close(self) -> None:
@@ -300,7 +301,7 @@ def _log_start(
     log(f"{verb} {config.output}: {total - todo}/{total} points done, {todo} to go{where}")
 
 
-def _log_preempted(log: Log, writer: store.SurfaceWriter) -> None:
+def _log_preempted(log: Log, writer: surface_file.SurfaceWriter) -> None:
     done = int(writer.done.sum())
     log(
         f"stopped by SIGTERM: {done}/{writer.done.size} points are on disk in {writer.path}; "

@@ -4,32 +4,22 @@ The paper's argument about batch size and weight decay (Li et al., section 5) re
 them: without weight decay, small-batch training ends with larger weights, and the
 sharpness seen on unnormalized plots follows the scale of the weights, not the geometry.
 
-Input: state dicts. Output: `WeightStatistics` (numpy), written into a surface file by
-the sweep (for θ*) or into a stats file and a figure by `lsurf weights`.
+Input: state dicts. Output: `lsurf.files.weights.WeightStatistics` (numpy), written into a
+surface file by the sweep (for θ*) or into a stats file (`lsurf.files.weights`) and a figure
+(`lsurf.plot.weights`) by `lsurf weights`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # surface files (and plots) read these statistics without torch
+from lsurf.files.weights import BINS, WeightStatistics
+
+if TYPE_CHECKING:
     import torch
-
-BINS = 100
-
-
-@dataclass(frozen=True)
-class WeightStatistics:
-    names: tuple[str, ...]  # multi-dimensional weights (conv, linear), in state_dict order
-    norms: np.ndarray  # (layers,) Frobenius norm of each
-    sizes: np.ndarray  # (layers,) entries of each
-    bin_edges: np.ndarray  # (BINS + 1,)
-    counts: np.ndarray  # (BINS,) how many weights fall in each bin, all layers together
 
 
 def weight_statistics(
@@ -78,31 +68,3 @@ def _largest_finite(values: torch.Tensor) -> float:
     magnitudes = values.abs()
     finite = magnitudes[magnitudes.isfinite()]
     return float(finite.max()) if finite.numel() else 0.0
-
-
-def plot_weight_statistics(statistics: dict[str, WeightStatistics], out: Path) -> Path:
-    """Histograms (overlaid, log counts) and per-layer norms of labelled checkpoints."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (histogram, norms) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, stats in statistics.items():
-        centres = (stats.bin_edges[:-1] + stats.bin_edges[1:]) / 2
-        histogram.plot(centres, np.maximum(stats.counts, 0.5), label=label, drawstyle="steps-mid")
-        norms.plot(np.arange(len(stats.norms)), stats.norms, marker=".", label=label)
-    histogram.set_yscale("log")
-    histogram.set_xlabel("weight value")
-    histogram.set_ylabel("count")
-    histogram.set_title("weights of conv and linear layers")
-    norms.set_xlabel("layer (state_dict order)")
-    norms.set_ylabel("Frobenius norm")
-    norms.set_title("per-layer weight norms")
-    for axes in (histogram, norms):
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out

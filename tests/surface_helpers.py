@@ -98,8 +98,8 @@ def write_curvature_surface(path, grid, config, values, done=None):
     """A surface file of a curvature sweep on `grid` (lsurf.grid.Grid), made by the store as
     a sweep makes it: its columns train_loss, train_acc and the curvature rows, `values` as
     from `curvature_values`, recorded through the writer where `done` (default: everywhere)."""
+    from lsurf.files.surface import create_surface
     from lsurf.metrics import CURVATURE, columns
-    from lsurf.store import create_surface
 
     names = ["loss", "acc", *(metric.name for metric in CURVATURE)]
     done = np.ones(grid.shape, bool) if done is None else done

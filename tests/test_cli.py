@@ -229,7 +229,7 @@ def test_a_corrupt_output_is_named_corrupt_by_sweep_plot_and_info_and_kept(
 
 
 def test_force_replaces_a_corrupt_output_with_the_whole_surface(existing_output, sweep_yaml):
-    from lsurf.store import read_surface
+    from lsurf.files.surface import read_surface
 
     output = existing_output[0]
     before = read_surface(output)
@@ -251,7 +251,7 @@ def test_an_output_another_process_holds_is_named_locked_not_corrupt(
         [
             sys.executable,
             "-c",
-            "import pathlib, time; from lsurf.store import SurfaceWriter; "
+            "import pathlib, time; from lsurf.files.surface import SurfaceWriter; "
             f"w = SurfaceWriter(pathlib.Path({str(output)!r})); "
             "print('open', flush=True); time.sleep(60)",
         ],

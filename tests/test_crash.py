@@ -9,7 +9,7 @@ import time
 import numpy as np
 from surface_helpers import done_count
 
-from lsurf.store import read_surface
+from lsurf.files.surface import read_surface
 
 # 300 points: the writer flushes at most every 0.5 s, so one flush can bring tens of points at
 # once; the grid leaves room for several flushes between the kills even on a fast machine.

@@ -23,9 +23,10 @@ from test_open_engine import FIXTURES, MPIEXEC, blob_config, run_cli, user_envir
 from lsurf.checkpoint import load_weights
 from lsurf.cli import main
 from lsurf.evaluate import Curvature, Evaluator
+from lsurf.files.directions import read_directions
+from lsurf.files.info import describe_directions
+from lsurf.files.surface import read_surface
 from lsurf.losses import build_loss
-from lsurf.report import describe_directions
-from lsurf.store import read_directions, read_surface
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))

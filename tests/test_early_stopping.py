@@ -29,13 +29,14 @@ from lsurf.cli import main
 from lsurf.config import DataConfig, load_sweep_config
 from lsurf.data.cifar import load_configured
 from lsurf.data.splits import open_split
+from lsurf.files.directions import read_directions
+from lsurf.files.info import describe_surface
+from lsurf.files.surface import read_surface
 from lsurf.losses import Baseline, BatchTerms, Moments, build_loss, mean_and_error
 from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
 from lsurf.plot import PlotOptions
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.view import load_panels
-from lsurf.report import describe_surface
-from lsurf.store import read_directions, read_surface
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")

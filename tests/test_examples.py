@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from lsurf.store import read_surface
+from lsurf.files.surface import read_surface
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom"
 CONFIG = EXAMPLE / "sweep.yaml"

@@ -17,8 +17,8 @@ from lsurf.cli import main
 from lsurf.data.cifar import Split
 from lsurf.directions import Directions, random_directions
 from lsurf.evaluate import Evaluator
+from lsurf.files.surface import read_surface
 from lsurf.folding import fold_batch_norm
-from lsurf.store import read_surface
 
 POINTS = [(0.0, 0.0), (0.4, -0.3), (-0.6, 0.5)]
 

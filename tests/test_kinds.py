@@ -147,7 +147,7 @@ def test_kinds_record_what_reuse_must_match_and_describe_themselves():
 
 def test_config_kinds_info_and_plots_import_no_torch():
     code = (
-        "import sys, lsurf.config, lsurf.kinds, lsurf.report, lsurf.plot, lsurf.metrics; "
+        "import sys, lsurf.config, lsurf.kinds, lsurf.files.info, lsurf.plot, lsurf.metrics; "
         "print('torch' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

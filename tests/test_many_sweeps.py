@@ -17,7 +17,7 @@ from surface_helpers import done_count
 from test_parallel import INJECT, MPIEXEC, environment, finish, kill_tree
 
 from lsurf.cli import main
-from lsurf.store import read_surface
+from lsurf.files.surface import read_surface
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")

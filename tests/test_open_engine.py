@@ -19,8 +19,9 @@ from lsurf import kinds, params
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
 from lsurf.config import DirectionsConfig
+from lsurf.files.directions import read_directions
+from lsurf.files.surface import read_surface
 from lsurf.losses import build_loss
-from lsurf.store import read_directions, read_surface
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MPIEXEC = Path(sys.executable).with_name("mpiexec")

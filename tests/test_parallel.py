@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from surface_helpers import done_count
 
+from lsurf.files.surface import read_surface
 from lsurf.parallel import Placement, place_worker
-from lsurf.store import read_surface
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 INJECT = Path(__file__).resolve().parent / "inject"
@@ -39,7 +39,7 @@ def test_cpu_workers_share_the_cores():
 
 def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
     from lsurf.config import load_sweep_config
-    from lsurf.report import describe_surface
+    from lsurf.files.info import describe_surface
     from lsurf.sweep import run_sweep
 
     path = run_sweep(load_sweep_config(sweep_yaml()), log=lambda _: None).path
@@ -50,7 +50,7 @@ def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
         [
             sys.executable,
             "-c",
-            "import pathlib, time; from lsurf.store import SurfaceWriter; "
+            "import pathlib, time; from lsurf.files.surface import SurfaceWriter; "
             f"w = SurfaceWriter(pathlib.Path({str(path)!r})); "
             "print('open', flush=True); time.sleep(60)",
         ],

@@ -15,7 +15,8 @@ from lsurf.checkpoint import load_weights, save_checkpoint
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
 from lsurf.directions import random_directions
-from lsurf.store import read_directions, read_surface
+from lsurf.files.directions import read_directions
+from lsurf.files.surface import read_surface
 from lsurf.sweep import run_sweep
 
 

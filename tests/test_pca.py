@@ -111,7 +111,7 @@ def test_trajectory_listing_orders_by_epoch_and_needs_three(tmp_path):
 def pca_sweep(files, sweep_yaml, grid):
     """Sweep the plane of the trajectory `files` (the last one is θ*): config, outcome, surface."""
     from lsurf.config import load_sweep_config
-    from lsurf.store import read_surface
+    from lsurf.files.surface import read_surface
     from lsurf.sweep import run_sweep
 
     config = sweep_yaml(
@@ -132,7 +132,7 @@ def test_pca_sweep_stores_the_path_and_the_plane_passes_through_every_checkpoint
     from lsurf.data.cifar import load_split
     from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
     from lsurf.evaluate import Evaluator
-    from lsurf.store import read_directions
+    from lsurf.files.directions import read_directions
 
     *_, files = planar_trajectory
     _, outcome, surface = pca_sweep(files, sweep_yaml, {"x": "-1:4:6", "y": "-2:2:5"})
@@ -163,8 +163,8 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     import yaml
 
     from lsurf.config import load_sweep_config
+    from lsurf.files.surface import read_surface_attributes
     from lsurf.grid import fit_axis
-    from lsurf.store import read_surface_attributes
     from lsurf.sweep import run_sweep
 
     *_, files = planar_trajectory
@@ -177,7 +177,7 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     stored = yaml.safe_load(read_surface_attributes(outcome.path)["config"])
     assert stored["grid"] == {"x": fit_axis(path[:, 0], 4).spec, "y": fit_axis(path[:, 1], 3).spec}
     assert "auto" not in stored["grid"]["x"] + stored["grid"]["y"]
-    from lsurf.report import describe_surface
+    from lsurf.files.info import describe_surface
 
     report = describe_surface(outcome.path)
     first, second = (100 * ratio for ratio in surface.trajectory.explained_variance_ratio)

@@ -33,14 +33,14 @@ from surface_helpers import (
 
 from lsurf.cli import main
 from lsurf.errors import LsurfError
+from lsurf.files.surface import create_surface
+from lsurf.files.trajectory import Trajectory
 from lsurf.grid import Axis, Grid
 from lsurf.metrics import ACCURACY, EIG_PRODUCTS, LOSS, MAX_EIG, MAX_EIG_RESIDUAL, columns
 from lsurf.plot import PlotOptions, parse_levels, parse_options, plot_files
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.planes import NOT_COMPUTED_COLOR, NOT_FINITE_COLOR, draw_plane
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, load_panels, shared_scale
-from lsurf.store import create_surface
-from lsurf.trajectory import Trajectory
 
 VIRIDIS = colormaps["viridis"]
 
@@ -232,7 +232,7 @@ def test_a_file_still_being_written_can_be_plotted(tmp_path):
             textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from lsurf.store import SurfaceWriter
+            from lsurf.files.surface import SurfaceWriter
             with SurfaceWriter(Path({str(surface)!r})) as out:
                 out.record(range(100), {{name: [1.0] * 100 for name in out.metrics}})
                 print("recorded", flush=True)

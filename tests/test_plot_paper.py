@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d import proj3d
 
 from lsurf.cli import main
+from lsurf.files.surface import create_surface
+from lsurf.files.trajectory import Trajectory
 from lsurf.grid import Axis, Grid
 from lsurf.metrics import columns
 from lsurf.plot import PlotOptions, parse_options, plot_files
@@ -28,8 +30,6 @@ from lsurf.plot.planes import draw_plane, surface_heights
 from lsurf.plot.preset import PAPER_LEVELS, apply_preset
 from lsurf.plot.seeds import label_by_seed
 from lsurf.plot.view import load_panels, shared_scale
-from lsurf.store import create_surface
-from lsurf.trajectory import Trajectory
 
 Loss = Callable[[np.ndarray, np.ndarray], np.ndarray]
 CHECKPOINT = "/runs/a/final.pt"

@@ -9,11 +9,14 @@ import pytest
 import torch
 import yaml
 
-from lsurf import models, store
+from lsurf import models
 from lsurf.checkpoint import read_state_dict, save_checkpoint
 from lsurf.config import GridConfig, load_sweep_config
 from lsurf.directions import Directions
 from lsurf.errors import OutputError
+from lsurf.files import directions as direction_file
+from lsurf.files import surface as surface_file
+from lsurf.files.trajectory import Trajectory
 from lsurf.grid import AutoAxis, Axis
 from lsurf.metrics import columns
 from lsurf.preparation import (
@@ -25,7 +28,6 @@ from lsurf.preparation import (
     resolve_grid,
 )
 from lsurf.schema import to_plain
-from lsurf.trajectory import Trajectory
 
 
 def files_under(root):
@@ -151,8 +153,8 @@ def test_direction_settings_record_what_made_the_directions_and_read_back_equal(
     )
     # Reuse compares them with what the file holds: they must survive the round trip.
     directions = Directions("pca", "none", "biasbn", 0, {"w": torch.ones(2, 2)}, None)
-    store.write_directions(tmp_path / "d.h5", directions, settings)
-    _, attributes = store.read_directions(tmp_path / "d.h5")
+    direction_file.write_directions(tmp_path / "d.h5", directions, settings)
+    _, attributes = direction_file.read_directions(tmp_path / "d.h5")
     assert {key: attributes[key] for key in settings} == settings
 
 
@@ -197,7 +199,7 @@ def test_a_direction_file_made_for_another_sweep_is_refused_and_left_unchanged(
 def test_a_fitting_direction_file_is_reused_and_one_of_other_shapes_refused(sweep_yaml):
     config = load_sweep_config(sweep_yaml())
     create_output(config)
-    saved, _ = store.read_directions(config.direction_file)
+    saved, _ = direction_file.read_directions(config.direction_file)
     prepared = prepare(config)
     assert not prepared.directions_are_new
     assert prepared.directions.digest() == saved.digest()
@@ -205,7 +207,7 @@ def test_a_fitting_direction_file_is_reused_and_one_of_other_shapes_refused(swee
     # Same settings, but a tensor missing: not directions for this model.
     partial = replace(saved, x={k: v for k, v in saved.x.items() if k != "linear.weight"})
     settings = direction_settings(config, prepared.identity)
-    store.write_directions(config.direction_file, partial, settings)
+    direction_file.write_directions(config.direction_file, partial, settings)
     with pytest.raises(OutputError, match=r"differs in: parameter names/shapes\)"):
         prepare(config)
 
@@ -232,7 +234,7 @@ def test_a_sweep_started_before_the_open_engine_resumes(sweep_yaml):
     evaluation.loss, ...) holds the same sweep when those keys are at their defaults."""
     config = load_sweep_config(sweep_yaml())
     create_output(config)
-    old = yaml.safe_load(str(store.read_surface_attributes(config.output)["config"]))
+    old = yaml.safe_load(str(surface_file.read_surface_attributes(config.output)["config"]))
     del old["model"]["kwargs"], old["evaluation"]["loss"]
     for key in ("dataset", "kwargs", "image_size", "cache_mb", "workers"):
         del old["data"][key]
@@ -272,10 +274,10 @@ def test_only_the_checkpoint_bytes_changed_is_still_a_different_sweep(
 def test_a_recomputed_direction_file_does_not_extend_an_old_surface(sweep_yaml):
     config = load_sweep_config(sweep_yaml())
     create_output(config)
-    saved, _ = store.read_directions(config.direction_file)
+    saved, _ = direction_file.read_directions(config.direction_file)
     doubled = replace(saved, x={key: 2 * value for key, value in saved.x.items()})
     settings = direction_settings(config, prepare(config).identity)  # still fits this sweep
-    store.write_directions(config.direction_file, doubled, settings)
+    direction_file.write_directions(config.direction_file, doubled, settings)
     with pytest.raises(OutputError, match=r"\(differs in: directions contents\)"):
         check_output(prepare(config), force=False)
 

@@ -15,8 +15,8 @@ import pytest
 
 from lsurf.cli import main
 from lsurf.errors import OutputError
-from lsurf.report import describe_surface
-from lsurf.store import read_surface
+from lsurf.files.info import describe_surface
+from lsurf.files.surface import read_surface
 
 
 def loss_at(a, b):

@@ -22,9 +22,10 @@ from lsurf.checkpoint import load_weights
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
 from lsurf.data.splits import open_split
+from lsurf.files.directions import read_directions
+from lsurf.files.info import describe
+from lsurf.files.surface import read_surface
 from lsurf.kinds.reference import ordinal
-from lsurf.report import describe
-from lsurf.store import read_directions, read_surface
 
 GRID = {"grid": {"x": "-1:1:3", "y": "-0.5:0.5:2"}}  # 6 points, none at θ* itself
 

@@ -1,4 +1,4 @@
-"""`lsurf info`'s reports on surface files and direction files (lsurf.report)."""
+"""`lsurf info`'s reports on surface files and direction files (lsurf.files.info)."""
 
 from dataclasses import asdict
 
@@ -14,9 +14,9 @@ from surface_helpers import (
 )
 
 from lsurf.cli import main
+from lsurf.files.info import describe_surface
 from lsurf.grid import Axis, Grid
 from lsurf.metrics import ACCURACY, LOSS
-from lsurf.report import describe_surface
 
 
 def test_info_reports_completeness_and_the_best_point(existing_output, capsys):
@@ -35,7 +35,7 @@ def test_info_reports_completeness_and_the_best_point(existing_output, capsys):
 def test_info_on_a_direction_file_says_how_it_was_made(existing_output, capsys):
     import torch
 
-    from lsurf.store import read_directions
+    from lsurf.files.directions import read_directions
 
     path = existing_output[0].with_name("surface.directions.h5")
     capsys.readouterr()

@@ -23,7 +23,7 @@ from surface_helpers import done_count
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
-from lsurf.store import read_surface
+from lsurf.files.surface import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Path(__file__).resolve().parent / "cluster"

@@ -23,9 +23,9 @@ from lsurf.checkpoint import file_digest, save_checkpoint
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
 from lsurf.data.cifar import subset_indices
+from lsurf.files.hessian import read_hessian_file
 from lsurf.schema import to_yaml
 from lsurf.spectrum import GRID_SIGMAS, SIGMA_FRACTION, density_grid
-from lsurf.store import read_hessian_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MPIEXEC = Path(sys.executable).with_name("mpiexec")

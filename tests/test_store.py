@@ -10,12 +10,15 @@ import pytest
 import torch
 
 import lsurf
-from lsurf import atomic, metrics, store
+from lsurf import atomic, metrics
 from lsurf.directions import Directions
 from lsurf.errors import LsurfError, OutputError
+from lsurf.files import directions as direction_file
+from lsurf.files import surface as surface_file
+from lsurf.files import weights as weight_file
+from lsurf.files.trajectory import Trajectory
+from lsurf.files.weights import WeightStatistics
 from lsurf.grid import Grid
-from lsurf.trajectory import Trajectory
-from lsurf.weights import WeightStatistics
 
 COLUMNS = metrics.columns(["train", "test"])
 METRICS = [column.name for column in COLUMNS]
@@ -39,7 +42,7 @@ WEIGHTS = WeightStatistics(
 # Runs in another process, as `lsurf info` does beside a running sweep.
 READER = """import sys
 from pathlib import Path
-from lsurf.store import read_surface, read_surface_attributes
+from lsurf.files.surface import read_surface, read_surface_attributes
 try:
     surface = read_surface(Path(sys.argv[1]))
     print(surface.metrics["train_loss"].tolist(), surface.done.tolist())
@@ -71,7 +74,7 @@ def assert_same_weights(found, expected):
 
 def test_a_new_surface_has_the_reference_layout_all_nan_and_nothing_done(tmp_path):
     assert METRICS == ["train_loss", "train_acc", "test_loss", "test_acc"]
-    with store.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES) as writer:
+    with surface_file.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES) as writer:
         assert not writer.complete
         assert writer.columns == COLUMNS and writer.metrics == METRICS
     with h5py.File(tmp_path / "s.h5", "r") as h5file:
@@ -94,12 +97,12 @@ def test_element_i_j_holds_the_point_x_i_y_j(tmp_path, grid):
         return 10.0 * a + b  # a different value at every point, also after swapping x and y
 
     order = np.random.default_rng(0).permutation(grid.size)
-    with store.create_surface(tmp_path / "s.h5", grid, COLUMNS, ATTRIBUTES) as writer:
+    with surface_file.create_surface(tmp_path / "s.h5", grid, COLUMNS, ATTRIBUTES) as writer:
         for chunk in np.array_split(order, 3):  # chunks arrive in any order
             values = {name: [loss(*grid.coordinates(int(k))) for k in chunk] for name in METRICS}
             writer.record(chunk.tolist(), values)
         assert writer.complete
-    surface = store.read_surface(tmp_path / "s.h5")
+    surface = surface_file.read_surface(tmp_path / "s.h5")
     y = np.zeros(1) if grid.y is None else grid.y
     expected = np.add.outer(10.0 * grid.x, y).reshape(grid.shape)
     for name in METRICS:
@@ -111,24 +114,24 @@ def test_element_i_j_holds_the_point_x_i_y_j(tmp_path, grid):
 def test_nan_inf_and_zero_are_results_and_a_reopened_writer_resumes(tmp_path):
     path = tmp_path / "s.h5"
     values = {name: [np.inf, np.nan, 0.0] for name in METRICS}
-    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
+    with surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
         writer.record([0, 6, 11], values)
-    surface = store.read_surface(path)
+    surface = surface_file.read_surface(path)
     assert np.flatnonzero(surface.done).tolist() == [0, 6, 11]
     loss = surface.metrics["test_loss"].reshape(-1)
     assert loss[0] == np.inf and np.isnan(loss[6]) and loss[11] == 0.0
     assert np.isnan(np.delete(loss, [0, 6, 11])).all()  # the rest: not computed yet
-    with store.SurfaceWriter(path) as writer:  # resume: the mask is read back from the file
+    with surface_file.SurfaceWriter(path) as writer:  # resume: the mask is read back from the file
         assert np.flatnonzero(writer.done).tolist() == [0, 6, 11] and not writer.complete
         rest = [k for k in range(12) if k not in (0, 6, 11)]
         writer.record(rest, {name: [1.0] * len(rest) for name in METRICS})
         assert writer.complete
-    assert store.read_surface(path).metrics["train_acc"].reshape(-1)[0] == np.inf
+    assert surface_file.read_surface(path).metrics["train_acc"].reshape(-1)[0] == np.inf
 
 
 def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
-    writer = store.create_surface(path, GRID, COLUMNS, ATTRIBUTES)
+    writer = surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES)
     seen_before_flags = []
     original_setitem = h5py.Dataset.__setitem__
 
@@ -156,28 +159,31 @@ def test_values_reach_another_process_before_their_done_flags(tmp_path, monkeypa
 
 def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
     path = tmp_path / "s.h5"
-    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES, TRAJECTORY, WEIGHTS).close()
-    surface = store.read_surface(path)
+    surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES, TRAJECTORY, WEIGHTS).close()
+    surface = surface_file.read_surface(path)
     attributes = surface.attributes
     assert {key: attributes[key] for key in ATTRIBUTES} == ATTRIBUTES
-    assert attributes["format_version"] == store.FORMAT_VERSION == 2
+    assert attributes["format_version"] == surface_file.FORMAT_VERSION == 2
     assert type(attributes["format_version"]) is int
     assert attributes["lsurf_version"] == lsurf.__version__
     created = datetime.datetime.fromisoformat(attributes["created"])
     assert abs(datetime.datetime.now(datetime.UTC) - created) < datetime.timedelta(minutes=1)
-    assert store.read_surface_attributes(path).keys() == attributes.keys()
+    assert surface_file.read_surface_attributes(path).keys() == attributes.keys()
     assert_same_trajectory(surface.trajectory, TRAJECTORY)
     assert_same_weights(surface.weights, WEIGHTS)
-    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()  # replaced: neither left
-    assert store.read_surface(path).trajectory is None and store.read_surface(path).weights is None
+    surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()  # replaced: neither left
+    assert (
+        surface_file.read_surface(path).trajectory is None
+        and surface_file.read_surface(path).weights is None
+    )
 
 
 def test_a_weight_file_holds_one_group_per_label(tmp_path):
-    store.write_weight_file(tmp_path / "w.h5", {"runs/small": WEIGHTS, "large": WEIGHTS})
+    weight_file.write_weight_file(tmp_path / "w.h5", {"runs/small": WEIGHTS, "large": WEIGHTS})
     with h5py.File(tmp_path / "w.h5", "r") as h5file:
         assert set(h5file) == {"runs_small", "large"}
         assert h5file.attrs["lsurf_version"] == lsurf.__version__
-        assert_same_weights(store.read_weight_statistics(h5file["runs_small"]), WEIGHTS)
+        assert_same_weights(weight_file.read_weight_statistics(h5file["runs_small"]), WEIGHTS)
 
 
 @pytest.mark.parametrize("two_dimensional", [True, False], ids=["2d", "1d"])
@@ -191,8 +197,8 @@ def test_direction_files_round_trip_tensors_exactly(tmp_path, two_dimensional):
     y = direction() if two_dimensional else None
     written = Directions("pca", "filter", "biasbn", 7, direction(), y, TRAJECTORY)
     settings = {"kind": "pca", "norm": "filter", "ignore": "biasbn", "seed": 7, "x_spec": "a"}
-    store.write_directions(tmp_path / "d.h5", written, settings)
-    found, attributes = store.read_directions(tmp_path / "d.h5")
+    direction_file.write_directions(tmp_path / "d.h5", written, settings)
+    found, attributes = direction_file.read_directions(tmp_path / "d.h5")
     for found_tensors, written_tensors in ((found.x, written.x), (found.y, written.y)):
         if written_tensors is None:
             assert found_tensors is None
@@ -215,14 +221,14 @@ def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
     path.parent.mkdir()
     (path.parent / ".s.h5.999.tmp").write_bytes(b"left by a run killed mid-creation")
     during_build = []
-    original = store.write_weight_statistics
+    original = weight_file.write_weight_statistics
 
     def watching(group, statistics):
         during_build.append((path.exists(), sorted(p.name for p in path.parent.iterdir())))
         original(group, statistics)
 
-    monkeypatch.setattr(store, "write_weight_statistics", watching)
-    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES, weights=WEIGHTS).close()
+    monkeypatch.setattr(surface_file, "write_weight_statistics", watching)
+    surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES, weights=WEIGHTS).close()
     [(existed, names)] = during_build
     assert not existed and len(names) == 1  # the stale temporary removed, ours alone
     assert re.fullmatch(rf"\.s\.h5\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", names[0])
@@ -231,14 +237,14 @@ def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
 
 def test_a_failed_creation_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
-    store.create_surface(path, GRID, COLUMNS, {"config": "old"}).close()
+    surface_file.create_surface(path, GRID, COLUMNS, {"config": "old"}).close()
 
     def no_rename(source, target):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(atomic.os, "replace", no_rename)
     with pytest.raises(OutputError) as caught:
-        store.create_surface(path, GRID, COLUMNS, {"config": "new"})
+        surface_file.create_surface(path, GRID, COLUMNS, {"config": "new"})
     assert str(caught.value) == (
         f"cannot write {path} (Permission denied); choose an output folder you can write to"
     )
@@ -247,11 +253,11 @@ def test_a_failed_creation_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     def broken(group, statistics):
         raise RuntimeError("disk vanished")
 
-    monkeypatch.setattr(store, "write_weight_statistics", broken)
+    monkeypatch.setattr(weight_file, "write_weight_statistics", broken)
     with pytest.raises(RuntimeError):
-        store.write_weight_file(tmp_path / "w.h5", {"a": WEIGHTS})
+        weight_file.write_weight_file(tmp_path / "w.h5", {"a": WEIGHTS})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
-    assert store.read_surface_attributes(path)["config"] == "old"
+    assert surface_file.read_surface_attributes(path)["config"] == "old"
 
 
 def write_text(path):
@@ -266,13 +272,33 @@ def write_foreign_hdf5(path):
 @pytest.mark.parametrize(
     ("reader", "make", "message"),
     [
-        (store.read_surface, None, "surface file not found: {path}"),
-        (store.read_surface, write_text, "surface file {path} is not a readable HDF5 file ("),
-        (store.read_surface, write_foreign_hdf5, "{path} is an HDF5 file but not a surface file"),
-        (store.read_surface_attributes, None, "output file not found: {path}"),
-        (store.read_surface_attributes, write_foreign_hdf5, "output {path} exists and is not"),
-        (store.read_directions, write_text, "direction file {path} is not a readable HDF5"),
-        (store.read_directions, write_foreign_hdf5, "direction file {path} lacks xdirection"),
+        (surface_file.read_surface, None, "surface file not found: {path}"),
+        (
+            surface_file.read_surface,
+            write_text,
+            "surface file {path} is not a readable HDF5 file (",
+        ),
+        (
+            surface_file.read_surface,
+            write_foreign_hdf5,
+            "{path} is an HDF5 file but not a surface file",
+        ),
+        (surface_file.read_surface_attributes, None, "output file not found: {path}"),
+        (
+            surface_file.read_surface_attributes,
+            write_foreign_hdf5,
+            "output {path} exists and is not",
+        ),
+        (
+            direction_file.read_directions,
+            write_text,
+            "direction file {path} is not a readable HDF5",
+        ),
+        (
+            direction_file.read_directions,
+            write_foreign_hdf5,
+            "direction file {path} lacks xdirection",
+        ),
     ],
 )
 def test_unusable_files_raise_one_line_lsurf_errors(tmp_path, reader, make, message):
@@ -286,25 +312,25 @@ def test_unusable_files_raise_one_line_lsurf_errors(tmp_path, reader, make, mess
 
 
 def test_a_surface_is_no_direction_file_and_a_file_is_no_output_folder(tmp_path):
-    store.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES).close()
+    surface_file.create_surface(tmp_path / "s.h5", GRID, COLUMNS, ATTRIBUTES).close()
     with pytest.raises(OutputError, match="lacks xdirection"):
-        store.read_directions(tmp_path / "s.h5")
+        direction_file.read_directions(tmp_path / "s.h5")
     with pytest.raises(OutputError, match=r"^cannot write .*; choose an output folder") as caught:
-        store.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, COLUMNS, ATTRIBUTES)
+        surface_file.create_surface(tmp_path / "s.h5" / "nested.h5", GRID, COLUMNS, ATTRIBUTES)
     assert "\n" not in str(caught.value)
 
 
 def test_a_metric_unknown_to_the_table_is_stored_read_and_resumed(tmp_path):
     path = tmp_path / "s.h5"
     stored = [*COLUMNS[:2], metrics.Column("train", MAX_EIGENVALUE)]
-    with store.create_surface(path, GRID, stored, ATTRIBUTES) as writer:
+    with surface_file.create_surface(path, GRID, stored, ATTRIBUTES) as writer:
         writer.record(
             [0, 5], {"train_loss": [1.0, 2.0], "train_acc": [50, 60], "train_top_eig": [7, 8]}
         )
-    with store.SurfaceWriter(path) as writer:
+    with surface_file.SurfaceWriter(path) as writer:
         assert writer.columns == stored
         writer.record([11], {"train_loss": [3.0], "train_acc": [70], "train_top_eig": [9.5]})
-    surface = store.read_surface(path)
+    surface = surface_file.read_surface(path)
     assert (
         list(surface.metrics)
         == list(surface.columns)
@@ -330,16 +356,16 @@ def as_format_1(path):
 
 def test_a_format_1_file_is_read_and_resumed_by_its_dataset_names(tmp_path):
     path = tmp_path / "s.h5"
-    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
+    with surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
         writer.record([0], {name: [1.0] for name in METRICS})
     as_format_1(path)
-    surface = store.read_surface(path)
+    surface = surface_file.read_surface(path)
     assert sorted(surface.columns) == sorted(METRICS) and sorted(surface.metrics) == sorted(METRICS)
     assert surface.columns["test_acc"] == metrics.Column("test", metrics.ACCURACY)
-    with store.SurfaceWriter(path) as writer:
+    with surface_file.SurfaceWriter(path) as writer:
         assert sorted(writer.metrics) == sorted(METRICS)
         writer.record([1], {name: [2.0] for name in METRICS})
-    assert store.read_surface(path).done.reshape(-1)[:3].tolist() == [True, True, False]
+    assert surface_file.read_surface(path).done.reshape(-1)[:3].tolist() == [True, True, False]
 
 
 @pytest.mark.parametrize(
@@ -355,10 +381,10 @@ def test_a_format_1_file_is_read_and_resumed_by_its_dataset_names(tmp_path):
 )
 def test_a_damaged_metrics_attribute_is_one_line(tmp_path, stored, message):
     path = tmp_path / "s.h5"
-    store.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()
+    surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES).close()
     with h5py.File(path, "r+") as h5file:
         h5file.attrs["metrics"] = stored
-    for reader in (store.read_surface, store.SurfaceWriter):
+    for reader in (surface_file.read_surface, surface_file.SurfaceWriter):
         with pytest.raises(OutputError) as caught:
             reader(path)
         assert str(caught.value).startswith(f"surface file {path} {message}")
@@ -372,11 +398,11 @@ def test_batched_writes_land_every_value_in_place_on_long_1d_and_2d_grids(tmp_pa
     for grid in (Grid(np.arange(10_000.0), None), Grid(np.arange(300.0), np.arange(7.0))):
         path = tmp_path / f"s{grid.size}.h5"
         order = rng.permutation(grid.size)
-        with store.create_surface(path, grid, COLUMNS, ATTRIBUTES) as writer:
+        with surface_file.create_surface(path, grid, COLUMNS, ATTRIBUTES) as writer:
             writer.FLUSH_SECONDS = 0.0  # a write at every record
             for chunk in np.array_split(order, 37):
                 writer.record(chunk, {name: chunk * 2.0 for name in METRICS})
-        surface = store.read_surface(path)
+        surface = surface_file.read_surface(path)
         assert surface.done.all()
         for name in METRICS:
             np.testing.assert_array_equal(
@@ -386,7 +412,7 @@ def test_batched_writes_land_every_value_in_place_on_long_1d_and_2d_grids(tmp_pa
 
 def test_records_wait_in_memory_until_the_flush_is_due(tmp_path):
     path = tmp_path / "s.h5"
-    with store.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
+    with surface_file.create_surface(path, GRID, COLUMNS, ATTRIBUTES) as writer:
         writer.FLUSH_SECONDS = 3600.0
         writer.record([3], {name: [1.0] for name in METRICS})
         assert writer.done.reshape(-1)[3]  # the run's own view: done
@@ -396,4 +422,4 @@ def test_records_wait_in_memory_until_the_flush_is_due(tmp_path):
         assert not read_in_another_process(path)[0].endswith(nothing)
         writer.record([4], {name: [2.0] for name in METRICS})
     # Closing flushes what is left.
-    assert np.flatnonzero(store.read_surface(path).done).tolist() == [3, 4]
+    assert np.flatnonzero(surface_file.read_surface(path).done).tolist() == [3, 4]

@@ -11,7 +11,8 @@ from lsurf.data.cifar import load_split
 from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import OutputError
 from lsurf.evaluate import measure
-from lsurf.store import read_directions, read_surface
+from lsurf.files.directions import read_directions
+from lsurf.files.surface import read_surface
 from lsurf.sweep import run_sweep
 
 
@@ -176,6 +177,6 @@ def test_interpolation_ends_are_exactly_the_two_checkpoints(
             expected = measure(model, split, 64, "cpu")
             assert surface.metrics[f"{name}_loss"][index] == expected.loss
             assert surface.metrics[f"{name}_acc"][index] == expected.accuracy
-    from lsurf.report import describe_surface
+    from lsurf.files.info import describe_surface
 
     assert f"directions  target  to {second}  file " in describe_surface(surface.path)

@@ -6,7 +6,8 @@ from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
-from lsurf.store import read_surface, read_weight_statistics
+from lsurf.files.surface import read_surface
+from lsurf.files.weights import read_weight_statistics
 from lsurf.sweep import run_sweep
 from lsurf.weights import weight_statistics
 

@@ -29,9 +29,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from lsurf.files.curvature import default_range
+from lsurf.files.labels import completeness, titles
 from lsurf.metrics import ACCURACY, LOSS, LOSS_SE, Column, Metric
-from lsurf.plot.curvature import default_range
-from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import PlotOptions
 from lsurf.plot.planes import (
     DPI,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsurf.files.labels import completeness
 from lsurf.metrics import ACCURACY
 from lsurf.plot.curves import (
     ACCURACY_COLOR,
@@ -41,7 +42,6 @@ from lsurf.plot.curves import (
     curve_columns,
     primary_metric,
 )
-from lsurf.plot.labels import completeness
 from lsurf.plot.options import PlotOptions
 from lsurf.plot.view import SHOWN, Panel, Scale, mask_hidden
 

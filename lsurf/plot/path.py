@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.axes import Axes
 
+from lsurf.files.surface import Surface
 from lsurf.plot.view import Panel
-from lsurf.store import Surface
 
 PATH_COLOR = "#e41a1c"
 LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs

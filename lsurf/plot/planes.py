@@ -32,9 +32,9 @@ from matplotlib.patches import Patch
 from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter
 
+from lsurf.files.labels import completeness, titles
 from lsurf.metrics import Column
 from lsurf.plot.camera import BOX_ASPECT, Box, choose_view
-from lsurf.plot.labels import completeness, titles
 from lsurf.plot.options import Colormaps, Kind, PlotOptions
 from lsurf.plot.path import PATH_COLOR, draw_path
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale

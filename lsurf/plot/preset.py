@@ -29,8 +29,8 @@ import dataclasses
 
 import numpy as np
 
+from lsurf.files.curvature import EIG_RATIO
 from lsurf.metrics import LOSS, Metric
-from lsurf.plot.curvature import EIG_RATIO
 from lsurf.plot.options import Colormaps, PlotOptions
 
 PAPER_LEVELS = tuple(float(level) for level in 0.1 + 0.5 * np.arange(20))  # 0.1 ... 9.6

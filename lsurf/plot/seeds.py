@@ -19,9 +19,8 @@ import numpy as np
 
 from lsurf import kinds
 from lsurf.errors import LsurfError
-from lsurf.plot.labels import stored_config
+from lsurf.files.surface import Surface
 from lsurf.plot.view import Panel
-from lsurf.store import Surface
 
 
 def label_by_seed(panels: Sequence[Panel]) -> list[Panel]:
@@ -57,7 +56,7 @@ def label_by_seed(panels: Sequence[Panel]) -> list[Panel]:
 
 
 def _checkpoint(surface: Surface) -> str:
-    checkpoint = (stored_config(surface).get("model") or {}).get("checkpoint")
+    checkpoint = (surface.config.get("model") or {}).get("checkpoint")
     if not checkpoint:
         raise LsurfError(
             f"--compare seeds: {surface.path} stores no model.checkpoint, so it cannot be "
@@ -68,7 +67,7 @@ def _checkpoint(surface: Surface) -> str:
 
 def _seed(surface: Surface) -> int:
     """The file's directions.seed, when its kind of direction is drawn with that seed."""
-    directions = stored_config(surface).get("directions") or {}
+    directions = surface.config.get("directions") or {}
     name = directions.get("kind")
     kind = kinds.described(name)
     # A plane's y direction may be random where its x is not (kind: target, whose seed is

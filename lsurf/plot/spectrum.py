@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 
 from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
+from lsurf.files.hessian import HessianFile
 from lsurf.plot.options import FIGURE_FORMATS, PlotOptions
-from lsurf.store import HessianFile
 
 DPI = 150
 DENSITY_COLOR = "#1f77b4"
@@ -116,7 +116,7 @@ def write_spectrum_figure(hessian: HessianFile, path: Path) -> Path:
 def plot_hessian_files(paths: list[Path], options: PlotOptions) -> list[Path]:
     """`lsurf plot` on Hessian analysis files: one figure per file and format, named
     <stem>.<format> in `options.out` (default: beside each file). Returns the paths written."""
-    from lsurf.store import is_hessian_file, read_hessian_file
+    from lsurf.files.hessian import is_hessian_file, read_hessian_file
 
     others = [path for path in paths if not is_hessian_file(path)]
     if others:

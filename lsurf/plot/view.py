@@ -8,7 +8,7 @@ figures compare sharpness honestly (same colors for the same loss, same contour 
 Hidden points are never filled in: a point not yet computed, a computed inf or NaN, and on a
 log scale a value <= 0 are masked, and the figures paint them in a "not shown" color.
 
-Curvature (lsurf.plot.curvature): a file holding λmax and λmin also offers the derived
+Curvature (lsurf.files.curvature): a file holding λmax and λmin also offers the derived
 `eig_ratio` (|λmin/λmax|, drawn on the reference's 0 to 0.5 scale unless --levels says
 otherwise), and a panel of a solver's column knows which of its points did not converge.
 """
@@ -23,8 +23,7 @@ from typing import Literal
 import numpy as np
 
 from lsurf.errors import LsurfError
-from lsurf.metrics import Column
-from lsurf.plot.curvature import (
+from lsurf.files.curvature import (
     RATIO_LEVELS,
     Convergence,
     default_range,
@@ -32,9 +31,10 @@ from lsurf.plot.curvature import (
     unconverged,
     with_ratio,
 )
-from lsurf.plot.labels import Description, describe
+from lsurf.files.labels import Description, describe
+from lsurf.files.surface import Surface, read_surface
+from lsurf.metrics import Column
 from lsurf.plot.options import PlotOptions
-from lsurf.store import Surface, read_surface
 
 # Status codes of the points of a panel (int8 array of the grid's shape).
 SHOWN, NOT_COMPUTED, NOT_FINITE = 0, 1, 2

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from lsurf import kinds
-from lsurf.grid import Axis
-from lsurf.metrics import EIG_PRODUCTS, MAX_EIG, MIN_EIG
-from lsurf.plot.curvature import (
+from lsurf.files.curvature import (
     BOTH_RESIDUALS,
     column_of,
     derived_names,
@@ -29,13 +26,16 @@ from lsurf.plot.curvature import (
     solver_settings,
     unconverged,
 )
-from lsurf.store import Surface, is_direction_file, read_surface
-from lsurf.trajectory import Trajectory
+from lsurf.files.directions import is_direction_file
+from lsurf.files.surface import Surface, read_surface
+from lsurf.files.trajectory import Trajectory
+from lsurf.grid import Axis
+from lsurf.metrics import EIG_PRODUCTS, MAX_EIG, MIN_EIG
 
 
 def describe(path: Path) -> str:
     """The report for a surface file or a direction file, whichever `path` is."""
-    from lsurf.store import is_hessian_file
+    from lsurf.files.hessian import is_hessian_file
 
     if is_hessian_file(path):
         return describe_hessian_file(path)
@@ -45,7 +45,7 @@ def describe(path: Path) -> str:
 def describe_surface(path: Path) -> str:
     """The `lsurf info` report: grid, settings, completeness, and the best point so far."""
     surface = read_surface(path)
-    config = yaml.safe_load(str(surface.attributes.get("config", ""))) or {}
+    config = surface.config
     done, total = int(surface.done.sum()), surface.done.size
     lines = [f"surface  {path}"]
     written_by = surface.attributes.get("written_by")
@@ -99,8 +99,8 @@ def describe_directions(path: Path) -> str:
     """The `lsurf info` report on a direction file: how it was made, its size, its angle."""
     import torch
 
+    from lsurf.files.directions import read_directions
     from lsurf.kinds.reference import describe_file
-    from lsurf.store import read_directions
 
     lines = [f"directions  {path}"]
     reference = describe_file(path)  # no settings, no names: what its shapes say only
@@ -252,11 +252,11 @@ def _path_line(path: Trajectory, kind: str) -> str:
 def describe_hessian_file(path: Path) -> str:
     """The `lsurf info` report on a Hessian analysis file: what was analysed, the top-k
     eigenvalues, the trace ± its standard error, the density, λmax per tensor, the cost."""
-    from lsurf.store import read_hessian_file
+    from lsurf.files.hessian import read_hessian_file
 
     hessian = read_hessian_file(path)
     analysis, attributes = hessian.analysis, hessian.attributes
-    config = yaml.safe_load(str(attributes.get("config", ""))) or {}
+    config = hessian.config
     model = config.get("model", {})
     lines = [f"hessian  {path}"]
     lines.append(f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}")

@@ -15,12 +15,9 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import yaml
 
 from lsurf import kinds
-from lsurf.store import Surface
+from lsurf.files.surface import Surface
 
 _ORDINALS = ("1st", "2nd")
 PCA_KIND = "pca"  # lsurf.kinds.pca's name: its axes are the path's principal components
@@ -33,17 +30,8 @@ class Description:
     y_label: str  # '' for 1D surfaces
 
 
-def stored_config(surface: Surface) -> dict[str, Any]:
-    """The sweep config saved in the file; {} when absent or unreadable (older files)."""
-    try:
-        config = yaml.safe_load(str(surface.attributes.get("config", "")))
-    except yaml.YAMLError:
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def describe(surface: Surface) -> Description:
-    config = stored_config(surface)
+    config = surface.config
     model = config.get("model") or {}
     directions = config.get("directions") or {}
     kind = directions.get("kind")

@@ -1,7 +1,7 @@
 """`lsurf compare`: how far two surfaces of the same grid are apart, metric by metric.
 
 Made for checking lsurf's numbers against a surface the reference code wrote (read through
-`lsurf.reference`, reordered into lsurf's layout) or against another lsurf run (a different
+`lsurf.files.reference`, reordered into lsurf's layout) or against another lsurf run (a different
 rank count, precision or version). Input: two `Surface` values. Output: a few lines of
 text — per metric present in both, the points done in both, the largest absolute and
 relative difference and where it is — and the largest relative difference, which the CLI
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lsurf.errors import LsurfError
-from lsurf.store import Surface, read_surface
+from lsurf.files.surface import Surface, read_surface
 
 # Below this magnitude a reference value is treated as 0 for the relative difference.
 TINY = 1e-12

@@ -12,7 +12,7 @@ This module owns what is read from those columns rather than stored in them:
 - which done points did not converge: a residual above that section's `tol` means the
   solver stopped on its product budget, so λ there is only an estimate and is flagged.
 
-Input: a `Surface` (lsurf.store). Output: plain values (numpy arrays, frozen dataclasses);
+Input: a `Surface` (lsurf.files.surface). Output: plain values (numpy arrays, frozen dataclasses);
 no matplotlib and no torch, so `lsurf info` uses it as the plots do.
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lsurf.files.surface import Surface
 from lsurf.metrics import (
     EIG_PRODUCTS,
     MAX_EIG,
@@ -34,8 +35,6 @@ from lsurf.metrics import (
     Column,
     Metric,
 )
-from lsurf.plot.labels import stored_config
-from lsurf.store import Surface
 
 # "derived": computed from other columns when a file is read, never stored. Not ranked: a
 # lowest ratio is no best point, only a place where the surface looks convex.
@@ -129,7 +128,7 @@ def default_range(metric: Metric) -> tuple[float, float] | None:
 def solver_settings(surface: Surface) -> SolverSettings | None:
     """The solver settings of the stored config; None when it has no usable `hessian:`
     section (the reference code's files, files from before curvature existed)."""
-    section = stored_config(surface).get("hessian")
+    section = surface.config.get("hessian")
     if not isinstance(section, dict):
         return None
     tol, products = section.get("tol"), section.get("max_products")
