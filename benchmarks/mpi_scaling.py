@@ -91,7 +91,7 @@ def protocol_main(points: int) -> None:
     """Runs inside mpiexec: the chunk protocol with workers that do no work at all."""
     import numpy as np
 
-    from lsurf.parallel import Session
+    from lsurf.run.mpi import Session
 
     session = Session()
     if session.is_master:

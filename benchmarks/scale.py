@@ -1,7 +1,7 @@
 """Benchmark: does the master keep up with hundreds of GPUs? A scale simulator.
 
-The real master runs — lsurf.sweep's run loop on rank 0 with the real chunk protocol
-(lsurf.parallel), the real chunk planner (lsurf.schedule) and the real surface file
+The real master runs — lsurf.run.sweep's run loop on rank 0 with the real chunk protocol
+(lsurf.run.mpi), the real chunk planner (lsurf.run.schedule) and the real surface file
 (lsurf.files.surface) — against many worker ranks whose evaluator is replaced by a stub: each point
 "takes" a chosen time (drawn around a mean with a spread, a few straggler ranks slower) spent
 in time.sleep, so 64 or more workers fit on a 2-core machine (sleeping costs no CPU), and
@@ -83,7 +83,7 @@ def stub_worker(session) -> None:
     setups: list[StubSetup] | None = session.receive_setup()
     if setups is None:
         return
-    from lsurf.parallel import Ready
+    from lsurf.run.protocol import Ready
 
     session.report_ready(Ready([setup.columns for setup in setups], [[] for _ in setups]))
     rng = np.random.default_rng(session.rank)
@@ -109,7 +109,7 @@ def stub_worker(session) -> None:
 def master(
     session, config_paths: list[Path], seconds: list[float], law: dict, report: Path, chunk: int
 ) -> None:
-    from lsurf import preparation, schedule, sweep
+    from lsurf.run import phases, schedule, sweep
 
     if chunk:  # the message-cost scenario: every chunk this many points
         schedule.MAX_POINTS = chunk
@@ -128,8 +128,8 @@ def master(
             **law,
         )
 
-    preparation.Prepared.worker_setup = light_setup
-    sweep._run_master(configs, True, session, lambda line: None, None, preparation.FROM_CONFIG)
+    phases.Prepared.worker_setup = light_setup
+    sweep._run_master(configs, True, session, lambda line: None, None, phases.FROM_CONFIG)
     stats = [session.comm.recv(source=worker, tag=TAG_STATS) for worker in session.workers]
     results = {
         "points": session.points,
@@ -148,9 +148,9 @@ def measured_session():
     loop (serve) in wall and CPU seconds on rank 0."""
     import resource
 
-    from lsurf import parallel
+    from lsurf.run import mpi
 
-    class MeasuredSession(parallel.Session):
+    class MeasuredSession(mpi.Session):
         def serve(self, todo, record, stop_when, on_stop=lambda: None) -> None:
             self.rss_before = vm_kib("VmRSS")
             cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -328,7 +328,7 @@ def main() -> None:
         several(folder, args.workers, 41 if args.quick else 101)
     # Each GPU returns one chunk of about schedule.TARGET_SECONDS of its work at a time, so the
     # master handles GPUs / TARGET_SECONDS messages per second, besides its cost per point.
-    from lsurf.schedule import TARGET_SECONDS
+    from lsurf.run.schedule import TARGET_SECONDS
 
     print("\nBy arithmetic: master busy = messages/s × m + points/s × p, with messages/s =")
     print(f"GPUs / {TARGET_SECONDS:g} s (a chunk is about that much of a GPU's work), the cost of")

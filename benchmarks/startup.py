@@ -114,22 +114,23 @@ class Journal:
 
 def install_timers(journal: Journal) -> None:
     """Wrap the start-up steps of lsurf where they are looked up at call time."""
-    from lsurf import checkpoint, evaluate, models, parallel, serial, sweep
+    from lsurf import checkpoint, evaluate, models
     from lsurf.data import cifar, splits
+    from lsurf.run import mpi, sweep, worker
 
     steps: list[tuple[object, str, str]] = [
         (sweep, "prepare", "prepare"),  # rank 0: the whole check phase
         (models, "build_named", "model build"),  # rank 0 in prepare, every worker in load
         (checkpoint, "load_weights", "checkpoint"),  # rank 0 only
-        (parallel.Session, "receive_setup", "wait for setup"),  # workers, idle meanwhile
-        (serial, "load", "load"),  # every worker: the whole load phase (of each sweep)
+        (mpi.Session, "receive_setup", "wait for setup"),  # workers, idle meanwhile
+        (worker, "load", "load"),  # every worker: the whole load phase (of each sweep)
         (splits, "_cifar_split", "split"),  # read + normalize + device and layout copy
         (splits, "load_configured", "read and normalize"),
         (cifar, "_read_batch", "read file"),  # one pickled batch file, unpickled
         (cifar, "_normalize", "normalize"),  # uint8 -> float32, in place
         (evaluate.Evaluator, "_probe", "probe"),
         (sweep, "open_output", "create files"),  # rank 0: direction file and surface
-        (parallel.Session, "send_result", "result sent"),  # the first one is the first point
+        (mpi.Session, "send_result", "result sent"),  # the first one is the first point
     ]
     for owner, name, label in steps:
         setattr(owner, name, journal.timed(label, getattr(owner, name)))
@@ -149,7 +150,7 @@ def rank_main(config: Path, journals: Path, launch: float) -> int:
 
     journal.span("torch import", started, time.time())
     started = time.time()
-    from lsurf import cli, sweep  # noqa: F401 - sweep pulls in what a worker runs
+    from lsurf import cli
 
     journal.span("lsurf import", started, time.time())
     install_timers(journal)

@@ -47,7 +47,7 @@ from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.data.synthetic import write_synthetic
 from lsurf.evaluate import configure_backends, pick_device
 from lsurf.files.surface import read_surface
-from lsurf.sweep import run_sweep
+from lsurf.run.sweep import run_sweep
 
 LABEL_WIDTH = 20  # the column where figures start, as in the lines the README quotes
 

@@ -8,11 +8,14 @@
 Input: a model instance holding θ* (its current weights), the data — a map-style Dataset of
 (input, target) pairs, a pair of tensors, or a mapping {"train": ..., "test": ...} of those —
 and optionally a loss (`cross_entropy`, `mse`, an import path, or a callable(outputs, targets)
-returning per-example losses or a (sum, count) pair). Every other setting is a keyword with
-the YAML config's default. Output: the `store.Surface` read back from the surface file.
+returning per-example losses or a (sum, count) pair). Every other setting is a keyword named
+as the YAML config's key, with its default: any key of the `evaluation` section (fold_bn,
+compile, standard_errors, rel_error, min_examples, control_variate, precision, ...) and the
+`data` keys that apply to objects in memory (`OBJECT_DATA_KEYS`). Output: the
+`lsurf.files.surface.Surface` read back from the surface file.
 
-This is the YAML pipeline itself (lsurf.sweep), not a copy: the objects enter through
-`preparation.Sources`, the config that the file stores names them by their type, and θ*'s
+This is the YAML pipeline itself (lsurf.run.sweep), not a copy: the objects enter through
+`lsurf.run.phases.Sources`, the config that the file stores names them by their type, and θ*'s
 identity is the digest of the model's state dict. So the file it writes is the same file,
 resumable by calling again with the same objects; without `output` the sweep runs in a
 temporary folder that is removed once the surface is read back. The API runs serially, in
@@ -22,6 +25,7 @@ this process (MPI sweeps start from a YAML config).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,13 +36,19 @@ from torch import nn
 
 from lsurf import params
 from lsurf.checkpoint import require_finite
-from lsurf.config import OBJECT_LABEL, objects_sweep_config
+from lsurf.config import OBJECT_LABEL, EvaluationConfig, objects_sweep_config
 from lsurf.data.splits import from_object
 from lsurf.errors import ConfigError
 from lsurf.files.surface import Surface, read_surface
 from lsurf.losses import build_loss
-from lsurf.preparation import Sources
-from lsurf.sweep import Log, _run_serial, _stderr
+from lsurf.run.phases import Sources
+from lsurf.run.progress import Log, to_stderr
+from lsurf.run.sweep import run_in_process
+
+# The keyword settings, by section: the config's own keys (one table: the config dataclasses).
+# `loss` has a keyword of its own; data keys about files on disk do not apply to objects.
+EVALUATION_KEYS = tuple(f.name for f in dataclasses.fields(EvaluationConfig) if f.name != "loss")
+OBJECT_DATA_KEYS = ("batch_size", "subset", "subset_seed", "cache_mb", "workers")
 
 
 def sweep(
@@ -51,47 +61,31 @@ def sweep(
     directions: Mapping[str, Any] | None = None,
     hessian: Mapping[str, Any] | None = None,
     output: str | Path | None = None,
-    batch_size: int = 256,
-    subset: int | None = None,
-    subset_seed: int = 0,
-    device: str = "auto",
-    precision: str = "fp32",
-    channels_last: bool = True,
-    cache_mb: int = 4096,
     force: bool = False,
-    log: Log | None = _stderr,
+    log: Log | None = to_stderr,
+    **settings: Any,
 ) -> Surface:
     """Sweep `model` over the grid x (and y) and return the surface (see the module docstring).
 
     `directions` takes the keys of the config's `directions` section, e.g.
     {"kind": "random", "norm": "filter", "seed": 3} or {"kind": "target", "target": "b.pt"};
     `hessian` those of the `hessian` section, e.g. {"eigenvalues": True, "tol": 1e-4} for the
-    maps of λmax and λmin.
+    maps of λmax and λmin. `settings`: `batch_size=500`, `device="cpu"`, `fold_bn=False`,
+    `rel_error=0.01`, ... (see the module docstring); an unknown one is a ConfigError.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     splits = dict(data) if isinstance(data, Mapping) else {"train": data}
     loss_name = loss if isinstance(loss, str) else f"{OBJECT_LABEL} {_name_of(loss)}"
+    evaluation, data_settings = _sections(settings)
     with tempfile.TemporaryDirectory(prefix="lsurf-") as scratch:
         path = Path(output) if output is not None else Path(scratch) / "surface.h5"
         raw = {
             "model": {"name": f"{OBJECT_LABEL} {_name_of(type(model))}"},
-            "data": {
-                "dataset": OBJECT_LABEL,
-                "splits": list(splits),
-                "batch_size": batch_size,
-                "subset": subset,
-                "subset_seed": subset_seed,
-                "cache_mb": cache_mb,
-            },
+            "data": {"dataset": OBJECT_LABEL, "splits": list(splits), **data_settings},
             "directions": dict(directions or {}),
             "grid": {"x": x, "y": y},
-            "evaluation": {
-                "device": device,
-                "precision": precision,
-                "channels_last": channels_last,
-                "loss": loss_name,
-            },
+            "evaluation": {**evaluation, "loss": loss_name},
             "hessian": dict(hessian or {}),
             "output": str(path),
         }
@@ -120,8 +114,22 @@ def sweep(
             open_split,
             lambda name: build_loss(name, None if isinstance(loss, str) else loss),
         )
-        _run_serial([config], force, log or (lambda message: None), None, sources)
+        run_in_process([config], force, log or (lambda message: None), None, sources)
         return read_surface(path)  # read whole into memory, before the scratch folder goes
+
+
+def _sections(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword settings split into the config's evaluation and data sections."""
+    evaluation, data = {}, {}
+    for key, value in settings.items():
+        if key in EVALUATION_KEYS:
+            evaluation[key] = value
+        elif key in OBJECT_DATA_KEYS:
+            data[key] = value
+        else:
+            valid = ", ".join(sorted((*EVALUATION_KEYS, *OBJECT_DATA_KEYS)))
+            raise ConfigError(f"lsurf.sweep got an unknown setting {key!r}; valid: {valid}")
+    return evaluation, data
 
 
 def _name_of(thing: Any) -> str:

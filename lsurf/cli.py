@@ -270,13 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sweep":
         from lsurf.config import load_sweep_config
-        from lsurf.sweep import run_sweeps
+        from lsurf.run.sweep import run_sweeps
 
         if args.log_every is not None and args.log_every < 1:
             raise LsurfError("--log-every must be at least 1")
         configs = [load_sweep_config(path, args.overrides) for path in args.configs]
         if args.plan:
-            from lsurf.plan import plan_sweeps
+            from lsurf.run.plan import plan_sweeps
 
             print("\n".join(plan_sweeps(configs, force=args.force)))
             return 0
@@ -284,7 +284,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "hessian":
         from lsurf.config import load_sweep_config
-        from lsurf.spectrum import run_hessian
+        from lsurf.run.hessian import run_hessian
 
         run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
         return 0
@@ -331,7 +331,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lsurf.files.hessian import is_hessian_file
 
         if any(is_hessian_file(path) for path in args.surfaces):
-            from lsurf.plot.spectrum import plot_hessian_files
+            from lsurf.plot.hessian import plot_hessian_files
 
             for path in plot_hessian_files(args.surfaces, options):
                 print(path)

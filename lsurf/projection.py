@@ -41,10 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsurf import params
 from lsurf.checkpoint import read_state_dict
+from lsurf.directions import Directions
 from lsurf.errors import ConfigError
 from lsurf.files.trajectory import Trajectory
-from lsurf.pca import check_fits, checkpoint_epoch
+from lsurf.pca import check_fits, checkpoint_epoch, trajectory_files
 
 # 1 − cos²(x, y) at or below this and G is singular in float64 for any purpose here: the two
 # directions span a line (same_dir gives exactly 0, two independent random directions ~1).
@@ -129,3 +131,16 @@ def _gram_matrix(
 def _flat64(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` as a flat float64 CPU vector (converted per use: no float64 θ* is kept)."""
     return tensor.detach().to("cpu", torch.float64).reshape(-1)
+
+
+def path_on_plane(
+    model: torch.nn.Module, directions: Directions, folder: Path, pattern: str
+) -> Trajectory:
+    """The checkpoints `pattern` matches in `folder` projected onto any plane (the reference's
+    plot_trajectory.py --dir_file), over the tensors the plane moves; computed afresh on
+    every run, as the path is not part of what a direction file records."""
+    assert directions.y is not None  # a plane
+    origin = params.movable(model, include_buffers=directions.moves_buffers)
+    keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
+    files = trajectory_files(folder, pattern)
+    return project_trajectory(origin, directions.x, directions.y, files, keys)

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsurf import capacity, models
+from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
 from lsurf.errors import ConfigError
+from lsurf.run import capacity
 
 GIB = 1024**3
 HUGE = ["--set", "grid.x=-1:1:100000", "--set", "grid.y=-1:1:100000"]

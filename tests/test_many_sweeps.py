@@ -252,24 +252,24 @@ def test_a_worker_builds_one_evaluator_at_a_time_and_reads_shared_data_once(
 ):
     import torch
 
-    from lsurf import preparation
     from lsurf.config import load_sweep_config
-    from lsurf.serial import Evaluators
+    from lsurf.run import phases
+    from lsurf.run.worker import Evaluators
 
     monkeypatch.syspath_prepend(str(FIXTURES))
     configs, _ = three_sweeps(tmp_path / "bench")
-    setups = [preparation.prepare(load_sweep_config(config)).worker_setup() for config in configs]
+    setups = [phases.prepare(load_sweep_config(config)).worker_setup() for config in configs]
     opened = []
 
     def counting_open(data, name, device, channels_last):
         opened.append((data.dataset, name))
-        return preparation.open_split(data, name, device, channels_last)
+        return phases.open_split(data, name, device, channels_last)
 
-    sources = preparation.Sources(
-        preparation.FROM_CONFIG.build_model,
-        preparation.FROM_CONFIG.load_origin,
+    sources = phases.Sources(
+        phases.FROM_CONFIG.build_model,
+        phases.FROM_CONFIG.load_origin,
         counting_open,
-        preparation.FROM_CONFIG.loss,
+        phases.FROM_CONFIG.loss,
     )
     evaluators = Evaluators(setups, lambda setup: torch.device("cpu"), sources)
     columns = evaluators.check().columns  # c, b, a: every sweep built once, ending on the first

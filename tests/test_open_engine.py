@@ -391,7 +391,7 @@ def test_an_imagefolder_tree_sweeps_and_streaming_gives_the_cached_values(tmp_pa
         np.testing.assert_array_equal(cached.metrics[name], streamed.metrics[name], err_msg=name)
     # The plan says which path each split takes.
     from lsurf.config import load_sweep_config
-    from lsurf.plan import plan_sweep
+    from lsurf.run.plan import plan_sweep
 
     lines = plan_sweep(
         load_sweep_config(config, ["data.cache_mb=0", "output=" + str(tmp_path / "p.h5")])

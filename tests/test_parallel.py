@@ -13,7 +13,7 @@ import pytest
 from surface_helpers import done_count
 
 from lsurf.files.surface import read_surface
-from lsurf.parallel import Placement, place_worker
+from lsurf.run.protocol import Placement, place_worker
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
 INJECT = Path(__file__).resolve().parent / "inject"
@@ -40,7 +40,7 @@ def test_cpu_workers_share_the_cores():
 def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
     from lsurf.config import load_sweep_config
     from lsurf.files.info import describe_surface
-    from lsurf.sweep import run_sweep
+    from lsurf.run.sweep import run_sweep
 
     path = run_sweep(load_sweep_config(sweep_yaml()), log=lambda _: None).path
     with h5py.File(path, "r+") as h5file:

@@ -17,7 +17,7 @@ from lsurf.config import load_sweep_config
 from lsurf.directions import random_directions
 from lsurf.files.directions import read_directions
 from lsurf.files.surface import read_surface
-from lsurf.sweep import run_sweep
+from lsurf.run.sweep import run_sweep
 
 
 def sweep(tmp_path: Path, name: str, checkpoint: Path, cifar_root: Path, **settings) -> Path:

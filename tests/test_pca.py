@@ -112,7 +112,7 @@ def pca_sweep(files, sweep_yaml, grid):
     """Sweep the plane of the trajectory `files` (the last one is θ*): config, outcome, surface."""
     from lsurf.config import load_sweep_config
     from lsurf.files.surface import read_surface
-    from lsurf.sweep import run_sweep
+    from lsurf.run.sweep import run_sweep
 
     config = sweep_yaml(
         {
@@ -165,7 +165,7 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     from lsurf.config import load_sweep_config
     from lsurf.files.surface import read_surface_attributes
     from lsurf.grid import fit_axis
-    from lsurf.sweep import run_sweep
+    from lsurf.run.sweep import run_sweep
 
     *_, files = planar_trajectory
     config, outcome, surface = pca_sweep(files, sweep_yaml, {"x": "auto:4", "y": "auto:3"})
@@ -184,7 +184,7 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     assert f"plane    explained variance x {first:.1f}%, y {second:.1f}%" in report
     assert "path of 7 checkpoints, epochs 0-6" in report and "seed=" not in report
     assert f"grid     x={stored['grid']['x']}  y={stored['grid']['y']}  (4x3 points)" in report
-    from lsurf.plan import plan_sweep
+    from lsurf.run.plan import plan_sweep
 
     planned = plan_sweep(load_sweep_config(config), force=True)  # as if new: nothing written
     assert f"grid     x={stored['grid']['x']}  y={stored['grid']['y']}  (4x3 points)" in planned[3]

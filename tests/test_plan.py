@@ -7,8 +7,8 @@ import pytest
 
 from lsurf.cli import main
 from lsurf.config import load_sweep_config
-from lsurf.plan import _duration, plan_sweep
-from lsurf.sweep import run_sweep
+from lsurf.run.plan import _duration, plan_sweep
+from lsurf.run.sweep import run_sweep
 
 
 def files_under(folder):

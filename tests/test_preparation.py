@@ -19,14 +19,8 @@ from lsurf.files import surface as surface_file
 from lsurf.files.trajectory import Trajectory
 from lsurf.grid import AutoAxis, Axis
 from lsurf.metrics import columns
-from lsurf.preparation import (
-    OPERATIONAL_KEYS,
-    check_output,
-    direction_settings,
-    open_output,
-    prepare,
-    resolve_grid,
-)
+from lsurf.run.identity import OPERATIONAL_KEYS, direction_settings
+from lsurf.run.phases import check_output, open_output, prepare, resolve_grid
 from lsurf.schema import to_plain
 
 

@@ -1,5 +1,5 @@
-from lsurf import progress
-from lsurf.progress import Progress
+from lsurf.run import progress
+from lsurf.run.progress import Progress
 
 
 def test_every_n_points_when_asked(monkeypatch):

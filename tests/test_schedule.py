@@ -4,7 +4,7 @@ shrinking at the end, every pending point handed out once and in order."""
 import numpy as np
 import pytest
 
-from lsurf.schedule import MAX_POINTS, TARGET_SECONDS, ChunkPlanner, SweepQueue
+from lsurf.run.schedule import MAX_POINTS, TARGET_SECONDS, ChunkPlanner, SweepQueue
 
 
 def drain(planner: ChunkPlanner, seconds_per_point: float | None) -> list[np.ndarray]:

@@ -24,8 +24,8 @@ from lsurf.cli import main
 from lsurf.config import load_sweep_config
 from lsurf.data.cifar import subset_indices
 from lsurf.files.hessian import read_hessian_file
+from lsurf.run.hessian import GRID_SIGMAS, SIGMA_FRACTION, density_grid
 from lsurf.schema import to_yaml
-from lsurf.spectrum import GRID_SIGMAS, SIGMA_FRACTION, density_grid
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
@@ -387,7 +387,7 @@ def test_a_rank_that_cannot_load_the_model_stops_every_rank_with_one_line(tmp_pa
 
 SUM_SCRIPT = """
 import numpy as np
-from lsurf.parallel import Group
+from lsurf.run.mpi import Group
 
 group = Group()
 total, count = group.sum(np.arange(4.0) * (group.rank + 1), float(group.rank + 1), step=7)
@@ -399,7 +399,7 @@ if group.rank == 0:
 """
 OUT_OF_STEP_SCRIPT = """
 import numpy as np
-from lsurf.parallel import Group
+from lsurf.run.mpi import Group
 
 group = Group()
 group.sum(np.zeros(1), 0.0, step=8 if group.rank == 1 else 9)  # rank 1 has parted ways

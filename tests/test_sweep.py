@@ -13,7 +13,7 @@ from lsurf.errors import OutputError
 from lsurf.evaluate import measure
 from lsurf.files.directions import read_directions
 from lsurf.files.surface import read_surface
-from lsurf.sweep import run_sweep
+from lsurf.run.sweep import run_sweep
 
 
 def quiet(_message: str) -> None:

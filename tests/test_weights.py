@@ -8,7 +8,7 @@ from lsurf.cli import main
 from lsurf.config import load_sweep_config
 from lsurf.files.surface import read_surface
 from lsurf.files.weights import read_weight_statistics
-from lsurf.sweep import run_sweep
+from lsurf.run.sweep import run_sweep
 from lsurf.weights import weight_statistics
 
 

@@ -119,7 +119,7 @@ class ReferenceDirections(Kind):
 
     def record(self, settings: DirectionsConfig) -> dict[str, Any]:
         # The file's digest (`load`'s identity, which the direction file records beside these:
-        # lsurf.preparation.direction_settings), not its path: a direction file computed from
+        # lsurf.run.identity.direction_settings), not its path: a direction file computed from
         # one reference file is never reused for another, even under the same name.
         return {"norm": "none", "ignore": "none", "seed": 0, "space": settings.space}
 

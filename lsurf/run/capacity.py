@@ -4,7 +4,7 @@ A surface is held whole by rank 0 (every column and the `done` mask, see lsurf.f
 allocated whole on disk when the file is created, so a grid too fine for the machine fails
 only once the sweep tries to build it: a NumPy MemoryError after the direction file was
 written, or a Slurm job killed for memory. The check runs with the other checks on user
-input, before anything is written (lsurf.preparation), and `--plan` reports the sizes.
+input, before anything is written (lsurf.run.phases), and `--plan` reports the sizes.
 
 The columns are known only once a worker has probed the data (accuracy only where the
 targets are classes), so the check counts the most a config can have: loss and accuracy on

@@ -1,33 +1,33 @@
-"""The serial session: the master's side of the chunk protocol, answered in this process.
+"""A worker: the evaluators of a job's sweeps, and the loop that evaluates its chunks.
 
-A sweep without mpiexec (or on one rank) runs the very loop that rank 0 runs under MPI —
-send the setup, gather the workers' readiness, serve chunks, record results — against this
-session, whose single "worker" is built here (`Evaluators`, as every MPI worker's: one
-sweep's evaluator at a time, for jobs of several sweeps). So the run loop exists once, and
-the serial surface is the MPI surface bit for bit (the same evaluator code on the same points).
+Every process that evaluates points runs this code: each MPI worker (`run_worker`, fed by
+rank 0 through `lsurf.run.mpi`) and the serial run (`lsurf.run.local`, which calls
+`Evaluators` and `evaluate_chunk` in-process). `Evaluators` builds one sweep's evaluator at
+a time (lsurf.run.phases.load), `evaluate_chunk` evaluates the points of a chunk in order.
+So the serial surface is the MPI surface bit for bit: the same evaluator code on the same
+points.
 
-Differences that matter: results are recorded point by point (the file follows within
-`SurfaceWriter.FLUSH_SECONDS`, as under MPI), errors in the evaluator
-propagate as they are (with their traceback: there is no other rank to tell), and ending the
-job is a SystemExit with the code MPI would abort with.
+Input: the setups rank 0 sent (`WorkerSetup`, one per sweep) and a `WorkerSide` session.
+Output: results (or failures) sent back through the session; no file is touched here.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from lsurf.config import DataConfig
 from lsurf.data.splits import SplitData
-from lsurf.evaluate import Evaluator
+from lsurf.errors import LsurfError
+from lsurf.evaluate import Evaluator, pick_device
 from lsurf.grid import Grid
 from lsurf.metrics import Column
-from lsurf.parallel import Preempted, Ready, Record, WorkerFailure
-from lsurf.preparation import FROM_CONFIG, Sources, WorkerSetup, load
+from lsurf.run.phases import FROM_CONFIG, Sources, WorkerSetup, load
+from lsurf.run.protocol import Ready, TerminationFlag, WorkerFailure, WorkerSide, failure
 
 
 class PointFailed(Exception):
@@ -127,53 +127,64 @@ class Evaluators:
         return self._splits[key]
 
 
-class SerialSession:
-    """Speaks `parallel.Session`'s master side; the one worker is `Evaluators` built from
-    the setups sent, each on `device_of(setup)`, from `sources`."""
+def run_worker(session: WorkerSide) -> None:
+    """Evaluate chunks for rank 0 until told to stop (rank 0 reports everything)."""
+    terminated = TerminationFlag()
+    terminated.install()
+    setups: list[WorkerSetup] | None = session.receive_setup()
+    if setups is None:
+        return
+    try:
+        evaluators = _worker_evaluators(session, setups)
+        ready = evaluators.check()  # every sweep's set-up, before anything is written
+    except LsurfError as error:
+        session.report_ready(WorkerFailure(session.rank, None, str(error), "input"))
+        return _wait_for_stop(session)
+    except Exception as error:  # noqa: BLE001 - reported to rank 0 with its traceback
+        session.report_ready(failure(session.rank, None, error))
+        return _wait_for_stop(session)
+    session.report_ready(ready)
+    for sweep, chunk in session.chunks():
+        try:
+            evaluator = evaluators.get(sweep)  # another model only when the queue moved on
+            started = time.perf_counter()
+            done, values = evaluate_chunk(evaluator, setups[sweep].grid, chunk, terminated)
+        except PointFailed as error:
+            assert error.__cause__ is not None
+            session.report_failure(failure(session.rank, error.index, error.__cause__, sweep))
+            return _wait_for_stop(session)
+        except Exception as error:  # noqa: BLE001 - building the evaluator failed
+            session.report_failure(failure(session.rank, None, error, sweep))
+            return _wait_for_stop(session)
+        session.send_result(sweep, done, values, time.perf_counter() - started)
+        if terminated():
+            # Whatever this worker finished is on its way to rank 0; tell it the job must stop.
+            session.report_failure(WorkerFailure(session.rank, None, "", "preempted"))
+            return _wait_for_stop(session)
+    if session.exit_code:
+        raise SystemExit(session.exit_code)
 
-    def __init__(
-        self, device_of: Callable[[WorkerSetup], torch.device], sources: Sources = FROM_CONFIG
-    ) -> None:
-        self._device_of = device_of
-        self._sources = sources
-        self._evaluators: Evaluators | None = None
 
-    @property
-    def workers(self) -> list[int]:
-        return [0]
+def _worker_evaluators(session: WorkerSide, setups: list[WorkerSetup]) -> Evaluators:
+    """This worker's evaluators: on its GPU (round-robin on its node) for the sweeps that
+    may use one, on the CPU for those whose evaluation.device is cpu."""
+    wanted = {setup.config.evaluation.device for setup in setups}
+    cuda = wanted != {"cpu"} and torch.cuda.is_available()
+    if "cuda" in wanted and not cuda:
+        pick_device("cuda")  # raises the one-line error
+    placement = session.placement(torch.cuda.device_count() if cuda else 0)
+    torch.set_num_threads(placement.threads)
 
-    def send_setup(self, payload: Any) -> None:
-        if payload is not None:
-            self._evaluators = Evaluators(payload, self._device_of, self._sources)
+    def device_of(setup: WorkerSetup) -> torch.device:
+        on_cpu = setup.config.evaluation.device == "cpu"
+        return torch.device("cpu" if on_cpu else placement.device)
 
-    def gather_ready(self, stop_when: Callable[[], bool]) -> tuple[list[WorkerFailure], list[Any]]:
-        # A user error here propagates as it is: this process is the one that reports it.
-        assert self._evaluators is not None, "send_setup gives the setups first"
-        return [], [self._evaluators.check()]
+    return Evaluators(setups, device_of)
 
-    def serve(
-        self,
-        todo: Sequence[np.ndarray],
-        record: Record,
-        stop_when: Callable[[], bool],
-        on_stop: Callable[[], None] = lambda: None,
-    ) -> None:
-        assert self._evaluators is not None, "send_setup gives the setups first"
-        for sweep, points in enumerate(todo):
-            if not len(points):
-                continue
-            evaluator, grid = self._evaluators.get(sweep), self._evaluators.grid(sweep)
-            for position in range(len(points)):
-                point = points[position : position + 1]
-                done, values = evaluate_chunk(evaluator, grid, point, stop_when)
-                if len(done):
-                    record(sweep, done, values)
-                if stop_when():
-                    on_stop()
-                    raise Preempted
 
-    def stop_workers(self, exit_code: int) -> None:
-        """Nothing to stop: the one worker is this process."""
-
-    def abort(self, exit_code: int) -> NoReturn:
-        raise SystemExit(exit_code)
+def _wait_for_stop(session: WorkerSide) -> None:
+    """After reporting a problem: wait for rank 0's Stop (or its abort of the job)."""
+    for _ in session.chunks():
+        pass  # chunks still in flight are dropped; rank 0 has stopped handing out work
+    if session.exit_code:
+        raise SystemExit(session.exit_code)

@@ -2,7 +2,7 @@
 
 - **check** (`prepare`, `check_output`; rank 0 or the one process): every check on user input,
   made before the first byte is written — the grid's size against the machine's memory and
-  disk (lsurf.capacity), the model holding θ*, the direction kind's own inputs (θ2 of an
+  disk (lsurf.run.capacity), the model holding θ*, the direction kind's own inputs (θ2 of an
   interpolation, a trajectory), the directions (reusing the direction file when it fits this
   sweep, recomputing it when there is none or --force owns it, refusing one made for another
   sweep), the grid with its 'auto' axes fitted, the attributes that tell this sweep from any
@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
-from lsurf import capacity, checkpoint, kinds, models, params
-from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, stored_sweep_config
+from lsurf import checkpoint, kinds, models
+from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig
 from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
-from lsurf.errors import ConfigError, LsurfError, OutputError
+from lsurf.errors import ConfigError, OutputError
 from lsurf.evaluate import (
     Curvature,
     Evaluator,
@@ -44,28 +44,15 @@ from lsurf.evaluate import (
 )
 from lsurf.files import directions as direction_file
 from lsurf.files import surface as surface_file
-from lsurf.files.hdf5 import stored_config
-from lsurf.files.trajectory import Trajectory
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
-from lsurf.schema import differences, to_plain, to_yaml
+from lsurf.projection import path_on_plane
+from lsurf.run import capacity
+from lsurf.run.identity import direction_settings, obtain_directions, recorded_differences
+from lsurf.schema import to_yaml
 from lsurf.weights import weight_statistics
-
-# Keys that do not change a single result value, so resuming with them changed is fine (the
-# hessian.* keys named here are read by `lsurf hessian` only, never by a sweep).
-OPERATIONAL_KEYS = {
-    "data.download",
-    "data.cache_mb",
-    "data.workers",
-    "hessian.top_k",
-    "hessian.trace_samples",
-    "hessian.density_runs",
-    "hessian.density_steps",
-    "hessian.per_layer",
-    "hessian.output",
-}
 
 
 def _build_model(model: ModelConfig) -> torch.nn.Module:
@@ -143,7 +130,7 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     )
     inputs = kind.load(config.directions, context)
     identity |= inputs.identity
-    directions, is_new = _obtain_directions(config, kind, context, inputs, identity, force)
+    directions, is_new = obtain_directions(config, kind, context, inputs, identity, force)
     directions = replace(
         directions,
         moves_buffers=kind.moves_buffers(config.directions),
@@ -151,7 +138,9 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         y_end=inputs.y_end,
     )
     if config.directions.trajectory is not None and not kind.computes_trajectory:
-        directions = replace(directions, trajectory=path_on_plane(config, model, directions))
+        trajectory = config.directions.trajectory
+        path = path_on_plane(model, directions, trajectory, config.directions.pattern)
+        directions = replace(directions, trajectory=path)
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
     if fitted_later:
@@ -160,22 +149,6 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y)
     return Prepared(config, model, directions, is_new, grid, identity)
-
-
-def path_on_plane(
-    config: SweepConfig, model: torch.nn.Module, directions: Directions
-) -> Trajectory:
-    """`directions.trajectory`'s checkpoints projected onto any plane (the reference's
-    plot_trajectory.py --dir_file), over the tensors the plane moves; computed afresh on
-    every run, as the path is not part of what a direction file records."""
-    from lsurf.pca import trajectory_files
-    from lsurf.projection import project_trajectory
-
-    assert directions.y is not None and config.directions.trajectory is not None  # resolved
-    origin = params.movable(model, include_buffers=directions.moves_buffers)
-    keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
-    files = trajectory_files(config.directions.trajectory, config.directions.pattern)
-    return project_trajectory(origin, directions.x, directions.y, files, keys)
 
 
 def hessian_at(
@@ -208,104 +181,13 @@ def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
     return GridConfig(*axes)
 
 
-def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[str, Any]:
-    """What a direction file records of how it was made; reuse requires all of it to match."""
-    settings = config.directions
-    kind = kinds.get(settings.kind)
-    recorded = {
-        "kind": settings.kind,
-        **kind.record(settings),
-        "checkpoint_sha256": identity["checkpoint_sha256"],
-        "target_sha256": identity.get("target_sha256", ""),
-    }
-    for key in ("y_target_sha256", "reference_sha256"):  # digests of the kind's inputs, if any
-        if key in identity:
-            recorded[key] = identity[key]
-    if kind.uses_hessian:
-        recorded["eigenvectors"] = settings.eigenvectors
-        recorded["hessian"] = hessian_definition(config)
-    return recorded
-
-
-# The digests of a sweep's input files (θ*, and a kind's own: lsurf.kinds.Inputs.identity),
-# compared on resume: a file whose contents changed under the same name is another sweep.
-INPUT_DIGESTS = ("checkpoint_sha256", "target_sha256", "y_target_sha256", "reference_sha256")
-
-# Recorded only where they say more than files written before they existed; a file that
-# records one the sweep does not expect was made differently (e.g. with space: states).
-OPTIONAL_RECORDS = ("space", "same_dir", "y_norm", "y_ignore", "y_target_sha256")
-
-
-def hessian_definition(config: SweepConfig) -> str:
-    """The settings that decide a Hessian's eigenvectors, as a direction file records them."""
-    settings, data = config.hessian, config.data
-    return (
-        f"split={settings.split} params={settings.params} tol={settings.tol:g} "
-        f"max_products={settings.max_products} seed={settings.seed} "
-        f"subset={data.subset} subset_seed={data.subset_seed} loss={config.evaluation.loss}"
-        + (f" reference_split={data.reference_split}" if data.reference_split else "")
-    )
-
-
-def _obtain_directions(
-    config: SweepConfig,
-    kind: kinds.Kind,
-    context: kinds.Context,
-    inputs: kinds.Inputs,
-    identity: dict[str, Any],
-    force: bool,
-) -> tuple[Directions, bool]:
-    """Reuse the direction file when it exists and fits this sweep; else compute anew.
-
-    With --force the default direction file (the one beside the output, owned by it) is
-    recomputed; a file named in directions.file may serve other sweeps and is never replaced.
-    """
-    path = config.direction_file
-    if not path.exists() or (force and config.directions.file is None):
-        return kind.compute(config.directions, context, inputs), True
-
-    directions, attributes = direction_file.read_directions(path)
-    expected = direction_settings(config, identity)
-    found = {key: attributes.get(key, "") for key in expected}
-    mismatched = [key for key in expected if found[key] != expected[key]]
-    for key in OPTIONAL_RECORDS:
-        if key in attributes and key not in expected:
-            found[key], expected[key] = attributes[key], "(not set)"
-            mismatched.append(key)
-    weights = params.movable(context.model, include_buffers=kind.moves_buffers(config.directions))
-    shapes = {key: tuple(tensor.shape) for key, tensor in weights.items()}
-    if {key: tuple(t.shape) for key, t in directions.x.items()} != shapes:
-        mismatched.append("parameter names/shapes")
-    if (directions.y is None) != (config.grid.y is None):
-        mismatched.append("dimensions (1D vs 2D)")
-    if mismatched:
-        detail = ", ".join(
-            f"{key} {found[key]!r} vs {expected[key]!r}" if key in found else key
-            for key in mismatched
-        )
-        raise OutputError(
-            f"direction file {path} was made for another sweep (differs in: {detail}); "
-            "delete it, point directions.file elsewhere, or match its settings"
-        )
-    return directions, False
-
-
 def check_output(prepared: Prepared, force: bool) -> bool | None:
     """None: create the output; False: resume it; True: it is already complete."""
     path = prepared.config.output
     if force or not path.exists():
         return None
     found = surface_file.read_surface_attributes(path)
-    old_config = stored_config(found)
-    try:  # keys added to lsurf since the file was written take their defaults
-        old_config = to_plain(stored_sweep_config(old_config))
-    except LsurfError:
-        pass  # a config this version cannot read: compared as written, key by key
-    new_config = to_plain(prepared.config)
-    changed = [key for key in differences(old_config, new_config) if key not in OPERATIONAL_KEYS]
-    for key in (*INPUT_DIGESTS, "directions_sha256"):
-        if found.get(key, "") != prepared.identity.get(key, ""):
-            changed.append(key.removesuffix("_sha256") + " contents")
+    changed = recorded_differences(found, prepared.config, prepared.identity)
     if changed:
         raise OutputError(
             f"output {path} holds a different sweep (differs in: {', '.join(changed)}); "

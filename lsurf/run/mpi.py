@@ -1,4 +1,4 @@
-"""All of lsurf's MPI: who is master, where each worker runs, and the chunk protocol.
+"""All of lsurf's MPI: joining the job, and the chunk protocol (lsurf.run.protocol) between ranks.
 
 The only module that imports mpi4py. Rank 0 is the master: it owns the plan and the surface
 file and hands out chunks of point indices on request (a dynamic queue, so a slow GPU or a
@@ -20,7 +20,7 @@ hands out the first sweep's points until none is left, then the next sweep's, so
 changes sweep (model, data, directions) only when the queue moves on, and no worker idles
 while any sweep still has points. The master keeps up to `PIPELINE` chunks in flight per
 worker, so a worker never waits for the master's reply between two chunks, and sizes chunks
-to about a second of work (lsurf.schedule, one planner per sweep: each model's cost is its
+to about a second of work (lsurf.run.schedule, one planner per sweep: each model's cost is its
 own), so it handles a few messages per worker per second whatever a point costs.
 """
 
@@ -28,24 +28,30 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Literal, NoReturn, Protocol
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
-from lsurf.schedule import SweepQueue
+from lsurf.run.protocol import (
+    GRACE_SECONDS,
+    Placement,
+    Preempted,
+    Record,
+    WorkerFailed,
+    WorkerFailure,
+    available_cores,
+    place_worker,
+)
+from lsurf.run.schedule import SweepQueue
 
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
 PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
 DRAIN = 512  # messages handled in a row at most before the master checks for a stop
 POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
-GRACE_SECONDS = 10.0  # after SIGTERM, how long results still in flight are waited for
 # Before MPI_Abort: a moment for the launcher to forward the line that says why the job ends
 # (each rank's output reaches mpiexec through pipes that the abort may cut before they are
 # drained; seen once on a loaded 2-core machine: the failure line was lost).
@@ -63,34 +69,7 @@ class Stop:
     exit_code: int = 0
 
 
-@dataclass(frozen=True)
-class WorkerFailure:
-    """What a worker reports when it cannot go on."""
-
-    rank: int
-    point: int | None  # flat index being evaluated, None during set-up
-    message: str  # the traceback, or the one-line user error
-    kind: Literal["error", "input", "preempted"]  # a bug/crash, bad input (exit 2), SIGTERM
-    sweep: int = 0  # which of the job's sweeps `point` belongs to
-
-
-def failure(rank: int, point: int | None, error: BaseException, sweep: int = 0) -> WorkerFailure:
-    """A WorkerFailure carrying `error`'s full traceback."""
-    text = "".join(traceback.format_exception(error)).rstrip()
-    return WorkerFailure(rank, point, text, "error", sweep)
-
-
-@dataclass(frozen=True)
-class Ready:
-    """A worker's set-up is done: each sweep's columns, and what the log should say of each
-    sweep's evaluation (whether BN was folded, ...)."""
-
-    columns: list[list[Any]]  # per sweep: its lsurf.metrics.Column list
-    notes: list[list[str]]  # per sweep
-
-
-class Preempted(Exception):
-    """SIGTERM (a scheduler's pre-emption or scancel) arrived; stop cleanly."""
+_W = TypeVar("_W", bound="_World")
 
 
 def launched_by_mpi() -> bool:
@@ -100,67 +79,8 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
-# ---------------------------------------------------------------------------- placement
-
-
-@dataclass(frozen=True)
-class Placement:
-    device: str  # "cuda:N" or "cpu"
-    threads: int  # torch intra-op threads
-
-
-def place_worker(local_worker: int, local_workers: int, cuda_devices: int, cores: int) -> Placement:
-    """Where the `local_worker`-th worker of a node runs (pure: testable without MPI or GPUs).
-
-    With GPUs, workers take them round-robin by node-local index (one each when there are
-    as many GPUs as workers). On CPU the node's cores are shared out evenly, at least one
-    thread each, since more threads than cores only slows everyone.
-    """
-    if cuda_devices > 0:
-        return Placement(f"cuda:{local_worker % cuda_devices}", max(1, cores // local_workers))
-    return Placement("cpu", max(1, cores // max(local_workers, 1)))
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------------------- session
-
-Record = Callable[[int, np.ndarray, dict[str, Any]], None]  # (sweep, chunk, values)
-
-
-class MasterSide(Protocol):
-    """What rank 0's run loop needs of a session: `Session` under MPI, and
-    `lsurf.serial.SerialSession`, which answers the same protocol in one process."""
-
-    @property
-    def workers(self) -> list[int]: ...
-
-    def send_setup(self, payload: Any) -> None: ...
-
-    def gather_ready(
-        self, stop_when: Callable[[], bool]
-    ) -> tuple[list[WorkerFailure], list[Any]]: ...
-
-    def serve(
-        self,
-        todo: Sequence[np.ndarray],
-        record: Record,
-        stop_when: Callable[[], bool],
-        on_stop: Callable[[], None] = ...,
-    ) -> None: ...
-
-    def stop_workers(self, exit_code: int) -> None: ...
-
-    def abort(self, exit_code: int) -> NoReturn: ...
-
-
-class Session:
-    """This process's place in the MPI job, and the protocol's send/receive steps."""
+class _World:
+    """This process's place in the MPI job: its rank, the job's size, the ranks of its node."""
 
     def __init__(self) -> None:
         from mpi4py import MPI
@@ -171,9 +91,41 @@ class Session:
         self.size = self.comm.Get_size()
         # Ranks sharing this node's memory: the node-local view, whatever the launcher.
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-        world_ranks = node.allgather(self.rank)
+        self.node_ranks: list[int] = node.allgather(self.rank)  # world ranks, node order
         node.Free()
-        self.local_workers = [rank for rank in world_ranks if rank != 0]
+
+    def abort(self, exit_code: int) -> NoReturn:
+        """End every rank of the job now (a bug on this rank: the others must not wait)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(exit_code)
+        os._exit(exit_code)  # MPI_Abort may return before the launcher reaps this process
+
+
+def join(world: type[_W]) -> _W | None:
+    """This process's `world` (a Session or a Group) in an mpiexec/srun job of two ranks or
+    more; None for a serial run: not launched by MPI, or a lone rank, which then owns the
+    cores of its allocation (launchers may leave torch one thread; seen with MPICH)."""
+    if not launched_by_mpi():
+        return None
+    joined = world()
+    if joined.size == 1:
+        import torch
+
+        torch.set_num_threads(available_cores())
+        return None
+    return joined
+
+
+# ---------------------------------------------------------------------------- session
+
+
+class Session(_World):
+    """The protocol's send/receive steps between rank 0 and the workers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_workers = [rank for rank in self.node_ranks if rank != 0]
         self.exit_code = 0  # set by the master's Stop
 
     @property
@@ -248,7 +200,7 @@ class Session:
     ) -> None:
         """Hand out the points `todo[s]` of every sweep s in chunks on request until all are
         done, sweep after sweep; `record(s, chunk, values)` each result as it comes. Chunk
-        sizes follow the measured time per point of that sweep (lsurf.schedule).
+        sizes follow the measured time per point of that sweep (lsurf.run.schedule).
 
         A worker's failure raises WorkerFailed. Pre-emption (`stop_when()` here, or a worker
         reporting SIGTERM) stops the handing out and calls `on_stop()` at once (a launcher may
@@ -308,8 +260,7 @@ class Session:
         sys.stdout.flush()
         sys.stderr.flush()
         time.sleep(ABORT_GRACE_SECONDS)
-        self.comm.Abort(exit_code)
-        os._exit(exit_code)  # MPI_Abort may return before the launcher reaps this process
+        super().abort(exit_code)
 
     # -- worker side
 
@@ -342,31 +293,6 @@ class Session:
         self.comm.send(failure, dest=0, tag=TAG_FAILED)
 
 
-class WorkerFailed(Exception):
-    def __init__(self, failure: WorkerFailure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-# ---------------------------------------------------------------------------- signals
-
-
-class TerminationFlag:
-    """Turns SIGTERM into a flag that the loops check between points."""
-
-    def __init__(self) -> None:
-        self.raised = False
-
-    def __call__(self) -> bool:
-        return self.raised
-
-    def install(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.raised = True
-
-        signal.signal(signal.SIGTERM, handler)
-
-
 # ---------------------------------------------------------------------------- every rank as one
 
 # The first waits of a collective sleep this long, doubling up to POLL_SECONDS: a Hessian-vector
@@ -375,7 +301,7 @@ class TerminationFlag:
 FIRST_POLL_SECONDS = 0.00005
 
 
-class Group:
+class Group(_World):
     """Every rank of the job working on one computation (`lsurf hessian`): no master, no queue.
 
     Rank 0 reads the inputs and writes the output; all ranks share the data and sum their
@@ -384,16 +310,9 @@ class Group:
     """
 
     def __init__(self) -> None:
-        from mpi4py import MPI
-
-        self._mpi = MPI
-        self.comm = MPI.COMM_WORLD
-        self.rank = self.comm.Get_rank()
-        self.size = self.comm.Get_size()
-        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.local_rank = node.Get_rank()  # this rank's index among the ranks of its node
-        self.local_size = node.Get_size()
-        node.Free()
+        super().__init__()
+        self.local_rank = self.node_ranks.index(self.rank)  # its index among its node's ranks
+        self.local_size = len(self.node_ranks)
 
     def placement(self, cuda_devices: int) -> Placement:
         """This rank's GPU (round-robin by node-local rank) or its share of the node's cores."""
@@ -460,13 +379,6 @@ class Group:
             )
         self._complete(self.comm.Ibcast(total, root=0))
         return total[:-3], float(total[-3])
-
-    def abort(self, exit_code: int) -> NoReturn:
-        """End every rank of the job now (a bug on this rank: the others must not wait)."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.comm.Abort(exit_code)
-        os._exit(exit_code)
 
 
 class OutOfStep(Exception):

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 
 import torch
 
-from lsurf import capacity, params
+from lsurf import params
 from lsurf.config import SweepConfig
 from lsurf.evaluate import pick_device
 from lsurf.files import surface as surface_file
 from lsurf.grid import pending
-from lsurf.preparation import (
+from lsurf.run import capacity
+from lsurf.run.phases import (
     Prepared,
     check_distinct_outputs,
     check_output,

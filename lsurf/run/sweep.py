@@ -1,42 +1,40 @@
 """A whole sweep, top to bottom: check → load → commit → run, one loop for every rank count.
 
-Input: a validated `SweepConfig` (and, from the Python API, the `Sources` holding its objects).
-Output: the surface file at `config.output` (created, resumed or left alone when already
+Input: validated `SweepConfig`s (and, from the Python API, the `Sources` holding its objects).
+Output: each surface file at `config.output` (created, resumed or left alone when already
 complete) and the direction file beside it.
 
-The phases (lsurf.preparation): *check* every input and obtain directions and grid (rank 0),
-*load* the data and the evaluator and probe it (every worker, or this process), *commit* the
-output (rank 0, only once everyone has loaded), *run* the chunk loop. Rank 0 runs `_run_master`
-against a session: `parallel.Session` under mpiexec, `serial.SerialSession` otherwise, which
-answers the same protocol in-process; workers run `_run_worker`. So the sequence is written
-once, and bad input found anywhere (a dataset missing on one node, a module one rank cannot
-import) stops the job before the first byte is written.
+Rank 0 (or the one process) runs `_run_master` against a `protocol.MasterSide`:
+`mpi.Session` under mpiexec, `local.LocalSession` otherwise, which answers the same protocol
+in-process; the other ranks run `worker.run_worker`. The phases (lsurf.run.phases), in order:
+*check* every input of every sweep and obtain directions and grid (rank 0), *load* the data
+and the evaluator and probe it (every worker), *commit* the outputs (rank 0, only once every
+worker has loaded), *run* the chunk queue. So the sequence is written once, and bad input
+found anywhere (a dataset missing on one node, a module one rank cannot import) stops the job
+before the first byte is written.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from lsurf import capacity, parallel
 from lsurf.config import SweepConfig
 from lsurf.errors import LsurfError, OutputError
 from lsurf.evaluate import pick_device
 from lsurf.files import surface as surface_file
 from lsurf.grid import Grid, pending
-from lsurf.preparation import (
+from lsurf.run import capacity, mpi, protocol
+from lsurf.run.local import LocalSession
+from lsurf.run.phases import (
     FROM_CONFIG,
     Prepared,
     Sources,
-    WorkerSetup,
     check_columns,
     check_distinct_outputs,
     check_output,
@@ -44,17 +42,11 @@ from lsurf.preparation import (
     prepare,
     share_direction_files,
 )
-from lsurf.progress import Progress
-from lsurf.serial import Evaluators, PointFailed, SerialSession, evaluate_chunk
+from lsurf.run.progress import Log, Progress, to_stderr
+from lsurf.run.worker import run_worker
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a job they pre-empted
-
-Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,7 @@ class SweepOutcome:
 def run_sweep(
     config: SweepConfig,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = to_stderr,
     log_every: int | None = None,
     sources: Sources = FROM_CONFIG,
 ) -> SweepOutcome | None:
@@ -83,7 +75,7 @@ def run_sweep(
 def run_sweeps(
     configs: Sequence[SweepConfig],
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = to_stderr,
     log_every: int | None = None,
     sources: Sources = FROM_CONFIG,
 ) -> list[SweepOutcome] | None:
@@ -92,14 +84,9 @@ def run_sweeps(
     take the first sweep's points, then the next one's, so none idles while any sweep still
     has points. Returns each sweep's outcome, in order (None on workers).
     """
-    if not parallel.launched_by_mpi():
-        return _run_serial(configs, force, log, log_every, sources)
-    session = parallel.Session()
-    if session.size == 1:
-        # Launchers may leave torch one thread (seen with MPICH's mpiexec): a lone rank owns
-        # the cores of its allocation.
-        torch.set_num_threads(parallel.available_cores())
-        return _run_serial(configs, force, log, log_every, sources)
+    session = mpi.join(mpi.Session)
+    if session is None:
+        return run_in_process(configs, force, log, log_every, sources)
     try:
         if session.is_master:
             try:
@@ -109,7 +96,8 @@ def run_sweeps(
                 if str(error).startswith("rank "):
                     raise
                 raise LsurfError(f"rank 0: {error}") from None
-        return _run_worker(session)
+        run_worker(session)
+        return None
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # the other ranks were told to stop; the CLI reports
     except Exception:
@@ -118,31 +106,55 @@ def run_sweeps(
         session.abort(1)
 
 
-def _run_serial(
+def run_in_process(
     configs: Sequence[SweepConfig],
-    force: bool,
-    log: Log,
-    log_every: int | None,
-    sources: Sources,
+    force: bool = False,
+    log: Log = to_stderr,
+    log_every: int | None = None,
+    sources: Sources = FROM_CONFIG,
 ) -> list[SweepOutcome]:
+    """The sweeps run serially in this process, whatever launched it (the Python API's way:
+    its objects cannot travel to other ranks)."""
     # Before the output: an unusable device is bad input like any other (nothing written).
     for config in configs:
         pick_device(config.evaluation.device)
-    session = SerialSession(lambda setup: pick_device(setup.config.evaluation.device), sources)
+    session = LocalSession(lambda setup: pick_device(setup.config.evaluation.device), sources)
     return _run_master(configs, force, session, log, log_every, sources)
 
 
 def _run_master(
     configs: Sequence[SweepConfig],
     force: bool,
-    session: parallel.MasterSide,
+    session: protocol.MasterSide,
     log: Log,
     log_every: int | None,
     sources: Sources,
 ) -> list[SweepOutcome]:
-    terminated = parallel.TerminationFlag()
+    terminated = protocol.TerminationFlag()
     terminated.install()
-    try:  # check, every sweep before anything is written
+    every, states = _check(configs, force, sources, session)
+    outcomes = _already_complete(every, states, log)
+    active = [position for position, state in enumerate(states) if state is not True]
+    if not active:
+        session.send_setup(None)
+        return [outcomes[position] for position in range(len(every))]
+    sweeps = [every[position] for position in active]
+    resumes = [states[position] is False for position in active]
+    ready = _load(session, sweeps, terminated)
+    run = _Run(sweeps, _commit(session, sweeps, resumes, ready.columns), log)
+    _serve(session, run, sweeps, resumes, ready.notes, terminated, log, log_every)
+    for position, prepared, todo in zip(active, sweeps, run.todo, strict=True):
+        total = prepared.grid.size
+        outcomes[position] = SweepOutcome(prepared.config.output, total, len(todo), False)
+    return [outcomes[position] for position in range(len(every))]
+
+
+def _check(
+    configs: Sequence[SweepConfig], force: bool, sources: Sources, session: protocol.MasterSide
+) -> tuple[list[Prepared], list[bool | None]]:
+    """Check phase, every sweep before anything is written: each prepared sweep and the
+    decision about its output (None: create, False: resume, True: complete)."""
+    try:
         check_distinct_outputs(configs)
         every = share_direction_files([prepare(config, force, sources) for config in configs])
         states = [check_output(prepared, force) for prepared in every]
@@ -151,20 +163,27 @@ def _run_master(
     except BaseException:
         session.send_setup(None)  # the workers exit quietly; this rank reports the error
         raise
+    return every, states
+
+
+def _already_complete(
+    every: list[Prepared], states: list[bool | None], log: Log
+) -> dict[int, SweepOutcome]:
     outcomes = {}
     for position, (prepared, state) in enumerate(zip(every, states, strict=True)):
         if state is True:
             total = prepared.grid.size
             log(f"{prepared.config.output} is already complete ({total} points); nothing to do")
             outcomes[position] = SweepOutcome(prepared.config.output, total, 0, True)
-    active = [position for position, state in enumerate(states) if state is not True]
-    if not active:
-        session.send_setup(None)
-        return [outcomes[position] for position in range(len(every))]
-    sweeps = [every[position] for position in active]
-    resumes = [states[position] is False for position in active]
-    # load: every worker loads and probes every sweep's data before anything is written, so
-    # a missing dataset on any node is a one-line error with the outputs untouched.
+    return outcomes
+
+
+def _load(
+    session: protocol.MasterSide, sweeps: list[Prepared], terminated: protocol.TerminationFlag
+) -> protocol.Ready:
+    """Load phase: every worker loads and probes every sweep's data before anything is
+    written, so a missing dataset on any node is a one-line error with the outputs untouched.
+    Returns what the workers measure (the same on every worker, or the job stops)."""
     session.send_setup([prepared.worker_setup() for prepared in sweeps])
     failures, reports = session.gather_ready(terminated)
     if failures:
@@ -174,15 +193,23 @@ def _run_master(
         if first.kind == "input":
             raise LsurfError(f"rank {first.rank}: {first.message}")
         raise RuntimeError(f"rank {first.rank} failed during set-up:\n{first.message}")
-    columns = reports[0].columns  # per sweep
-    if any(report.columns != columns for report in reports):
+    if any(report.columns != reports[0].columns for report in reports):
         session.stop_workers(EXIT_BAD_INPUT)
         raise OutputError(
             "the workers measure different metrics (their data differs between nodes?)"
         )
+    return reports[0]
 
+
+def _commit(
+    session: protocol.MasterSide,
+    sweeps: list[Prepared],
+    resumes: list[bool],
+    columns: list[list[Any]],
+) -> list[surface_file.SurfaceWriter]:
+    """Commit phase: every resumed file checked before the first byte of any is written."""
     writers: list[surface_file.SurfaceWriter] = []
-    try:  # commit: every resumed file checked before the first byte of any is written
+    try:
         for prepared, resume, measured in zip(sweeps, resumes, columns, strict=True):
             check_columns(prepared, resume, measured)
         for prepared, resume, measured in zip(sweeps, resumes, columns, strict=True):
@@ -192,9 +219,22 @@ def _run_master(
             writer.close()
         session.stop_workers(EXIT_BAD_INPUT)
         raise
-    run = _Run(sweeps, writers, log)
-    shown = 0 if isinstance(session, SerialSession) else len(session.workers)
-    notes = reports[0].notes
+    return writers
+
+
+def _serve(
+    session: protocol.MasterSide,
+    run: _Run,
+    sweeps: list[Prepared],
+    resumes: list[bool],
+    notes: list[list[str]],
+    terminated: protocol.TerminationFlag,
+    log: Log,
+    log_every: int | None,
+) -> None:
+    """Run phase: the queue of every sweep's pending points, until all are recorded (or a
+    worker fails, or SIGTERM stops the job with everything finished on disk)."""
+    shown = len(session.workers)
     for prepared, resume, todo, said in zip(sweeps, resumes, run.todo, notes, strict=True):
         _log_start(log, prepared.config, resume, prepared.grid.size, len(todo), shown)
         for note in said:
@@ -218,12 +258,12 @@ def _run_master(
             log(
                 f"SIGTERM received: {done}/{writer.done.size} points are on disk in "
                 f"{writer.path}; saving the points in flight (at most "
-                f"{parallel.GRACE_SECONDS:g} s)"
+                f"{protocol.GRACE_SECONDS:g} s)"
             )
 
     try:
         session.serve(run.todo, record, terminated, on_stop)
-    except parallel.WorkerFailed as error:
+    except protocol.WorkerFailed as error:
         failure = error.failure
         prepared = sweeps[failure.sweep]
         log(
@@ -233,7 +273,7 @@ def _run_master(
         )
         run.close()
         session.abort(1)
-    except parallel.Preempted:
+    except protocol.Preempted:
         for writer in run.open_writers():
             _log_preempted(log, writer)
         run.close()
@@ -244,10 +284,6 @@ def _run_master(
     session.stop_workers(0)
     progress.finish()
     run.close()  # the last sweep's file (the others closed as they completed)
-    for position, prepared, todo in zip(active, sweeps, run.todo, strict=True):
-        total = prepared.grid.size
-        outcomes[position] = SweepOutcome(prepared.config.output, total, len(todo), False)
-    return [outcomes[position] for position in range(len(every))]
 
 
 class _Run:
@@ -314,68 +350,3 @@ def _coordinates(grid: Grid, point: int | None) -> str:
         return "during set-up"
     a, b = grid.coordinates(point)
     return f"x={a:g}" if grid.y is None else f"x={a:g}, y={b:g}"
-
-
-def _run_worker(session: parallel.Session) -> None:
-    """Evaluate chunks for rank 0 until told to stop (rank 0 reports everything)."""
-    terminated = parallel.TerminationFlag()
-    terminated.install()
-    setups: list[WorkerSetup] | None = session.receive_setup()
-    if setups is None:
-        return
-    try:
-        evaluators = _worker_evaluators(session, setups)
-        ready = evaluators.check()  # every sweep's set-up, before anything is written
-    except LsurfError as error:
-        session.report_ready(parallel.WorkerFailure(session.rank, None, str(error), "input"))
-        return _wait_for_stop(session)
-    except Exception as error:  # noqa: BLE001 - reported to rank 0 with its traceback
-        session.report_ready(parallel.failure(session.rank, None, error))
-        return _wait_for_stop(session)
-    session.report_ready(ready)
-    for sweep, chunk in session.chunks():
-        try:
-            evaluator = evaluators.get(sweep)  # another model only when the queue moved on
-            started = time.perf_counter()
-            done, values = evaluate_chunk(evaluator, setups[sweep].grid, chunk, terminated)
-        except PointFailed as error:
-            assert error.__cause__ is not None
-            session.report_failure(
-                parallel.failure(session.rank, error.index, error.__cause__, sweep)
-            )
-            return _wait_for_stop(session)
-        except Exception as error:  # noqa: BLE001 - building the evaluator failed
-            session.report_failure(parallel.failure(session.rank, None, error, sweep))
-            return _wait_for_stop(session)
-        session.send_result(sweep, done, values, time.perf_counter() - started)
-        if terminated():
-            # Whatever this worker finished is on its way to rank 0; tell it the job must stop.
-            session.report_failure(parallel.WorkerFailure(session.rank, None, "", "preempted"))
-            return _wait_for_stop(session)
-    if session.exit_code:
-        raise SystemExit(session.exit_code)
-
-
-def _worker_evaluators(session: parallel.Session, setups: list[WorkerSetup]) -> Evaluators:
-    """This worker's evaluators: on its GPU (round-robin on its node) for the sweeps that
-    may use one, on the CPU for those whose evaluation.device is cpu."""
-    wanted = {setup.config.evaluation.device for setup in setups}
-    cuda = wanted != {"cpu"} and torch.cuda.is_available()
-    if "cuda" in wanted and not cuda:
-        pick_device("cuda")  # raises the one-line error
-    placement = session.placement(torch.cuda.device_count() if cuda else 0)
-    torch.set_num_threads(placement.threads)
-
-    def device_of(setup: WorkerSetup) -> torch.device:
-        on_cpu = setup.config.evaluation.device == "cpu"
-        return torch.device("cpu" if on_cpu else placement.device)
-
-    return Evaluators(setups, device_of)
-
-
-def _wait_for_stop(session: parallel.Session) -> None:
-    """After reporting a problem: wait for rank 0's Stop (or its abort of the job)."""
-    for _ in session.chunks():
-        pass  # chunks still in flight are dropped; rank 0 has stopped handing out work
-    if session.exit_code:
-        raise SystemExit(session.exit_code)

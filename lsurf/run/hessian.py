@@ -3,7 +3,7 @@
 Input: a validated `SweepConfig` (the sweep's YAML: model, data, evaluation and its `hessian:`
 section; grid and directions are not used) and the `Sources` of its model, θ*, data and loss.
 Output: the Hessian analysis file at `config.hessian_file` (lsurf.files.surface) and its figure
-beside it (<stem>.png, lsurf.plot.spectrum). What it holds, for the Hessian H of the mean loss
+beside it (<stem>.png, lsurf.plot.hessian). What it holds, for the Hessian H of the mean loss
 on `hessian.split` with respect to `hessian.params`, in eval mode:
 
 - the `top_k` largest eigenvalues by Lanczos, each with its residual ‖Hv − λv‖ / |λ|max. Each
@@ -23,7 +23,7 @@ Every rank takes part, none is a master: rank 0 checks the output and loads θ*,
 to the others; each rank builds the model and opens the split on its own device (a GPU by
 node-local rank, or a share of the cores) and takes the batches b with b % ranks == rank of
 the split's fixed order. Each Hessian-vector product's (sum, count) is summed over the ranks
-(`parallel.Group.sum`) so that every rank holds the same bits and runs the same Lanczos; each
+(`mpi.Group.sum`) so that every rank holds the same bits and runs the same Lanczos; each
 sum also carries what it is for (the stage, or the tensor), and rank 0 ends the job (exit 1)
 should the ranks ever part ways (unequal hardware rounding differently) rather than hang. Bad
 input anywhere — a missing checkpoint, data a rank cannot read, a loss that is not twice
@@ -34,7 +34,6 @@ one line naming the rank; nothing is written. Rank 0 alone writes the file and t
 from __future__ import annotations
 
 import math
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,7 +43,6 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from lsurf import parallel
 from lsurf.config import SweepConfig
 from lsurf.data.splits import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
@@ -60,7 +58,9 @@ from lsurf.hessian import (
     top_eigenpairs,
 )
 from lsurf.losses import Loss
-from lsurf.preparation import FROM_CONFIG, Sources
+from lsurf.run import mpi
+from lsurf.run.phases import FROM_CONFIG, Sources
+from lsurf.run.progress import Log, to_stderr
 from lsurf.schema import to_yaml
 
 TOP_K_PRODUCTS = 20  # top-k may spend up to max(hessian.max_products, 20·k) products
@@ -69,12 +69,6 @@ GRID_SIGMAS = 6.0  # the curve's grid reaches this many σ past the extreme Ritz
 GRID_POINTS = 2001
 # What each `Group.sum` is for (its `step`): the same on every rank while they keep in step.
 STEP_TOP, STEP_TRACE, STEP_DENSITY, STEP_END, STEP_FIRST_LAYER = 1, 2, 3, 4, 10
-
-Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _quiet(message: str) -> None:
@@ -89,7 +83,7 @@ class HessianOutcome:
 
 
 def run_hessian(
-    config: SweepConfig, force: bool = False, log: Log = _stderr, sources: Sources = FROM_CONFIG
+    config: SweepConfig, force: bool = False, log: Log = to_stderr, sources: Sources = FROM_CONFIG
 ) -> HessianOutcome | None:
     """Analyse the Hessian at θ*: serially, or with every rank of an mpiexec/srun job.
 
@@ -97,23 +91,19 @@ def run_hessian(
     rank 0, before anything is written; the other ranks leave quietly (`SystemExit(0)`), so
     that rank 0, reporting the error, is the one that ends the job with its exit code 2.
     """
-    if not parallel.launched_by_mpi():
-        return _analyse(config, force, log, sources, None)
-    group = parallel.Group()
-    if group.size == 1:
-        # Launchers may leave torch one thread: a lone rank owns its allocation's cores.
-        torch.set_num_threads(parallel.available_cores())
+    group = mpi.join(mpi.Group)
+    if group is None:
         return _analyse(config, force, log, sources, None)
     try:
         return _analyse(config, force, log if group.rank == 0 else _quiet, sources, group)
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # every rank knows; rank 0 reports
-    except parallel.OutOfStep as error:
-        _stderr(f"lsurf: error: rank 0: {error}")
+    except mpi.OutOfStep as error:
+        to_stderr(f"lsurf: error: rank 0: {error}")
         group.abort(1)
     except Exception:
         # A bug, or a crash in user code: the other ranks would wait in the next sum forever.
-        _stderr(f"rank {group.rank} failed:\n{traceback.format_exc().rstrip()}")
+        to_stderr(f"rank {group.rank} failed:\n{traceback.format_exc().rstrip()}")
         group.abort(1)
 
 
@@ -130,7 +120,7 @@ class _Loaded:
     loss: Loss
     parameters: dict[str, torch.Tensor]
     batch_size: int
-    group: parallel.Group | None
+    group: mpi.Group | None
 
     @property
     def size(self) -> int:
@@ -162,7 +152,7 @@ def _analyse(
     force: bool,
     log: Log,
     sources: Sources,
-    group: parallel.Group | None,
+    group: mpi.Group | None,
 ) -> HessianOutcome | None:
     rank, ranks = (0, 1) if group is None else (group.rank, group.size)
     path = config.hessian_file
@@ -227,7 +217,7 @@ def _analyse(
         "seed": hessian.seed,
     }
     hessian_file.write_hessian_file(path, analysis, attributes)
-    from lsurf.plot.spectrum import write_spectrum_figure
+    from lsurf.plot.hessian import write_spectrum_figure
 
     figure = write_spectrum_figure(hessian_file.read_hessian_file(path), figure_path(path))
     total = sum(analysis.products.values())
@@ -254,7 +244,7 @@ def _check_output(config: SweepConfig, force: bool) -> None:
         )
 
 
-def _stop(group: parallel.Group | None, failures: list[tuple[int, str]]) -> NoReturn:
+def _stop(group: mpi.Group | None, failures: list[tuple[int, str]]) -> NoReturn:
     """Bad input found (the same list on every rank): rank 0 reports the first, all stop."""
     failed_rank, message = failures[0]
     if group is None:
@@ -268,7 +258,7 @@ def _load(
     config: SweepConfig,
     state: dict[str, torch.Tensor],
     sources: Sources,
-    group: parallel.Group | None,
+    group: mpi.Group | None,
 ) -> _Loaded:
     """This rank's model at θ*, the split on its device, the loss and the parameters,
     checked: the loss has second derivatives, top_k fits the Hessian."""
@@ -297,7 +287,7 @@ def _batch_size(config: SweepConfig) -> int:
     return config.hessian.batch_size or config.data.batch_size
 
 
-def _device(config: SweepConfig, group: parallel.Group | None) -> torch.device:
+def _device(config: SweepConfig, group: mpi.Group | None) -> torch.device:
     requested = config.evaluation.device
     if group is None:
         return pick_device(requested)
@@ -322,7 +312,7 @@ def _share(
 
 
 def _summed_over(
-    group: parallel.Group, step: int
+    group: mpi.Group, step: int
 ) -> Callable[[torch.Tensor, float], tuple[torch.Tensor, float]]:
     """The operator's hook: a product's (float64 sum, count) summed over every rank."""
 

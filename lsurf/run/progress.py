@@ -1,4 +1,5 @@
-"""Progress of a sweep as rank 0 sees it: points done, points/s, ETA.
+"""What a job says as it runs: the `Log` its lines go to, and a sweep's progress (points done,
+points/s, ETA) as rank 0 sees it.
 
 On a terminal: a tqdm bar. Otherwise (a cluster job's log): a plain line every `every`
 points when asked (`--log-every N`); by default about every 1% of the grid but no more than
@@ -12,7 +13,14 @@ import sys
 import time
 from collections.abc import Callable
 
-Log = Callable[[str], None]
+Log = Callable[[str], None]  # where a job's lines go: stderr by default, or the caller's
+
+
+def to_stderr(message: str) -> None:
+    """The default `Log`: one line on stderr, flushed (job logs interleave ranks' lines)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 QUIET_LIMIT_SECONDS = 300.0  # the longest a job log goes without a progress line
 DEFAULT_GAP_SECONDS = 10.0  # the shortest, unless --log-every asks for every N points
 
