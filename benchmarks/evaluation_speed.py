@@ -85,7 +85,7 @@ from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.data.synthetic import write_synthetic
 from lsurf.directions import Directions, random_directions
 from lsurf.evaluate import Evaluator, StandardErrors, pick_device
-from lsurf.train import train
+from lsurf.train.trainer import train
 
 EXACT_TOLERANCE = 1e-5  # the largest relative loss error an fp32 variant may have
 SPEED_TARGET = 1.5  # bare/variant an exact fp32 variant should reach

@@ -304,7 +304,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         from lsurf.config import load_train_config
-        from lsurf.train import train
+        from lsurf.train.trainer import train
 
         train(load_train_config(args.config, args.overrides), force=args.force)
         return 0

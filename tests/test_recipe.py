@@ -1,4 +1,4 @@
-"""lsurf.recipe: learning-rate schedules, per-epoch draws and augmentation, exact values."""
+"""lsurf.train.recipe: learning-rate schedules, per-epoch draws and augmentation, exact values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lsurf.config import TrainingConfig
 from lsurf.data.cifar import _normalize
 from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
-from lsurf.recipe import PADDING, augment, draw_epoch, learning_rate, padding_fill
+from lsurf.train.recipe import PADDING, augment, draw_epoch, learning_rate, padding_fill
 
 # ---------------------------------------------------------------------------- schedules
 

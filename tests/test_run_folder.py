@@ -1,4 +1,4 @@
-"""lsurf.run_folder: a commit reads back exactly; crashes and failed writes leave no trace."""
+"""lsurf.train.folder: a commit reads back exactly; crashes and failed writes leave no trace."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsurf import run_folder
 from lsurf.config import DataConfig, ModelConfig, TrainConfig
 from lsurf.errors import CheckpointError, ConfigError
+from lsurf.train import folder
 
 ROWS = [
     {"epoch": 1, "lr": 0.1, "train_loss": 2.5, "train_acc": 10.0, "seconds": 0.5},
@@ -44,7 +44,7 @@ def crashed_run(out: Path) -> None:
     for name in ("config.yaml", "log.csv", "final.pt", "resume.pt", "surface.h5"):
         (out / name).write_bytes(b"x")
     for epoch in range(4):
-        run_folder.trajectory_file(out, epoch).write_bytes(b"x")
+        folder.trajectory_file(out, epoch).write_bytes(b"x")
     (out / ".resume.pt.999.0123abcd.tmp").write_bytes(b"partial")
     (out / ".surface.h5.999.0123abcd.tmp").write_bytes(b"a sweep's, not ours")
 
@@ -53,11 +53,11 @@ def test_a_commit_reads_back_as_the_committed_state_bit_for_bit(tmp_path):
     config = make_config(tmp_path)
     model, optimizer = trained_pair()
     config.output.mkdir()
-    run_folder.write_config(config.output, config)
-    assert run_folder.committed_state(config, force=False) is None  # epoch 0 never committed
-    run_folder.commit(config.output, model, optimizer, 2, ROWS[:2])
+    folder.write_config(config.output, config)
+    assert folder.committed_state(config, force=False) is None  # epoch 0 never committed
+    folder.commit(config.output, model, optimizer, 2, ROWS[:2])
 
-    state = run_folder.committed_state(config, force=False)
+    state = folder.committed_state(config, force=False)
     assert state is not None and state["epoch"] == 2 and state["rows"] == ROWS[:2]
     assert state["state_dict"].keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
@@ -70,34 +70,34 @@ def test_a_commit_reads_back_as_the_committed_state_bit_for_bit(tmp_path):
         strict=True,
     ):
         assert torch.equal(before["momentum_buffer"], after["momentum_buffer"])
-    assert run_folder.committed_state(config, force=True) is None  # --force starts over
+    assert folder.committed_state(config, force=True) is None  # --force starts over
 
 
 def test_another_config_or_foreign_files_are_refused_with_the_fix(tmp_path):
     config = make_config(tmp_path)
     config.output.mkdir()
-    run_folder.trajectory_file(config.output, 0).write_bytes(b"someone else's")
+    folder.trajectory_file(config.output, 0).write_bytes(b"someone else's")
     with pytest.raises(ConfigError, match="holds model_0.pt but no config.yaml.*--force"):
-        run_folder.committed_state(config, force=False)
+        folder.committed_state(config, force=False)
 
-    run_folder.write_config(config.output, config)
+    folder.write_config(config.output, config)
     other = dataclasses.replace(config, model=ModelConfig("convnet_small", num_classes=100))
     with pytest.raises(ConfigError, match=r"different config \(differs in model.num_classes\)"):
-        run_folder.committed_state(other, force=False)
+        folder.committed_state(other, force=False)
     (config.output / "resume.pt").write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="resume.pt is unreadable.*--force"):
-        run_folder.committed_state(config, force=False)
+        folder.committed_state(config, force=False)
 
     file_config = dataclasses.replace(config, output=tmp_path / "a_file")
     file_config.output.write_bytes(b"")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        run_folder.committed_state(file_config, force=True)
+        folder.committed_state(file_config, force=True)
 
 
 def test_discard_uncommitted_removes_the_crashed_epochs_files_and_nothing_else(tmp_path):
     out = tmp_path / "run"
     crashed_run(out)
-    run_folder.discard_uncommitted(out, 2, ROWS[:2])
+    folder.discard_uncommitted(out, 2, ROWS[:2])
     assert sorted(path.name for path in out.iterdir()) == [
         ".surface.h5.999.0123abcd.tmp",
         "config.yaml",
@@ -109,27 +109,27 @@ def test_discard_uncommitted_removes_the_crashed_epochs_files_and_nothing_else(t
         "surface.h5",
     ]
     assert (out / "log.csv").read_text() == LOG_OF_TWO_ROWS  # rewritten from the rows
-    run_folder.discard_uncommitted(out, 0, [])
+    folder.discard_uncommitted(out, 0, [])
     assert not (out / "log.csv").exists() and not (out / "model_1.pt").exists()
 
 
 def test_remove_training_files_keeps_what_sweeps_wrote_beside_the_run(tmp_path):
     out = tmp_path / "run"
     crashed_run(out)
-    run_folder.remove_training_files(out)
+    folder.remove_training_files(out)
     assert sorted(path.name for path in out.iterdir()) == [
         ".surface.h5.999.0123abcd.tmp",
         "surface.h5",
     ]
-    run_folder.remove_training_files(tmp_path / "absent")  # nothing to remove: no error
+    folder.remove_training_files(tmp_path / "absent")  # nothing to remove: no error
 
 
 def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
     model, optimizer = trained_pair()
-    run_folder.commit(out, model, optimizer, 1, ROWS[:1])
-    run_folder.write_log(out / "log.csv", ROWS[:2])
+    folder.commit(out, model, optimizer, 1, ROWS[:1])
+    folder.write_log(out / "log.csv", ROWS[:2])
     before = {path.name: path.read_bytes() for path in out.iterdir()}
 
     def crash(state: object, handle) -> None:
@@ -138,7 +138,7 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        run_folder.commit(out, model, optimizer, 2, ROWS[:2])
+        folder.commit(out, model, optimizer, 2, ROWS[:2])
     monkeypatch.undo()
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert (out / "log.csv").read_text() == LOG_OF_TWO_ROWS

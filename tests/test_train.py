@@ -1,4 +1,4 @@
-"""lsurf.train: the files a run writes, resume after kill -9, refusals and --force."""
+"""lsurf.train.trainer: the files a run writes, resume after kill -9, refusals and --force."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from lsurf import models
-from lsurf import train as training_module
 from lsurf.cli import main
 from lsurf.config import load_train_config
 from lsurf.errors import ConfigError
-from lsurf.recipe import learning_rate
 from lsurf.schema import to_plain
+from lsurf.train import trainer as training_module
+from lsurf.train.recipe import learning_rate
 
 
 def write_config(folder: Path, cifar_root: Path, name: str = "train.yaml", **training) -> Path:

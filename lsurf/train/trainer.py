@@ -4,11 +4,11 @@ Owns `lsurf train` from start to end: deciding between a fresh start, a resume, 
 and --force; loading the splits once onto the device; building the model; the epoch loop
 (training, evaluation on the test split, the log line); and the order in which each epoch's
 files are written. The recipe each epoch follows (optimizer, learning-rate schedule,
-shuffling and augmentation) is `lsurf.recipe`'s; the files and how they are written are
-`lsurf.run_folder`'s.
+shuffling and augmentation) is `lsurf.train.recipe`'s; the files and how they are written are
+`lsurf.train.folder`'s.
 
 Input: a `TrainConfig`. Output, in `config.output`: config.yaml, the trajectory model_E.pt,
-final.pt, log.csv and resume.pt (see `lsurf.run_folder`); `train` returns final.pt's path.
+final.pt, log.csv and resume.pt (see `lsurf.train.folder`); `train` returns final.pt's path.
 
 Resume: `resume.pt` is written last in each epoch, so it is the commit point. A rerun after
 kill -9 at any moment loads it, removes the files of the epoch that did not commit, rewrites
@@ -20,20 +20,22 @@ one that was never interrupted (on a GPU as far as its kernels are deterministic
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsurf import checkpoint, models, run_folder
+from lsurf import checkpoint, models
 from lsurf.config import TrainConfig
 from lsurf.data.cifar import Split, load_configured
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.evaluate import measure, pick_device
-from lsurf.recipe import (
+from lsurf.run.progress import Log, to_stderr
+from lsurf.train import folder
+from lsurf.train.recipe import (
     EpochDraw,
     augment,
     build_optimizer,
@@ -46,24 +48,23 @@ from lsurf.recipe import (
 # ---------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig, force: bool = False) -> Path:
+def train(config: TrainConfig, force: bool = False, log: Log = to_stderr) -> Path:
     """Train (or resume, or report as complete) the run in `config.output`; return final.pt.
 
     Raises ConfigError, before touching the folder, when it holds a run with another config
     or foreign training files (unless `force`, which starts over), and the usual
     Data/Checkpoint/ConfigErrors for missing data, unknown models and bad initial weights.
+    Its lines (start, one per epoch, end) go to `log`, as a sweep's do.
     """
     training = config.training
     out = config.output
-    committed = run_folder.committed_state(config, force)
+    committed = folder.committed_state(config, force)
     if committed is not None and committed["epoch"] == training.epochs:
-        print(
+        log(
             f"lsurf: training in {out} is already complete ({training.epochs} epochs); "
-            f"trained weights: {out / run_folder.FINAL_FILE} (--force trains again)",
-            file=sys.stderr,
-            flush=True,
+            f"trained weights: {out / folder.FINAL_FILE} (--force trains again)"
         )
-        return out / run_folder.FINAL_FILE
+        return out / folder.FINAL_FILE
 
     # Everything that can fail on bad input happens before the folder is touched.
     device = pick_device(config.evaluation.device)
@@ -78,33 +79,10 @@ def train(config: TrainConfig, force: bool = False) -> Path:
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
-    if committed is None:
-        # A fresh start: --force, or a run of this config that never committed epoch 0.
-        run_folder.remove_training_files(out)
-        out.mkdir(parents=True, exist_ok=True)
-        run_folder.write_config(out, config)
-        rows: list[dict[str, float]] = []
-        run_folder.save_weights(run_folder.trajectory_file(out, 0), model, 0)
-        run_folder.commit(out, model, optimizer, 0, rows)
-        first = 1
-    else:
-        try:
-            model.load_state_dict(committed["state_dict"])
-            optimizer.load_state_dict(committed["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            # The model's code changed since the run started (a renamed or reshaped layer).
-            raise CheckpointError(
-                f"{out / run_folder.RESUME_FILE} does not fit {config.model.name} as it is "
-                f"built now ({type(error).__name__}); rerun with --force to start over"
-            ) from error
-        rows = committed["rows"]
-        run_folder.discard_uncommitted(out, committed["epoch"], rows)
-        first = committed["epoch"] + 1
-    print(
+    first, rows = _start_or_resume(config, committed, model, optimizer)
+    log(
         f"lsurf: training {config.model.name} on {device.type}, epochs {first}-{training.epochs} "
-        f"of {training.epochs}, into {out}",
-        file=sys.stderr,
-        flush=True,
+        f"of {training.epochs}, into {out}"
     )
 
     fill = padding_fill(config.data.mean, config.data.std).to(device)
@@ -139,24 +117,57 @@ def train(config: TrainConfig, force: bool = False) -> Path:
             row["test_loss"], row["test_acc"] = result.loss, result.accuracy
         row["seconds"] = round(time.perf_counter() - started, 3)
         rows.append(row)
-        print(_describe_epoch(row, training.epochs), file=sys.stderr, flush=True)
+        log(_describe_epoch(row, training.epochs))
 
         # Commit order: the epoch's files first, resume.pt last. A crash in between leaves
         # files the next run discards and redoes; resume.pt never runs ahead of them.
         if epoch % training.save_every == 0 or epoch == training.epochs:
-            run_folder.save_weights(run_folder.trajectory_file(out, epoch), model, epoch)
+            folder.save_weights(folder.trajectory_file(out, epoch), model, epoch)
         if epoch == training.epochs:
-            run_folder.save_weights(out / run_folder.FINAL_FILE, model, epoch)
-        run_folder.write_log(out / run_folder.LOG_FILE, rows)
-        run_folder.commit(out, model, optimizer, epoch, rows)
+            folder.save_weights(out / folder.FINAL_FILE, model, epoch)
+        folder.write_log(out / folder.LOG_FILE, rows)
+        folder.commit(out, model, optimizer, epoch, rows)
 
-    print(
+    log(
         f"lsurf: trajectory (model_*.pt), log.csv and config.yaml in {out}; "
-        f"trained weights: {out / run_folder.FINAL_FILE}",
-        file=sys.stderr,
-        flush=True,
+        f"trained weights: {out / folder.FINAL_FILE}"
     )
-    return out / run_folder.FINAL_FILE
+    return out / folder.FINAL_FILE
+
+
+def _start_or_resume(
+    config: TrainConfig,
+    committed: dict[str, Any] | None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[int, list[dict[str, float]]]:
+    """The folder made ready for the first epoch to run: a fresh start writes the config,
+    model_0.pt and the first commit; a resume loads the committed weights and optimizer and
+    drops what the interrupted epoch left. Returns that epoch and the log rows so far."""
+    out = config.output
+    if committed is None:
+        # A fresh start: --force, or a run of this config that never committed epoch 0.
+        folder.remove_training_files(out)
+        out.mkdir(parents=True, exist_ok=True)
+        folder.write_config(out, config)
+        rows: list[dict[str, float]] = []
+        folder.save_weights(folder.trajectory_file(out, 0), model, 0)
+        folder.commit(out, model, optimizer, 0, rows)
+        first = 1
+    else:
+        try:
+            model.load_state_dict(committed["state_dict"])
+            optimizer.load_state_dict(committed["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            # The model's code changed since the run started (a renamed or reshaped layer).
+            raise CheckpointError(
+                f"{out / folder.RESUME_FILE} does not fit {config.model.name} as it is "
+                f"built now ({type(error).__name__}); rerun with --force to start over"
+            ) from error
+        rows = committed["rows"]
+        folder.discard_uncommitted(out, committed["epoch"], rows)
+        first = committed["epoch"] + 1
+    return first, rows
 
 
 def _train_epoch(
