@@ -1,3 +1,59 @@
-"""lsurf: loss-surface sweeps of neural networks, after Li et al. (NeurIPS 2018)."""
+"""lsurf: loss-surface sweeps of neural networks, after Li et al. (NeurIPS 2018).
+
+The public face (everything else may change between versions):
+
+    import lsurf
+    surface = lsurf.sweep(model, (inputs, targets), x="-1:1:21", y="-1:1:21")
+    surface = lsurf.read_surface("runs/demo/surface.h5")
+    directions, attributes = lsurf.read_directions("runs/demo/surface.directions.h5")
+
+`sweep` is lsurf.api.sweep; `Surface`/`read_surface` and `read_directions` are the surface
+and direction files (lsurf.files); the errors are the `LsurfError` family every bad input
+raises. The names are imported when first used, so `import lsurf.plot` (or `lsurf info`)
+does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lsurf.errors import CheckpointError, ConfigError, DataError, LsurfError, OutputError
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from lsurf.api import sweep
+    from lsurf.directions import Directions
+    from lsurf.files.directions import read_directions
+    from lsurf.files.surface import Surface, read_surface
+
+_LAZY = {
+    "sweep": "lsurf.api",
+    "Surface": "lsurf.files.surface",
+    "read_surface": "lsurf.files.surface",
+    "read_directions": "lsurf.files.directions",
+    "Directions": "lsurf.directions",
+}
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Directions",
+    "LsurfError",
+    "OutputError",
+    "Surface",
+    "__version__",
+    "read_directions",
+    "read_surface",
+    "sweep",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module 'lsurf' has no attribute {name!r}")

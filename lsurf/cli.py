@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -37,16 +38,8 @@ def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    sweep = commands.add_parser(
-        "sweep",
-        help="compute (or resume) a loss surface; several configs: one job, one queue, one "
-        "file each",
-    )
-    sweep.add_argument(
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "configs",
         nargs="+",
         type=Path,
@@ -54,11 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep config YAML; with several, their sweeps run through one queue (the first "
         "one's points first), each into its own output and resumable on its own",
     )
-    _add_overrides(sweep, "grid.x=-1:1:51 (applied to every config)")
-    sweep.add_argument(
+    _add_overrides(parser, "grid.x=-1:1:51 (applied to every config)")
+    parser.add_argument(
         "--force", action="store_true", help="start over, replacing an existing output"
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--log-every",
         type=int,
         default=None,
@@ -66,104 +59,139 @@ def build_parser() -> argparse.ArgumentParser:
         help="a plain progress line every N points (default: a bar on a terminal, "
         "else about every 1%% of the grid)",
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--plan",
         action="store_true",
         help="check everything, time one point and say what the sweep would do; write nothing",
     )
 
-    hessian = commands.add_parser(
-        "hessian",
-        help="analyse the Hessian of the loss at the checkpoint: top eigenvalues, trace, "
-        "spectral density, per-layer sharpness (serial, or every rank under mpiexec)",
-    )
-    hessian.add_argument("config", type=Path, help="sweep config YAML (its hessian: section)")
-    _add_overrides(hessian, "hessian.top_k=10")
-    hessian.add_argument(
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lsurf.config import load_sweep_config
+    from lsurf.run.sweep import run_sweeps
+
+    if args.log_every is not None and args.log_every < 1:
+        raise LsurfError("--log-every must be at least 1")
+    configs = [load_sweep_config(path, args.overrides) for path in args.configs]
+    if args.plan:
+        from lsurf.run.plan import plan_sweeps
+
+        print("\n".join(plan_sweeps(configs, force=args.force)))
+        return 0
+    run_sweeps(configs, force=args.force, log_every=args.log_every)
+    return 0
+
+
+def _hessian_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="sweep config YAML (its hessian: section)")
+    _add_overrides(parser, "hessian.top_k=10")
+    parser.add_argument(
         "--force", action="store_true", help="replace an existing Hessian analysis file"
     )
 
-    info = commands.add_parser(
-        "info",
-        help="what a surface file holds and how complete it is (or a direction file, or a "
-        "Hessian analysis file)",
-    )
-    info.add_argument("file", type=Path, help="a surface file or a direction file")
 
-    compare = commands.add_parser(
-        "compare",
-        help="how far two surfaces of one grid are apart, metric by metric (e.g. lsurf's "
-        "against a surface the reference code wrote)",
-    )
-    compare.add_argument("first", type=Path, metavar="SURFACE", help="a surface file")
-    compare.add_argument("second", type=Path, metavar="REFERENCE", help="the one to compare to")
-    compare.add_argument(
+def _hessian(args: argparse.Namespace) -> int:
+    from lsurf.config import load_sweep_config
+    from lsurf.run.hessian import run_hessian
+
+    run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
+    return 0
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="a surface file or a direction file")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lsurf.files.info import describe
+
+    print(describe(args.file))
+    return 0
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("first", type=Path, metavar="SURFACE", help="a surface file")
+    parser.add_argument("second", type=Path, metavar="REFERENCE", help="the one to compare to")
+    parser.add_argument(
         "--rtol",
         type=float,
         default=None,
         help="exit 1 when any metric's largest relative difference is above this",
     )
 
-    train = commands.add_parser(
-        "train",
-        help="train a model (SGD/Adam, lr schedules, augmentation) into a checkpoint "
-        "trajectory; rerun the same command to resume",
-    )
-    train.add_argument("config", type=Path, help="training config YAML")
-    _add_overrides(train, "training.epochs=2")
-    train.add_argument(
+
+def _compare(args: argparse.Namespace) -> int:
+    from lsurf.files.compare import describe_comparison
+
+    report, worst = describe_comparison(args.first, args.second)
+    print(report)
+    if args.rtol is not None and worst > args.rtol:
+        print(f"lsurf: differences above --rtol {args.rtol:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="training config YAML")
+    _add_overrides(parser, "training.epochs=2")
+    parser.add_argument(
         "--force",
         action="store_true",
         help="start over, replacing the training files in the output folder",
     )
 
-    plot = commands.add_parser(
-        "plot",
-        help="draw surface files: contours, heatmap and 3D (2D) or loss/accuracy curves (1D); "
-        "several files side by side on one color scale",
-    )
-    plot.add_argument("surfaces", nargs="+", type=Path, metavar="SURFACE", help="surface files")
-    plot.add_argument(
+
+def _train(args: argparse.Namespace) -> int:
+    from lsurf.config import load_train_config
+    from lsurf.train.trainer import train
+
+    train(load_train_config(args.config, args.overrides), force=args.force)
+    return 0
+
+
+def _plot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("surfaces", nargs="+", type=Path, metavar="SURFACE", help="surface files")
+    parser.add_argument(
         "--metric",
         default=None,
         help="dataset to draw (default train_loss, else the first loss); with curvature maps "
         "also max_eig, min_eig and eig_ratio (|λmin/λmax|)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
         metavar="DIR",
         help="folder for the files (default: beside the first surface file)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--format",
         default="png",
         metavar="LIST",
         help="comma list of png, pdf, svg (figures), vtk (ParaView .vtu), html (interactive "
         "3D page) (default png)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--kinds",
         default=None,
         metavar="LIST",
         help="2D: comma list of contour, filled, heatmap, surface3d (default all); 1D: curve",
     )
-    plot.add_argument("--log", action="store_true", help="log color scale / log10 heights")
-    plot.add_argument(
+    parser.add_argument("--log", action="store_true", help="log color scale / log10 heights")
+    parser.add_argument(
         "--zmax",
         type=float,
         default=None,
         metavar="Z",
         help="clip values above Z to Z for display (the figures say how many)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--levels",
         default=None,
         metavar="SPEC",
         help="contour levels: MIN:MAX:STEP (the paper's vmin:vmax:vlevel) or a comma list",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--preset",
         default=None,
         metavar="NAME",
@@ -171,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "extra levels 10..1e8 on planes with a training path, their colormaps, VTK log "
         "offset 0.1); flags given explicitly win",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--compare",
         default="files",
         metavar="HOW",
@@ -179,41 +207,41 @@ def build_parser() -> argparse.ArgumentParser:
         "(same checkpoint and grid), named by seed, 1D curves overlaid (default files: side "
         "by side)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--path-levels",
         default=None,
         metavar="SPEC",
         help="extra grey contour lines on planes that carry a training path, e.g. "
         "10,100,1000 (the reference's 10 to 1e8 on its trajectory plots)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--ymax",
         type=float,
         default=None,
         metavar="Y",
         help="1D: the loss axis from 0 to Y (the reference's loss_max; default: the data)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--colormap",
         default=None,
         metavar="NAME",
         help="matplotlib colormap for every 2D kind (default viridis)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--view",
         default=None,
         metavar="ELEV,AZIM",
         help="3D surface: elevation and azimuth in degrees, e.g. 30,-60 (default: the lowest "
         "view that shows every panel's minimum)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--interp",
         type=int,
         default=None,
         metavar="N",
         help="VTK: resample the surface onto N×N points, bicubic (the reference's interp)",
     )
-    plot.add_argument(
+    parser.add_argument(
         "--log-offset",
         type=float,
         default=None,
@@ -222,16 +250,54 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0; the reference uses ln(value + 0.1))",
     )
 
-    weights = commands.add_parser(
-        "weights", help="per-layer weight norms and weight histograms of checkpoints"
+
+def _plot(args: argparse.Namespace) -> int:
+    from lsurf.plot import parse_options, plot_files
+
+    options = parse_options(
+        metric=args.metric,
+        out=args.out,
+        formats=args.format,
+        kinds=args.kinds,
+        log=args.log,
+        zmax=args.zmax,
+        levels=args.levels,
+        preset=args.preset,
+        path_levels=args.path_levels,
+        ymax=args.ymax,
+        colormap=args.colormap,
+        view=args.view,
+        interp=args.interp,
+        log_offset=args.log_offset,
+        compare=args.compare,
     )
-    weights.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files to compare")
-    weights.add_argument(
+    from lsurf.files.hessian import is_hessian_file
+
+    if any(is_hessian_file(path) for path in args.surfaces):
+        from lsurf.plot.hessian import plot_hessian_files
+
+        for path in plot_hessian_files(args.surfaces, options):
+            print(path)
+        return 0
+    for path in plot_files(args.surfaces, options):
+        print(path)
+    return 0
+
+
+def _weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files to compare")
+    parser.add_argument(
         "--out", type=Path, required=True, help="folder for weights.h5 and weights.png"
     )
 
-    data = commands.add_parser("data", help="dataset utilities")
-    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+
+def _weights(args: argparse.Namespace) -> int:
+    print(compare_weights(args.checkpoints, args.out))
+    return 0
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    data_commands = parser.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     from lsurf.data.layouts import LAYOUTS  # torch-free, like the rest of the parser
 
     synth = data_commands.add_parser(
@@ -252,110 +318,99 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train-size", type=int, default=10000)
     synth.add_argument("--test-size", type=int, default=2000)
     synth.add_argument("--seed", type=int, default=0)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from lsurf.data.layouts import layout_of
+    from lsurf.data.synthetic import write_synthetic
+
+    for name in ("train_size", "test_size"):
+        if getattr(args, name) < 1:
+            raise LsurfError(f"--{name.replace('_', '-')} must be at least 1")
+    root = write_synthetic(
+        args.out, args.train_size, args.test_size, args.seed, dataset=args.dataset
+    )
+    title = layout_of(args.dataset).title
+    print(f"synthetic {title} ({args.train_size} train, {args.test_size} test) in {root}")
+    return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `lsurf` command: its help line, its arguments, and what it does."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS = {
+    "sweep": Command(
+        "compute (or resume) a loss surface; several configs: one job, one queue, one file each",
+        _sweep_arguments,
+        _sweep,
+    ),
+    "hessian": Command(
+        "analyse the Hessian of the loss at the checkpoint: top eigenvalues, trace, "
+        "spectral density, per-layer sharpness (serial, or every rank under mpiexec)",
+        _hessian_arguments,
+        _hessian,
+    ),
+    "info": Command(
+        "what a surface file holds and how complete it is (or a direction file, or a "
+        "Hessian analysis file)",
+        _info_arguments,
+        _info,
+    ),
+    "compare": Command(
+        "how far two surfaces of one grid are apart, metric by metric (e.g. lsurf's "
+        "against a surface the reference code wrote)",
+        _compare_arguments,
+        _compare,
+    ),
+    "train": Command(
+        "train a model (SGD/Adam, lr schedules, augmentation) into a checkpoint "
+        "trajectory; rerun the same command to resume",
+        _train_arguments,
+        _train,
+    ),
+    "plot": Command(
+        "draw surface files: contours, heatmap and 3D (2D) or loss/accuracy curves (1D); "
+        "several files side by side on one color scale",
+        _plot_arguments,
+        _plot,
+    ),
+    "weights": Command(
+        "per-layer weight norms and weight histograms of checkpoints",
+        _weights_arguments,
+        _weights,
+    ),
+    "data": Command(
+        "dataset utilities",
+        _data_arguments,
+        _data,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        command.arguments(commands.add_parser(name, help=command.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return COMMANDS[args.command].run(args)
     except LsurfError as error:
         print(f"lsurf: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("lsurf: interrupted", file=sys.stderr)
         return 130
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "sweep":
-        from lsurf.config import load_sweep_config
-        from lsurf.run.sweep import run_sweeps
-
-        if args.log_every is not None and args.log_every < 1:
-            raise LsurfError("--log-every must be at least 1")
-        configs = [load_sweep_config(path, args.overrides) for path in args.configs]
-        if args.plan:
-            from lsurf.run.plan import plan_sweeps
-
-            print("\n".join(plan_sweeps(configs, force=args.force)))
-            return 0
-        run_sweeps(configs, force=args.force, log_every=args.log_every)
-        return 0
-    if args.command == "hessian":
-        from lsurf.config import load_sweep_config
-        from lsurf.run.hessian import run_hessian
-
-        run_hessian(load_sweep_config(args.config, args.overrides), force=args.force)
-        return 0
-    if args.command == "info":
-        from lsurf.files.info import describe
-
-        print(describe(args.file))
-        return 0
-    if args.command == "compare":
-        from lsurf.files.compare import describe_comparison
-
-        report, worst = describe_comparison(args.first, args.second)
-        print(report)
-        if args.rtol is not None and worst > args.rtol:
-            print(f"lsurf: differences above --rtol {args.rtol:g}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "train":
-        from lsurf.config import load_train_config
-        from lsurf.train.trainer import train
-
-        train(load_train_config(args.config, args.overrides), force=args.force)
-        return 0
-    if args.command == "plot":
-        from lsurf.plot import parse_options, plot_files
-
-        options = parse_options(
-            metric=args.metric,
-            out=args.out,
-            formats=args.format,
-            kinds=args.kinds,
-            log=args.log,
-            zmax=args.zmax,
-            levels=args.levels,
-            preset=args.preset,
-            path_levels=args.path_levels,
-            ymax=args.ymax,
-            colormap=args.colormap,
-            view=args.view,
-            interp=args.interp,
-            log_offset=args.log_offset,
-            compare=args.compare,
-        )
-        from lsurf.files.hessian import is_hessian_file
-
-        if any(is_hessian_file(path) for path in args.surfaces):
-            from lsurf.plot.hessian import plot_hessian_files
-
-            for path in plot_hessian_files(args.surfaces, options):
-                print(path)
-            return 0
-        for path in plot_files(args.surfaces, options):
-            print(path)
-        return 0
-    if args.command == "weights":
-        print(compare_weights(args.checkpoints, args.out))
-        return 0
-    if args.command == "data":
-        from lsurf.data.layouts import layout_of
-        from lsurf.data.synthetic import write_synthetic
-
-        for name in ("train_size", "test_size"):
-            if getattr(args, name) < 1:
-                raise LsurfError(f"--{name.replace('_', '-')} must be at least 1")
-        root = write_synthetic(
-            args.out, args.train_size, args.test_size, args.seed, dataset=args.dataset
-        )
-        title = layout_of(args.dataset).title
-        print(f"synthetic {title} ({args.train_size} train, {args.test_size} test) in {root}")
-        return 0
-    raise AssertionError(args.command)  # argparse only lets known commands through
 
 
 def compare_weights(paths: list[Path], out: Path) -> Path:

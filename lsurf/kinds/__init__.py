@@ -177,3 +177,6 @@ def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> Di
     if kind.plane_only and not plane:
         raise ConfigError(f"directions.kind: {kind.name} spans a plane: give grid.y as well")
     return resolved
+
+
+__all__ = ["COMMON_KEYS", "Context", "Inputs", "Kind", "described", "get", "resolve"]
