@@ -2,6 +2,8 @@
 
 Input: a validated `SweepConfig` (the sweep's YAML: model, data, evaluation and its `hessian:`
 section; grid and directions are not used) and the `Sources` of its model, θ*, data and loss.
+hessian.split must be one of data.splits; a sweep checks that only when it computes a Hessian,
+so it is checked here.
 Output: the Hessian analysis file at `config.hessian_file` (lsurf.store) and its figure
 beside it (<stem>.png, lsurf.plot.spectrum). What it holds, for the Hessian H of the mean loss
 on `hessian.split` with respect to `hessian.params`, in eval mode:
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 
 from lsurf import parallel, store
-from lsurf.config import SweepConfig
+from lsurf.config import SweepConfig, check_hessian_split
 from lsurf.datasets import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import check_second_derivatives, configure_backends, pick_device
@@ -167,10 +169,11 @@ def _analyse(
     path = config.hessian_file
     hessian = config.hessian
 
-    # check (rank 0): the output may be written, and θ* loads
+    # check (rank 0): the Hessian's split is evaluated, the output may be written, θ* loads
     failure, state, digest = None, None, ""
     if rank == 0:
         try:
+            check_hessian_split(config)
             _check_output(config, force)
             model = sources.build_model(config.model)
             digest = sources.load_origin(model, config.model)
