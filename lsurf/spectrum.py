@@ -3,7 +3,7 @@
 Input: a validated `SweepConfig` (the sweep's YAML: model, data, evaluation and its `hessian:`
 section; grid and directions are not used) and the `Sources` of its model, θ*, data and loss.
 hessian.split must be one of data.splits; a sweep checks that only when it computes a Hessian,
-so it is checked here.
+so rank 0 checks it here before anything else.
 Output: the Hessian analysis file at `config.hessian_file` (lsurf.store) and its figure
 beside it (<stem>.png, lsurf.plot.spectrum). What it holds, for the Hessian H of the mean loss
 on `hessian.split` with respect to `hessian.params`, in eval mode:
