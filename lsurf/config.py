@@ -412,7 +412,8 @@ def _check_errors(evaluation: EvaluationConfig) -> None:
     _check_positive(evaluation.min_examples, "evaluation.min_examples")
 
 
-def _check_hessian(hessian: HessianConfig, data: DataConfig) -> None:
+def _check_hessian(hessian: HessianConfig) -> None:
+    """The section's own values; none of them depends on another section."""
     if not 0 < hessian.tol < 1:
         raise ConfigError(f"hessian.tol must be between 0 and 1 (e.g. 1e-3), got {hessian.tol}")
     if hessian.max_products < 2:
@@ -423,14 +424,29 @@ def _check_hessian(hessian: HessianConfig, data: DataConfig) -> None:
         _check_positive(hessian.batch_size, "hessian.batch_size")
     if hessian.seed < 0:
         raise ConfigError(f"hessian.seed must be 0 or more, got {hessian.seed}")
-    if hessian.split not in data.splits:
-        raise ConfigError(
-            f"hessian.split is {hessian.split!r} but data.splits is {list(data.splits)}; "
-            f"add {hessian.split} to data.splits"
-        )
     if hessian.output is not None and hessian.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(
             f"hessian.output must be an HDF5 file ending in .h5, got {hessian.output}"
+        )
+
+
+def asks_for_hessian(config: SweepConfig) -> bool:
+    """Whether a sweep computes a Hessian: eigenvalue maps, or directions made from one."""
+    return config.hessian.eigenvalues or kinds.get(config.directions.kind).uses_hessian
+
+
+def check_hessian_split(config: SweepConfig) -> None:
+    """The Hessian's split must be one the config evaluates.
+
+    Checked by a sweep only when it asks for a Hessian (`asks_for_hessian`), and by
+    `lsurf hessian` (lsurf.spectrum) always: the section's default split, train, must not
+    refuse a sweep of the test split that computes no Hessian at all.
+    """
+    hessian, data = config.hessian, config.data
+    if hessian.split not in data.splits:
+        raise ConfigError(
+            f"hessian.split is {hessian.split!r} but data.splits is {list(data.splits)}; "
+            f"add {hessian.split} to data.splits, or set hessian.split to one of them"
         )
 
 
@@ -462,7 +478,9 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
         f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
     ]
     resolved = kinds.resolve(config.directions, config.grid.y is not None, automatic)
-    _check_hessian(config.hessian, data)
+    _check_hessian(config.hessian)
+    if asks_for_hessian(config):
+        check_hessian_split(config)
     _check_errors(config.evaluation)
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")

@@ -3,11 +3,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lsurf.config import load_sweep_config, load_train_config
+from lsurf.cli import main
+from lsurf.config import load_sweep_config, load_train_config, stored_sweep_config
 from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
 from lsurf.errors import ConfigError
+from lsurf.files.surface import read_surface, read_surface_attributes
 from lsurf.grid import Axis
-from lsurf.schema import to_plain
+from lsurf.schema import to_plain, to_yaml
 
 MINIMAL = """\
 model: {name: resnet20, checkpoint: ckpt.pt}
@@ -146,3 +148,99 @@ def test_train_config_defaults(tmp_path):
     config = load_train_config(path, ["training.epochs=2"])
     assert config.training.epochs == 2 and config.training.save_every == 1
     assert config.model.checkpoint is None
+
+
+# ---------------------------------------------------------------------------- the hessian section
+
+# The `hessian:` section as every surface file stores it when the config leaves it out: part of
+# the resume identity (the stored config is compared key by key), so it must not change.
+HESSIAN_DEFAULTS = {
+    "eigenvalues": False,
+    "split": "train",
+    "params": "weights",
+    "tol": 0.001,
+    "max_products": 200,
+    "seed": 0,
+    "batch_size": None,
+    "top_k": 5,
+    "trace_samples": 100,
+    "density_runs": 4,
+    "density_steps": 80,
+    "per_layer": True,
+    "output": None,
+}
+
+
+def test_a_sweep_that_asks_for_no_hessian_leaves_its_split_unchecked(tmp_path):
+    base = yaml.safe_load(MINIMAL)
+    base["data"]["splits"] = ["test"]
+    path = write(tmp_path, yaml.safe_dump(base))
+    config = load_sweep_config(path)
+    assert config.data.splits == ("test",)
+    # Stored as before, and read back from the file (resume) to the same tree.
+    plain = to_plain(config)
+    assert plain["hessian"] == HESSIAN_DEFAULTS
+    assert to_plain(stored_sweep_config(yaml.safe_load(to_yaml(config)))) == plain
+    # A split other than the evaluated ones is no error either while nothing uses it.
+    assert load_sweep_config(path, ["hessian.split=train"]).hessian.split == "train"
+
+
+@pytest.mark.parametrize(
+    ("splits", "overrides", "split"),
+    [
+        (["test"], ["hessian.eigenvalues=true"], "train"),
+        (["test"], ["directions={kind: hessian}"], "train"),
+        (["test"], ["directions={kind: hessian}", "grid.y=null"], "train"),
+        (["train"], ["hessian.eigenvalues=true", "hessian.split=test"], "test"),
+    ],
+)
+def test_a_sweep_that_asks_for_a_hessian_must_evaluate_its_split(
+    tmp_path, splits, overrides, split
+):
+    base = yaml.safe_load(MINIMAL)
+    base["data"]["splits"] = splits
+    with pytest.raises(ConfigError) as error:
+        load_sweep_config(write(tmp_path, yaml.safe_dump(base)), overrides)
+    assert str(error.value) == (
+        f"hessian.split is {split!r} but data.splits is {splits}; add {split} to "
+        "data.splits, or set hessian.split to one of them"
+    )
+    # Evaluating the split too, or pointing the Hessian at an evaluated one, is accepted.
+    evaluated = [*overrides, f"data.splits=[{split}, {splits[0]}]"]
+    config = load_sweep_config(write(tmp_path, yaml.safe_dump(base)), evaluated)
+    assert config.hessian.split == split
+
+
+def test_the_hessian_sections_own_values_are_checked_whether_used_or_not(tmp_path):
+    base = yaml.safe_load(MINIMAL)
+    base["data"]["splits"] = ["test"]
+    with pytest.raises(ConfigError, match="hessian.tol must be between 0 and 1"):
+        load_sweep_config(write(tmp_path, yaml.safe_dump(base)), ["hessian.tol=0"])
+
+
+def test_lsurf_hessian_refuses_a_split_the_config_does_not_name(tmp_path, capsys):
+    base = yaml.safe_load(MINIMAL)
+    base["data"]["splits"] = ["test"]
+    base["output"] = str(tmp_path / "out" / "surface.h5")
+    path = write(tmp_path, yaml.safe_dump(base))
+    assert main(["hessian", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "lsurf: error: hessian.split is 'train' but data.splits is ['test']; add train to "
+        "data.splits, or set hessian.split to one of them\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_test_only_sweep_runs_resumes_and_stores_the_default_hessian_section(
+    sweep_yaml, tmp_path, capsys
+):
+    config = sweep_yaml({"data.splits": ["test"], "directions": None, "grid.y": None})
+    assert main(["sweep", str(config)]) == 0
+    surface = read_surface(tmp_path / "out" / "surface.h5")
+    assert sorted(surface.metrics) == ["test_acc", "test_loss"] and surface.done.all()
+    stored = yaml.safe_load(read_surface_attributes(tmp_path / "out" / "surface.h5")["config"])
+    assert stored["hessian"] == HESSIAN_DEFAULTS
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 0  # the same sweep: found complete, not refused
+    assert "already complete" in capsys.readouterr().err

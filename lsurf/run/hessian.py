@@ -2,7 +2,9 @@
 
 Input: a validated `SweepConfig` (the sweep's YAML: model, data, evaluation and its `hessian:`
 section; grid and directions are not used) and the `Sources` of its model, θ*, data and loss.
-Output: the Hessian analysis file at `config.hessian_file` (lsurf.files.surface) and its figure
+hessian.split must be one of data.splits; a sweep checks that only when it computes a Hessian,
+so rank 0 checks it here before anything else.
+Output: the Hessian analysis file at `config.hessian_file` (lsurf.files.hessian) and its figure
 beside it (<stem>.png, lsurf.plot.hessian). What it holds, for the Hessian H of the mean loss
 on `hessian.split` with respect to `hessian.params`, in eval mode:
 
@@ -43,7 +45,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from lsurf.config import SweepConfig
+from lsurf.config import SweepConfig, check_hessian_split
 from lsurf.data.splits import SplitData
 from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import check_second_derivatives, configure_backends, pick_device
@@ -158,10 +160,11 @@ def _analyse(
     path = config.hessian_file
     hessian = config.hessian
 
-    # check (rank 0): the output may be written, and θ* loads
+    # check (rank 0): the Hessian's split is evaluated, the output may be written, θ* loads
     failure, state, digest = None, None, ""
     if rank == 0:
         try:
+            check_hessian_split(config)
             _check_output(config, force)
             model = sources.build_model(config.model)
             digest = sources.load_origin(model, config.model)

@@ -1,0 +1,262 @@
+"""The everyday paths, end to end: each direction kind × each choice of splits, every other
+setting at its default, through `lsurf sweep`, `lsurf info` and `lsurf plot`.
+
+A config here holds only the required keys and what its kind needs, as a first-time user
+writes it. Each case asserts what that user sees: the sweep exits 0; its surface file reads,
+every point is done and finite, and its columns are exactly the splits' loss and accuracy; info
+exits 0 naming those columns and the complete grid; plot exits 0 and writes the figures its
+dimension calls for, each a non-empty PNG; the same sweep run again finds its file complete
+and leaves it as it was. A sample of the cases also runs under
+`mpiexec -n 3`, which must give the serial surface bit for bit.
+
+The model is convnet_small on the session's generated CIFAR-10 data (tests/conftest.py); the
+second and third checkpoints, the PCA trajectory and the reference-layout direction file are
+made once per session from perturbed copies of the same θ*.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from reference_layout import write_reference_directions
+
+from lsurf import models
+from lsurf.checkpoint import read_state_dict, save_checkpoint
+from lsurf.cli import main
+from lsurf.files.surface import read_surface
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLANE_FIGURES = ("contour", "filled", "heatmap", "surface3d")  # what `lsurf plot` draws in 2D
+X_AXIS, Y_AXIS = "-1:1:3", "-1:1:2"  # a non-square plane: 3×2 points
+SPLITS = (("train",), ("test",), ("train", "test"))
+TRAJECTORY_LENGTH = 4  # model_0.pt … model_3.pt, the last one θ*
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files the kinds read, made once per session."""
+
+    data: Path
+    checkpoint: Path  # θ*
+    target: Path  # a second checkpoint (kind: target)
+    y_target: Path  # a third one (a target plane's y)
+    trajectory: Path  # a folder of model_<epoch>.pt ending at θ*
+    reference: Path  # a 2D direction file in the reference code's layout
+
+
+def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float) -> dict[str, torch.Tensor]:
+    """`state` with every float tensor moved by scale-sized noise; BN's running variances
+    scaled instead, so they stay positive."""
+    generator = torch.Generator().manual_seed(seed)
+    moved = {}
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            moved[key] = tensor.clone()
+            continue
+        noise = torch.randn(tensor.shape, generator=generator) * scale
+        moved[key] = tensor * (1 + noise).abs() if key.endswith("running_var") else tensor + noise
+    return moved
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory, cifar_root, small_checkpoint) -> Inputs:
+    folder = tmp_path_factory.mktemp("everyday")
+    state = read_state_dict(small_checkpoint)
+    target, y_target = folder / "second.pt", folder / "third.pt"
+    save_checkpoint(target, perturbed(state, seed=1, scale=0.05), epoch=2)
+    save_checkpoint(y_target, perturbed(state, seed=2, scale=0.05), epoch=3)
+    # A training run's checkpoints: ever closer to θ*, which is the last one.
+    trajectory = folder / "trajectory"
+    trajectory.mkdir()
+    last = TRAJECTORY_LENGTH - 1
+    for epoch in range(TRAJECTORY_LENGTH):
+        moved = perturbed(state, seed=10 + epoch, scale=0.02 * (last - epoch))
+        save_checkpoint(trajectory / f"model_{epoch}.pt", moved, epoch=epoch)
+    model = models.build("convnet_small")
+    model.load_state_dict(state)
+    generator = torch.Generator().manual_seed(3)
+    x, y = (
+        {
+            name: torch.randn(parameter.shape, generator=generator) * 0.1
+            for name, parameter in model.named_parameters()
+        }
+        for _ in range(2)
+    )
+    reference = write_reference_directions(folder / "reference.h5", model, x, y)
+    return Inputs(cifar_root, small_checkpoint, target, y_target, trajectory, reference)
+
+
+# The cases' direction kinds, as minimal_config spells each; LINES are the 1D ones.
+KIND_NAMES = (
+    "random-1d",
+    "random-2d",
+    "target",
+    "target-plane",
+    "pca",
+    "hessian",
+    "reference",
+)
+LINES = ("random-1d", "target")
+
+
+def minimal_config(kind: str, splits: tuple[str, ...], inputs: Inputs, folder: Path) -> Path:
+    """The smallest config a user writes for `kind` on `splits`, saved as folder/sweep.yaml."""
+    checkpoint = inputs.checkpoint
+    grid: dict[str, str] = {"x": X_AXIS, "y": Y_AXIS}
+    directions: dict[str, str] | None = None
+    hessian: dict[str, str] | None = None
+    if kind == "random-1d":
+        grid = {"x": X_AXIS}
+    elif kind == "random-2d":
+        pass  # random is the default kind
+    elif kind == "target":
+        directions = {"kind": "target", "target": str(inputs.target)}
+        grid = {"x": "0:1:3"}
+    elif kind == "target-plane":
+        directions = {
+            "kind": "target",
+            "target": str(inputs.target),
+            "y_target": str(inputs.y_target),
+        }
+        grid = {"x": "0:1:3", "y": "0:1:2"}
+    elif kind == "pca":
+        directions = {"kind": "pca", "trajectory": str(inputs.trajectory)}
+        grid = {"x": "auto:3", "y": "auto:2"}  # fitted to the path
+        checkpoint = inputs.trajectory / f"model_{TRAJECTORY_LENGTH - 1}.pt"
+    elif kind == "hessian":
+        directions = {"kind": "hessian"}
+        if "train" not in splits:  # the Hessian's split (default train) must be evaluated
+            hessian = {"split": splits[0]}
+    elif kind == "reference":
+        directions = {"kind": "reference", "reference": str(inputs.reference)}
+    else:
+        raise AssertionError(kind)
+    config = {
+        "model": {"name": "convnet_small", "checkpoint": str(checkpoint)},
+        "data": {"root": str(inputs.data), "splits": list(splits)},
+        "grid": grid,
+        "output": str(folder / "surface.h5"),
+    }
+    if directions is not None:
+        config["directions"] = directions
+    if hessian is not None:
+        config["hessian"] = hessian
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def expected_columns(splits: tuple[str, ...]) -> list[str]:
+    return sorted(f"{split}_{metric}" for split in splits for metric in ("loss", "acc"))
+
+
+def check_surface(path: Path, splits: tuple[str, ...], plane: bool) -> None:
+    surface = read_surface(path)
+    shape = (3, 2) if plane else (3,)
+    assert surface.done.shape == shape and surface.done.all()
+    assert len(surface.x) == 3 and (len(surface.y) == 2 if plane else surface.y is None)
+    assert sorted(surface.metrics) == sorted(surface.columns) == expected_columns(splits)
+    for name, values in surface.metrics.items():
+        assert values.shape == shape and np.isfinite(values).all(), name
+        if name.endswith("_acc"):
+            assert ((0 <= values) & (values <= 100)).all(), name
+
+
+def check_info(path: Path, splits: tuple[str, ...], points: int, capsys) -> None:
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line for line in lines if line.startswith("metrics ")]
+    assert len(listed) == 1
+    assert sorted(listed[0].split(maxsplit=1)[1].split(", ")) == expected_columns(splits)
+    assert f"done     {points}/{points} points (100.0%), complete" in lines
+
+
+def check_plot(path: Path, splits: tuple[str, ...], plane: bool, capsys) -> None:
+    capsys.readouterr()
+    assert main(["plot", str(path)]) == 0
+    written = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    if plane:
+        metric = "train_loss" if "train" in splits else "test_loss"
+        names = [f"{path.stem}_{metric}_{kind}.png" for kind in PLANE_FIGURES]
+    else:
+        names = [f"{path.stem}_curve.png"]  # loss and accuracy of every split on one figure
+    assert [figure.name for figure in written] == names
+    for figure in written:
+        assert figure.parent == path.parent
+        content = figure.read_bytes()
+        assert content.startswith(PNG_SIGNATURE) and len(content) > len(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("splits", SPLITS, ids=["+".join(splits) for splits in SPLITS])
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_default_sweep_runs_reads_describes_and_plots(kind, splits, inputs, tmp_path, capsys):
+    config = minimal_config(kind, splits, inputs, tmp_path)
+    assert main(["sweep", str(config)]) == 0
+    output = tmp_path / "surface.h5"
+    plane = kind not in LINES
+    check_surface(output, splits, plane)
+    check_info(output, splits, 6 if plane else 3, capsys)
+    check_plot(output, splits, plane, capsys)
+    # The same command again finds its sweep (the stored config, checkpoint and directions
+    # match) complete: the resume check accepts what the sweep itself stored.
+    before = output.read_bytes()
+    assert main(["sweep", str(config)]) == 0
+    assert "is already complete" in capsys.readouterr().err
+    assert output.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- under mpiexec
+
+
+def mpi_environment() -> dict[str, str]:
+    """One thread per rank (three ranks share two cores), none of the fault injections."""
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("LSURF_TEST_FAIL_RANK", "LSURF_TEST_SLOW_SECONDS"):
+        environment.pop(name, None)
+    return environment
+
+
+MPI_CASES = [("random-2d", ("train", "test")), ("target", ("test",)), ("pca", ("train",))]
+
+
+@needs_mpi
+@pytest.mark.parametrize(
+    ("kind", "splits"), MPI_CASES, ids=[f"{kind}-{'+'.join(s)}" for kind, s in MPI_CASES]
+)
+def test_three_ranks_give_the_serial_surface_bit_for_bit(kind, splits, inputs, tmp_path):
+    serial_folder, mpi_folder = tmp_path / "serial", tmp_path / "mpi"
+    serial_folder.mkdir()
+    mpi_folder.mkdir()
+    assert main(["sweep", str(minimal_config(kind, splits, inputs, serial_folder))]) == 0
+    config = minimal_config(kind, splits, inputs, mpi_folder)
+    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf"]
+    done = subprocess.run(
+        [*command, "sweep", str(config)],
+        capture_output=True,
+        text=True,
+        env=mpi_environment(),
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on 2 workers" in done.stdout + done.stderr
+    serial = read_surface(serial_folder / "surface.h5")
+    parallel = read_surface(mpi_folder / "surface.h5")
+    assert parallel.done.all()
+    np.testing.assert_array_equal(parallel.x, serial.x)
+    if serial.y is not None:
+        np.testing.assert_array_equal(parallel.y, serial.y)
+    assert list(parallel.metrics) == list(serial.metrics)
+    for name, values in serial.metrics.items():
+        np.testing.assert_array_equal(parallel.metrics[name], values, err_msg=name)
