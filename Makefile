@@ -26,9 +26,12 @@ demo: install
 
 # The Slurm tests run a real one-node cluster: Debian's slurm-wlm and munge, installed here
 # when this is root on Debian/Ubuntu (as CI is); elsewhere those tests skip with a note.
+# Two pytest workers (pytest-xdist): the MPI jobs run one at a time on one of them (their own
+# xdist group, as the Slurm tests have theirs), everything else spreads over both.
+TEST_WORKERS ?= 2
 test: install cluster-deps
 	LSURF_REQUIRE_SLURM=$$(command -v slurmctld >/dev/null && echo 1 || echo 0) \
-	  $(BIN)/python -m pytest -q tests
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 cluster-deps:
 	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \

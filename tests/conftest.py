@@ -1,7 +1,16 @@
-"""Shared fixtures: tiny synthetic CIFAR-10 folders, a small trained-ish checkpoint, configs."""
+"""Shared fixtures: tiny synthetic CIFAR-10 folders, a small trained-ish checkpoint, configs,
+and `mpi_run`, the one way a test starts an MPI job.
+
+Markers (pyproject.toml): a test that takes `mpi_run` is marked `mpi`, one of test_slurm.py
+`slurm`, each in an xdist group of its own, so under `pytest -n 2` the jobs that start
+several processes run one at a time on one worker while the rest of the suite runs beside.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +22,69 @@ from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
 from lsurf.data.synthetic import write_synthetic
+
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+
+class MpiRun:
+    """`python -m mpi4py ARGS` on `ranks` ranks of the venv's mpiexec, one thread per rank
+    (the ranks share the machine's cores; the same threads give the same bits)."""
+
+    def command(self, ranks: int, *args: object) -> list[str]:
+        return [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", *map(str, args)]
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env.pop("LSURF_TEST_FAIL_RANK", None)
+        env.pop("LSURF_TEST_SLOW_SECONDS", None)
+        env.update(extra)
+        return env
+
+    def __call__(
+        self,
+        ranks: int,
+        *args: object,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(ranks, *args),
+            capture_output=True,
+            text=True,
+            env=env or self.environment(),
+            timeout=timeout,
+            cwd=cwd,
+        )
+
+    def start(
+        self, ranks: int, *args: object, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(ranks, *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env or self.environment(),
+            text=True,
+        )
+
+
+@pytest.fixture
+def mpi_run() -> MpiRun:
+    """Runs MPI jobs (see MpiRun); skips the test where this Python has no mpiexec."""
+    if not MPIEXEC.exists():
+        pytest.skip("no mpiexec beside this Python (make install brings the mpich wheel)")
+    return MpiRun()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "mpi_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mpi)
+            item.add_marker(pytest.mark.xdist_group("mpi"))
+        if item.module is not None and item.module.__name__ == "test_slurm":
+            item.add_marker(pytest.mark.slurm)
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @pytest.fixture(scope="session")

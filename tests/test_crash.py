@@ -1,24 +1,34 @@
-"""kill -9 at any moment leaves a readable surface file, and the rerun completes it exactly."""
+"""kill -9 at any moment leaves a readable surface file, and the rerun completes it exactly.
+
+The runs that are killed are slowed through the injection hook (tests/inject, as the MPI kill
+tests are): every point first sleeps SLOW_SECONDS, so on any machine the kills land while the
+sweep is still running, and a sleep changes no value.
+"""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from surface_helpers import done_count
 
 from lsurf.files.surface import read_surface
 
-# 300 points: the writer flushes at most every 0.5 s, so one flush can bring tens of points at
-# once; the grid leaves room for several flushes between the kills even on a fast machine.
-GRID = ["--set", "grid.x=-1:1:20", "--set", "grid.y=-1:1:15"]
-POINTS = 300
+# 48 points of at least SLOW_SECONDS each: the writer flushes at most every 0.5 s, so one
+# flush brings about ten points, and the grid leaves room for several flushes between kills.
+GRID = ["--set", "grid.x=-1:1:8", "--set", "grid.y=-1:1:6"]
+POINTS = 48
+SLOW_SECONDS = "0.05"
+INJECT = Path(__file__).resolve().parent / "inject"
 
 
-def start_sweep(config, *extra):
+def start_sweep(config, *extra, slowed=True):
     env = dict(os.environ, OMP_NUM_THREADS="1")  # the same threads in every run: same bits
+    if slowed:
+        env.update(LSURF_TEST_SLOW_SECONDS=SLOW_SECONDS, PYTHONPATH=str(INJECT))
     return subprocess.Popen(
         [sys.executable, "-m", "lsurf", "sweep", str(config), *GRID, *extra],
         stdout=subprocess.DEVNULL,
@@ -39,13 +49,13 @@ def kill_when(process, path, points, timeout=120.0):
 
 def test_sweep_killed_repeatedly_then_rerun_equals_uninterrupted(sweep_yaml, tmp_path):
     reference_config = sweep_yaml({"output": str(tmp_path / "reference.h5")}, name="ref.yaml")
-    assert start_sweep(reference_config).wait(timeout=300) == 0
+    assert start_sweep(reference_config, slowed=False).wait(timeout=300) == 0
     reference = read_surface(tmp_path / "reference.h5")
 
     config = sweep_yaml()
     output = tmp_path / "out" / "surface.h5"
     seen = [0]
-    for target in (1, 75, 190):
+    for target in (1, 15, 30):
         process = start_sweep(config)
         # Each run must add at least one point to what the last one left (a flush can overshoot).
         kill_when(process, output, max(target, seen[-1] + 1))
@@ -59,7 +69,7 @@ def test_sweep_killed_repeatedly_then_rerun_equals_uninterrupted(sweep_yaml, tmp
             pending = values[~done]
             assert (np.isnan(pending) | (pending == reference.metrics[name][~done])).all()
     assert seen[0] < seen[1] < seen[2] < seen[3] < POINTS
-    process = start_sweep(config)
+    process = start_sweep(config, slowed=False)
     assert process.wait(timeout=300) == 0, process.stderr.read().decode()
     final = read_surface(output)
     assert final.done.all()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from surface_helpers import done_count
-from test_open_engine import FIXTURES, MPIEXEC, blob_config, run_cli, user_environment
+from test_open_engine import FIXTURES, blob_config, run_cli, user_environment
 
 from lsurf.checkpoint import load_weights
 from lsurf.cli import main
@@ -96,15 +96,14 @@ def test_the_eigenvalue_map_is_the_dense_hessians_extremes(tmp_path, blob_checkp
     assert signs == {-1.0}  # a random plane through an untrained net: saddles everywhere
 
 
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 def test_the_eigenvalue_map_under_mpiexec_equals_the_serial_one_bit_for_bit(
-    tmp_path, blob_checkpoint
+    mpi_run, tmp_path, blob_checkpoint
 ):
     serial = curvature_config(tmp_path / "serial", blob_checkpoint)
     parallel = curvature_config(tmp_path / "mpi", blob_checkpoint)
-    first = run_cli(serial)
+    first = run_cli(serial, mpi=mpi_run)
     assert first.returncode == 0, first.stderr
-    second = run_cli(parallel, 3)
+    second = run_cli(parallel, 3, mpi=mpi_run)
     assert second.returncode == 0, second.stderr
     assert "on 2 workers" in second.stderr
     a, b = read_surface(tmp_path / "serial/surface.h5"), read_surface(tmp_path / "mpi/surface.h5")

@@ -10,9 +10,6 @@ off, the same bits on 1 and 3 ranks, the keys refused in one line, and the reade
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,9 +34,6 @@ from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
 from lsurf.plot import PlotOptions
 from lsurf.plot.curves import draw_curves
 from lsurf.plot.view import load_panels
-
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
-needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 
 # Small batches and a low minimum on the 200/100-example synthetic CIFAR, so that points stop
 # after a few batches, or not at all, within one grid.
@@ -357,13 +351,10 @@ def test_the_control_variate_matches_a_recomputation_and_stops_sooner_near_the_c
         assert np.array_equal(values[f"{split}_loss"][whole], plain.metrics[f"{split}_loss"][whole])
 
 
-@needs_mpi
-def test_early_stopped_surfaces_are_the_same_bits_on_three_ranks(sweep_yaml):
+def test_early_stopped_surfaces_are_the_same_bits_on_three_ranks(mpi_run, sweep_yaml):
     config, serial = sweep(sweep_yaml, CONTROLLED, "serial")  # θ*'s pass on every rank too
     parallel = serial.with_name("parallel.h5")
-    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf", "sweep"]
-    command += [str(config), "--set", f"output={parallel}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment())
+    result = mpi_run(3, "-m", "lsurf", "sweep", config, "--set", f"output={parallel}")
     assert result.returncode == 0, result.stderr
     expected, found = datasets(serial), datasets(parallel)
     assert set(found) == set(expected)
@@ -371,10 +362,6 @@ def test_early_stopped_surfaces_are_the_same_bits_on_three_ranks(sweep_yaml):
         assert np.array_equal(values, found[name]), name
     examples = expected["train_examples"]
     assert examples.min() < 200 and examples.max() == 200  # stopped points, and full ones
-
-
-def environment() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1")
 
 
 # ---------------------------------------------------------------------------- the keys

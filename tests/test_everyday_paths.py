@@ -16,9 +16,6 @@ made once per session from perturbed copies of the same θ*.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +29,6 @@ from lsurf import models
 from lsurf.checkpoint import read_state_dict, save_checkpoint
 from lsurf.cli import main
 from lsurf.files.surface import read_surface
-
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
-needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLANE_FIGURES = ("contour", "filled", "heatmap", "surface3d")  # what `lsurf plot` draws in 2D
@@ -220,35 +214,19 @@ def test_a_default_sweep_runs_reads_describes_and_plots(kind, splits, inputs, tm
 # ---------------------------------------------------------------------------- under mpiexec
 
 
-def mpi_environment() -> dict[str, str]:
-    """One thread per rank (three ranks share two cores), none of the fault injections."""
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    for name in ("LSURF_TEST_FAIL_RANK", "LSURF_TEST_SLOW_SECONDS"):
-        environment.pop(name, None)
-    return environment
-
-
 MPI_CASES = [("random-2d", ("train", "test")), ("target", ("test",)), ("pca", ("train",))]
 
 
-@needs_mpi
 @pytest.mark.parametrize(
     ("kind", "splits"), MPI_CASES, ids=[f"{kind}-{'+'.join(s)}" for kind, s in MPI_CASES]
 )
-def test_three_ranks_give_the_serial_surface_bit_for_bit(kind, splits, inputs, tmp_path):
+def test_three_ranks_give_the_serial_surface_bit_for_bit(mpi_run, kind, splits, inputs, tmp_path):
     serial_folder, mpi_folder = tmp_path / "serial", tmp_path / "mpi"
     serial_folder.mkdir()
     mpi_folder.mkdir()
     assert main(["sweep", str(minimal_config(kind, splits, inputs, serial_folder))]) == 0
     config = minimal_config(kind, splits, inputs, mpi_folder)
-    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf"]
-    done = subprocess.run(
-        [*command, "sweep", str(config)],
-        capture_output=True,
-        text=True,
-        env=mpi_environment(),
-        timeout=180,
-    )
+    done = mpi_run(3, "-m", "lsurf", "sweep", config, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on 2 workers" in done.stdout + done.stderr
     serial = read_surface(serial_folder / "surface.h5")

@@ -22,7 +22,6 @@ from lsurf.files.surface import read_surface
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom"
 CONFIG = EXAMPLE / "sweep.yaml"
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
 if str(EXAMPLE) not in sys.path:
     sys.path.insert(0, str(EXAMPLE))
 
@@ -35,10 +34,16 @@ SMALL = ["--set", "grid.x=-1:1:5", "--set", "grid.y=-1:1:3", "--set", f"data.kwa
 RAW = yaml.safe_load(CONFIG.read_text())  # the example's settings, as the user wrote them
 
 
-def run_in(folder: Path, *command: str) -> subprocess.CompletedProcess:
-    """`command` from `folder`, with mylab importable as the README's PYTHONPATH=. makes it."""
+def example_environment() -> dict[str, str]:
+    """mylab importable, as the README's PYTHONPATH=. makes it; one thread per process."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLE), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_in(folder: Path, *command: str) -> subprocess.CompletedProcess:
+    """`command` from `folder`, with mylab importable."""
+    env = example_environment()
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -103,10 +108,10 @@ def test_the_origin_holds_the_researchers_own_loss_and_accuracy(workspace):
     assert np.count_nonzero(train_loss != train_loss[i, j]) == train_loss.size - 1
 
 
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
-def test_three_ranks_give_the_serial_surface(workspace):
-    launch = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lsurf", "sweep"]
-    run_in(workspace, *launch, str(CONFIG), *SMALL, "--set", "output=mpi/surface.h5")
+def test_three_ranks_give_the_serial_surface(mpi_run, workspace):
+    args = ["-m", "lsurf", "sweep", CONFIG, *SMALL, "--set", "output=mpi/surface.h5"]
+    done = mpi_run(3, *args, env=example_environment(), cwd=workspace)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert_same_surface(workspace / RAW["output"], workspace / "mpi" / "surface.h5")
 
 

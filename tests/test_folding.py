@@ -3,8 +3,6 @@ model of the zoo, at any point of any plane (BN parameters and statistics moving
 model itself wherever folding does not apply, and old files never resumed folded."""
 
 import copy
-import sys
-from pathlib import Path
 
 import h5py
 import pytest
@@ -262,10 +260,10 @@ def test_a_compiled_network_that_disagrees_is_never_used(monkeypatch):
         assert compiled.evaluate(a, b) == eager.evaluate(a, b)
 
 
-@pytest.mark.skipif(
-    not Path(sys.executable).with_name("mpiexec").exists(), reason="no mpiexec beside this Python"
-)
-def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(sweep_yaml, tmp_path):
+@pytest.mark.slow
+def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(
+    mpi_run, sweep_yaml, tmp_path
+):
     from test_parallel import finish, launch
 
     compiled = {"evaluation": {"compile": True}}
@@ -273,7 +271,9 @@ def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(sweep_yam
     ranks = sweep_yaml({**compiled, "output": str(tmp_path / "ranks.h5")}, name="ranks.yaml")
     code, text = finish(launch(0, serial), timeout=600)
     assert code == 0 and "compiled with torch.compile in " in text, text
-    code, text = finish(launch(3, ranks), timeout=600)  # the workers find inductor's cache warm
+    code, text = finish(
+        launch(3, ranks, mpi=mpi_run), timeout=600
+    )  # the workers find inductor's cache warm
     assert code == 0 and "compiled with torch.compile in " in text, text
     first, second = read_surface(tmp_path / "serial.h5"), read_surface(tmp_path / "ranks.h5")
     assert second.done.all()

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import yaml
 from surface_helpers import done_count
-from test_parallel import INJECT, MPIEXEC, environment, finish, kill_tree
+from test_parallel import INJECT, environment, finish, kill_tree
 
 from lsurf.cli import main
 from lsurf.files.surface import read_surface
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 
 
 @pytest.fixture
@@ -87,14 +86,15 @@ def user_environment(**extra) -> dict[str, str]:
     return env
 
 
-def launch(ranks: int, configs: list[Path], *extra: str, env=None):
+def launch(ranks: int, configs: list[Path], *extra: str, env=None, mpi=None):
+    """The job serially (ranks 0), or on `ranks` ranks through the mpi_run fixture `mpi`."""
     import subprocess
 
-    command = [sys.executable, "-m", "lsurf", "sweep", *map(str, configs), *extra]
+    args = ["-m", "lsurf", "sweep", *map(str, configs), *extra]
     if ranks:
-        command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+        return mpi.start(ranks, *args, env=env or user_environment())
     return subprocess.Popen(
-        command,
+        [sys.executable, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env or user_environment(),
@@ -120,10 +120,11 @@ def assert_same(output: Path, reference) -> None:
         np.testing.assert_array_equal(surface.metrics[name], values, err_msg=f"{output} {name}")
 
 
-@needs_mpi
-def test_three_sweeps_in_one_mpi_job_each_equal_to_its_serial_run(three_sweeps, alone, tmp_path):
+def test_three_sweeps_in_one_mpi_job_each_equal_to_its_serial_run(
+    mpi_run, three_sweeps, alone, tmp_path
+):
     configs, outputs = three_sweeps(tmp_path / "together")
-    code, text = finish(launch(3, configs))
+    code, text = finish(launch(3, configs, mpi=mpi_run))
     assert code == 0, text
     assert "3 sweeps in one queue, 48 points to go on 2 workers" in text  # 24 + 15 + 9
     for output, reference in zip(outputs, alone, strict=True):
@@ -131,13 +132,12 @@ def test_three_sweeps_in_one_mpi_job_each_equal_to_its_serial_run(three_sweeps, 
         assert_same(output, reference)
 
 
-@needs_mpi
 def test_a_job_of_three_sweeps_killed_and_rerun_finishes_all_three_equal(
-    three_sweeps, alone, tmp_path
+    mpi_run, three_sweeps, alone, tmp_path
 ):
     configs, outputs = three_sweeps(tmp_path / "killed")
     slowed = user_environment(LSURF_TEST_SLOW_SECONDS="0.1", PYTHONPATH=str(INJECT))
-    process = launch(3, configs, env=slowed)
+    process = launch(3, configs, env=slowed, mpi=mpi_run)
     # Killed once the second sweep is under way: the first is complete or nearly, the last
     # not started.
     deadline = time.monotonic() + 150
@@ -152,23 +152,24 @@ def test_a_job_of_three_sweeps_killed_and_rerun_finishes_all_three_equal(
             done = surface.done
             np.testing.assert_array_equal(surface.metrics[name][done], values[done])
     assert not read_surface(outputs[1]).done.all()
-    code, text = finish(launch(3, configs))
+    code, text = finish(launch(3, configs, mpi=mpi_run))
     assert code == 0, text
     assert f"resuming {outputs[1]}" in text
     for output, reference in zip(outputs, alone, strict=True):
         assert_same(output, reference)
     # Rerun once more: all three complete, nothing to do, no file touched.
     before = [output.read_bytes() for output in outputs]
-    code, text = finish(launch(3, configs))
+    code, text = finish(launch(3, configs, mpi=mpi_run))
     assert code == 0 and text.count("is already complete") == 3, text
     assert [output.read_bytes() for output in outputs] == before
 
 
-@needs_mpi
-def test_bad_data_in_one_sweep_stops_the_job_before_any_file_is_written(three_sweeps, tmp_path):
+def test_bad_data_in_one_sweep_stops_the_job_before_any_file_is_written(
+    mpi_run, three_sweeps, tmp_path
+):
     missing = {"c": {"data.root": str(tmp_path / "nowhere")}}
     configs, outputs = three_sweeps(tmp_path / "bad", **missing)
-    code, text = finish(launch(3, configs))
+    code, text = finish(launch(3, configs, mpi=mpi_run))
     assert code == 2, text
     errors = [line for line in text.splitlines() if line.startswith("lsurf: error:")]
     assert len(errors) == 1 and "lsurf data synth" in errors[0], text

@@ -24,7 +24,6 @@ from lsurf.files.surface import read_surface
 from lsurf.losses import build_loss
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
 
@@ -37,12 +36,13 @@ def user_environment() -> dict[str, str]:
     return env
 
 
-def run_cli(config: Path, ranks: int = 0, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lsurf", "sweep", str(config), *extra]
+def run_cli(config: Path, ranks: int = 0, *extra: str, mpi=None) -> subprocess.CompletedProcess:
+    """`lsurf sweep` serially (ranks 0), or on `ranks` ranks through the mpi_run fixture."""
+    args = ["-m", "lsurf", "sweep", str(config), *extra]
     if ranks:
-        command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", *command[1:]]
+        return mpi(ranks, *args, env=user_environment())
     return subprocess.run(
-        command, capture_output=True, text=True, env=user_environment(), timeout=300
+        [sys.executable, *args], capture_output=True, text=True, env=user_environment(), timeout=300
     )
 
 
@@ -84,13 +84,12 @@ def assert_same_surface(first: Path, second: Path) -> None:
 # ---------------------------------------------------------------- one pipeline, three doors
 
 
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
-def test_user_package_under_mpiexec_equals_serial_and_the_api(tmp_path, blob_checkpoint):
+def test_user_package_under_mpiexec_equals_serial_and_the_api(mpi_run, tmp_path, blob_checkpoint):
     serial = blob_config(tmp_path / "serial", blob_checkpoint)
     parallel = blob_config(tmp_path / "mpi", blob_checkpoint)
-    done = run_cli(serial)
+    done = run_cli(serial, mpi=mpi_run)
     assert done.returncode == 0, done.stderr
-    done = run_cli(parallel, 3)
+    done = run_cli(parallel, 3, mpi=mpi_run)
     assert done.returncode == 0, done.stderr
     assert_same_surface(tmp_path / "serial" / "surface.h5", tmp_path / "mpi" / "surface.h5")
     surface = read_surface(tmp_path / "serial" / "surface.h5")
@@ -254,12 +253,11 @@ def _three_class_checkpoint(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
-def test_a_rank_that_cannot_import_the_model_is_named(tmp_path, blob_checkpoint):
+def test_a_rank_that_cannot_import_the_model_is_named(mpi_run, tmp_path, blob_checkpoint):
     config = blob_config(
         tmp_path / "ranks", blob_checkpoint, model__name="toylab.rankbound:RankNet"
     )
-    done = run_cli(config, 3)
+    done = run_cli(config, 3, mpi=mpi_run)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "error" in line]
     assert lines == [
@@ -270,7 +268,7 @@ def test_a_rank_that_cannot_import_the_model_is_named(tmp_path, blob_checkpoint)
     assert sorted(path.name for path in (tmp_path / "ranks").iterdir()) == ["sweep.yaml"]
     # Where no rank can import it (PYTHONPATH forgotten), rank 0 says so first.
     config = blob_config(tmp_path / "none", blob_checkpoint, model__name="mylab_absent:Net")
-    done = run_cli(config, 3)
+    done = run_cli(config, 3, mpi=mpi_run)
     assert done.returncode == 2, done.stderr
     assert "lsurf: error: rank 0: model.name: cannot import module 'mylab_absent'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -10,15 +10,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import MpiRun
 from surface_helpers import done_count
 
 from lsurf.files.surface import read_surface
 from lsurf.run.protocol import Placement, place_worker
 
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
 INJECT = Path(__file__).resolve().parent / "inject"
 GRID = ["--set", "grid.x=-1:1:6", "--set", "grid.y=-0.5:0.5:4"]  # non-square, 24 points
-needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 
 
 # ---------------------------------------------------------------------------- pure logic
@@ -69,32 +68,21 @@ def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
 
 
 def environment(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("LSURF_TEST_FAIL_RANK", None)
-    env.pop("LSURF_TEST_SLOW_SECONDS", None)
-    env.update(extra)
-    return env
+    """One thread per process and no injected behaviour, unless `extra` asks for it."""
+    return MpiRun().environment(**extra)
 
 
-def launch(ranks, config, *extra, env=None):
-    command = [sys.executable, "-m", "lsurf", "sweep", str(config), *GRID, *extra]
+def launch(ranks, config, *extra, env=None, mpi=None):
+    """The sweep serially (ranks 0), or on `ranks` ranks through the mpi_run fixture `mpi`."""
+    args = ["-m", "lsurf", "sweep", str(config), *GRID, *extra]
     if ranks:
-        command = [
-            str(MPIEXEC),
-            "-n",
-            str(ranks),
-            sys.executable,
-            "-m",
-            "mpi4py",
-            "-m",
-            "lsurf",
-            "sweep",
-            str(config),
-            *GRID,
-            *extra,
-        ]
+        return mpi.start(ranks, *args, env=env)
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or environment(), text=True
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env or environment(),
+        text=True,
     )
 
 
@@ -158,23 +146,21 @@ def assert_same(surface, reference):
         np.testing.assert_array_equal(surface.metrics[name], values, err_msg=name)
 
 
-@needs_mpi
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_any_number_of_ranks_gives_the_serial_surface_bit_for_bit(
-    ranks, sweep_yaml, tmp_path, serial_surface
+    mpi_run, ranks, sweep_yaml, tmp_path, serial_surface
 ):
     output = tmp_path / f"ranks{ranks}.h5"
     config = sweep_yaml({"output": str(output)}, name=f"ranks{ranks}.yaml")
-    code, text = finish(launch(ranks, config))
+    code, text = finish(launch(ranks, config, mpi=mpi_run))
     assert code == 0, text
     if ranks > 1:
         assert f"on {ranks - 1} workers" in text
     assert_same(read_surface(output), serial_surface)
 
 
-@needs_mpi
 def test_job_killed_at_several_moments_resumes_to_the_same_surface(
-    sweep_yaml, tmp_path, serial_surface
+    mpi_run, sweep_yaml, tmp_path, serial_surface
 ):
     config = sweep_yaml()
     output = tmp_path / "out" / "surface.h5"
@@ -183,7 +169,7 @@ def test_job_killed_at_several_moments_resumes_to_the_same_surface(
     # (about a second of work) and a flush (every 0.5 s) brings a few points at a time.
     slowed = environment(LSURF_TEST_SLOW_SECONDS="0.5", PYTHONPATH=str(INJECT))
     for target in (1, 8, 16):
-        process = launch(3, config, env=slowed)
+        process = launch(3, config, env=slowed, mpi=mpi_run)
         deadline = time.monotonic() + 120
         # Each run must add to what the last one left (a flush can overshoot a target).
         while done_count(output) < max(target, counts[-1] + 1):
@@ -197,18 +183,17 @@ def test_job_killed_at_several_moments_resumes_to_the_same_surface(
             done = surface.done
             np.testing.assert_array_equal(surface.metrics[name][done], values[done])
     assert counts[1] < counts[2] < counts[3] < 24
-    code, text = finish(launch(3, config))
+    code, text = finish(launch(3, config, mpi=mpi_run))
     assert code == 0, text
     assert "resuming" in text
     assert_same(read_surface(output), serial_surface)
 
 
-@needs_mpi
-def test_a_failing_worker_ends_the_job_quickly_naming_rank_and_point(sweep_yaml, tmp_path):
+def test_a_failing_worker_ends_the_job_quickly_naming_rank_and_point(mpi_run, sweep_yaml, tmp_path):
     env = environment(LSURF_TEST_FAIL_RANK="2", PYTHONPATH=str(INJECT))
     # Without the abort the job would wait forever on rank 2; `finish` raises past its timeout,
     # which is generous because three ranks importing torch on a loaded 2-core machine are slow.
-    code, text = finish(launch(3, sweep_yaml(), env=env), timeout=150)
+    code, text = finish(launch(3, sweep_yaml(), env=env, mpi=mpi_run), timeout=150)
     assert code != 0
     assert "rank 2 failed at point" in text
     assert "RuntimeError: injected failure" in text and "Traceback" in text
@@ -216,10 +201,9 @@ def test_a_failing_worker_ends_the_job_quickly_naming_rank_and_point(sweep_yaml,
     assert not surface.done.all()
 
 
-@needs_mpi
-def test_bad_data_on_the_workers_is_one_line_and_touches_nothing(sweep_yaml, tmp_path):
+def test_bad_data_on_the_workers_is_one_line_and_touches_nothing(mpi_run, sweep_yaml, tmp_path):
     config = sweep_yaml({"data.root": str(tmp_path / "nowhere")})
-    code, text = finish(launch(3, config))
+    code, text = finish(launch(3, config, mpi=mpi_run))
     assert code == 2, text
     errors = [line for line in text.splitlines() if line.startswith("lsurf: error:")]
     assert len(errors) == 1 and "lsurf data synth" in errors[0]
@@ -227,16 +211,14 @@ def test_bad_data_on_the_workers_is_one_line_and_touches_nothing(sweep_yaml, tmp
     assert not (tmp_path / "out").exists()
 
 
-@needs_mpi
 def test_resume_refuses_a_changed_config_and_sigterm_leaves_a_resumable_file(
-    sweep_yaml, tmp_path, serial_surface
+    mpi_run, sweep_yaml, tmp_path, serial_surface
 ):
     config = sweep_yaml()
     output = tmp_path / "out" / "surface.h5"
     # Slowed points: on a fast machine the 21 points left could all finish before the signal.
-    process = launch(
-        3, config, env=environment(LSURF_TEST_SLOW_SECONDS="0.3", PYTHONPATH=str(INJECT))
-    )
+    slowed = environment(LSURF_TEST_SLOW_SECONDS="0.3", PYTHONPATH=str(INJECT))
+    process = launch(3, config, env=slowed, mpi=mpi_run)
     deadline = time.monotonic() + 120
     while done_count(output) < 3:
         assert process.poll() is None and time.monotonic() < deadline
@@ -257,10 +239,11 @@ def test_resume_refuses_a_changed_config_and_sigterm_leaves_a_resumable_file(
             "directions.seed=1",
             "--set",
             f"directions.file={tmp_path / 'other.h5'}",
+            mpi=mpi_run,
         )
     )
     assert code == 2 and "holds a different sweep (differs in: directions.seed" in text
     assert output.read_bytes() == before
-    code, text = finish(launch(3, config))
+    code, text = finish(launch(3, config, mpi=mpi_run))
     assert code == 0, text
     assert_same(read_surface(output), serial_surface)

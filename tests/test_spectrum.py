@@ -28,8 +28,6 @@ from lsurf.run.hessian import GRID_SIGMAS, SIGMA_FRACTION, density_grid
 from lsurf.schema import to_yaml
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
-needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside this Python")
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
 
@@ -322,23 +320,18 @@ def test_a_loss_without_a_second_derivative_is_one_line_and_nothing_is_written(
 # ---------------------------------------------------------------------------- MPI
 
 
-def run_mpi(config: Path, ranks: int, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run_mpi(mpi, config: Path, ranks: int, *extra: str) -> subprocess.CompletedProcess:
+    """`lsurf hessian` on `ranks` ranks through the mpi_run fixture `mpi`, toylab importable."""
+    env = mpi.environment()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FIXTURES), env.get("PYTHONPATH")]))
-    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "lsurf"]
-    return subprocess.run(
-        [*command, "hessian", str(config), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    return mpi(ranks, "-m", "lsurf", "hessian", config, *extra, env=env, timeout=240)
 
 
-@needs_mpi
-def test_three_ranks_give_the_serial_results_and_rank_0_alone_writes(serial, checkpoint, tmp_path):
+def test_three_ranks_give_the_serial_results_and_rank_0_alone_writes(
+    mpi_run, serial, checkpoint, tmp_path
+):
     config = write_config(tmp_path / "mpi", checkpoint)
-    done = run_mpi(config, 3)
+    done = run_mpi(mpi_run, config, 3)
     assert done.returncode == 0, done.stderr
     parallel = read_hessian_file(analysis_path(config))
     reference = read_hessian_file(analysis_path(serial[0]))
@@ -367,13 +360,14 @@ def test_three_ranks_give_the_serial_results_and_rank_0_alone_writes(serial, che
     ]
 
 
-@needs_mpi
-def test_a_rank_that_cannot_load_the_model_stops_every_rank_with_one_line(tmp_path, checkpoint):
+def test_a_rank_that_cannot_load_the_model_stops_every_rank_with_one_line(
+    mpi_run, tmp_path, checkpoint
+):
     config = write_config(tmp_path, checkpoint)
     raw = yaml.safe_load(config.read_text())
     raw["model"]["name"] = "toylab.rankbound:RankNet"  # importable on every rank but rank 2
     config.write_text(yaml.safe_dump(raw))
-    done = run_mpi(config, 3)
+    done = run_mpi(mpi_run, config, 3)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     assert errors == [
@@ -407,20 +401,19 @@ print("not reached", flush=True)
 """
 
 
-def run_script(script: str) -> subprocess.CompletedProcess:
-    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-c", script]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+def run_script(mpi, script: str) -> subprocess.CompletedProcess:
+    return mpi(3, "-c", script, timeout=120)
 
 
-@needs_mpi
-def test_the_ranks_sum_to_the_same_values_and_a_rank_out_of_step_ends_the_job():
-    done = run_script(SUM_SCRIPT)
+def test_the_ranks_sum_to_the_same_values_and_a_rank_out_of_step_ends_the_job(
+    mpi_run,
+):
+    done = run_script(mpi_run, SUM_SCRIPT)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == [
         f"{rank} [0.0, 6.0, 12.0, 18.0] 6.0" for rank in range(3)
     ]
-    done = run_script(OUT_OF_STEP_SCRIPT)
+    done = run_script(mpi_run, OUT_OF_STEP_SCRIPT)
     assert done.returncode != 0 and "not reached" not in done.stdout
     assert "the ranks are out of step (rank 0 is at step 9, the mean step of all ranks is " in (
         done.stderr
