@@ -48,7 +48,7 @@ from lsurf.store import read_surface
 from lsurf.sweep import run_sweep
 from lsurf.synth import write_synthetic
 
-LABEL_WIDTH = 20  # the column where figures start, as in the lines the README quotes
+LABEL_WIDTH = 20  # the column where figures start, as in the lines docs/benchmarks.md quotes
 
 
 def resident_mib() -> float:
