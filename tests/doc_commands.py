@@ -74,9 +74,9 @@ CHECKED = [
 
 # The stand-ins for what `make demo` leaves (runs/demo: data, the trained ResNet-20 and its
 # trajectory, a surface), small enough for seconds on CPU: the same commands as the demo's,
-# on 1000 train and 500 test images, 2 epochs, a 3x3 plane of 100 images.
+# on 250 train and 250 test images, 2 epochs, a 3x3 plane of 100 images.
 STAND_INS = [
-    ".venv/bin/lsurf data synth --out runs/demo/data --train-size 1000 --test-size 500",
+    ".venv/bin/lsurf data synth --out runs/demo/data --train-size 250 --test-size 250",
     ".venv/bin/lsurf train configs/demo/train.yaml --set training.epochs=2",
     ".venv/bin/lsurf sweep configs/demo/sweep.yaml --set grid.x=-1:1:3 --set grid.y=-1:1:3"
     " --set data.subset=100",
