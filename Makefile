@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= runs/demo
 
-.PHONY: install demo test cluster-deps bench lint clean-demo
+.PHONY: install demo test docs-check cluster-deps bench lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ TEST_WORKERS ?= 2
 test: install cluster-deps
 	LSURF_REQUIRE_SLURM=$$(command -v slurmctld >/dev/null && echo 1 || echo 0) \
 	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+
+# The commands README.md and docs/ show that are cheap on CPU, run exactly as written on small
+# synthetic stand-ins for what `make demo` leaves (tests/doc_commands.py lists them; about a
+# minute). `make test` runs the same through tests/test_docs.py.
+docs-check: install
+	$(BIN)/python tests/doc_commands.py
 
 cluster-deps:
 	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \

@@ -13,7 +13,7 @@ each until the first come back, then as large as free points allow) to workers t
 at once with made-up values (no model at all), so the seconds per point it reports are the
 messaging and polling cost per point, an upper bound of what the protocol adds to a real point,
 printed as a fraction of the real point's compute time from part 1. benchmarks/scale.py
-measures the whole master (store included) with many simulated workers.
+measures the whole master (the surface writer included) with many simulated workers.
 
 Run: .venv/bin/python benchmarks/mpi_scaling.py [--subset 1000] [--points 16] [--rounds 2]
 """

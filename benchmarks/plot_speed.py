@@ -1,7 +1,7 @@
 """Benchmark: `lsurf plot` draws the standard set of a 1001×1001 surface in under a minute.
 
 Writes a fake surface file of `--size`² points (default 1001: a million points) with the
-store's own `create_surface`, fills it with a rough landscape (a bowl with ripples and
+lsurf.files.surface's own `create_surface`, fills it with a rough landscape (a bowl with ripples and
 noise, so the contours are long and tangled, the costly case) whose far corner is still to
 do and a few points inf, as a partial sweep's file is; then times the real command,
 `python -m lsurf plot FILE` (the four 2D figures as PNG), end to end in a fresh process, and

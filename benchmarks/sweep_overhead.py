@@ -49,7 +49,7 @@ from lsurf.evaluate import configure_backends, pick_device
 from lsurf.files.surface import read_surface
 from lsurf.run.sweep import run_sweep
 
-LABEL_WIDTH = 20  # the column where figures start, as in the lines the README quotes
+LABEL_WIDTH = 20  # the column where figures start, as in the lines docs/benchmarks.md quotes
 
 
 def resident_mib() -> float:

@@ -139,7 +139,7 @@ class EvaluationConfig:
     # With rel_error: estimate each point's loss stratified by class with θ*'s loss on the
     # same examples as control variate (one pass over every example at θ* at set-up): 2-14x
     # fewer examples for the same error, but every point leans on the same first examples,
-    # so an unrepresentative start shifts the whole surface at once (README, Precision).
+    # so an unrepresentative start shifts the whole surface at once (docs/precision.md).
     # Opt-in for that reason.
     control_variate: bool = False
     # Each BatchNorm folded into the convolution before it (lsurf.folding), refolded after
@@ -439,7 +439,7 @@ def check_hessian_split(config: SweepConfig) -> None:
     """The Hessian's split must be one the config evaluates.
 
     Checked by a sweep only when it asks for a Hessian (`asks_for_hessian`), and by
-    `lsurf hessian` (lsurf.spectrum) always: the section's default split, train, must not
+    `lsurf hessian` (lsurf.run.hessian) always: the section's default split, train, must not
     refuse a sweep of the test split that computes no Hessian at all.
     """
     hessian, data = config.hessian, config.data

@@ -1,6 +1,6 @@
 """Figures like the paper's: `--preset paper`, the 3D view that shows the minimum, the VTK
 export's interpolation and log, `--compare seeds` and the axis labels of planes carrying a
-training path. Surface files are made with the real store; figures are read back as the
+training path. Surface files are made with the real surface writer; figures are read back as the
 matplotlib objects drawn or as the PNG pixels, exports with the library that wrote them."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def test_the_master_serves_many_workers_and_every_value_lands_in_place(mpi_run):
     out = result.stdout
     assert out.count("all points done, every value right") == 4, out  # with the 3 + 3 sweeps
     idle = float(out.split("workers idle")[1].split("%")[0])
-    assert 0 <= idle < 25  # a loose bound on a shared machine; the README quotes 64 workers
+    assert 0 <= idle < 25  # a loose bound on a shared machine; docs/benchmarks.md quotes 64 workers
     assert "master busy" in out
     one_job = out.split("one job, one queue")[1].split("\n")[0].split()
     assert one_job[2].endswith("×") and 0 <= float(one_job[3].rstrip("%")) < 25, out

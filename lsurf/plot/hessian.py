@@ -1,9 +1,9 @@
 """The figure of a Hessian analysis file (`lsurf hessian`, `lsurf plot FILE.hessian.h5`).
 
-Input: a `store.HessianFile` (read without torch or MPI). Output: a matplotlib `Figure`, and
-the file it is saved to. Left: the eigenvalue density of stochastic Lanczos quadrature on a
-log scale (it spans many decades: a bulk near zero and a few outliers), with the top-k
-eigenvalues as red lines and the mean eigenvalue trace/n as a green one (the trace itself,
+Input: a `lsurf.files.hessian.HessianFile` (read without torch or MPI). Output: a matplotlib
+`Figure`, and the file it is saved to. Left: the eigenvalue density of stochastic Lanczos
+quadrature on a log scale (it spans many decades: a bulk near zero and a few outliers), with
+the top-k eigenvalues as red lines and the mean eigenvalue trace/n as a green one (the trace itself,
 a sum over all n eigenvalues, lies off this axis; its value ± standard error is in the
 legend). Right, when the file has them: λmax of each parameter tensor's diagonal block, as
 horizontal bars in the model's order.
