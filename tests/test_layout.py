@@ -215,7 +215,7 @@ def test_files_import_no_torch_at_import_time():
 )
 def test_a_broken_rule_is_caught(rule, monkeypatch, tmp_path):
     """The checker is not vacuous: a module that breaks a rule makes it fail."""
-    fake = PACKAGE / "plot" / "_layout_probe.py"
+    fake = PACKAGE / "plot" / f"_layout_probe_{rule.__name__}.py"  # one per case (xdist)
     monkeypatch.setattr(sys.modules[__name__], "SOURCES", [*SOURCES, fake])
     fake.write_text("import torch\nfrom mpi4py import MPI\nfrom lsurf.run import sweep\n")
     try:
