@@ -58,7 +58,7 @@ from lsurf.data import Split
 from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
-from lsurf.folding import Folded, fold_batch_norm
+from lsurf.folding import Folded, fold_batch_norm, with_moved_norms
 from lsurf.losses import Baseline, Loss, Moments, build_loss, classifies
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
@@ -198,9 +198,9 @@ class Evaluator:
         # variate); empty unless `estimate_errors` asks for it.
         self.baselines: dict[str, Baseline] = {}
         self._compiled: nn.Module | None = None
-        self.folded = fold_batch_norm(self.model) if fold_bn else Folded(self.model)
+        self.folded = Folded(self.model)
         if fold_bn:
-            self._check_folding()
+            self._fold()
         if compile:
             self._compile()
         # Per split, whether it has an accuracy column: decided once, not at every point.
@@ -257,25 +257,40 @@ class Evaluator:
     def _bf16(self) -> bool:
         return self.precision == "bf16"
 
-    @torch.inference_mode()
-    def _check_folding(self) -> None:
-        """The folded network must give the model's outputs on every probe batch (to fp32
-        rounding); where it does not, or nothing folds, the model is evaluated as it is."""
-        for name, split in self.splits.items():
-            inputs, _ = split.first(min(PROBE_EXAMPLES, len(split)))
-            expected, found = self.model(inputs).float(), self.network(inputs).float()
-            apart = _apart(found, expected)
-            if not apart <= FOLDING_TOLERANCE:
-                self.folded = Folded(
-                    self.model,
-                    reason=f"the folded network's outputs on the {name} probe batch differ from "
-                    f"the model's by {apart:.2g} of their largest",
-                )
-                break
+    def _fold(self) -> None:
+        """BN folded into the convolutions (lsurf.folding), with a note saying what folded."""
+        probes = {
+            name: split.first(min(PROBE_EXAMPLES, len(split)))[0]
+            for name, split in self.splits.items()
+        }
+        self.folded = self._checked_fold(probes)
         if self.folded.count:
             self.notes.append(f"BN folded into {self.folded.count} convolutions")
-        else:
+        elif not self.folded.skipped:
             self.notes.append(f"BN not folded: {self.folded.reason}")
+        # Each pair the probe batches' shapes leave unfolded, by name.
+        self.notes += [f"BN not folded: {skipped}" for skipped in self.folded.skipped]
+
+    def _checked_fold(self, probes: dict[str, torch.Tensor]) -> Folded:
+        """The folded network, if it gives the model's outputs on every probe batch (to fp32
+        rounding) at θ* and again on a copy whose BNs are moved off their values: a BN at its
+        initial values is the identity, which hides a wrong fold at θ* (and an interpolation
+        moves it). Where either differs, the model is evaluated as it is."""
+        folded = fold_batch_norm(self.model, probes.values())
+        if not folded.count:
+            return folded
+        differs = _disagreement(self.model, folded.network, probes, "")
+        if differs:
+            return Folded(self.model, reason=differs)
+        try:
+            moved = with_moved_norms(self.model)
+        except Exception as error:  # noqa: BLE001 - a model deepcopy refuses: unfolded
+            reason = f"the model cannot be copied to check the fold on ({_reason(error)})"
+            return Folded(self.model, reason=reason)
+        moved_fold = fold_batch_norm(moved, probes.values())
+        assert moved_fold.count == folded.count, "the copy has the model's graph and shapes"
+        differs = _disagreement(moved, moved_fold.network, probes, " with its BNs moved")
+        return Folded(self.model, reason=differs) if differs else folded
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -560,6 +575,22 @@ def _cached(
     if inputs.dim() == 4 and inputs.is_floating_point():
         inputs = inputs.contiguous(memory_format=memory_format)
     return CachedSplit(name, None, inputs, targets.to(device))
+
+
+@torch.inference_mode()
+def _disagreement(
+    model: nn.Module, folded: nn.Module, probes: dict[str, torch.Tensor], moved: str
+) -> str:
+    """'' where `folded` gives `model`'s outputs on every probe batch to fp32 rounding; else
+    which batch differs, and by how much (`moved` says how the model was set)."""
+    for name, inputs in probes.items():
+        apart = _apart(folded(inputs).float(), model(inputs).float())
+        if not apart <= FOLDING_TOLERANCE:
+            return (
+                f"the folded network's outputs on the {name} probe batch{moved} differ from "
+                f"the model's by {apart:.2g} of their largest"
+            )
+    return ""
 
 
 def _apart(found: torch.Tensor, expected: torch.Tensor) -> float:
