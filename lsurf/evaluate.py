@@ -28,16 +28,21 @@ A point whose loss is NaN or inf gets NaN eigenvalues without a solve (its map i
 there, as the loss map is).
 
 With `StandardErrors` settings (`evaluation.standard_errors`, `evaluation.rel_error`) each
-split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments), and with
-a relative target each point visits the split in a seeded order (lsurf.datasets.seeded_order)
-and stops after the first batch at which it has used at least `min_examples` examples and
-SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite);
-the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
-says how many. The check runs on the host in float64 after each batch from the device's sums
-(one sync per batch, only once `min_examples` are in), so where a point stops depends only on
-its values: the same on any rank. With `control_variate` (opt-in, with a target) the
-estimate leans on one pass over the whole split at θ* at set-up (`Baseline`): stratified by
-class with θ*'s loss of the same examples as covariate where the targets are class labels
+split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments): the
+error of the point's value as an estimate of the split's mean (what a pass over every
+example gives), whichever estimator made it: 0 for a point that used every example, and
+with the finite-population factor √(1 − n/N) for one that used n of N. With a relative
+target each point visits the split in a seeded order (lsurf.datasets.seeded_order) and stops
+after the first batch at which it has used at least `min_examples` examples and SE ≤
+rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite), the
+SE of that test taken without the finite-population factor while examples remain (so points
+stop where they stopped before the factor was stored, and within the target); the loss, its
+SE and the accuracy are then over the examples used, and `{split}_examples` says how many.
+The check runs on the host in float64 after each batch from the device's sums (one sync per
+batch, only once `min_examples` are in), so where a point stops depends only on its values:
+the same on any rank. With `control_variate` (opt-in, with a target) the estimate leans on
+one pass over the whole split at θ* at set-up (`Baseline`): stratified by class with θ*'s
+loss of the same examples as covariate where the targets are class labels
 (lsurf.losses.stratified_mean_and_error), θ*'s loss alone otherwise
 (controlled_mean_and_error). A point that stops early stores that estimate and its SE; one
 that uses every example keeps the loss's usual bits.
@@ -59,7 +64,7 @@ from lsurf.datasets import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
 from lsurf.folding import Folded, fold_batch_norm, with_moved_norms
-from lsurf.losses import Baseline, Loss, Moments, build_loss, classifies
+from lsurf.losses import Baseline, Loss, Moments, Population, build_loss, classifies
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
@@ -103,10 +108,12 @@ class StandardErrors:
     control_variate: bool = False
 
     def stops(self, examples: int, moments: Moments) -> bool:
-        """Whether a point may stop after `examples` examples whose loss units `moments` sums."""
+        """Whether a point may stop after `examples` examples whose loss units `moments` sums:
+        the test reads the standard error without the finite-population factor (which would
+        only let a point stop sooner), so the stored one is within the target too."""
         if self.rel_error is None or examples < self.min_examples:
             return False
-        mean, error = moments.estimate()
+        mean, error = moments.estimate(corrected=False)
         return not math.isfinite(mean) or error <= self.rel_error * abs(mean)
 
 
@@ -364,6 +371,7 @@ class Evaluator:
                 self.precision,
                 self.errors,
                 self.baselines.get(name),
+                Population(len(split), math.ceil(len(split) / self.batch_size)),
             )
             values |= {f"{name}_{metric}": value for metric, value in measured.items()}
         if self.curvature is not None:
@@ -481,12 +489,15 @@ def measure_batches(
     precision: str = "fp32",
     errors: StandardErrors | None = None,
     baseline: Baseline | None = None,
+    population: Population | None = None,
 ) -> dict[str, float]:
     """The mean loss (and the accuracy in percent) of `model` over `batches`; with `errors`,
-    the loss's standard error too, and when it stops early, over the batches until it stops
-    (`examples`: how many examples that was); with a `baseline` (θ*'s units of the same
-    batches), the error is the control-variate estimate's, and so is the loss of a point
-    that stopped early (one that used every example keeps the loss's usual bits)."""
+    the loss's standard error too, as an estimate of the mean over the whole `population`
+    the batches are of (0 when they are all of it), and when it stops early, over the
+    batches until it stops (`examples`: how many examples that was); with a `baseline` (θ*'s
+    units of the same batches), the error is the control-variate estimate's, and so is the
+    loss of a point that stopped early (one that used every example keeps the loss's usual
+    bits)."""
     # Sums stay on the device until the end: one host sync per split, not per batch (early
     # stopping: one per batch once min_examples are in).
     loss_sums: list[torch.Tensor] = []
@@ -504,7 +515,8 @@ def measure_batches(
             terms = loss.terms(outputs, targets)
             total, count = terms.total, terms.count
             if moments is None:
-                moments = Moments(total.device, baseline)
+                assert population is not None, "a standard error is of a whole split"
+                moments = Moments(total.device, population, baseline)
             moments.add(terms, index, targets)
         loss_sums.append(total)
         loss_counts.append(count)
