@@ -129,7 +129,8 @@ class EvaluationConfig:
     # or a (sum, count) pair (token-weighted losses stay exact means).
     loss: str = "cross_entropy"
     # Store each split's loss standard error at every point ({split}_loss_se): from the
-    # per-example losses (a (sum, count) callable: its batches as clusters, lsurf.losses).
+    # per-example losses (a (sum, count) callable: its batches as clusters, lsurf.losses),
+    # as an estimate of the split's mean, so 0 at a point that used every example.
     standard_errors: bool = False
     # Early stopping: each point visits the examples in a seeded order (data.subset_seed) and
     # stops once SE ≤ rel_error·|loss|, after min_examples at least; it stores the standard

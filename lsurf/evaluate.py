@@ -28,16 +28,21 @@ A point whose loss is NaN or inf gets NaN eigenvalues without a solve (its map i
 there, as the loss map is).
 
 With `StandardErrors` settings (`evaluation.standard_errors`, `evaluation.rel_error`) each
-split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments), and with
-a relative target each point visits the split in a seeded order (lsurf.data.splits.seeded_order)
-and stops after the first batch at which it has used at least `min_examples` examples and
-SE ≤ rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite);
-the loss, its SE and the accuracy are then over the examples used, and `{split}_examples`
-says how many. The check runs on the host in float64 after each batch from the device's sums
-(one sync per batch, only once `min_examples` are in), so where a point stops depends only on
-its values: the same on any rank. With `control_variate` (opt-in, with a target) the
-estimate leans on one pass over the whole split at θ* at set-up (`Baseline`): stratified by
-class with θ*'s loss of the same examples as covariate where the targets are class labels
+split's loss also gets its standard error (`{split}_loss_se`, lsurf.losses.Moments): the
+error of the point's value as an estimate of the split's mean (what a pass over every
+example gives), whichever estimator made it: 0 for a point that used every example, and
+with the finite-population factor √(1 − n/N) for one that used n of N. With a relative
+target each point visits the split in a seeded order (lsurf.data.splits.seeded_order) and stops
+after the first batch at which it has used at least `min_examples` examples and SE ≤
+rel_error·|mean| (or its mean is already inf/NaN: more examples cannot make it finite), the
+SE of that test taken without the finite-population factor while examples remain (so points
+stop where they stopped before the factor was stored, and within the target); the loss, its
+SE and the accuracy are then over the examples used, and `{split}_examples` says how many.
+The check runs on the host in float64 after each batch from the device's sums (one sync per
+batch, only once `min_examples` are in), so where a point stops depends only on its values:
+the same on any rank. With `control_variate` (opt-in, with a target) the estimate leans on
+one pass over the whole split at θ* at set-up (`Baseline`): stratified by class with θ*'s
+loss of the same examples as covariate where the targets are class labels
 (lsurf.losses.stratified_mean_and_error), θ*'s loss alone otherwise
 (controlled_mean_and_error). A point that stops early stores that estimate and its SE; one
 that uses every example keeps the loss's usual bits.
@@ -58,8 +63,8 @@ from lsurf.data.cifar import Split
 from lsurf.data.splits import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
-from lsurf.folding import Folded, fold_batch_norm
-from lsurf.losses import Baseline, Loss, Moments, build_loss, classifies
+from lsurf.folding import Folded, fold_batch_norm, with_moved_norms
+from lsurf.losses import Baseline, Loss, Moments, Population, build_loss, classifies
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
@@ -103,10 +108,12 @@ class StandardErrors:
     control_variate: bool = False
 
     def stops(self, examples: int, moments: Moments) -> bool:
-        """Whether a point may stop after `examples` examples whose loss units `moments` sums."""
+        """Whether a point may stop after `examples` examples whose loss units `moments` sums:
+        the test reads the standard error without the finite-population factor (which would
+        only let a point stop sooner), so the stored one is within the target too."""
         if self.rel_error is None or examples < self.min_examples:
             return False
-        mean, error = moments.estimate()
+        mean, error = moments.estimate(corrected=False)
         return not math.isfinite(mean) or error <= self.rel_error * abs(mean)
 
 
@@ -198,9 +205,9 @@ class Evaluator:
         # variate); empty unless `estimate_errors` asks for it.
         self.baselines: dict[str, Baseline] = {}
         self._compiled: nn.Module | None = None
-        self.folded = fold_batch_norm(self.model) if fold_bn else Folded(self.model)
+        self.folded = Folded(self.model)
         if fold_bn:
-            self._check_folding()
+            self._fold()
         if compile:
             self._compile()
         # Per split, whether it has an accuracy column: decided once, not at every point.
@@ -257,25 +264,40 @@ class Evaluator:
     def _bf16(self) -> bool:
         return self.precision == "bf16"
 
-    @torch.inference_mode()
-    def _check_folding(self) -> None:
-        """The folded network must give the model's outputs on every probe batch (to fp32
-        rounding); where it does not, or nothing folds, the model is evaluated as it is."""
-        for name, split in self.splits.items():
-            inputs, _ = split.first(min(PROBE_EXAMPLES, len(split)))
-            expected, found = self.model(inputs).float(), self.network(inputs).float()
-            apart = _apart(found, expected)
-            if not apart <= FOLDING_TOLERANCE:
-                self.folded = Folded(
-                    self.model,
-                    reason=f"the folded network's outputs on the {name} probe batch differ from "
-                    f"the model's by {apart:.2g} of their largest",
-                )
-                break
+    def _fold(self) -> None:
+        """BN folded into the convolutions (lsurf.folding), with a note saying what folded."""
+        probes = {
+            name: split.first(min(PROBE_EXAMPLES, len(split)))[0]
+            for name, split in self.splits.items()
+        }
+        self.folded = self._checked_fold(probes)
         if self.folded.count:
             self.notes.append(f"BN folded into {self.folded.count} convolutions")
-        else:
+        elif not self.folded.skipped:
             self.notes.append(f"BN not folded: {self.folded.reason}")
+        # Each pair the probe batches' shapes leave unfolded, by name.
+        self.notes += [f"BN not folded: {skipped}" for skipped in self.folded.skipped]
+
+    def _checked_fold(self, probes: dict[str, torch.Tensor]) -> Folded:
+        """The folded network, if it gives the model's outputs on every probe batch (to fp32
+        rounding) at θ* and again on a copy whose BNs are moved off their values: a BN at its
+        initial values is the identity, which hides a wrong fold at θ* (and an interpolation
+        moves it). Where either differs, the model is evaluated as it is."""
+        folded = fold_batch_norm(self.model, probes.values())
+        if not folded.count:
+            return folded
+        differs = _disagreement(self.model, folded.network, probes, "")
+        if differs:
+            return Folded(self.model, reason=differs)
+        try:
+            moved = with_moved_norms(self.model)
+        except Exception as error:  # noqa: BLE001 - a model deepcopy refuses: unfolded
+            reason = f"the model cannot be copied to check the fold on ({_reason(error)})"
+            return Folded(self.model, reason=reason)
+        moved_fold = fold_batch_norm(moved, probes.values())
+        assert moved_fold.count == folded.count, "the copy has the model's graph and shapes"
+        differs = _disagreement(moved, moved_fold.network, probes, " with its BNs moved")
+        return Folded(self.model, reason=differs) if differs else folded
 
     @torch.inference_mode()
     def _probe(self) -> list[Column]:
@@ -349,6 +371,7 @@ class Evaluator:
                 self.precision,
                 self.errors,
                 self.baselines.get(name),
+                Population(len(split), math.ceil(len(split) / self.batch_size)),
             )
             values |= {f"{name}_{metric}": value for metric, value in measured.items()}
         if self.curvature is not None:
@@ -466,12 +489,15 @@ def measure_batches(
     precision: str = "fp32",
     errors: StandardErrors | None = None,
     baseline: Baseline | None = None,
+    population: Population | None = None,
 ) -> dict[str, float]:
     """The mean loss (and the accuracy in percent) of `model` over `batches`; with `errors`,
-    the loss's standard error too, and when it stops early, over the batches until it stops
-    (`examples`: how many examples that was); with a `baseline` (θ*'s units of the same
-    batches), the error is the control-variate estimate's, and so is the loss of a point
-    that stopped early (one that used every example keeps the loss's usual bits)."""
+    the loss's standard error too, as an estimate of the mean over the whole `population`
+    the batches are of (0 when they are all of it), and when it stops early, over the
+    batches until it stops (`examples`: how many examples that was); with a `baseline` (θ*'s
+    units of the same batches), the error is the control-variate estimate's, and so is the
+    loss of a point that stopped early (one that used every example keeps the loss's usual
+    bits)."""
     # Sums stay on the device until the end: one host sync per split, not per batch (early
     # stopping: one per batch once min_examples are in).
     loss_sums: list[torch.Tensor] = []
@@ -489,7 +515,8 @@ def measure_batches(
             terms = loss.terms(outputs, targets)
             total, count = terms.total, terms.count
             if moments is None:
-                moments = Moments(total.device, baseline)
+                assert population is not None, "a standard error is of a whole split"
+                moments = Moments(total.device, population, baseline)
             moments.add(terms, index, targets)
         loss_sums.append(total)
         loss_counts.append(count)
@@ -560,6 +587,22 @@ def _cached(
     if inputs.dim() == 4 and inputs.is_floating_point():
         inputs = inputs.contiguous(memory_format=memory_format)
     return CachedSplit(name, None, inputs, targets.to(device))
+
+
+@torch.inference_mode()
+def _disagreement(
+    model: nn.Module, folded: nn.Module, probes: dict[str, torch.Tensor], moved: str
+) -> str:
+    """'' where `folded` gives `model`'s outputs on every probe batch to fp32 rounding; else
+    which batch differs, and by how much (`moved` says how the model was set)."""
+    for name, inputs in probes.items():
+        apart = _apart(folded(inputs).float(), model(inputs).float())
+        if not apart <= FOLDING_TOLERANCE:
+            return (
+                f"the folded network's outputs on the {name} probe batch{moved} differ from "
+                f"the model's by {apart:.2g} of their largest"
+            )
+    return ""
 
 
 def _apart(found: torch.Tensor, expected: torch.Tensor) -> float:

@@ -16,20 +16,32 @@ so a surface is still the same bits on any rank count.
 Which pairs fold is read from the model's graph (torch.fx): a Conv1d/2d/3d (or a Linear) whose
 output goes only to a BatchNorm of its dimension that tracks running statistics, each module
 called once (DenseNet's BN → ReLU → conv order leaves only the BN after each bottleneck's 1×1
-convolution foldable). The folded network shares every other module and tensor with the
-model. A model that torch.fx cannot trace (data-dependent control flow) or that has no such
-pair is evaluated as it is, and `reason` says why.
+convolution foldable), and from the shapes the probe batches give it: BN normalizes dimension
+1 of its input, and the fold scales the convolution's output channels (a Linear's output
+features), so the two agree only where the channels are dimension 1, i.e. on a batched
+convolution's output and on a Linear's (N, features) output. A Linear on (N, L, features)
+inputs feeds BatchNorm1d an (N, L, features) tensor whose dimension 1 is L: that pair, and
+any whose BN is not as wide as the convolution's outputs, stays as it is and `skipped` says
+why. The folded network shares every other module and tensor with the model. A model that
+torch.fx cannot trace (data-dependent control flow) or that has no pair to fold is evaluated
+as it is, and `reason` says why.
 
-Input: a model in eval mode, holding its weights. Output: `Folded`: the network to evaluate,
-the number of pairs folded, and `refold()`.
+Input: a model in eval mode, holding its weights, and probe batches of its inputs. Output:
+`Folded`: the network to evaluate, the number of pairs folded, those left unfolded, and
+`refold()`. `with_moved_norms` gives the copy the evaluator checks a fold on, with BN away
+from the initial values that would hide a wrong one.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm
 
 _CONV_BN: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
     (nn.Linear, nn.BatchNorm1d),  # a linear layer is a 1×1 convolution of a 1-D input
@@ -42,7 +54,7 @@ _CONV_BN: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
 @dataclass(frozen=True)
 class _Pair:
     conv: nn.Module  # the model's convolution (its live weights)
-    norm: nn.modules.batchnorm._BatchNorm  # the model's batch norm after it
+    norm: _BatchNorm  # the model's batch norm after it
     folded: nn.Module  # the convolution the folded network calls instead of the two
 
 
@@ -51,6 +63,9 @@ class Folded:
     network: nn.Module  # what to evaluate: the folded graph, or the model itself
     pairs: list[_Pair] = field(default_factory=list)
     reason: str = ""  # why nothing was folded
+    # Each conv → BN pair of the graph left unfolded because its fold would not be exact on
+    # the probe batches' shapes: 'fc → norm: why'.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -73,24 +88,24 @@ class Folded:
                 folded.bias.add_(norm.bias)
 
 
-def fold_batch_norm(model: nn.Module) -> Folded:
-    """The model with each foldable conv → BN pair as one convolution (see the module doc)."""
-    if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+def fold_batch_norm(model: nn.Module, probes: Iterable[torch.Tensor]) -> Folded:
+    """The model with each conv → BN pair whose fold is exact on the `probes` (batches of the
+    model's inputs) as one convolution (see the module doc)."""
+    if not any(isinstance(module, _BatchNorm) for module in model.modules()):
         return Folded(model, reason="the model has no batch norm")
     try:
         graph = fx.symbolic_trace(model)
     except Exception as error:  # noqa: BLE001 - any tracing failure means: evaluate as it is
-        text = " ".join(f"{type(error).__name__}: {error}".split())[:160]
-        return Folded(model, reason=f"torch.fx cannot trace the model ({text})")
+        return Folded(model, reason=f"torch.fx cannot trace the model ({_reason(error)})")
     modules = dict(graph.named_modules())
     calls: dict[str, int] = {}
     for node in graph.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-    pairs = []
-    for node in list(graph.graph.nodes):
+    candidates: list[tuple[fx.Node, fx.Node]] = []  # (the BN's node, its convolution's node)
+    for node in graph.graph.nodes:
         norm = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        if not isinstance(norm, _BatchNorm):
             continue
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         if not isinstance(source, fx.Node) or source.op != "call_module":
@@ -100,6 +115,20 @@ def fold_batch_norm(model: nn.Module) -> Folded:
             continue
         if calls[source.target] != 1 or calls[node.target] != 1:
             continue  # a module called twice shares its weights between two places
+        candidates.append((node, source))
+    if not candidates:
+        return Folded(model, reason="no convolution is followed by its own batch norm")
+    try:
+        shapes = _output_shapes(graph, [source.target for _, source in candidates], probes)
+    except Exception as error:  # noqa: BLE001 - a graph that fails where the model ran: unfolded
+        return Folded(model, reason=f"the traced graph fails on a probe batch ({_reason(error)})")
+    pairs, skipped = [], []
+    for node, source in candidates:
+        conv, norm = modules[source.target], modules[node.target]
+        inexact = _inexact(conv, norm, shapes[source.target])
+        if inexact:
+            skipped.append(f"{source.target} → {node.target}: {inexact}")
+            continue
         folded = _folded_convolution(conv)
         name = f"lsurf_folded_{len(pairs)}"
         graph.add_submodule(name, folded)
@@ -108,15 +137,55 @@ def fold_batch_norm(model: nn.Module) -> Folded:
         graph.graph.erase_node(node)
         pairs.append(_Pair(conv, norm, folded))
     if not pairs:
-        return Folded(model, reason="no convolution is followed by its own batch norm")
+        return Folded(model, reason="; ".join(skipped), skipped=skipped)
     graph.graph.lint()
     graph.recompile()
-    result = Folded(graph.eval(), pairs)
+    result = Folded(graph.eval(), pairs, skipped=skipped)
     result.refold()
     return result
 
 
-def _foldable(conv: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> bool:
+@torch.no_grad()
+def with_moved_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of `model` whose BNs' running statistics and affine parameters are moved off
+    their values by seeded amounts; every other tensor is the model's own (shared, not
+    copied, and never written), and the model itself is left as it is.
+
+    A BN at its initial values (mean 0, variance 1, γ 1, β 0) is the identity, and so is any
+    fold of it, right or wrong: comparing folded and unfolded outputs on this copy shows a
+    wrong fold that θ* hides and an interpolation's moved statistics would not."""
+    norm_tensors = {
+        id(tensor)
+        for module in model.modules()
+        if isinstance(module, _BatchNorm)
+        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+    }
+    shared = {
+        id(tensor): tensor
+        for tensor in (*model.parameters(), *model.buffers())
+        if id(tensor) not in norm_tensors
+    }
+    moved = copy.deepcopy(model, memo=shared)
+    generator = torch.Generator().manual_seed(seed)
+    for module in moved.modules():
+        if not isinstance(module, _BatchNorm):
+            continue
+
+        def draw(like: torch.Tensor) -> torch.Tensor:
+            # Uniform in [0, 1) per channel, drawn on the CPU: the same on every device.
+            return torch.rand(like.shape, generator=generator).to(like.device, like.dtype)
+
+        if module.running_var is not None and module.running_mean is not None:
+            module.running_var.mul_(0.5 + draw(module.running_var))
+            module.running_mean.add_((draw(module.running_mean) - 0.5) * module.running_var.sqrt())
+        if module.weight is not None:
+            module.weight.mul_(0.5 + draw(module.weight))
+        if module.bias is not None:
+            module.bias.add_(draw(module.bias) - 0.5)
+    return moved
+
+
+def _foldable(conv: nn.Module, norm: _BatchNorm) -> bool:
     return any(
         type(conv) is conv_type
         and type(norm) is norm_type
@@ -125,6 +194,51 @@ def _foldable(conv: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> bool:
         and getattr(conv, "padding_mode", "zeros") == "zeros"
         for conv_type, norm_type in _CONV_BN
     )
+
+
+def _output_shapes(
+    graph: fx.GraphModule, targets: list[str], probes: Iterable[torch.Tensor]
+) -> dict[str, set[tuple[int, ...]]]:
+    """The shapes each module named in `targets` outputs when the probes run through the
+    traced graph (forward hooks, removed again before returning)."""
+    shapes: dict[str, set[tuple[int, ...]]] = {target: set() for target in targets}
+    handles = []
+    for target in targets:
+
+        def record(module: nn.Module, inputs: object, output: torch.Tensor, target=target) -> None:
+            shapes[target].add(tuple(output.shape))
+
+        handles.append(graph.get_submodule(target).register_forward_hook(record))
+    try:
+        with torch.inference_mode():
+            for inputs in probes:
+                graph(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def _inexact(conv: nn.Module, norm: _BatchNorm, shapes: set[tuple[int, ...]]) -> str:
+    """Why folding `norm` into `conv` would not give the pair's outputs, given the shapes
+    `conv` output on the probes ('' where it would): BN normalizes dimension 1 of its input;
+    the fold scales a convolution's channels, dimension 1 only on a batched convolution's
+    output (N, C, ...) and on a Linear's (N, features)."""
+    kind = type(conv).__name__
+    features = conv.weight.shape[0]  # what the fold scales: output channels (features)
+    if norm.num_features != features:
+        return f"the BN has {norm.num_features} features, the {kind} {features} outputs"
+    if not shapes:
+        return "the probe batches never reach it"
+    rank = 2 if isinstance(conv, nn.Linear) else conv.weight.dim()  # (N, C, *spatial)
+    for shape in sorted(shapes):
+        if len(shape) != rank:
+            scaled = len(shape) - rank + 1  # where the channels are: the last for a Linear
+            return (
+                f"BN normalizes dimension 1 of its {shape} input, the fold would scale "
+                f"dimension {scaled} (the {kind}'s {features} outputs)"
+            )
+    return ""
 
 
 def _folded_convolution(conv: nn.Module) -> nn.Module:
@@ -155,3 +269,7 @@ def _folded_convolution(conv: nn.Module) -> nn.Module:
         requires_grad=False,
     )
     return folded.eval()
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())[:160]

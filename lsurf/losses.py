@@ -16,14 +16,18 @@ model with padding), so the mean over the split is exact however batches fall.
   batch cannot be recombined exactly when the last batch is shorter).
 
 Standard errors (`evaluation.standard_errors`, `evaluation.rel_error`): `Loss.terms` also
-hands out the batch's sampling units, which `Moments` sums. For a per-example loss (the
-built-ins, a callable returning (B,) losses) each example is a unit: its loss in fp32,
-summed in float64, and the standard error of the mean is the textbook s/√n. A callable
-returning its own (sum, count) pair shows no per-example values, so each batch is one unit
-(a cluster of tokens) and the mean Σy/Σn is a ratio estimator, whose standard error is
-sqrt(k/(k−1) · Σ(y − r·n)²) / Σn over k batches (Cochran, Sampling Techniques, §6.3). The
-sum and count of the loss column are computed exactly as without standard errors, so the
-column keeps its bits whichever option is on.
+hands out the batch's sampling units, which `Moments` sums. Every standard error here is of
+a point's value as an estimate of the split's mean (the value a pass over every example of
+the split, or of its subset, gives): the units a point used are drawn without replacement
+from the split's N, so each estimator carries the finite-population factor √(1 − n/N), and a
+point that used every unit has SE 0. For a per-example loss (the built-ins, a callable
+returning (B,) losses) each example is a unit: its loss in fp32, summed in float64, and the
+standard error of the mean is the textbook √(1 − n/N) · s/√n. A callable returning its own
+(sum, count) pair shows no per-example values, so each batch is one unit (a cluster of
+tokens) and the mean Σy/Σn is a ratio estimator, whose standard error is
+sqrt((1 − k/K) · k/(k−1) · Σ(y − r·n)²) / Σn over k of the split's K batches (Cochran,
+Sampling Techniques, §6.3). The sum and count of the loss column are computed exactly as
+without standard errors, so the column keeps its bits whichever option is on.
 
 Accuracy is measured where it means something: outputs (B, C) and class-index targets (B,).
 Whether a batch fits is checked once, on a probe batch, before anything is written.
@@ -176,6 +180,28 @@ _CLASS_SUMS = 6
 
 
 @dataclass(frozen=True)
+class Population:
+    """The split a point's estimate is of, as a sweep batches it: `examples` examples in
+    `batches` batches. Its sampling units are the examples, or the batches for a loss that
+    returns its own (sum, count); a point that has used them all has the split's mean."""
+
+    examples: int
+    batches: int
+
+    def units(self, per_example: bool) -> int:
+        return self.examples if per_example else self.batches
+
+
+def unseen_share(seen: float, whole: int, corrected: bool = True) -> float:
+    """The finite-population factor 1 − n/N on the variance of a mean of n of N units drawn
+    without replacement: 0 once every unit is in. `corrected` False leaves it out (1) while
+    units remain unseen, the with-replacement variance, which only the stop test reads."""
+    if seen >= whole:
+        return 0.0
+    return 1.0 - seen / whole if corrected else 1.0
+
+
+@dataclass(frozen=True)
 class Baseline:
     """θ*'s loss over a whole split, unit by unit in the order early-stopped points visit it:
     the control variates those points' estimates lean on. Where each unit is one example
@@ -194,10 +220,15 @@ class Moments:
     """Running float64 sums of a split's loss units, kept on the device (no host sync until
     `estimate`): the units' count k, Σy, Σn, Σy², Σy·n and Σn², y a unit's loss sum and n its
     count (1 for an example); with a `Baseline`, also the sums of x (the same unit's loss at
-    θ*) that the control variate needs, per class where it has classes."""
+    θ*) that the control variate needs, per class where it has classes. `population` is the
+    whole split the units are drawn from, which every standard error is relative to."""
 
-    def __init__(self, device: torch.device, baseline: Baseline | None = None) -> None:
+    def __init__(
+        self, device: torch.device, population: Population, baseline: Baseline | None = None
+    ) -> None:
+        self.population = population
         self.baseline = baseline
+        self.per_example = True  # each unit one example (else each batch one unit)
         size = _SUMS + (_BASELINE_SUMS if baseline is not None else 0)
         self.sums = torch.zeros(size, dtype=torch.float64, device=device)
         self.by_class = None
@@ -210,6 +241,7 @@ class Moments:
         class labels `targets` sort them where the baseline has classes)."""
         assert terms.unit_sums is not None, "the batch was measured without its units"
         y = terms.unit_sums.detach().double().reshape(-1)
+        self.per_example = terms.unit_counts is None
         n = torch.ones_like(y) if terms.unit_counts is None else terms.unit_counts.double()
         n = n.to(y.device).reshape(-1)
         k = torch.tensor(float(y.numel()), dtype=torch.float64, device=y.device)
@@ -223,78 +255,98 @@ class Moments:
                 self.by_class.index_add_(1, targets.to(y.device).reshape(-1), terms_by_class)
         self.sums += torch.stack(sums)
 
-    def estimate(self) -> tuple[float, float]:
-        """(mean, its standard error) of the units so far (one host sync)."""
+    def estimate(self, corrected: bool = True) -> tuple[float, float]:
+        """(mean, its standard error as an estimate of the whole split's mean) of the units
+        so far (one host sync): 0 once every unit is in. `corrected` False: the stop test's
+        error, without the finite-population factor while units remain (`unseen_share`)."""
+        whole = self.population.units(self.per_example)
         if self.baseline is None:
-            return mean_and_error(self.sums.tolist())
+            return mean_and_error(self.sums.tolist(), whole, corrected)
         if self.by_class is not None:
-            mean, _ = mean_and_error(self.sums.tolist())
+            mean, _ = mean_and_error(self.sums.tolist(), whole, corrected)
             if not math.isfinite(mean):
                 return mean, math.nan  # an overflowed point: nothing to stratify
-            stratified = stratified_mean_and_error(self.by_class.tolist(), self.baseline)
+            stratified = stratified_mean_and_error(self.by_class.tolist(), self.baseline, corrected)
             return (mean, math.nan) if stratified is None else stratified
-        return controlled_mean_and_error(self.sums.tolist(), self.baseline.mean)
+        return controlled_mean_and_error(self.sums.tolist(), self.baseline.mean, whole, corrected)
 
 
-def mean_and_error(sums: list[float]) -> tuple[float, float]:
-    """The ratio estimator r = Σy/Σn and its standard error from `Moments`' six sums.
+def mean_and_error(sums: list[float], whole: int, corrected: bool = True) -> tuple[float, float]:
+    """The ratio estimator r = Σy/Σn of the mean over `whole` units, and its standard error,
+    from `Moments`' six sums over the k units seen.
 
-    SE² = k/(k−1) · Σ(y − r·n)² / (Σn)², with Σ(y − r·n)² = Σy² − 2r·Σyn + r²·Σn²; for units
-    of one example each that is s²/k, s² the sample variance. NaN below two units; a tiny
-    negative residual sum (rounding, when every unit has the same loss) counts as 0.
+    SE² = (1 − k/N) · k/(k−1) · Σ(y − r·n)² / (Σn)², with Σ(y − r·n)² = Σy² − 2r·Σyn +
+    r²·Σn²; for units of one example each that is (1 − n/N) · s²/n, s² the sample variance
+    (Cochran, Sampling Techniques, §2.4 and §6.3). 0 with every unit in; NaN below two units
+    otherwise, or for a non-finite mean; a tiny negative residual sum (rounding, when every
+    unit has the same loss) counts as 0.
     """
     units, y, n, yy, yn, nn = sums[:_SUMS]
     mean = y / n if n else math.nan
-    if units < 2 or not math.isfinite(mean):
+    if not math.isfinite(mean):
+        return mean, math.nan
+    share = unseen_share(units, whole, corrected)
+    if share == 0.0:
+        return mean, 0.0
+    if units < 2:
         return mean, math.nan
     residual = max(yy - 2 * mean * yn + mean * mean * nn, 0.0)
-    return mean, math.sqrt(units / (units - 1) * residual) / abs(n)
+    return mean, math.sqrt(share * units / (units - 1) * residual) / abs(n)
 
 
-def controlled_mean_and_error(sums: list[float], baseline: float) -> tuple[float, float]:
+def controlled_mean_and_error(
+    sums: list[float], baseline: float, whole: int, corrected: bool = True
+) -> tuple[float, float]:
     """The regression estimator of the split's mean loss with θ*'s loss as control variate.
 
     The units seen so far give the ratio r = Σy/Σn at the point and r₀ = Σx/Σn at θ*, whose
     whole-split value R₀ (`baseline`) is known exactly. With u = y − r·n and v = x − r₀·n,
     the estimate is r − c·(r₀ − R₀), c = Σuv/Σv² (the least-squares slope of u on v), and its
-    standard error sqrt(k/(k−2) · Σ(u − c·v)²) / Σn (one degree of freedom more for c).
-    Where the point's per-example losses follow θ*'s (near θ*) the residuals, and so the
-    examples a point needs, shrink by 1 − ρ², ρ their correlation; where they do not, c ≈ 0
-    and this is the plain estimate. Its bias is of order 1/k, far below its standard error
-    at the min_examples a point uses at least (Cochran, Sampling Techniques, §7.1-7.3).
-    NaN below three units; without spread at θ* (Σv² = 0) c is 0.
+    standard error sqrt((1 − k/N) · k/(k−2) · Σ(u − c·v)²) / Σn over k of the split's N
+    (`whole`) units (one degree of freedom more for c). Where the point's per-example losses
+    follow θ*'s (near θ*) the residuals, and so the examples a point needs, shrink by 1 − ρ²,
+    ρ their correlation; where they do not, c ≈ 0 and this is the plain estimate. Its bias
+    is of order 1/k, far below its standard error at the min_examples a point uses at least
+    (Cochran, Sampling Techniques, §7.1-7.3). 0 with every unit in; NaN below three units
+    otherwise; without spread at θ* (Σv² = 0) c is 0.
     """
     units, y, n, yy, yn, nn, x, xx, xn, xy = sums
     if not n:
         return math.nan, math.nan
     mean, control = y / n, x / n
-    if units < 3 or not math.isfinite(mean):
+    if not math.isfinite(mean):
         return mean, math.nan
     uu = max(yy - 2 * mean * yn + mean * mean * nn, 0.0)
     vv = max(xx - 2 * control * xn + control * control * nn, 0.0)
     uv = xy - control * yn - mean * xn + mean * control * nn
     slope = uv / vv if vv > 0 else 0.0
-    residual = max(uu - slope * uv, 0.0)
     estimate = mean - slope * (control - baseline)
-    return estimate, math.sqrt(units / (units - 2) * residual) / abs(n)
+    share = unseen_share(units, whole, corrected)
+    if share == 0.0:
+        return estimate, 0.0
+    if units < 3:
+        return mean, math.nan
+    residual = max(uu - slope * uv, 0.0)
+    return estimate, math.sqrt(share * units / (units - 2) * residual) / abs(n)
 
 
 def stratified_mean_and_error(
-    by_class: list[list[float]], baseline: Baseline
+    by_class: list[list[float]], baseline: Baseline, corrected: bool = True
 ) -> tuple[float, float] | None:
     """The mean loss stratified by class, with θ*'s loss as control variate inside each class.
 
     Far from θ* a network tends to answer one class for everything, so an example's loss
     depends mostly on its label: the spread between classes, which a plain mean pays for, is
-    known exactly once each class's share W_h of the split is. With k_h examples of class h
-    seen, ȳ_h and x̄_h their means at the point and at θ*, X̄_h θ*'s mean over all of class h,
-    and c = Σ_h S_xy,h / Σ_h S_xx,h the pooled within-class slope (S: sums of products of
-    deviations from the class means), the estimate is Σ_h W_h·(ȳ_h − c·(x̄_h − X̄_h)) and its
-    standard error sqrt(Σ_h W_h² · RSS_h / ((k_h − 1)·k_h)), RSS_h = S_yy,h − 2c·S_xy,h +
-    c²·S_xx,h (post-stratification with a common slope: Cochran §5A.9 and §7.10); a class
-    seen whole (k_h = N_h) has no sampling error. At θ* itself the residuals vanish and the
-    estimate is θ*'s whole-split loss. None until every class of the split has two examples
-    in (or all it has): the point cannot stop yet.
+    known exactly once each class's share W_h of the split is. With k_h of class h's N_h
+    examples seen, ȳ_h and x̄_h their means at the point and at θ*, X̄_h θ*'s mean over all of
+    class h, and c = Σ_h S_xy,h / Σ_h S_xx,h the pooled within-class slope (S: sums of
+    products of deviations from the class means), the estimate is Σ_h W_h·(ȳ_h − c·(x̄_h −
+    X̄_h)) and its standard error sqrt(Σ_h W_h² · (1 − k_h/N_h) · RSS_h / ((k_h − 1)·k_h)),
+    RSS_h = S_yy,h − 2c·S_xy,h + c²·S_xx,h (post-stratification with a common slope and each
+    stratum's finite-population factor: Cochran §5.3, §5A.9 and §7.10); a class seen whole
+    has no sampling error, so neither has a point that used every example. At θ* itself the
+    residuals vanish and the estimate is θ*'s whole-split loss. None until every class of
+    the split has two examples in (or all it has): the point cannot stop yet.
     """
     assert baseline.class_counts is not None and baseline.class_means is not None
     counts, ys, xs, yys, xxs, xys = by_class
@@ -317,7 +369,8 @@ def stratified_mean_and_error(
         ybar, xbar, (syy, sxx_h, sxy_h) = deviations[h]
         share, k = baseline.class_counts[h] / whole, counts[h]
         estimate += share * (ybar - slope * (xbar - baseline.class_means[h]))
-        if k < baseline.class_counts[h]:
+        unseen = unseen_share(k, baseline.class_counts[h], corrected)
+        if unseen > 0.0:
             residual = max(syy - 2 * slope * sxy_h + slope * slope * sxx_h, 0.0)
-            variance += share * share * residual / ((k - 1) * k)
+            variance += share * share * unseen * residual / ((k - 1) * k)
     return estimate, math.sqrt(variance)

@@ -34,8 +34,9 @@ class Metric:
     # How a point's value is found: "mean" = (sum over batches of each batch's sum) /
     # (sum of batch sizes) × scale; "solver" = an iterative solver's result over the whole
     # split (Hessian eigenvalues by Lanczos, lsurf.hessian), recorded as it returns it;
-    # "standard_error" = the standard error of a "mean" over the examples it used
-    # (lsurf.losses.mean_and_error); "count" = how many examples the point used.
+    # "standard_error" = the standard error of a "mean" over the examples it used, as an
+    # estimate of the mean over the whole split (0 when it used them all; lsurf.losses);
+    # "count" = how many examples the point used.
     combine: str
     scale: float = 1.0  # applied after combining: 100 turns a fraction into percent
     lower_is_better: bool = True  # decides where `lsurf info` looks for the best point

@@ -1,5 +1,6 @@
 """A grid too large for the machine is refused before anything is written, in one line."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,56 @@ def test_a_surface_that_fits_or_an_unknown_machine_passes():
 def test_the_machine_reports_some_memory_and_disk(tmp_path):
     assert capacity.available_memory() > 0
     assert capacity.free_disk(tmp_path / "not" / "yet" / "there.h5") > 0
+
+
+def creating_fails(folder: str) -> str:
+    """What the kernel says to creating a file in `folder` (where it must refuse)."""
+    with pytest.raises(OSError) as refused:
+        os.close(os.open(os.path.join(folder, ".lsurf-test"), os.O_CREAT | os.O_EXCL, 0o600))
+    return refused.value.strerror
+
+
+HINT = "; choose an output folder you can write to\n"
+
+
+@pytest.mark.parametrize("where", ["under /proc", "a file as its folder", "under a file"])
+def test_an_output_folder_that_cannot_be_written_is_refused_as_such_in_one_line(
+    sweep_yaml, tmp_path, capsys, where
+):
+    # As root os.access says yes to /proc, where no file can be created, and shutil says it
+    # has 0 B free: before this check the sweep was told to go in tiles.
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    output, message = {
+        "under /proc": (
+            Path("/proc/lsurf-nowhere/surface.h5"),
+            "cannot write in /proc/lsurf-nowhere (creating a file in /proc fails: "
+            f"{creating_fails('/proc')})",
+        ),
+        "a file as its folder": (
+            tmp_path / "taken" / "surface.h5",
+            f"cannot write in {tmp_path / 'taken'} (it is a file, not a folder)",
+        ),
+        "under a file": (
+            tmp_path / "taken" / "out" / "surface.h5",
+            f"cannot write in {tmp_path / 'taken' / 'out'} ({tmp_path / 'taken'} is a file, "
+            "not a folder)",
+        ),
+    }[where]
+    config = sweep_yaml({"output": str(output)})
+    before = files_under(tmp_path)
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 2
+    assert capsys.readouterr().err == f"lsurf: error: {message}{HINT}"
+    assert files_under(tmp_path) == before  # the file in the way too, and no directions
+
+
+def test_a_folder_that_can_be_written_passes_and_is_left_as_it_was(tmp_path):
+    (tmp_path / "kept.h5").write_text("an earlier surface")
+    before = files_under(tmp_path), sorted(tmp_path.iterdir())
+    capacity.check_folder_writable(tmp_path / "kept.h5")
+    capacity.check_folder_writable(tmp_path / "not" / "yet" / "there.h5")
+    # No folder made, no trial file left behind, the earlier file unopened.
+    assert (files_under(tmp_path), sorted(tmp_path.iterdir())) == before
 
 
 @pytest.fixture

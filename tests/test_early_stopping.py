@@ -29,7 +29,7 @@ from lsurf.data.splits import open_split
 from lsurf.files.directions import read_directions
 from lsurf.files.info import describe_surface
 from lsurf.files.surface import read_surface
-from lsurf.losses import Baseline, BatchTerms, Moments, build_loss, mean_and_error
+from lsurf.losses import Baseline, BatchTerms, Moments, Population, build_loss, mean_and_error
 from lsurf.metrics import EXAMPLES, LOSS, LOSS_SE
 from lsurf.plot import PlotOptions
 from lsurf.plot.curves import draw_curves
@@ -90,17 +90,26 @@ def per_example_by_hand(config_path: Path, split: str, a: float, b: float, seede
     return losses, (outputs.argmax(dim=1) == labels).numpy()
 
 
-def textbook(losses: np.ndarray) -> tuple[float, float]:
-    return float(losses.mean()), float(losses.std(ddof=1) / math.sqrt(len(losses)))
+def textbook(losses: np.ndarray, whole: int | None = None) -> tuple[float, float]:
+    """The mean of `losses` and its standard error by the textbook: as an estimate of the mean
+    of the split's `whole` examples they were drawn from, s/√n · √(1 − n/N) (0 with n = N);
+    without `whole`, the with-replacement s/√n the stop test reads."""
+    mean, plain = float(losses.mean()), float(losses.std(ddof=1) / math.sqrt(len(losses)))
+    if whole is None:
+        return mean, plain
+    return mean, 0.0 if len(losses) == whole else plain * math.sqrt(1 - len(losses) / whole)
 
 
-def stratified(losses, centre, labels, whole_centre, whole_labels) -> tuple[float, float]:
+def stratified(
+    losses, centre, labels, whole_centre, whole_labels, corrected: bool = True
+) -> tuple[float, float]:
     """The mean of `losses` (the first examples of the order) post-stratified by class with
     `centre` (the same examples' losses at θ*) as control variate, and its SE, by the
     textbook: the slope from least squares on θ*'s loss and one indicator per class, the
     class shares and θ*'s class means from the whole split (`whole_*`), the stratified
-    variance of the residuals (none from a class seen whole). NaN until every class has two
-    examples in (or all it has)."""
+    variance of the residuals, each class's with its finite-population factor 1 − k_h/N_h
+    (none from a class seen whole; `corrected` False: the factor 1 for the others, as the
+    stop test reads it). NaN until every class has two examples in (or all it has)."""
     classes = np.unique(whole_labels)
     if any(np.sum(labels == h) < min(2, np.sum(whole_labels == h)) for h in classes):
         return math.nan, math.nan
@@ -112,7 +121,8 @@ def stratified(losses, centre, labels, whole_centre, whole_labels) -> tuple[floa
         estimate += share * (y.mean() - slope * (x.mean() - whole_centre[whole_labels == h].mean()))
         residuals = (y - y.mean()) - slope * (x - x.mean())
         if len(y) < np.sum(whole_labels == h):
-            variance += share**2 * (residuals @ residuals) / ((len(y) - 1) * len(y))
+            unseen = 1 - len(y) / np.sum(whole_labels == h) if corrected else 1.0
+            variance += share**2 * unseen * (residuals @ residuals) / ((len(y) - 1) * len(y))
     return float(estimate), math.sqrt(variance)
 
 
@@ -129,13 +139,14 @@ def stopping_count(
     """How many examples the documented rule uses: the first batch boundary with at least
     `minimum` examples and SE ≤ rel_error·|mean|, else all; the estimate is the textbook
     one, or with `centre` (θ*'s losses of the same examples) and their `labels` the
-    stratified one."""
+    stratified one, its SE without the finite-population factor while examples remain."""
     for used in range(batch_size, len(losses) + batch_size, batch_size):
         used = min(used, len(losses))
         if centre is None:
             mean, error = textbook(losses[:used])
         else:
-            mean, error = stratified(losses[:used], centre[:used], labels[:used], centre, labels)
+            seen = (losses[:used], centre[:used], labels[:used])
+            mean, error = stratified(*seen, centre, labels, corrected=False)
         if used >= minimum and error <= rel_error * abs(mean):
             return used
     return len(losses)
@@ -144,38 +155,45 @@ def stopping_count(
 # ---------------------------------------------------------------------------- the estimator
 
 
-def test_per_example_units_give_the_textbook_standard_error():
+def test_per_example_units_give_the_textbook_standard_error_of_the_splits_mean():
     losses = np.array([0.5, 1.5, 2.0, 4.0, 0.25, 3.0])
-    moments = Moments(torch.device("cpu"))
+    # 6 of a split's 20 examples, in 3 batches of 8: the error of the split's mean.
+    moments = Moments(torch.device("cpu"), Population(examples=20, batches=3))
     for part in (losses[:2], losses[2:]):  # two batches of unequal size
         values = torch.from_numpy(part)
         moments.add(BatchTerms(values.sum(), len(part), values))
     mean, error = moments.estimate()
     assert mean == pytest.approx(losses.mean(), rel=1e-15)
-    assert error == pytest.approx(losses.std(ddof=1) / math.sqrt(6), rel=1e-12)
+    spread = losses.std(ddof=1) / math.sqrt(6)
+    assert error == pytest.approx(spread * math.sqrt(1 - 6 / 20), rel=1e-12)
+    # The stop test's error leaves the finite-population factor out.
+    assert moments.estimate(corrected=False) == pytest.approx((losses.mean(), spread), rel=1e-12)
 
 
 def test_a_loss_returning_its_own_counts_is_a_ratio_estimator_over_batches():
-    # Three batches of (token-loss sum, token count): r = 14/7 = 2; residuals y − r·n are
-    # −1, 2, −1, so SE² = 3/2 · 6 / 7² and SE = 3/7.
+    # Three of a split's five batches of (token-loss sum, token count): r = 14/7 = 2;
+    # residuals y − r·n are −1, 2, −1, so SE² = (1 − 3/5) · 3/2 · 6 / 7² and SE = 3/7 · √0.4.
     pairs = [(3.0, 2), (10.0, 4), (1.0, 1)]
     loss = build_loss("tokens", lambda outputs, targets: (outputs.sum(), int(targets.sum())))
-    moments = Moments(torch.device("cpu"))
+    moments = Moments(torch.device("cpu"), Population(examples=9, batches=5))
     for total, count in pairs:
         terms = loss.terms(torch.tensor([[total]]), torch.tensor([count]))
         assert terms.total.item() == total and terms.count == count
         moments.add(terms)
     mean, error = moments.estimate()
     assert mean == 2.0
-    assert error == pytest.approx(3 / 7, rel=1e-14)
+    assert error == pytest.approx(3 / 7 * math.sqrt(1 - 3 / 5), rel=1e-14)
+    assert moments.estimate(corrected=False)[1] == pytest.approx(3 / 7, rel=1e-14)
     # One unit has no spread to measure; a non-finite mean none to give.
-    assert math.isnan(mean_and_error([1.0, 3.0, 2.0, 9.0, 6.0, 4.0])[1])
-    assert math.isnan(mean_and_error([5.0, math.inf, 5.0, math.inf, math.inf, 5.0])[1])
+    assert math.isnan(mean_and_error([1.0, 3.0, 2.0, 9.0, 6.0, 4.0], 5)[1])
+    assert math.isnan(mean_and_error([5.0, math.inf, 5.0, math.inf, math.inf, 5.0], 5)[1])
 
 
 def two_batches(y: np.ndarray, x: np.ndarray, labels, baseline: Baseline) -> Moments:
-    """Moments over a point's losses `y` (θ*'s: `x`) in two batches of unequal size."""
-    moments = Moments(torch.device("cpu"), baseline)
+    """Moments over a point's losses `y` (θ*'s: `x`) in two batches of unequal size, of a
+    split of `baseline.examples` examples in batches of 7 (the first batch's size)."""
+    population = Population(baseline.examples, math.ceil(baseline.examples / 7))
+    moments = Moments(torch.device("cpu"), population, baseline)
     for batch, part in enumerate((slice(0, 7), slice(7, None))):
         values = torch.from_numpy(y[part])
         targets = None if labels is None else torch.from_numpy(labels[part])
@@ -194,8 +212,9 @@ def test_the_control_variate_alone_is_the_textbook_regression_estimate():
     slope = np.polyfit(x, y, 1)[0]
     residuals = (y - y.mean()) - slope * (x - x.mean())
     assert mean == pytest.approx(y.mean() - slope * (x.mean() - whole.mean()), rel=1e-12)
-    assert error == pytest.approx(math.sqrt(residuals @ residuals / 48 / 50), rel=1e-10)
-    assert error < 0.5 * textbook(y)[1]  # the point of it: y follows x
+    expected = math.sqrt((1 - 50 / 400) * (residuals @ residuals) / 48 / 50)
+    assert error == pytest.approx(expected, rel=1e-10)
+    assert error < 0.5 * textbook(y, 400)[1]  # the point of it: y follows x
     # At θ* itself: θ*'s whole-split mean, and nothing left to be uncertain about.
     mean, error = two_batches(x, x, None, baseline).estimate()
     assert mean == pytest.approx(whole.mean(), rel=1e-12) and error < 1e-12
@@ -214,14 +233,48 @@ def test_the_stratified_estimate_is_the_textbook_one_and_waits_for_every_class()
         x, y, labels = whole[:seen], y_all[:seen], whole_labels[:seen]
         units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
         baseline = Baseline(units, float(whole.mean()), len(whole), counts, means)
-        mean, error = two_batches(y, x, labels, baseline).estimate()
+        moments = two_batches(y, x, labels, baseline)
+        mean, error = moments.estimate()
         expected = stratified(y, x, labels, whole, whole_labels)
         if seen == first:  # class 3 not seen yet: the plain mean, and it may not stop
             assert math.isnan(expected[1]) and math.isnan(error)
             assert mean == pytest.approx(y.mean(), rel=1e-12)
         else:
             assert (mean, error) == pytest.approx(expected, rel=1e-9)
-            assert error < 0.5 * textbook(y)[1]
+            assert error < 0.5 * textbook(y, 300)[1]
+            without = stratified(y, x, labels, whole, whole_labels, corrected=False)
+            assert moments.estimate(corrected=False) == pytest.approx(without, rel=1e-9)
+            assert error < without[1]  # each class's factor 1 − k_h/N_h < 1
+
+
+def test_every_estimator_gives_the_splits_mean_with_error_0_once_every_example_is_in():
+    generator = np.random.default_rng(5)
+    labels = generator.integers(0, 3, 40)
+    x = generator.gamma(0.5, 2.0, 40) + labels  # θ*'s losses over the whole split
+    y = 1.3 * x + generator.normal(0, 0.3, 40)  # the point's
+    counts = tuple(int(np.sum(labels == h)) for h in range(3))
+    means = tuple(float(x[labels == h].mean()) for h in range(3))
+    units = [torch.from_numpy(x[:7]), torch.from_numpy(x[7:])]
+    by_class = Baseline(units, float(x.mean()), 40, counts, means)
+    plain = Moments(torch.device("cpu"), Population(examples=40, batches=6))
+    for part in (y[:7], y[7:]):
+        values = torch.from_numpy(part)
+        plain.add(BatchTerms(values.sum(), len(part), values))
+    found = {
+        "plain": plain,
+        "controlled": two_batches(y, x, None, Baseline(units, float(x.mean()), 40)),
+        "stratified": two_batches(y, x, labels, by_class),
+    }
+    for name, moments in found.items():
+        mean, error = moments.estimate()
+        assert mean == pytest.approx(y.mean(), rel=1e-12), name
+        assert error == 0.0, name
+    # The same for batches as units (a loss with its own counts): all 3 of 3 batches in.
+    loss = build_loss("tokens", lambda outputs, targets: (outputs.sum(), int(targets.sum())))
+    moments = Moments(torch.device("cpu"), Population(examples=3, batches=3))
+    for total, count in [(3.0, 2), (10.0, 4), (1.0, 1)]:
+        moments.add(loss.terms(torch.tensor([[total]]), torch.tensor([count])))
+    assert moments.estimate() == (2.0, 0.0)
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "mse", "per_example"])
@@ -269,20 +322,20 @@ def test_streamed_and_cached_splits_hand_out_the_same_seeded_order(cifar_root):
 # ---------------------------------------------------------------------------- sweeps
 
 
-def test_standard_errors_alone_leave_every_value_bit_for_bit(sweep_yaml):
+def test_standard_errors_alone_leave_every_value_bit_for_bit_and_are_0(sweep_yaml):
     plain = datasets(sweep(sweep_yaml, {}, "plain")[1])
     config, output = sweep(sweep_yaml, {"evaluation.standard_errors": True}, "errors")
     found = datasets(output)
     assert set(found) == set(plain) | {"train_loss_se", "test_loss_se"}
     for name, values in plain.items():
         assert np.array_equal(values, found[name]), name
-    # Every example, in the split's own order: the textbook SE, recomputed at two points.
+    # Every point uses every example: its loss is the split's mean, with no error at all.
+    for split in ("train", "test"):
+        assert (found[f"{split}_loss_se"] == 0.0).all(), split
     for i, j in ((2, 2), (0, 1)):
         a, b = found["xcoordinates"][i], found["ycoordinates"][j]
         losses, _ = per_example_by_hand(config, "test", a, b, seeded=False)
-        mean, error = textbook(losses)
-        assert found["test_loss"][i, j] == pytest.approx(mean, rel=1e-5)
-        assert found["test_loss_se"][i, j] == pytest.approx(error, rel=1e-4)
+        assert found["test_loss"][i, j] == pytest.approx(losses.mean(), rel=1e-5)
 
 
 def test_early_stopped_points_match_a_recomputation_from_the_seeded_order(sweep_yaml):
@@ -303,9 +356,11 @@ def test_early_stopped_points_match_a_recomputation_from_the_seeded_order(sweep_
             used = stopping_count(losses, 16, 0.006, 32)
             used_counts.add((split, used < size))
             assert values[f"{split}_examples"][i, j] == used, (split, a, b)
-            mean, error = textbook(losses[:used])
+            mean, error = textbook(losses[:used], size)  # of the split's mean: 0 for all
             assert values[f"{split}_loss"][i, j] == pytest.approx(mean, rel=1e-5)
             assert values[f"{split}_loss_se"][i, j] == pytest.approx(error, rel=1e-4)
+            if used == size:
+                assert values[f"{split}_loss_se"][i, j] == 0.0
             assert values[f"{split}_acc"][i, j] == pytest.approx(100 * right[:used].mean())
     # The grid exercises both outcomes: points that stopped early and points that used all.
     assert {stopped for _, stopped in used_counts} == {True, False}

@@ -10,11 +10,11 @@ import torch
 import yaml
 from torch import nn
 
-from lsurf import models, params
+from lsurf import folding, models, params
 from lsurf.cli import main
 from lsurf.data.cifar import Split
 from lsurf.directions import Directions, random_directions
-from lsurf.evaluate import Evaluator
+from lsurf.evaluate import FOLDING_TOLERANCE, Evaluator
 from lsurf.files.surface import read_surface
 from lsurf.folding import fold_batch_norm
 
@@ -73,12 +73,12 @@ FAMILIES = [
 def test_every_zoo_model_folds_every_batch_norm_it_can(name):
     torch.manual_seed(0)
     model = realistic(models.build(name))
-    folded = fold_batch_norm(model)
+    inputs = data(2).images
+    folded = fold_batch_norm(model, [inputs])
     norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     # DenseNet's layers are BN → ReLU → conv: only the BN after each bottleneck's 1×1 conv
     # follows a conv (58 of 120); every other model's BNs all follow a conv or a linear layer.
-    assert folded.count == (58 if name == "densenet121" else norms)
-    inputs = data(2).images
+    assert folded.count == (58 if name == "densenet121" else norms) and not folded.skipped
     with torch.inference_mode():
         expected, found = model(inputs), folded.network(inputs)
     assert torch.allclose(found, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
@@ -182,15 +182,193 @@ def test_a_model_that_does_not_fold_is_evaluated_as_it_is_bit_for_bit(model, rea
 def test_refolding_after_a_move_is_what_folding_the_moved_model_gives():
     torch.manual_seed(0)
     model = realistic(models.build("resnet20"))
-    folded = fold_batch_norm(model)
     inputs = data().images
+    folded = fold_batch_norm(model, [inputs])
     with torch.no_grad():
         for tensor in params.movable(model, True).values():
             tensor.add_(0.05 * torch.randn_like(tensor)).abs_()  # every tensor, BN's too
         folded.refold()
         assert torch.allclose(folded.network(inputs), model(inputs), rtol=1e-4, atol=1e-4)
-        stale = fold_batch_norm(copy.deepcopy(model))  # a fold made from the moved model
+        stale = fold_batch_norm(copy.deepcopy(model), [inputs])  # made from the moved model
         assert torch.equal(folded.network(inputs), stale.network(inputs))
+
+
+# ------------------------------------------------------------ folding only where it is exact
+# BatchNorm1d normalizes dimension 1 of its input; a fold scales the Linear's output features,
+# the last dimension. On (N, L, F) inputs the two differ, and a BN still at its initial values
+# (the identity) hides the difference at θ*, which an interpolation toward a second checkpoint
+# (BN statistics moving too) then shows.
+
+
+class SequenceNorm(nn.Module):
+    """A Linear on (N, L, F) sequences, then BatchNorm1d over the L positions (dimension 1)."""
+
+    def __init__(self, length: int = 6, features: int = 6, width: int = 6) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, width)
+        self.norm = nn.BatchNorm1d(length)
+        self.head = nn.Linear(length * width, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.fc(inputs)).flatten(1))  # (N, L, width) → (N, 10)
+
+
+class FeatureNorm(nn.Module):
+    """A Linear on (N, L, F) sequences, then BatchNorm1d over its F output features, reached
+    through a transpose to (N, F, L) and back."""
+
+    def __init__(self, length: int = 6, features: int = 6) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, features)
+        self.norm = nn.BatchNorm1d(features)
+        self.head = nn.Linear(length * features, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(self.fc(inputs).transpose(1, 2)).transpose(1, 2)
+        return self.head(hidden.flatten(1))
+
+
+class Mixed(nn.Module):
+    """A Linear → BatchNorm1d on (N, L, F) (not exact), then a Linear → BatchNorm1d on the
+    flattened (N, features) (exact)."""
+
+    def __init__(self, length: int = 6, features: int = 6) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, features)
+        self.norm = nn.BatchNorm1d(length)
+        self.hidden = nn.Linear(length * features, 12)
+        self.hidden_norm = nn.BatchNorm1d(12)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        flat = self.norm(self.fc(inputs)).flatten(1)
+        return self.head(torch.relu(self.hidden_norm(self.hidden(flat))))
+
+
+class ConvAndLinear(nn.Module):
+    """Conv2d → BatchNorm2d on images and Linear → BatchNorm1d on (N, features): both exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.conv_norm = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 8)
+        self.fc_norm = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.conv_norm(self.conv(inputs))).mean(dim=(2, 3))
+        return self.head(torch.relu(self.fc_norm(self.fc(hidden))))
+
+
+SEQUENCE_NOTE = (
+    "BN not folded: fc → norm: BN normalizes dimension 1 of its (4, 6, 6) input, the fold "
+    "would scale dimension 2 (the Linear's 6 outputs)"
+)
+# Each model: its inputs' shape past the batch, and the evaluator's notes.
+EXACTNESS = {
+    "BN over L, as wide as the Linear": (SequenceNorm, (6, 6), [SEQUENCE_NOTE]),
+    "BN over L, narrower than the Linear": (
+        lambda: SequenceNorm(length=5),
+        (5, 6),
+        ["BN not folded: fc → norm: the BN has 5 features, the Linear 6 outputs"],
+    ),
+    "BN over F through a transpose": (
+        FeatureNorm,
+        (6, 6),
+        ["BN not folded: no convolution is followed by its own batch norm"],
+    ),
+    "one exact pair, one not": (Mixed, (6, 6), ["BN folded into 1 convolutions", SEQUENCE_NOTE]),
+    "conv and 2-D linear": (ConvAndLinear, (3, 8, 8), ["BN folded into 2 convolutions"]),
+}
+
+
+def interpolation(model: nn.Module, seed: int = 5) -> Directions:
+    """The line from `model` toward a second checkpoint whose BNs are trained (statistics and
+    affine parameters away from 0/1), moving BN's buffers too, as `kind: target` does."""
+    other = realistic(copy.deepcopy(model), seed=seed)
+    with torch.no_grad():
+        for tensor in other.parameters():
+            tensor.add_(0.1 * torch.randn_like(tensor))
+    end = {key: tensor.clone() for key, tensor in params.movable(other, True).items()}
+    zero = {key: torch.zeros_like(tensor) for key, tensor in end.items()}
+    return Directions("target", "none", "none", 0, zero, None, moves_buffers=True, end=end)
+
+
+@pytest.mark.parametrize("case", EXACTNESS)
+@pytest.mark.parametrize("start", ["BN at its initial values", "BN trained"])
+def test_folded_losses_equal_the_models_along_an_interpolation_or_the_pair_stays(case, start):
+    build, shape, notes = EXACTNESS[case]
+    torch.manual_seed(0)
+    model = build().eval()  # a fresh BN: mean 0, variance 1, γ 1, β 0 (the identity)
+    if start == "BN trained":
+        model = realistic(model, seed=2)
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(16, *shape, generator=generator)
+    split = (inputs, torch.randint(0, 10, (16,), generator=generator))
+    line = interpolation(model)
+    device = torch.device("cpu")
+    plain = Evaluator(copy.deepcopy(model), line, {"train": split}, 8, device)
+    folded = Evaluator(model, line, {"train": split}, 8, device, fold_bn=True)  # no error
+    for a in (0.0, 0.25, 0.5, 0.75, 1.0):
+        expected, found = plain.evaluate(a, 0.0), folded.evaluate(a, 0.0)
+        assert found["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6), a
+        if not folded.folded.count:  # nothing folded: the model itself, bit for bit
+            assert found == expected, a
+    assert folded.notes == notes  # what folded, and each pair that did not, with why
+
+
+def test_a_wrong_fold_that_theta_star_hides_is_caught_with_bn_moved(monkeypatch):
+    # As lsurf accepted it before it read the shapes: Linear → BatchNorm1d on any rank.
+    monkeypatch.setattr(folding, "_inexact", lambda conv, norm, shapes: "")
+    torch.manual_seed(0)
+    model = SequenceNorm().eval()  # BN at its initial values: the identity at θ*
+    generator = torch.Generator().manual_seed(1)
+    split = (torch.randn(16, 6, 6, generator=generator), torch.randint(0, 10, (16,)))
+    probe = split[0][:4]
+    wrong = fold_batch_norm(model, [probe])
+    assert wrong.count == 1
+    with torch.inference_mode():  # at θ* the wrong fold gives the model's outputs...
+        expected = model(probe)
+        apart = (wrong.network(probe) - expected).abs().max() / expected.abs().max()
+    assert apart <= FOLDING_TOLERANCE
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    line = interpolation(model)
+    device = torch.device("cpu")
+    plain = Evaluator(copy.deepcopy(model), line, {"train": split}, 8, device)
+    folded = Evaluator(model, line, {"train": split}, 8, device, fold_bn=True)
+    # ...and the check with BN moved, on a copy, sees that it is not the model.
+    assert folded.folded.count == 0 and folded.network is folded.model
+    [note] = folded.notes
+    assert note.startswith(
+        "BN not folded: the folded network's outputs on the train probe batch with its BNs "
+        "moved differ from the model's by "
+    )
+    for key, value in folded.model.state_dict().items():  # the check left θ* as it was
+        assert torch.equal(value, state[key]), key
+    for a in (0.0, 0.5, 1.0):
+        assert folded.evaluate(a, 0.0) == plain.evaluate(a, 0.0)
+
+
+def test_the_moved_copy_shares_every_tensor_but_bns_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = ConvAndLinear().eval()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    moved = folding.with_moved_norms(model)
+    for key, tensor in moved.state_dict().items():
+        if key.startswith(("conv_norm.", "fc_norm.")):  # a BN's own: copied, then moved
+            assert tensor.data_ptr() != model.state_dict()[key].data_ptr(), key
+            if tensor.is_floating_point():  # (not num_batches_tracked)
+                assert not torch.equal(tensor, state[key]), key
+        else:
+            assert tensor.data_ptr() == model.state_dict()[key].data_ptr(), key  # shared
+    assert bool((moved.conv_norm.running_var > 0).all() and (moved.fc_norm.running_var > 0).all())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # Seeded: the same copy every time, so every rank checks the same network.
+    again = folding.with_moved_norms(model)
+    for key, tensor in again.state_dict().items():
+        assert torch.equal(tensor, moved.state_dict()[key]), key
 
 
 def test_a_file_from_before_folding_resumes_only_unfolded(sweep_yaml, capsys):

@@ -10,6 +10,10 @@ The columns are known only once a worker has probed the data (accuracy only wher
 targets are classes), so the check counts the most a config can have: loss and accuracy on
 every split of data.splits, plus the five curvature columns with hessian.eigenvalues.
 
+Before any of that, a new surface file needs a folder it can be created in
+(`check_output_writable`): an output under /proc, or under a file where a folder should be,
+is refused as such, not as a disk with 0 B free.
+
 Input: the grid's shape, the column count, the output path, and what the machine has
 (`available_memory`, `free_disk`). Output: nothing, or a `ConfigError` saying what to do.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +102,43 @@ def check_sweep_fits(config: SweepConfig, force: bool) -> None:
     new_file = force or not config.output.exists()
     disk = free_disk(config.output) if new_file else None
     check_surface_fits(shape, columns, config.output, available_memory(), disk)
+
+
+def check_output_writable(config: SweepConfig, force: bool) -> None:
+    """`check_folder_writable` for the output, when a new file is to be written there (a new
+    output, or --force); a resumed file is written in place."""
+    if force or not config.output.exists():
+        check_folder_writable(config.output)
+
+
+def check_folder_writable(output: Path) -> None:
+    """Raise a ConfigError unless a file can be created in `output`'s folder, which is made
+    later (parents too) where it does not exist yet: its nearest existing folder must be a
+    folder and must take a new file.
+
+    Only trying tells: os.access answers yes to root for any folder whatever its mode bits
+    (and on /proc and /sys, where creating fails), and ACLs, read-only mounts and NFS's
+    root squashing each decide beyond the mode bits. So an empty file with a new name is
+    created there and removed at once; nothing that exists is opened.
+    """
+    folder = output.absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    hint = "choose an output folder you can write to"
+    if not existing.is_dir():
+        what = "it" if existing == folder else str(existing)
+        raise ConfigError(f"cannot write in {folder} ({what} is a file, not a folder); {hint}")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".lsurf-write-check-", dir=existing)
+    except OSError as error:
+        where = "there" if existing == folder else f"in {existing}"
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"cannot write in {folder} (creating a file {where} fails: {reason}); {hint}"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def check_sweeps_fit(configs: Sequence[SweepConfig]) -> None:

@@ -113,6 +113,7 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
 
     `force` lets new directions replace the output's own direction file.
     """
+    capacity.check_output_writable(config, force)  # before any work, as the rest
     fitted_later = isinstance(config.grid.x, AutoAxis) or isinstance(config.grid.y, AutoAxis)
     if not fitted_later:  # a grid too large for the machine is refused before any work
         capacity.check_sweep_fits(config, force)
