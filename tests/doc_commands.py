@@ -114,7 +114,7 @@ EXEMPT = {
     "pip install --no-binary=mpi4py mpi4py": "a cluster's MPI module, a C compiler",
     "pip install -e .": "a cluster's MPI module",
     # Curvature on the demo's ResNet-20: 8 and 2 minutes of Hessian-vector products on 2
-    # cores; tests/test_curvature.py and tests/test_spectrum.py run the same paths on small
+    # cores; tests/test_curvature.py and tests/test_run_hessian.py run the same paths on small
     # models, serially and under MPI.
     ".venv/bin/lsurf sweep configs/curvature.yaml --set model.name=resnet20"
     " --set model.checkpoint=runs/demo/train/final.pt --set data.root=runs/demo/data"

@@ -442,7 +442,7 @@ def test_a_compiled_network_that_disagrees_is_never_used(monkeypatch):
 def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(
     mpi_run, sweep_yaml, tmp_path
 ):
-    from test_parallel import finish, launch
+    from test_mpi import finish, launch
 
     compiled = {"evaluation": {"compile": True}}
     serial = sweep_yaml({**compiled, "output": str(tmp_path / "serial.h5")}, name="serial.yaml")

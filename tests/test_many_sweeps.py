@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from surface_helpers import done_count
-from test_parallel import INJECT, environment, finish, kill_tree
+from test_mpi import INJECT, environment, finish, kill_tree
 
 from lsurf.cli import main
 from lsurf.files.surface import read_surface

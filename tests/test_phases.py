@@ -1,4 +1,5 @@
-"""preparation: every check on user input, made before a sweep writes anything."""
+"""lsurf.run.phases and lsurf.run.identity: every check on user input, made before a sweep
+writes anything, and what a resume or a reused direction file must match."""
 
 import hashlib
 from dataclasses import replace

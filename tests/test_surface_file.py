@@ -1,3 +1,6 @@
+"""lsurf.files.surface: the surface file, its layout, atomic creation, resume and one-line errors
+(and the HDF5 opening rules of lsurf.files.hdf5 that every format shares)."""
+
 import datetime
 import os
 import re
@@ -7,11 +10,9 @@ import sys
 import h5py
 import numpy as np
 import pytest
-import torch
 
 import lsurf
 from lsurf import atomic, metrics
-from lsurf.directions import Directions
 from lsurf.errors import LsurfError, OutputError
 from lsurf.files import directions as direction_file
 from lsurf.files import surface as surface_file
@@ -176,44 +177,6 @@ def test_attributes_trajectory_and_weight_statistics_round_trip(tmp_path):
         surface_file.read_surface(path).trajectory is None
         and surface_file.read_surface(path).weights is None
     )
-
-
-def test_a_weight_file_holds_one_group_per_label(tmp_path):
-    weight_file.write_weight_file(tmp_path / "w.h5", {"runs/small": WEIGHTS, "large": WEIGHTS})
-    with h5py.File(tmp_path / "w.h5", "r") as h5file:
-        assert set(h5file) == {"runs_small", "large"}
-        assert h5file.attrs["lsurf_version"] == lsurf.__version__
-        assert_same_weights(weight_file.read_weight_statistics(h5file["runs_small"]), WEIGHTS)
-
-
-@pytest.mark.parametrize("two_dimensional", [True, False], ids=["2d", "1d"])
-def test_direction_files_round_trip_tensors_exactly(tmp_path, two_dimensional):
-    generator = torch.Generator().manual_seed(0)
-
-    def direction():  # not in alphabetical order; a 0-dim tensor too
-        shapes = {"layer2.conv.weight": (4, 3, 3, 3), "fc.bias": (10,), "scale": ()}
-        return {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
-
-    y = direction() if two_dimensional else None
-    written = Directions("pca", "filter", "biasbn", 7, direction(), y, TRAJECTORY)
-    settings = {"kind": "pca", "norm": "filter", "ignore": "biasbn", "seed": 7, "x_spec": "a"}
-    direction_file.write_directions(tmp_path / "d.h5", written, settings)
-    found, attributes = direction_file.read_directions(tmp_path / "d.h5")
-    for found_tensors, written_tensors in ((found.x, written.x), (found.y, written.y)):
-        if written_tensors is None:
-            assert found_tensors is None
-            continue
-        assert found_tensors.keys() == written_tensors.keys()
-        for key, tensor in written_tensors.items():
-            assert found_tensors[key].dtype == torch.float32
-            assert torch.equal(found_tensors[key], tensor)  # bit for bit, shape included
-    assert (found.kind, found.norm, found.ignore, found.seed) == ("pca", "filter", "biasbn", 7)
-    assert {key: attributes[key] for key in settings} == settings
-    assert attributes["directions_sha256"] == written.digest() == found.digest()
-    assert attributes["lsurf_version"] == lsurf.__version__
-    assert_same_trajectory(found.trajectory, TRAJECTORY)
-    with h5py.File(tmp_path / "d.h5", "r") as h5file:
-        assert ("ydirection" in h5file) is two_dimensional
 
 
 def test_the_final_name_appears_only_complete(tmp_path, monkeypatch):
