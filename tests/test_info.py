@@ -171,3 +171,14 @@ def test_info_on_a_curvature_sweep_gives_the_solver_the_ranges_and_what_did_not_
         "at most 200 products per point",
     ]
     assert lines[8].startswith("written by lsurf")
+
+
+def test_a_1d_curve_names_only_its_x_axis(tmp_path):
+    x = np.linspace(-1.0, 1.0, 5)
+    loss = (x - 0.5) ** 2
+    columns = {"train_loss": ("train", asdict(LOSS), loss)}
+    config = yaml.safe_dump({"grid": {"x": "-1:1:5", "y": None}})
+    path = write_surface_by_hand(tmp_path / "c.h5", x, None, columns, config=config)
+    lines = describe_surface(path).splitlines()
+    assert "grid     x=-1:1:5  (5 points)" in lines
+    assert "min train_loss  0 at x=0.5" in lines

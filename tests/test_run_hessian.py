@@ -418,3 +418,11 @@ def test_the_ranks_sum_to_the_same_values_and_a_rank_out_of_step_ends_the_job(
     assert "the ranks are out of step (rank 0 is at step 9, the mean step of all ranks is " in (
         done.stderr
     )
+
+
+def test_the_batching_is_said_as_it_is():
+    from lsurf.run.hessian import _batching
+
+    assert _batching(1, 256, 128) == "1 batch"
+    assert _batching(4, 20, 80) == "4 batches of 20"
+    assert _batching(3, 32, 70) == "3 batches of 32 (the last of 6)"

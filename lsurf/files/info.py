@@ -62,7 +62,8 @@ def describe_surface(path: Path) -> str:
         "y": None if surface.y is None else _axis(surface.y).spec,
     }
     shape = "x".join(str(n) for n in surface.done.shape)
-    lines.append(f"grid     x={grid.get('x')}  y={grid.get('y')}  ({shape} points)")
+    axes = f"x={grid.get('x')}" + (f"  y={grid['y']}" if grid.get("y") is not None else "")
+    lines.append(f"grid     {axes}  ({shape} points)")
     listed = ", ".join(sorted(surface.metrics))
     derived = derived_names(surface)  # what `lsurf plot --metric` also draws
     lines.append(f"metrics  {listed}" + (f"; derived: {', '.join(derived)}" if derived else ""))

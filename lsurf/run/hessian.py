@@ -190,7 +190,7 @@ def _analyse(
         _stop(group, failures)
     log(
         f"hessian of the mean loss on {hessian.split} at θ* ({len(loaded.split)} examples, "
-        f"{loaded.batches} batches of {loaded.batch_size}"
+        + _batching(loaded.batches, loaded.batch_size, len(loaded.split))
         + (f", on {ranks} ranks" if ranks > 1 else "")
         + f"): {loaded.size} parameters ({hessian.params})"
     )
@@ -428,3 +428,13 @@ def density_grid(nodes: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, float]
 
 def _listed(values: np.ndarray) -> str:
     return ", ".join(f"{value:.6g}" for value in values)
+
+
+def _batching(batches: int, batch_size: int, examples: int) -> str:
+    """How the split is batched, in words: "1 batch", "4 batches of 256" (the last smaller)."""
+    if batches == 1:
+        return "1 batch"
+    last = examples - (batches - 1) * batch_size
+    return f"{batches} batches of {batch_size}" + (
+        f" (the last of {last})" if last != batch_size else ""
+    )
