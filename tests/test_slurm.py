@@ -120,6 +120,11 @@ def wait_for(env, job, states, timeout=240):
     return current
 
 
+# The serial surface of resnet_config's sweep, computed once for the module: every test's
+# checkpoint (seed 0), data (the session's cifar_root) and grid are the same.
+_SERIAL_SURFACE = []
+
+
 @pytest.fixture
 def resnet_config(sweep_yaml, tmp_path):
     """A sweep slow enough (ResNet-20) to be cancelled part-way, and its serial surface."""
@@ -127,6 +132,8 @@ def resnet_config(sweep_yaml, tmp_path):
     checkpoint = tmp_path / "resnet20.pt"
     save_checkpoint(checkpoint, models.build("resnet20").state_dict())
     config = sweep_yaml({"model.name": "resnet20", "model.checkpoint": str(checkpoint)})
+    if _SERIAL_SURFACE:
+        return config, _SERIAL_SURFACE[0]
     serial = sweep_yaml(
         {
             "model.name": "resnet20",
@@ -139,7 +146,8 @@ def resnet_config(sweep_yaml, tmp_path):
         [sys.executable, "-m", "lsurf", "sweep", str(serial), *GRID], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    return config, read_surface(tmp_path / "serial.h5")
+    _SERIAL_SURFACE.append(read_surface(tmp_path / "serial.h5"))
+    return config, _SERIAL_SURFACE[0]
 
 
 def job_log(tmp_path, job):
