@@ -82,6 +82,42 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="connect config YAML (its connect: section)")
+    _add_overrides(parser, "connect.points=51")
+    parser.add_argument(
+        "--curve",
+        choices=("bezier", "polychain"),
+        default=None,
+        help="also train a curve through a bend and evaluate along it (connect.curve)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="start over, replacing an existing output"
+    )
+    parser.add_argument(
+        "--log-every", type=int, default=None, metavar="N", help="a progress line every N points"
+    )
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from lsurf.config import load_connect_config
+    from lsurf.run.connect import run_connect
+
+    if args.log_every is not None and args.log_every < 1:
+        raise LsurfError("--log-every must be at least 1")
+    overrides = list(args.overrides)
+    if args.curve is not None:
+        overrides.append(f"connect.curve={args.curve}")
+    outcome = run_connect(
+        load_connect_config(args.config, overrides), force=args.force, log_every=args.log_every
+    )
+    if outcome is not None:
+        from lsurf.files.info import describe
+
+        print(describe(outcome.path))
+    return 0
+
+
 def _hessian_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="sweep config YAML (its hessian: section)")
     _add_overrides(parser, "hessian.top_k=10")
@@ -349,6 +385,12 @@ COMMANDS = {
         "compute (or resume) a loss surface; several configs: one job, one queue, one file each",
         _sweep_arguments,
         _sweep,
+    ),
+    "connect": Command(
+        "are two minima one basin? loss and error along the paths between checkpoints "
+        "(linear, permutation-aligned, trained curves) and their barriers, in one file",
+        _connect_arguments,
+        _connect,
     ),
     "hessian": Command(
         "analyse the Hessian of the loss at the checkpoint: top eigenvalues, trace, "

@@ -114,6 +114,9 @@ class GridConfig:
     # before anything is stored, so the surface file records the concrete range.
     x: Axis | AutoAxis
     y: Axis | AutoAxis | None = None
+    # A 1D sweep's points along the x axis (line), or along a curve through the plane of a
+    # target with a y_target (bezier, polychain: lsurf.grid.PATHS), t being x.
+    path: Literal["line", "bezier", "polychain"] = "line"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,12 @@ class EvaluationConfig:
     # says where for a model and machine), so on long sweeps only. A failure
     # leaves the eager network, with a note in the log.
     compile: bool = False
+    # At every point, reset each BatchNorm's running statistics and re-estimate them in train
+    # mode, without gradients, over this many examples of the train split in the seeded order
+    # of bn_seed, then evaluate in eval mode (lsurf.evaluate.NormStatistics). None: the
+    # statistics are the checkpoint's (or move with the directions, space: states).
+    bn_recompute: int | None = None
+    bn_seed: int = 0
 
 
 HessianParams = Literal["weights", "all"]
@@ -242,6 +251,45 @@ class TrainConfig:
     output: Path  # folder for the checkpoints, log.csv, config.yaml and resume.pt
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+BatchNormMode = Literal["keep", "interpolate", "recompute"]
+Alignment = Literal["none", "weights"]
+CurveKind = Literal["none", "bezier", "polychain"]
+
+
+@dataclass(frozen=True)
+class ConnectSection:
+    """`lsurf connect`: the paths between checkpoints (lsurf.run.connect).
+
+    Every pair of `checkpoints` (A, B) gets the linear path (1 − t)·A + t·B at `points` values
+    of t from 0 to 1; with `align: weights` also the path to B with its units permuted to match
+    A's (lsurf.align); with `curve` also a trained curve through a bend. `bn` says what the
+    BatchNorm running statistics are at each point: keep, A's (only the weights move);
+    interpolate, (1 − t)·A's + t·B's (as the weights); recompute, re-estimated at each point in
+    train mode over `bn_examples` examples of the train split (seeded by `bn_seed`), then
+    evaluated in eval mode (REPAIR; dnn-mode-connectivity's update_bn).
+    """
+
+    checkpoints: tuple[Path, ...]
+    points: int = 31
+    bn: BatchNormMode = "recompute"
+    bn_examples: int = 2000
+    bn_seed: int = 0
+    align: Alignment = "none"
+    align_seed: int = 0  # the order weight matching visits the layers in
+    curve: CurveKind = "none"
+
+
+@dataclass(frozen=True)
+class ConnectConfig:
+    model: ModelConfig  # the architecture; its weights come from connect.checkpoints
+    data: DataConfig
+    connect: ConnectSection
+    output: Path  # the connect file (.h5); aligned checkpoints and the bend's run beside it
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # How a curve's bend is trained (lsurf.train.curve), as `lsurf train` trains a model.
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -411,6 +459,8 @@ def _check_errors(evaluation: EvaluationConfig) -> None:
             f"{evaluation.rel_error}; leave it out to use every example"
         )
     _check_positive(evaluation.min_examples, "evaluation.min_examples")
+    if evaluation.bn_recompute is not None:
+        _check_positive(evaluation.bn_recompute, "evaluation.bn_recompute")
 
 
 def _check_hessian(hessian: HessianConfig) -> None:
@@ -429,6 +479,11 @@ def _check_hessian(hessian: HessianConfig) -> None:
         raise ConfigError(
             f"hessian.output must be an HDF5 file ending in .h5, got {hessian.output}"
         )
+
+
+def on_plane(grid: GridConfig) -> bool:
+    """Whether the sweep's points use a y direction: a 2D grid, or a 1D curve through it."""
+    return grid.y is not None or grid.path != "line"
 
 
 def asks_for_hessian(config: SweepConfig) -> bool:
@@ -478,7 +533,16 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
     automatic = [
         f"grid.{name}" for name in ("x", "y") if isinstance(getattr(config.grid, name), AutoAxis)
     ]
-    resolved = kinds.resolve(config.directions, config.grid.y is not None, automatic)
+    if config.grid.path != "line" and (
+        config.grid.y is not None
+        or config.directions.kind != "target"
+        or config.directions.y_target is None
+    ):
+        raise ConfigError(
+            f"grid.path {config.grid.path} is a curve through three checkpoints: it needs a 1D "
+            "grid (no grid.y), directions.kind: target and directions.y_target (the bend)"
+        )
+    resolved = kinds.resolve(config.directions, on_plane(config.grid), automatic)
     _check_hessian(config.hessian)
     if asks_for_hessian(config):
         check_hessian_split(config)
@@ -486,3 +550,46 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
     if config.output.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
     return dataclasses.replace(config, model=model, data=data, directions=resolved)
+
+
+def load_connect_config(path: Path, overrides: list[str] = ()) -> ConnectConfig:  # type: ignore[assignment]
+    return check_connect(parse(ConnectConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
+
+
+def check_connect(config: ConnectConfig) -> ConnectConfig:
+    """The connect section's own rules, and the data and model rules of a sweep."""
+    section = config.connect
+    if len(section.checkpoints) < 2:
+        raise ConfigError(
+            f"connect.checkpoints must list at least two checkpoints (A and B), got "
+            f"{len(section.checkpoints)}"
+        )
+    if len(set(section.checkpoints)) != len(section.checkpoints):
+        raise ConfigError("connect.checkpoints names a checkpoint twice; list each once")
+    if section.points < 2:
+        raise ConfigError(
+            f"connect.points must be at least 2 (t = 0 and t = 1 are always points), got "
+            f"{section.points}"
+        )
+    _check_positive(section.bn_examples, "connect.bn_examples")
+    if config.model.checkpoint is not None:
+        raise ConfigError(
+            "model.checkpoint is not read by lsurf connect: list the checkpoints in "
+            "connect.checkpoints"
+        )
+    if config.evaluation.bn_recompute is not None:
+        raise ConfigError(
+            "evaluation.bn_recompute is set by connect.bn: recompute (and connect.bn_examples); "
+            "remove it"
+        )
+    if config.output.suffix not in (".h5", ".hdf5"):
+        raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
+    data = _check_data(config.data)
+    _check_loss(config.evaluation.loss)
+    _check_errors(config.evaluation)
+    return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
+
+
+def check_sweep(config: SweepConfig) -> SweepConfig:
+    """A sweep config built in code (lsurf connect's paths) under every rule of a YAML one."""
+    return _check_sweep(config)

@@ -96,6 +96,21 @@ class Curvature:
 
 
 @dataclass(frozen=True)
+class NormStatistics:
+    """BatchNorm running statistics re-estimated at every point (`evaluation.bn_recompute`;
+    REPAIR, Jordan et al. 2022, and dnn-mode-connectivity's `update_bn` do the same): each
+    BatchNorm's statistics reset, then train-mode forward passes without gradients over the
+    first `examples` examples of `split` in the seeded order `seed` gives
+    (lsurf.data.splits.seeded_order), in batches of the sweep's batch size, each BatchNorm
+    averaging the batches' statistics with equal weight (momentum None); then eval mode."""
+
+    split: SplitData  # the examples' split (train)
+    name: str  # its name, for messages
+    examples: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class StandardErrors:
     """How precisely each point's loss is measured (the evaluation's standard_errors,
     rel_error and min_examples; data.subset_seed for the order)."""
@@ -171,6 +186,7 @@ class Evaluator:
         curvature: Curvature | None = None,
         fold_bn: bool = False,
         compile: bool = False,
+        norm_statistics: NormStatistics | None = None,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
@@ -197,10 +213,24 @@ class Evaluator:
             for name, split in splits.items()
         }
         self.curvature = curvature
+        self.norm_statistics = norm_statistics
+        self._norms = [
+            m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        if norm_statistics is not None:
+            _check_norm_statistics(norm_statistics)
         self.columns = self._probe()
         # What each point runs: the model, or the model with BN folded into its convolutions
         # (lsurf.folding; refolded after every move). The Hessian always takes the model.
         self.notes: list[str] = []  # what the sweep's log should say about this evaluator
+        if norm_statistics is not None:
+            statistics = norm_statistics
+            self.notes.append(
+                f"BN statistics recomputed at every point over {statistics.examples} "
+                f"{statistics.name} examples (seed {statistics.seed})"
+                if self._norms
+                else "no BatchNorm in the model: evaluation.bn_recompute changes nothing"
+            )
         # Per split, θ*'s loss units in the order points visit them (early stopping's control
         # variate); empty unless `estimate_errors` asks for it.
         self.baselines: dict[str, Baseline] = {}
@@ -356,9 +386,35 @@ class Evaluator:
             if self.y is not None:
                 tensor.add_(self.y[key], alpha=b)
 
+    @torch.no_grad()
+    def recompute_norm_statistics(self) -> None:
+        """With `NormStatistics`: every BatchNorm's running statistics re-estimated at the
+        weights the model holds (see NormStatistics); the model is left in eval mode."""
+        statistics = self.norm_statistics
+        if statistics is None or not self._norms:
+            return
+        momenta = [norm.momentum for norm in self._norms]
+        for norm in self._norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: each batch weighs the same
+        self.model.train()
+        try:
+            left = statistics.examples
+            for inputs, _ in statistics.split.batches(self.batch_size, statistics.seed):
+                if left <= 0:
+                    break
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
+                    self.model(inputs[:left])
+                left -= len(inputs)
+        finally:
+            self.model.eval()
+            for norm, momentum in zip(self._norms, momenta, strict=True):
+                norm.momentum = momentum
+
     def evaluate(self, a: float, b: float) -> dict[str, float]:
         """Every column's value at (a, b), by dataset name (`train_loss`, ...)."""
         self.move_to(a, b)
+        self.recompute_norm_statistics()
         self.folded.refold()
         values: dict[str, float] = {}
         for name, split in self.splits.items():
@@ -425,6 +481,7 @@ class Evaluator:
         """θ*'s loss units over all of `split`, batch by batch in the order points visit it,
         measured as the points are (the same network, precision and batches)."""
         self.move_to(0.0, 0.0)  # θ* itself, bit for bit, whatever the directions
+        self.recompute_norm_statistics()
         self.folded.refold()
         units: list[torch.Tensor] = []
         totals: list[torch.Tensor] = []
@@ -457,6 +514,15 @@ class Evaluator:
             total / count if count else 0.0 for total, count in zip(sums, examples, strict=True)
         )
         return Baseline(units, mean, size, tuple(round(count) for count in examples), means)
+
+
+def _check_norm_statistics(statistics: NormStatistics) -> None:
+    size = len(statistics.split)
+    if not 1 <= statistics.examples <= size:
+        raise ConfigError(
+            f"evaluation.bn_recompute is {statistics.examples} but the {statistics.name} split "
+            f"has {size} examples; give at most {size} (and at least 1)"
+        )
 
 
 def curvature_operator(

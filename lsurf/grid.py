@@ -116,16 +116,39 @@ def parse_auto_axis(spec: str, key: str = "axis") -> AutoAxis:
     return AutoAxis(num)
 
 
+# The shapes a 1D sweep's points can follow through the plane of its directions, t being its
+# x coordinate: "line", the point (t, 0); and the two curves of mode connectivity (Garipov et
+# al. 2018) through a bend C on the three-checkpoint plane (1 − a − b)·A + a·B + b·C:
+# "bezier", (1 − t)²·A + 2t(1 − t)·C + t²·B, the point (t², 2t(1 − t)); "polychain", A → C for
+# t ≤ 1/2 and C → B after, the point (0, 2t), then (2t − 1, 2 − 2t). Both are A at t = 0 and
+# B at t = 1 exactly.
+PATHS = ("line", "bezier", "polychain")
+
+
+def path_point(path: str, t: float) -> tuple[float, float]:
+    """The plane coordinates (a, b) of the point at t along `path` (one of PATHS)."""
+    if path == "line":
+        return t, 0.0
+    if path == "bezier":
+        return t * t, 2.0 * t * (1.0 - t)
+    if path == "polychain":
+        return (0.0, 2.0 * t) if t <= 0.5 else (2.0 * t - 1.0, 2.0 - 2.0 * t)
+    raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+
+
 @dataclass(frozen=True)
 class Grid:
-    """The sweep's points: x coordinates, and y coordinates for a 2D surface."""
+    """The sweep's points: x coordinates, and y coordinates for a 2D surface. A 1D grid's
+    points may follow a curve through the plane (`path`, see PATHS) rather than the x axis."""
 
     x: np.ndarray  # (nx,) float64
     y: np.ndarray | None  # (ny,) float64, or None for a 1D curve
+    path: str = "line"  # 1D only: what t = x[i] means on the plane
 
     @classmethod
-    def from_axes(cls, x: Axis, y: Axis | None) -> Grid:
-        return cls(x.coordinates(), None if y is None else y.coordinates())
+    def from_axes(cls, x: Axis, y: Axis | None, path: str = "line") -> Grid:
+        assert path == "line" or y is None, "a path is a 1D sweep's"
+        return cls(x.coordinates(), None if y is None else y.coordinates(), path)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -138,7 +161,7 @@ class Grid:
     def coordinates(self, index: int) -> tuple[float, float]:
         """(a, b) of flat point `index`; b is 0.0 on a 1D grid."""
         if self.y is None:
-            return float(self.x[index]), 0.0
+            return path_point(self.path, float(self.x[index]))
         i, j = divmod(index, len(self.y))
         return float(self.x[i]), float(self.y[j])
 

@@ -48,8 +48,10 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
         "control_variate": False,
         "fold_bn": True,
         "compile": False,
+        "bn_recompute": None,
+        "bn_seed": 0,
     }
-    assert plain["grid"] == {"x": "-1:1:5", "y": "-0.5:0.5:3"}
+    assert plain["grid"] == {"x": "-1:1:5", "y": "-0.5:0.5:3", "path": "line"}
     # The resolved YAML reads back to the same tree (it is what the surface file stores).
     assert yaml.safe_load(yaml.safe_dump(plain)) == plain
 

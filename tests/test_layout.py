@@ -30,6 +30,7 @@ LEAVES = {
     "lsurf.schema",
     "lsurf.grid",
     "lsurf.metrics",
+    "lsurf.barrier",
     "lsurf.data.layouts",
     "lsurf.kinds",
 }

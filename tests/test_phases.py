@@ -67,7 +67,7 @@ def test_prepare_writes_nothing_and_its_identity_names_checkpoint_and_resolved_c
     stored = yaml.safe_load(identity["config"])
     assert stored == to_plain(prepared.config)
     assert stored["directions"]["norm"] == "filter"  # the default, spelled out
-    assert stored["grid"] == {"x": "-1:1:4", "y": "-0.5:0.5:3"}
+    assert stored["grid"] == {"x": "-1:1:4", "y": "-0.5:0.5:3", "path": "line"}
     # The model holds θ*, and the grid is the configured one.
     state = read_state_dict(small_checkpoint)
     for key, tensor in prepared.model.state_dict().items():

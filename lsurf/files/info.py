@@ -12,12 +12,14 @@ layout, all that such a file says).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lsurf import kinds
+from lsurf.files.connect import is_connect_path, read_connect
 from lsurf.files.curvature import (
     BOTH_RESIDUALS,
     column_of,
@@ -39,7 +41,43 @@ def describe(path: Path) -> str:
 
     if is_hessian_file(path):
         return describe_hessian_file(path)
+    if is_connect_path(path):
+        return describe_connect(path)
     return describe_directions(path) if is_direction_file(path) else describe_surface(path)
+
+
+def describe_connect(path: Path) -> str:
+    """The `lsurf info` report of a connect file: its checkpoints and BN mode, then each
+    path's completeness and its barriers (± their standard errors)."""
+    connection = read_connect(path)
+    config = connection.config
+    section = config.get("connect") or {}
+    model = (config.get("model") or {}).get("name")
+    lines = [f"connect  {path}", f"model    {model}"]
+    lines += _describe_data(config)
+    for place, checkpoint in enumerate(connection.checkpoints):
+        lines.append(f"checkpoint {place}  {checkpoint}")
+    bn = section.get("bn")
+    if bn == "recompute":
+        bn += f" over {section.get('bn_examples')} train examples (seed {section.get('bn_seed')})"
+    lines.append(f"bn       {bn}   points {section.get('points')} along t in [0, 1]")
+    for name, part in connection.paths.items():
+        done, total = int(part.surface.done.sum()), part.surface.done.size
+        state = "complete" if done == total else "incomplete: rerun the same command to resume"
+        lines.append(f"path {name}  {done}/{total} points, {state}")
+        for row, found in part.barriers.items():
+            if math.isnan(found.height):
+                continue
+            unit = " %" if row.endswith("_error") else ""
+            error = "" if math.isnan(found.error) else f" ± {found.error:.3g}"
+            lines.append(
+                f"  {row:<12} barrier {found.height:.4g}{error}{unit} at t={found.t:.3g}  "
+                f"(ends {found.start:.4g}, {found.end:.4g})"
+            )
+    version = connection.attributes.get("lsurf_version")
+    created = connection.attributes.get("created")
+    lines.append(f"written by lsurf {version} (connect format 1), created {created}")
+    return "\n".join(lines)
 
 
 def describe_surface(path: Path) -> str:

@@ -90,23 +90,28 @@ def read_surface(path: Path) -> Surface:
                 f"{path} is an HDF5 file but not a surface file (of lsurf or of "
                 "tomgoldstein/loss-landscape)"
             )
-        stored = _stored_columns(h5file, path)
-        # `done` before the values: the writer sets values before flags, so every point read
-        # as done here already had its values when they are read next.
-        done = h5file["done"][()]
-        x = h5file["xcoordinates"][()]
-        y = h5file["ycoordinates"][()] if "ycoordinates" in h5file else None
-        return Surface(
-            path,
-            x,
-            y,
-            {column.name: h5file[column.name][()] for column in stored},
-            {column.name: column for column in stored},
-            done,
-            attributes_of(h5file),
-            read_trajectory(h5file),
-            read_weight_statistics(h5file["weights"]) if "weights" in h5file else None,
-        )
+        return read_surface_in(h5file, path)
+
+
+def read_surface_in(root: h5py.Group, path: Path) -> Surface:
+    """The surface laid out in `root` (a surface file, or a group of a connect file)."""
+    stored = _stored_columns(root, path)
+    # `done` before the values: the writer sets values before flags, so every point read
+    # as done here already had its values when they are read next.
+    done = root["done"][()]
+    x = root["xcoordinates"][()]
+    y = root["ycoordinates"][()] if "ycoordinates" in root else None
+    return Surface(
+        path,
+        x,
+        y,
+        {column.name: root[column.name][()] for column in stored},
+        {column.name: column for column in stored},
+        done,
+        attributes_of(root),
+        read_trajectory(root),
+        read_weight_statistics(root["weights"]) if "weights" in root else None,
+    )
 
 
 def read_surface_attributes(path: Path) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def read_surface_columns(path: Path) -> list[Column]:
         return _stored_columns(h5file, path)
 
 
-def _stored_columns(h5file: h5py.File, path: Path) -> list[Column]:
+def _stored_columns(h5file: h5py.Group, path: Path) -> list[Column]:
     """The columns a surface file lists in its `metrics` attribute (format 1: by suffix)."""
     datasets = [name for name in h5file if isinstance(h5file[name], h5py.Dataset)]
     if "metrics" not in h5file.attrs:  # format 1 wrote only these two kinds
@@ -156,16 +161,22 @@ class SurfaceWriter:
 
     FLUSH_SECONDS = 0.5
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, group: h5py.Group | None = None) -> None:
+        """Open the surface file at `path`; or write the surface laid out in `group` of a file
+        open elsewhere (lsurf.files.connect: one file, a surface per group), which `close`
+        then flushes and leaves open for its owner."""
         self.path = path
-        self._file = open_file(path, "r+", "surface file")
+        self._owns_file = group is None
+        self._file = open_file(path, "r+", "surface file") if group is None else group.file
+        self._root: h5py.Group = self._file if group is None else group
         try:
-            self.columns = _stored_columns(self._file, path)
+            self.columns = _stored_columns(self._root, path)
         except OutputError:
-            self._file.close()
+            if self._owns_file:
+                self._file.close()
             raise
-        self.done = self._file["done"][()]  # memory; the file's flags follow at each flush
-        self._values = {name: self._file[name][()] for name in self.metrics}
+        self.done = self._root["done"][()]  # memory; the file's flags follow at each flush
+        self._values = {name: self._root[name][()] for name in self.metrics}
         # A 2D grid is written in whole rows of y; a 1D one in runs of ROW_1D points.
         self._row = self.done.shape[1] if self.done.ndim == 2 else ROW_1D
         self._dirty: list[np.ndarray] = []  # flat indices recorded since the last write
@@ -200,9 +211,9 @@ class SurfaceWriter:
             self._dirty = []
             runs = _runs(rows)
             for name in self.metrics:
-                self._write_rows(self._file[name], self._values[name], runs)
+                self._write_rows(self._root[name], self._values[name], runs)
             self._file.flush()  # values reach the OS before any flag that vouches for them
-            self._write_rows(self._file["done"], self.done, runs)
+            self._write_rows(self._root["done"], self.done, runs)
             self._file.flush()
         self._written = time.monotonic()
 
@@ -225,7 +236,12 @@ class SurfaceWriter:
             try:
                 self.flush()
             finally:
-                self._file.close()
+                if self._owns_file:
+                    self._file.close()
+
+    def written(self) -> str:
+        """What the sweep's log says once every point is in and the file closed."""
+        return f"surface written to {self.path}"
 
     def __enter__(self) -> SurfaceWriter:
         return self
@@ -256,29 +272,40 @@ def create_surface(
     `columns` are the datasets to hold, listed in the attribute `metrics`. `trajectory`
     (PCA sweeps) and `weights` (θ*'s weight statistics) are stored beside.
     """
+    create_atomically(
+        path, lambda h5file: lay_out_surface(h5file, grid, columns, attributes, trajectory, weights)
+    )
+    return SurfaceWriter(path)
+
+
+def lay_out_surface(
+    root: h5py.Group,
+    grid: Grid,
+    columns: Sequence[Column],
+    attributes: dict[str, Any],
+    trajectory: Trajectory | None = None,
+    weights: WeightStatistics | None = None,
+) -> None:
+    """Write a new surface's layout into `root` (a file being built, or one of its groups):
+    every dataset allocated, all NaN and nothing done, and every attribute."""
     stored = list(columns)
     names = [column.name for column in stored]
     reserved = {"xcoordinates", "ycoordinates", "done", "dir_file", "weights", *TRAJECTORY_DATASETS}
     assert len(set(names)) == len(names) and not reserved & set(names), names
     assert "metrics" not in attributes, "the attribute `metrics` is written from `columns`"
-
-    def build(h5file: h5py.File) -> None:
-        h5file.create_dataset("xcoordinates", data=grid.x)
-        if grid.y is not None:
-            h5file.create_dataset("ycoordinates", data=grid.y)
-        for name in names:
-            h5file.create_dataset(name, data=np.full(grid.shape, np.nan), track_times=False)
-        h5file.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
-        h5file["dir_file"] = str(attributes.get("direction_file", ""))
-        write_trajectory(h5file, trajectory)
-        if weights is not None:
-            write_weight_statistics(h5file.create_group("weights"), weights)
-        h5file.attrs["format_version"] = FORMAT_VERSION
-        h5file.attrs["lsurf_version"] = lsurf.__version__
-        h5file.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        for key, value in attributes.items():
-            h5file.attrs[key] = value
-        h5file.attrs["metrics"] = encode(stored)
-
-    create_atomically(path, build)
-    return SurfaceWriter(path)
+    root.create_dataset("xcoordinates", data=grid.x)
+    if grid.y is not None:
+        root.create_dataset("ycoordinates", data=grid.y)
+    for name in names:
+        root.create_dataset(name, data=np.full(grid.shape, np.nan), track_times=False)
+    root.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
+    root["dir_file"] = str(attributes.get("direction_file", ""))
+    write_trajectory(root, trajectory)
+    if weights is not None:
+        write_weight_statistics(root.create_group("weights"), weights)
+    root.attrs["format_version"] = FORMAT_VERSION
+    root.attrs["lsurf_version"] = lsurf.__version__
+    root.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for key, value in attributes.items():
+        root.attrs[key] = value
+    root.attrs["metrics"] = encode(stored)

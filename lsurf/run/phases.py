@@ -31,13 +31,14 @@ from typing import Any
 import torch
 
 from lsurf import checkpoint, kinds, models
-from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig
+from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, on_plane
 from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, OutputError
 from lsurf.evaluate import (
     Curvature,
     Evaluator,
+    NormStatistics,
     StandardErrors,
     curvature_operator,
     pick_device,
@@ -126,7 +127,7 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     context = kinds.Context(
         model,
         lambda: sources.build_model(config.model),
-        config.grid.y is not None,
+        on_plane(config.grid),
         curvature=lambda: hessian_at(config, model, sources),
     )
     inputs = kind.load(config.directions, context)
@@ -148,7 +149,7 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         capacity.check_sweep_fits(config, force)
     identity["config"] = to_yaml(config)
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
-    grid = Grid.from_axes(config.grid.x, config.grid.y)
+    grid = Grid.from_axes(config.grid.x, config.grid.y, config.grid.path)
     return Prepared(config, model, directions, is_new, grid, identity)
 
 
@@ -179,7 +180,7 @@ def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
             assert path is not None  # config allows auto axes only for kind: pca
             axis = fit_axis(path[:, column], axis.num)
         axes.append(axis)
-    return GridConfig(*axes)
+    return GridConfig(axes[0], axes[1], grid.path)
 
 
 def check_output(prepared: Prepared, force: bool) -> bool | None:
@@ -221,11 +222,24 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         curvature_settings(config) if config.hessian.eigenvalues else None,
         fold_bn=config.evaluation.fold_bn,
         compile=config.evaluation.compile,
+        norm_statistics=norm_statistics(config, sources, device, channels_last),
     )
     errors = error_settings(config)
     if errors is not None:
         evaluator.estimate_errors(errors)
     return evaluator
+
+
+def norm_statistics(
+    config: SweepConfig, sources: Sources, device: torch.device, channels_last: bool
+) -> NormStatistics | None:
+    """The evaluator's view of evaluation.bn_recompute: the train split it re-estimates BN
+    statistics on (opened whether or not the sweep evaluates it)."""
+    examples = config.evaluation.bn_recompute
+    if examples is None:
+        return None
+    split = sources.open_split(config.data, "train", device, channels_last)
+    return NormStatistics(split, "train", examples, config.evaluation.bn_seed)
 
 
 def error_settings(config: SweepConfig) -> StandardErrors | None:

@@ -17,10 +17,10 @@ before the first byte is written.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,8 @@ from lsurf.run.phases import (
 )
 from lsurf.run.progress import Log, Progress, to_stderr
 from lsurf.run.worker import run_worker
+
+T = TypeVar("T")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a job they pre-empted
@@ -84,13 +86,25 @@ def run_sweeps(
     take the first sweep's points, then the next one's, so none idles while any sweep still
     has points. Returns each sweep's outcome, in order (None on workers).
     """
+    return run_job(
+        lambda session: _run_master(configs, force, session, log, log_every, FROM_CONFIG),
+        lambda: run_in_process(configs, force, log, log_every, sources),
+        log,
+    )
+
+
+def run_job(
+    master: Callable[[protocol.MasterSide], T], serial: Callable[[], T], log: Log
+) -> T | None:
+    """A job of sweeps on every rank: `serial()` without mpiexec (or on one rank); under
+    mpiexec, `master(session)` on rank 0 and the chunk worker on the others (None there)."""
     session = mpi.join(mpi.Session)
     if session is None:
-        return run_in_process(configs, force, log, log_every, sources)
+        return serial()
     try:
         if session.is_master:
             try:
-                return _run_master(configs, force, session, log, log_every, FROM_CONFIG)
+                return master(session)
             except LsurfError as error:
                 # Every rank's error names its rank (a worker's arrives as "rank N: ...").
                 if str(error).startswith("rank "):
@@ -140,9 +154,9 @@ def _run_master(
         return [outcomes[position] for position in range(len(every))]
     sweeps = [every[position] for position in active]
     resumes = [states[position] is False for position in active]
-    ready = _load(session, sweeps, terminated)
-    run = _Run(sweeps, _commit(session, sweeps, resumes, ready.columns), log)
-    _serve(session, run, sweeps, resumes, ready.notes, terminated, log, log_every)
+    ready = load_workers(session, sweeps, terminated)
+    run = OpenOutputs(sweeps, _commit(session, sweeps, resumes, ready.columns), log)
+    serve_queue(session, run, sweeps, resumes, ready.notes, terminated, log, log_every)
     for position, prepared, todo in zip(active, sweeps, run.todo, strict=True):
         total = prepared.grid.size
         outcomes[position] = SweepOutcome(prepared.config.output, total, len(todo), False)
@@ -178,7 +192,7 @@ def _already_complete(
     return outcomes
 
 
-def _load(
+def load_workers(
     session: protocol.MasterSide, sweeps: list[Prepared], terminated: protocol.TerminationFlag
 ) -> protocol.Ready:
     """Load phase: every worker loads and probes every sweep's data before anything is
@@ -222,21 +236,27 @@ def _commit(
     return writers
 
 
-def _serve(
+def serve_queue(
     session: protocol.MasterSide,
-    run: _Run,
+    run: OpenOutputs,
     sweeps: list[Prepared],
     resumes: list[bool],
     notes: list[list[str]],
     terminated: protocol.TerminationFlag,
     log: Log,
     log_every: int | None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     """Run phase: the queue of every sweep's pending points, until all are recorded (or a
-    worker fails, or SIGTERM stops the job with everything finished on disk)."""
+    worker fails, or SIGTERM stops the job with everything finished on disk). `labels` name
+    the sweeps in the log (default: their output files)."""
     shown = len(session.workers)
-    for prepared, resume, todo, said in zip(sweeps, resumes, run.todo, notes, strict=True):
-        _log_start(log, prepared.config, resume, prepared.grid.size, len(todo), shown)
+    if labels is None:
+        labels = [str(prepared.config.output) for prepared in sweeps]
+    for prepared, resume, todo, said, label in zip(
+        sweeps, resumes, run.todo, notes, labels, strict=True
+    ):
+        _log_start(log, label, resume, prepared.grid.size, len(todo), shown)
         for note in said:
             log(f"  {note}")
     if len(sweeps) > 1:
@@ -268,7 +288,7 @@ def _serve(
         prepared = sweeps[failure.sweep]
         log(
             f"rank {failure.rank} failed at point {failure.point} "
-            f"({_coordinates(prepared.grid, failure.point)}) of {prepared.config.output}; "
+            f"({_coordinates(prepared.grid, failure.point)}) of {labels[failure.sweep]}; "
             f"stopping the job:\n{failure.message}"
         )
         run.close()
@@ -286,7 +306,7 @@ def _serve(
     run.close()  # the last sweep's file (the others closed as they completed)
 
 
-class _Run:
+class OpenOutputs:
     """The open surface files of the job's sweeps and the points each has left: a sweep's
     file is closed, and said written, as soon as its last point is recorded (while the
     others run: the workers have chunks in hand meanwhile)."""
@@ -326,15 +346,13 @@ class _Run:
         writer = self.writers[sweep]
         writer.close()
         self._said[sweep] = True
-        self._log(f"surface written to {writer.path}")
+        self._log(writer.written())
 
 
-def _log_start(
-    log: Log, config: SweepConfig, resume: bool, total: int, todo: int, workers: int
-) -> None:
+def _log_start(log: Log, label: str, resume: bool, total: int, todo: int, workers: int) -> None:
     verb = "resuming" if resume else "starting"
     where = f" on {workers} workers" if workers else ""
-    log(f"{verb} {config.output}: {total - todo}/{total} points done, {todo} to go{where}")
+    log(f"{verb} {label}: {total - todo}/{total} points done, {todo} to go{where}")
 
 
 def _log_preempted(log: Log, writer: surface_file.SurfaceWriter) -> None:
@@ -348,5 +366,7 @@ def _log_preempted(log: Log, writer: surface_file.SurfaceWriter) -> None:
 def _coordinates(grid: Grid, point: int | None) -> str:
     if point is None:
         return "during set-up"
+    if grid.y is None:
+        return f"x={grid.x[point]:g}"  # a path's t
     a, b = grid.coordinates(point)
-    return f"x={a:g}" if grid.y is None else f"x={a:g}, y={b:g}"
+    return f"x={a:g}, y={b:g}"
