@@ -307,8 +307,15 @@ def _plot(args: argparse.Namespace) -> int:
         log_offset=args.log_offset,
         compare=args.compare,
     )
+    from lsurf.files.connect import is_connect_path
     from lsurf.files.hessian import is_hessian_file
 
+    if any(is_connect_path(path) for path in args.surfaces):
+        from lsurf.plot.connect import plot_connect_files
+
+        for path in plot_connect_files(args.surfaces, options):
+            print(path)
+        return 0
     if any(is_hessian_file(path) for path in args.surfaces):
         from lsurf.plot.hessian import plot_hessian_files
 

@@ -272,3 +272,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(connect_yaml, tmp_path
     error = capsys.readouterr().err
     assert "holds another connect job (differs in: connect.checkpoints" in error, error
     assert output.read_bytes() == before
+
+
+def test_lsurf_plot_draws_each_pair_as_png_and_html(connect_yaml, tmp_path, capsys):
+    assert main(["connect", str(connect_yaml({"points": 3}))]) == 0
+    output = tmp_path / "out" / "connect.h5"
+    capsys.readouterr()
+    assert main(["plot", str(output), "--format", "png,html", "--out", str(tmp_path / "fig")]) == 0
+    written = capsys.readouterr().out.split()
+    assert written == [str(tmp_path / "fig" / f"connect.0-1.{name}") for name in ("png", "html")]
+    assert (tmp_path / "fig" / "connect.0-1.png").read_bytes()[:4] == b"\x89PNG"
+    assert "linear, train (barrier" in (tmp_path / "fig" / "connect.0-1.html").read_text()
+    assert main(["plot", str(output), "--format", "vtk"]) == 2

@@ -238,3 +238,35 @@ def test_three_ranks_give_the_serial_surface_bit_for_bit(mpi_run, kind, splits, 
     assert list(parallel.metrics) == list(serial.metrics)
     for name, values in serial.metrics.items():
         np.testing.assert_array_equal(parallel.metrics[name], values, err_msg=name)
+
+
+# ---------------------------------------------------------------------------- lsurf connect
+
+
+@pytest.mark.parametrize("splits", SPLITS, ids=["+".join(splits) for splits in SPLITS])
+@pytest.mark.parametrize("bn", ["recompute", "keep", "interpolate"])
+def test_a_default_connect_runs_describes_and_plots(bn, splits, inputs, tmp_path, capsys):
+    config = {
+        "model": {"name": "convnet_small"},
+        "data": {"root": str(inputs.data), "splits": list(splits)},
+        # bn_examples: the session's data hold 200 train examples, under the default 2,000
+        "connect": {"checkpoints": [str(inputs.checkpoint), str(inputs.target)], "bn": bn,
+                    "bn_examples": 100},
+        "output": str(tmp_path / "connect.h5"),
+    }  # fmt: skip
+    path = tmp_path / "connect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["connect", str(path)]) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert "path 0-1/linear  31/31 points, complete" in report
+    rows = [line.split()[0] for line in report if line.startswith("  ") and "barrier" in line]
+    assert rows == [f"{split}_{quantity}" for split in splits for quantity in ("loss", "error")]
+    assert main(["info", str(tmp_path / "connect.h5")]) == 0
+    assert capsys.readouterr().out.splitlines() == report
+    assert main(["plot", str(tmp_path / "connect.h5")]) == 0
+    [figure] = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert figure.name == "connect.0-1.png" and figure.read_bytes().startswith(PNG_SIGNATURE)
+    before = (tmp_path / "connect.h5").read_bytes()
+    assert main(["connect", str(path)]) == 0
+    assert "is already complete" in capsys.readouterr().err
+    assert (tmp_path / "connect.h5").read_bytes() == before
