@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python benchmarks/hessian_cost.py
 	$(BIN)/python benchmarks/evaluation_speed.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/connect_cost.py
 
 lint: install
 	$(BIN)/ruff check lsurf tests benchmarks
