@@ -24,6 +24,7 @@ from lsurf.align import (
     match_weights,
     permute_units,
 )
+from lsurf.checkpoint import file_digest, load_weights, save_aligned_checkpoint, save_checkpoint
 from lsurf.errors import AlignmentError, CheckpointError, ConfigError, LsurfError
 
 # Matched to convergence here, and VGG-9 for two passes (to convergence it takes 18, about 2 s
@@ -288,6 +289,38 @@ def test_a_layer_tied_to_its_own_input_still_converges_to_the_same_function():
     inputs = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         assert relative_error(model(inputs), second(inputs)) <= TOLERANCE
+
+
+# ---------------------------------------------------------------- the checkpoint
+
+
+def test_the_aligned_checkpoint_loads_like_any_other_and_computes_b(tmp_path):
+    first, second, alignment = aligned("convnet_small")
+    path_a, path_b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_checkpoint(path_a, first.state_dict())
+    save_checkpoint(path_b, second.state_dict())
+    path = tmp_path / "aligned" / "b_on_a.pt"
+    save_aligned_checkpoint(path, alignment, reference=path_a, source=path_b)
+
+    model = models.build("convnet_small").eval()
+    load_weights(model, path)
+    with torch.no_grad():
+        inputs = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+        assert relative_error(model(inputs), second(inputs)) <= TOLERANCE
+
+    record = torch.load(path, weights_only=True)["alignment"]
+    assert record["reference"] == str(path_a) and record["source"] == str(path_b)
+    assert record["reference_sha256"] == file_digest(path_a)
+    assert record["source_sha256"] == file_digest(path_b)
+    assert (record["seed"], record["iterations"], record["converged"]) == (
+        0,
+        alignment.iterations,
+        True,
+    )
+    # The recorded permutations rebuild the aligned state from B, bit for bit.
+    rebuilt = permute_units(find_unit_spaces(model), second.state_dict(), record["permutations"])
+    assert all(torch.equal(rebuilt[key], value) for key, value in alignment.state_dict.items())
+    assert [entry.name for entry in tmp_path.joinpath("aligned").iterdir()] == ["b_on_a.pt"]
 
 
 # ---------------------------------------------------------------- refusals
