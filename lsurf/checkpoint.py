@@ -2,8 +2,9 @@
 
 Owns the checkpoint file: finding the state dict inside whatever layout a trainer wrote,
 loading it into a registry model with one clear error when it does not fit, writing
-checkpoints atomically, and hashing checkpoint files (the surface file records the hash so
-a resumed sweep can tell that the weights did not change).
+checkpoints atomically (a weight-matched one with a record of how it was made), and hashing
+checkpoint files (the surface file records the hash so a resumed sweep can tell that the
+weights did not change).
 
 A checkpoint is untrusted input: it is always read with `torch.load(weights_only=True)`,
 which rebuilds tensors and plain containers but never runs pickled code.
@@ -24,6 +25,7 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,6 +33,9 @@ from torch import nn
 from lsurf import models
 from lsurf.atomic import write_atomically
 from lsurf.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from lsurf.align import Alignment
 
 # Keys under which trainers nest the state dict, in the order they are tried.
 _NESTED_KEYS = ("state_dict", "model")
@@ -275,6 +280,35 @@ def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], **extra:
     path.parent.mkdir(parents=True, exist_ok=True)
     contents = {"state_dict": dict(state_dict), **extra}
     write_atomically(path, lambda handle: torch.save(contents, handle))
+
+
+def save_aligned_checkpoint(
+    path: Path, alignment: Alignment, *, reference: Path | None, source: Path | None
+) -> None:
+    """Write a weight-matched B (`lsurf.align.match_weights`) as an ordinary checkpoint.
+
+    The file is the one `save_checkpoint` writes, `{'state_dict': ...}`, so `load_weights`,
+    sweeps and interpolations read it like any other checkpoint; its extra entry
+    'alignment' records how it was made: the method, the checkpoints of A (`reference`) and
+    B (`source`) with their SHA-256 (None for states that came from no file), the seed, the
+    passes and whether they converged, and each unit space's permutation (aligned unit i is
+    B's unit permutations[space][i]), which `lsurf.align.permute_units` applies again.
+    """
+    record = {
+        "method": "weight matching (Ainsworth et al. 2022)",
+        "reference": None if reference is None else str(reference),
+        "reference_sha256": None if reference is None else file_digest(reference),
+        "source": None if source is None else str(source),
+        "source_sha256": None if source is None else file_digest(source),
+        "seed": alignment.seed,
+        "iterations": alignment.iterations,
+        "converged": alignment.converged,
+        "permutations": {
+            name: [int(unit) for unit in order] for name, order in alignment.permutations.items()
+        },
+    }
+    state = {key: value.detach().cpu() for key, value in alignment.state_dict.items()}
+    save_checkpoint(path, state, alignment=record)
 
 
 def _is_plain(value: object) -> bool:

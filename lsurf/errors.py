@@ -26,3 +26,8 @@ class DataError(LsurfError):
 
 class OutputError(LsurfError):
     """The output file exists and cannot be used for this run (different sweep, unreadable)."""
+
+
+class AlignmentError(LsurfError):
+    """A model whose units cannot be matched by permutations (an operation, a layer or a
+    permutation that weight matching cannot place)."""

@@ -45,6 +45,7 @@ MATH = {
     "lsurf.evaluate",
     "lsurf.checkpoint",
     "lsurf.weights",
+    "lsurf.align",
 }
 
 
@@ -148,6 +149,19 @@ def test_the_library_below_the_run_never_imports_run_or_plot():
     def rule(name, imported, target, lazy):
         if under(name, *below) and under(target, "lsurf.run", "lsurf.plot"):
             return "data, models, kinds, files and the math never import run/ or plot/"
+        return None
+
+    assert broken(rule) == []
+
+
+def test_weight_matching_is_math_on_state_dicts_and_reads_no_files():
+    """lsurf.align takes a model and state dicts and returns them permuted: writing the
+    aligned checkpoint is lsurf.checkpoint's, running it is the job's."""
+
+    def rule(name, imported, target, lazy):
+        doors = ("lsurf.files", "lsurf.run", "lsurf.plot", "lsurf.cli", "lsurf.api")
+        if name == "lsurf.align" and under(target, *doors, "lsurf.checkpoint"):
+            return "the alignment math imports no file format, checkpoint, run/, plot/ or door"
         return None
 
     assert broken(rule) == []

@@ -1,4 +1,4 @@
-"""Tests for lsurf.models: the registry, the CIFAR ResNets and the small test CNN.
+"""Tests for lsurf.models: the registry, the CIFAR ResNets and the small test networks.
 
 The expected names and counts are derived by hand from the two upstream sources the
 checkpoints come from (akamaster/pytorch_resnet_cifar10 resnet.py for option A,
@@ -61,7 +61,8 @@ def akamaster_resnet20_keys() -> list[str]:
 def test_available_lists_every_family_sorted() -> None:
     names = models.available()
     assert names == sorted(names)
-    assert set(RESNET_NAMES) | {"convnet_small", "vgg9", "densenet121", "wrn56_2"} <= set(names)
+    expected = {"convnet_small", "mlp_small", "vgg9", "densenet121", "wrn56_2"}
+    assert set(RESNET_NAMES) | expected <= set(names)
 
 
 def test_unknown_name_is_a_config_error_listing_valid_names() -> None:
@@ -69,7 +70,7 @@ def test_unknown_name_is_a_config_error_listing_valid_names() -> None:
         models.build("resnet57")
     message = str(caught.value)
     assert "unknown model 'resnet57'" in message
-    assert "valid names: convnet_small, densenet121, resnet110, resnet110_b" in message
+    assert "valid names: convnet_small, densenet121, mlp_small, resnet110, resnet110_b" in message
     assert "\n" not in message
 
 
@@ -79,7 +80,7 @@ def test_bad_num_classes_is_a_config_error(num_classes: object) -> None:
         models.build("convnet_small", num_classes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", [*RESNET_NAMES, "convnet_small"])
+@pytest.mark.parametrize("name", [*RESNET_NAMES, "convnet_small", "mlp_small"])
 def test_every_model_maps_a_batch_to_logits(name: str) -> None:
     torch.manual_seed(0)
     model = models.build(name).eval()
@@ -264,3 +265,21 @@ def test_convnet_small_holds_every_kind_of_tensor() -> None:
     buffers = {name for name, _ in model.named_buffers()}
     assert {"bn1.running_mean", "bn1.running_var", "bn2.num_batches_tracked"} <= buffers
     assert parameter_count(model) < 2_000
+
+
+# ------------------------------------------------------------ mlp_small
+
+
+def test_mlp_small_is_two_hidden_layers_of_64_on_the_flattened_image() -> None:
+    model = models.build("mlp_small", num_classes=7)
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    assert shapes == {
+        "fc1.weight": (64, 3072),
+        "fc1.bias": (64,),
+        "fc2.weight": (64, 64),
+        "fc2.bias": (64,),
+        "linear.weight": (7, 64),
+        "linear.bias": (7,),
+    }
+    # 3072·64 + 64 + 64·64 + 64 + 64·7 + 7, counted by hand.
+    assert parameter_count(model) == 201_287
