@@ -16,6 +16,8 @@ outputs are plain values. Writing the aligned checkpoint is
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -396,12 +398,14 @@ def _propagate_shapes(graph: fx.GraphModule, model: nn.Module, input_shape: tupl
     probe = torch.zeros(_PROBE_BATCH, *input_shape, device=device, dtype=dtype)
     try:
         graph.eval()
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node itself: the error says it in a line.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(graph).propagate(probe)
     except Exception as error:  # noqa: BLE001 - the user's forward, on the probe batch
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
         raise AlignmentError(
             f"cannot align {type(model).__name__}: it fails on a batch of shape "
-            f"{tuple(probe.shape)} ({type(error).__name__}: {_first_line(error)}); pass "
+            f"{tuple(probe.shape)} ({type(cause).__name__}: {_first_line(cause)}); pass "
             "the input_shape it takes"
         ) from None
     finally:

@@ -284,3 +284,75 @@ def test_lsurf_plot_draws_each_pair_as_png_and_html(connect_yaml, tmp_path, caps
     assert (tmp_path / "fig" / "connect.0-1.png").read_bytes()[:4] == b"\x89PNG"
     assert "linear, train (barrier" in (tmp_path / "fig" / "connect.0-1.html").read_text()
     assert main(["plot", str(output), "--format", "vtk"]) == 2
+
+
+# ---------------------------------------------------------------------------- alignment
+
+
+def trained(model, seed, tmp_path, cifar_root, epochs):
+    """`model` trained by lsurf train from its own seed on the session's synthetic data."""
+    config = {
+        "model": {"name": model},
+        "data": {"root": str(cifar_root), "splits": ["train"], "batch_size": 32},
+        "training": {"epochs": epochs, "lr": 0.05, "seed": seed, "augment": False},
+        "output": str(tmp_path / f"{model}-{seed}"),
+    }
+    path = tmp_path / f"train-{model}-{seed}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    return tmp_path / f"{model}-{seed}" / "final.pt"
+
+
+@pytest.mark.parametrize("model", ["mlp_small", "convnet_small"])
+def test_aligned_paths_lower_the_barrier_and_end_at_bs_function(
+    model, tmp_path, cifar_root, connect_yaml, capsys
+):
+    epochs = 6 if model == "mlp_small" else 4
+    a, b = (trained(model, seed, tmp_path, cifar_root, epochs) for seed in (0, 1))
+    config = connect_yaml(
+        {"checkpoints": [str(a), str(b)], "align": "weights", "points": 5},
+        model={"name": model},
+    )
+    assert main(["connect", str(config)]) == 0
+    report = capsys.readouterr().out
+    connection = read_connect(tmp_path / "out" / "connect.h5")
+    linear, aligned = connection.paths["0-1/linear"], connection.paths["0-1/aligned"]
+    naive, matched = linear.barriers["train_loss"].height, aligned.barriers["train_loss"].height
+    print(f"{model}: train-loss barrier naive {naive:.4f}, aligned {matched:.4f}")
+    assert naive > matched >= 0.0
+    # The aligned B is B's function: the two paths end at the same values (A's at t = 0).
+    for name in ("train_loss", "test_loss", "train_acc"):
+        ends = linear.surface.metrics[name][[0, -1]]
+        np.testing.assert_allclose(aligned.surface.metrics[name][[0, -1]], ends, rtol=1e-5)
+    written = tmp_path / "out" / "connect.aligned-1-to-0.pt"
+    record = torch.load(written, weights_only=True)["alignment"]
+    assert record["source"] == str(b) and record["reference"] == str(a)
+    assert aligned.surface.attributes["aligned_checkpoint"] == str(written)
+    assert "path 0-1/aligned  5/5 points, complete" in report
+
+
+def test_a_model_alignment_cannot_trace_is_one_line_and_nothing_written(
+    tmp_path, monkeypatch, capsys
+):
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    monkeypatch.syspath_prepend(str(fixtures))
+    import toylab
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"lm{seed}.pt")
+        save_checkpoint(paths[-1], toylab.TinyLM().state_dict())
+    config = {
+        "model": {"name": "toylab:TinyLM"},
+        "data": {"dataset": "toylab:tokens", "splits": ["train"]},
+        "evaluation": {"loss": "toylab:token_loss"},
+        "connect": {"checkpoints": [str(path) for path in paths], "align": "weights"},
+        "output": str(tmp_path / "out" / "lm.h5"),
+    }
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["connect", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lsurf: error: cannot align TinyLM: torch.fx cannot trace it"), error
+    assert error.count("\n") == 1 and not (tmp_path / "out").exists()

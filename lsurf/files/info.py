@@ -65,6 +65,12 @@ def describe_connect(path: Path) -> str:
         done, total = int(part.surface.done.sum()), part.surface.done.size
         state = "complete" if done == total else "incomplete: rerun the same command to resume"
         lines.append(f"path {name}  {done}/{total} points, {state}")
+        aligned = part.surface.attributes.get("aligned_checkpoint")
+        if aligned:
+            passes = part.surface.attributes.get("align_iterations")
+            converged = part.surface.attributes.get("align_converged")
+            how = f"{passes} passes" + ("" if converged else ", not converged")
+            lines.append(f"  B aligned to A by weight matching ({how}): {aligned}")
         for row, found in part.barriers.items():
             if math.isnan(found.height):
                 continue

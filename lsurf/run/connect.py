@@ -33,6 +33,8 @@ from typing import Any
 import torch
 
 from lsurf import checkpoint, params
+from lsurf.align import Alignment, match_weights
+from lsurf.checkpoint import save_aligned_checkpoint
 from lsurf.config import (
     ConnectConfig,
     DirectionsConfig,
@@ -81,6 +83,7 @@ class _Path:
     end: dict[str, torch.Tensor]  # B, or the aligned B
     bend: dict[str, torch.Tensor] | None = None  # a curve's θ_bend
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # attributes to record
+    alignment: Alignment | None = None  # an aligned path's permutation, written at commit
 
 
 def run_connect(
@@ -188,16 +191,67 @@ def _check_output(config: ConnectConfig, attributes: dict[str, Any], force: bool
 
 
 def _paths(config: ConnectConfig, states: list[dict[str, torch.Tensor]]) -> list[_Path]:
+    """Every path of every pair, in the job's order; aligned states computed here (rank 0,
+    before anything is written: a model alignment cannot handle is one line)."""
+    section = config.connect
     found = []
     for i, j in itertools.combinations(range(len(states)), 2):
         start, end = states[i], states[j]
         pair = f"{i}-{j}"
         found.append(_Path(f"{pair}/linear", _sweep(config, i, j), start, end))
+        if section.align == "weights":
+            alignment = _align(config, start, end)
+            aligned = aligned_checkpoint(config, i, j)
+            found.append(
+                _Path(
+                    f"{pair}/aligned",
+                    _sweep(config, i, j, target=aligned),
+                    start,
+                    alignment.state_dict,
+                    extra={
+                        "aligned_checkpoint": str(aligned),
+                        "align_iterations": alignment.iterations,
+                        "align_converged": alignment.converged,
+                    },
+                    alignment=alignment,
+                )
+            )
     return found
 
 
-def _sweep(config: ConnectConfig, i: int, j: int, path: str = "line") -> SweepConfig:
-    """The sweep a path is: from checkpoint i toward checkpoint j over t in [0, 1]."""
+def aligned_checkpoint(config: ConnectConfig, i: int, j: int) -> Path:
+    """Where checkpoint j aligned to checkpoint i is written: beside the output."""
+    output = config.output
+    return output.with_name(f"{output.stem}.aligned-{j}-to-{i}.pt")
+
+
+def _align(
+    config: ConnectConfig, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]
+) -> Alignment:
+    model = FROM_CONFIG.build_model(config.model)
+    return match_weights(
+        model, start, end, seed=config.connect.align_seed, input_shape=_input_shape(config)
+    )
+
+
+def _input_shape(config: ConnectConfig) -> tuple[int, ...]:
+    """One example's input shape, which tracing the model for alignment needs: known for the
+    built-in datasets, read from the first example of a user's."""
+    data = config.data
+    if data.dataset in ("cifar10", "cifar100"):
+        return (3, 32, 32)
+    if data.dataset == "imagefolder":
+        return (3, data.image_size, data.image_size)
+    split = FROM_CONFIG.open_split(data, data.splits[0], torch.device("cpu"), False)
+    inputs, _ = split.first(1)
+    return tuple(inputs.shape[1:])
+
+
+def _sweep(
+    config: ConnectConfig, i: int, j: int, path: str = "line", target: Path | None = None
+) -> SweepConfig:
+    """The sweep a path is: from checkpoint i toward checkpoint j (or `target`, its aligned
+    copy) over t in [0, 1]."""
     section = config.connect
     checkpoints = section.checkpoints
     recompute = section.bn == "recompute"
@@ -216,7 +270,7 @@ def _sweep(config: ConnectConfig, i: int, j: int, path: str = "line") -> SweepCo
             output=config.output,
             directions=DirectionsConfig(
                 kind="target",
-                target=checkpoints[j],
+                target=target or checkpoints[j],
                 space="states" if section.bn == "interpolate" else "weights",
             ),
             evaluation=evaluation,
@@ -266,7 +320,18 @@ def _commit(
     resume: bool,
 ) -> connect_file.ConnectFile:
     """The connect file, created with every path's group (or reopened to resume, once every
-    group is checked to hold this job's path and the columns the workers measure)."""
+    group is checked to hold this job's path and the columns the workers measure). The
+    aligned checkpoints first, each written whole or not at all."""
+    checkpoints = config.connect.checkpoints
+    for path in paths:
+        if path.alignment is not None:
+            i, j = (int(place) for place in path.name.split("/")[0].split("-"))
+            save_aligned_checkpoint(
+                aligned_checkpoint(config, i, j),
+                path.alignment,
+                reference=checkpoints[i],
+                source=checkpoints[j],
+            )
     if not resume:
         layouts = [
             connect_file.PathLayout(path.name, sweep.grid, measured, sweep.identity)
