@@ -70,6 +70,13 @@ CHECKED = [
     ".venv/bin/lsurf plot runs/demo/pca.h5 --log",
     ".venv/bin/lsurf weights runs/demo/train/model_0.pt runs/demo/train/final.pt"
     " --out runs/demo/weights",
+    # docs/connect.md: two seeds of convnet_small, their paths and barriers (about 40 s)
+    ".venv/bin/lsurf data synth --out runs/connect/data --train-size 1000 --test-size 500",
+    ".venv/bin/lsurf train configs/connect/train.yaml",
+    ".venv/bin/lsurf train configs/connect/train.yaml --set training.seed=1"
+    " --set output=runs/connect/seed1",
+    ".venv/bin/lsurf connect configs/connect/connect.yaml",
+    ".venv/bin/lsurf plot runs/connect/connect.h5",
 ]
 
 # The stand-ins for what `make demo` leaves (runs/demo: data, the trained ResNet-20 and its
