@@ -55,8 +55,10 @@ bench: install
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/connect_cost.py
 
+# mypy checks lsurf/ (pyproject.toml's [tool.mypy]).
 lint: install
 	$(BIN)/ruff check lsurf tests benchmarks
+	$(BIN)/mypy
 
 clean-demo:
 	rm -rf $(DEMO)
