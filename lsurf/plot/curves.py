@@ -28,6 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.typing import LineStyleType
 
 from lsurf.files.curvature import default_range
 from lsurf.files.labels import completeness, titles
@@ -46,7 +47,7 @@ from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, mask_hidden
 
 LOSS_COLOR = "#1f77b4"  # blue loss, red accuracy, as in the paper
 ACCURACY_COLOR = "#d62728"
-SPLIT_STYLES = {"train": "-", "test": "--"}  # any other split: dotted
+SPLIT_STYLES: dict[str, LineStyleType] = {"train": "-", "test": "--"}  # any other: dotted
 ACCURACY_LIMITS = (0.0, 100.0)  # percent; a fixed range compares across files by itself
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, cast, get_args
 
 import numpy as np
 
@@ -142,16 +142,19 @@ def parse_options(
     )
 
 
-def _parse_choice(text: str, flag: str, valid: tuple[str, ...]) -> str:
+Choice = TypeVar("Choice", bound=str)  # one of a Literal's values
+
+
+def _parse_choice(text: str, flag: str, valid: tuple[Choice, ...]) -> Choice:
     item = text.strip().lower()
     if item not in valid:
         raise LsurfError(f"{flag}: unknown value {item!r}; valid: {', '.join(valid)}")
-    return item
+    return cast(Choice, item)  # one of `valid`: checked above
 
 
-def _parse_choices(text: str, flag: str, valid: tuple[str, ...]) -> tuple:
+def _parse_choices(text: str, flag: str, valid: tuple[Choice, ...]) -> tuple[Choice, ...]:
     """'png,pdf' → ('png', 'pdf'), in the given order without repeats; unknown names refused."""
-    chosen: list[str] = []
+    chosen: list[Choice] = []
     for item in (_parse_choice(part, flag, valid) for part in text.split(",")):
         if item not in chosen:
             chosen.append(item)

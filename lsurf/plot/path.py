@@ -7,11 +7,16 @@ where their labels cannot collide.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 from matplotlib.axes import Axes
 
 from lsurf.files.surface import Surface
 from lsurf.plot.view import Panel
+
+if TYPE_CHECKING:
+    from mpl_toolkits.mplot3d import Axes3D
 
 PATH_COLOR = "#e41a1c"
 LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs
@@ -33,7 +38,7 @@ def draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
         a, b, *heights, "-o", color=PATH_COLOR, markersize=2.5, linewidth=1.2, zorder=4, gid="path"
     )
     for index, marker, size in ends:
-        point = (a[index : index + 1], b[index : index + 1])
+        point: tuple[np.ndarray, ...] = (a[index : index + 1], b[index : index + 1])
         point += () if floor is None else (np.array([floor]),)
         ax.plot(*point, marker, color="white", markeredgecolor="k", markersize=size, zorder=5)
     for index in _epochs_to_name(_plot_fractions(panel.surface, a, b)):
@@ -47,8 +52,8 @@ def draw_path(ax: Axes, panel: Panel, floor: float | None = None) -> None:
                 fontsize=7,
                 zorder=6,
             )
-        else:
-            ax.text(a[index], b[index], floor, label, fontsize=7)
+        else:  # a floor is given with a 3D axes only: Axes3D.text(x, y, z, s)
+            cast("Axes3D", ax).text(a[index], b[index], floor, label, fontsize=7)
 
 
 def _plot_fractions(surface: Surface, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from matplotlib.artist import Artist
@@ -29,8 +30,9 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.patheffects import withStroke
+from matplotlib.patheffects import AbstractPathEffect, withStroke
 from matplotlib.ticker import FuncFormatter
+from matplotlib.typing import ColorType, MarkerType
 
 from lsurf.files.labels import completeness, titles
 from lsurf.metrics import Column
@@ -39,13 +41,28 @@ from lsurf.plot.options import Colormaps, Kind, PlotOptions
 from lsurf.plot.path import PATH_COLOR, draw_path
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
 
+if TYPE_CHECKING:
+    from mpl_toolkits.mplot3d import Axes3D  # untyped: Any to mypy
+
 NOT_COMPUTED_COLOR = "#c8c8c8"  # grey: no colormap color, so a hole never reads as a value
 NOT_FINITE_COLOR = "#f781bf"  # pink: computed, but inf or NaN (or <= 0 on a log scale)
 DPI = 150
 PANEL_SIZE = (5.4, 4.4)  # inches per panel; the colorbar and legend add to it
 SURFACE_SAMPLES = 120  # 3D: at most this many rows/columns of facets (matplotlib samples)
+
+
+class MarkerKeywords(TypedDict):
+    """Keyword arguments of `Axes.plot` and `Line2D` that style a marker."""
+
+    marker: MarkerType
+    color: ColorType
+    markersize: float
+    markeredgewidth: float
+    path_effects: list[AbstractPathEffect]
+
+
 # A black 'x' in a white halo reads on viridis' dark and light ends alike (and on white).
-UNCONVERGED_STYLE: dict[str, object] = {
+UNCONVERGED_STYLE: MarkerKeywords = {
     "marker": "x",
     "color": "black",
     "markersize": 5,
@@ -105,9 +122,9 @@ def draw_plane(
     )
     colorbar.set_label(_scale_label(panels[0].column, scale))
     if scale.log:  # ticks at 1, 2, 5 × 10^k read better than the levels' ratios
-        colorbar.set_ticks(round_log_ticks(scale.vmin, scale.vmax))
+        colorbar.set_ticks(round_log_ticks(scale.vmin, scale.vmax).tolist())
     elif kind != "heatmap":  # ticks on contour levels, so a line's label is on the bar
-        colorbar.set_ticks(scale.levels[:: math.ceil(len(scale.levels) / 12)])
+        colorbar.set_ticks(scale.levels[:: math.ceil(len(scale.levels) / 12)].tolist())
     colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     colorbar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     handles = _legend_handles(panels, scale)
@@ -122,7 +139,7 @@ def draw_plane(
 def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=True)
     if _can_contour(panel):
-        x, y = panel.surface.x, panel.surface.y
+        x, y = _coordinates(panel)
         lines = ax.contour(
             x,
             y,
@@ -134,7 +151,7 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colorma
             corner_mask=False,
         )
         # Label every other level: all twenty crowd the lines they name.
-        ax.clabel(lines, lines.levels[::2], fontsize=6, fmt="%.3g", inline=True)
+        ax.clabel(lines, np.asarray(lines.levels)[::2], fontsize=6, fmt="%.3g", inline=True)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
@@ -142,9 +159,9 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colorma
 def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=True)
     if _can_contour(panel):
-        x, y = panel.surface.x, panel.surface.y
+        x, y = _coordinates(panel)
         # corner_mask=False: a cell with any hidden corner is left out whole, and painted.
-        style = {"levels": scale.levels, "corner_mask": False}
+        style: dict[str, Any] = {"levels": scale.levels, "corner_mask": False}
         ax.contourf(x, y, panel.values.T, cmap=colormap, norm=norm, extend=scale.extend, **style)
         ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
     _draw_unconverged(ax, panel)
@@ -154,17 +171,18 @@ def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap
 def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     _draw_status(ax, panel, per_cell=False)
     # Masked points are transparent here, so the status layer beneath shows through.
-    x_edges, y_edges = cell_edges(panel.surface.x), cell_edges(panel.surface.y)
+    x, y = _coordinates(panel)
+    x_edges, y_edges = cell_edges(x), cell_edges(y)
     _cells(ax, x_edges, y_edges, panel.values.T, cmap=colormap, norm=norm, zorder=1)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
 
 
-def _draw_surface3d(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
+def _draw_surface3d(ax: Axes3D, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
     # The reference's Axes3D(fig) draws nothing on matplotlib >= 3.4 (the axes is never added
     # to the figure); add_subplot(projection="3d"), NaN for hidden points (plot_surface leaves
     # those facets out) and explicit limits give a surface on every current version.
-    x, y = panel.surface.x, panel.surface.y
+    x, y = _coordinates(panel)
     grid_x, grid_y = np.meshgrid(x, y, indexing="ij")  # [i, j] = (x[i], y[j]), as stored
     heights, (low, high) = surface_heights(panel, scale), height_range(scale)
     height_norm = Normalize(low, high) if scale.log else norm
@@ -224,15 +242,13 @@ def height_range(scale: Scale) -> tuple[float, float]:
 
 
 def _look_at_minimum(
-    axes: Sequence[Axes], panels: Sequence[Panel], scale: Scale, view: tuple[float, float] | None
+    axes: Sequence[Axes3D], panels: Sequence[Panel], scale: Scale, view: tuple[float, float] | None
 ) -> None:
     """One view for every 3D panel (so they compare): the one asked for, or the first from
     which each panel's lowest point is seen (lsurf.plot.camera)."""
     if view is None:
         box = Box(axes[0].get_xlim(), axes[0].get_ylim(), height_range(scale))
-        surfaces = [
-            (panel.surface.x, panel.surface.y, surface_heights(panel, scale)) for panel in panels
-        ]
+        surfaces = [(*_coordinates(panel), surface_heights(panel, scale)) for panel in panels]
         view = choose_view(surfaces, box)
     for ax in axes:
         ax.view_init(elev=view[0], azim=view[1])
@@ -247,7 +263,7 @@ def _draw_path_levels(ax: Axes, panel: Panel, levels: Sequence[float]) -> None:
     drawn = [level for level in levels if shown.min() < level < shown.max()]
     if not drawn:  # contour() would warn about levels the values never cross
         return
-    x, y = panel.surface.x, panel.surface.y
+    x, y = _coordinates(panel)
     lines = ax.contour(
         x, y, panel.values.T, levels=drawn, colors="0.35", linewidths=0.7, corner_mask=False
     )
@@ -266,12 +282,18 @@ def round_log_ticks(low: float, high: float) -> np.ndarray:
     return ticks if len(ticks) >= 3 else np.geomspace(low, high, 5)
 
 
+def _coordinates(panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+    """A plane's x and y coordinates."""
+    assert panel.surface.y is not None, "planes are 2D"
+    return panel.surface.x, panel.surface.y
+
+
 def _can_contour(panel: Panel) -> bool:
     return panel.values.count() >= 4  # contour needs a cell; fewer points draw nothing
 
 
 def _cells(
-    ax: Axes, x_edges: np.ndarray, y_edges: np.ndarray, array: np.ndarray, **style: object
+    ax: Axes, x_edges: np.ndarray, y_edges: np.ndarray, array: np.ndarray, **style: Any
 ) -> Artist:
     """Draw array[row = y, column = x] as cells between the given edges.
 
@@ -309,7 +331,7 @@ def _draw_status(ax: Axes, panel: Panel, per_cell: bool) -> None:
     """
     if not np.any(panel.status != SHOWN):
         return
-    x, y = panel.surface.x, panel.surface.y
+    x, y = _coordinates(panel)
     status = panel.status
     if per_cell and min(status.shape) >= 2:
         corners = (status[:-1, :-1], status[1:, :-1], status[:-1, 1:], status[1:, 1:])
@@ -331,7 +353,7 @@ def _draw_unconverged(ax: Axes, panel: Panel, heights: np.ndarray | None = None)
     # 2D: above the values, under the path. 3D: mplot3d orders the surface's collections by
     # depth above any fixed zorder below theirs, so marks hidden behind a hill show anyway.
     # 2D marks are unclipped, so one on the grid's edge shows whole.
-    style: dict[str, object] = {"zorder": 3, "clip_on": False}
+    style: dict[str, Any] = {"zorder": 3, "clip_on": False}
     if heights is not None:
         points.append(heights[i, j])
         style = {"zorder": 10}
@@ -352,7 +374,7 @@ def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> 
     """Every panel spans the union of the grids (and paths): equal distances look equal."""
     lows, highs = [], []
     for panel in panels:
-        x, y = panel.surface.x, panel.surface.y
+        x, y = _coordinates(panel)
         if kind == "heatmap":
             (x0, x1), (y0, y1) = cell_edges(x)[[0, -1]], cell_edges(y)[[0, -1]]
         else:

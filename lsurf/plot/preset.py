@@ -26,6 +26,7 @@ of 30° elevation, -60° azimuth is the first it tries).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -43,6 +44,16 @@ PAPER_COLORMAPS = Colormaps(
 PAPER_LOG_OFFSET = 0.1
 
 
+class _Chosen(TypedDict, total=False):
+    """The `PlotOptions` fields a preset sets."""
+
+    colormaps: Colormaps
+    log_offset: float
+    levels: tuple[float, ...]
+    path_levels: tuple[float, ...]
+    ymax: float
+
+
 def apply_preset(options: PlotOptions, metric: Metric, is_2d: bool) -> PlotOptions:
     """`options` with the preset's values wherever no flag set one; unchanged without one.
 
@@ -52,7 +63,7 @@ def apply_preset(options: PlotOptions, metric: Metric, is_2d: bool) -> PlotOptio
     if options.preset is None:
         return options
     assert options.preset == "paper", options.preset  # Literal: the parser checked it
-    chosen: dict[str, object] = {
+    chosen: _Chosen = {
         "colormaps": PAPER_COLORMAPS,
         "log_offset": PAPER_LOG_OFFSET,
     }
@@ -62,5 +73,7 @@ def apply_preset(options: PlotOptions, metric: Metric, is_2d: bool) -> PlotOptio
         chosen["ymax"] = PAPER_LOSS_MAX
     elif metric.name == EIG_RATIO.name and not is_2d:
         chosen["ymax"] = PAPER_RATIO_MAX
-    unset = {name: value for name, value in chosen.items() if getattr(options, name) is None}
+    unset: dict[str, Any] = {
+        name: value for name, value in chosen.items() if getattr(options, name) is None
+    }
     return dataclasses.replace(options, **unset)

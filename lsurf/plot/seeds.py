@@ -89,7 +89,7 @@ def _same_grid(surface: Surface, other: Surface) -> bool:
         return False
     if not np.array_equal(surface.x, other.x):
         return False
-    return surface.y is None or np.array_equal(surface.y, other.y)
+    return surface.y is None or other.y is None or np.array_equal(surface.y, other.y)
 
 
 def _grid(surface: Surface) -> str:

@@ -171,13 +171,13 @@ def shared_scale(panels: Sequence[Panel], options: PlotOptions) -> Scale:
         levels = _automatic_levels(low, high, options.log)
     below = low is not None and low < levels[0]
     above = high is not None and high > levels[-1]
-    extend: Extend = {
+    extends: dict[tuple[bool, bool], Extend] = {
         (False, False): "neither",
         (True, False): "min",
         (False, True): "max",
         (True, True): "both",
-    }[(below, above)]
-    return Scale(levels, options.log, extend, options.zmax)
+    }
+    return Scale(levels, options.log, extends[(below, above)], options.zmax)
 
 
 def _automatic_levels(low: float | None, high: float | None, log: bool) -> np.ndarray:
