@@ -35,15 +35,17 @@ from the initial values that would hide a wrong one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeAlias, TypeGuard
 
 import torch
 from torch import fx, nn
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
+_Convolution: TypeAlias = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d  # what a BN folds into
 
-_CONV_BN: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
+_CONV_BN: tuple[tuple[type[_Convolution], type[_BatchNorm]], ...] = (
     (nn.Linear, nn.BatchNorm1d),  # a linear layer is a 1×1 convolution of a 1-D input
     (nn.Conv1d, nn.BatchNorm1d),
     (nn.Conv2d, nn.BatchNorm2d),
@@ -53,9 +55,9 @@ _CONV_BN: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
 
 @dataclass(frozen=True)
 class _Pair:
-    conv: nn.Module  # the model's convolution (its live weights)
+    conv: _Convolution  # the model's convolution (its live weights)
     norm: _BatchNorm  # the model's batch norm after it
-    folded: nn.Module  # the convolution the folded network calls instead of the two
+    folded: _Convolution  # the convolution the folded network calls instead of the two
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Folded:
         for pair in self.pairs:
             conv, norm, folded = pair.conv, pair.norm, pair.folded
             assert norm.running_var is not None and norm.running_mean is not None
+            assert folded.bias is not None  # _folded_convolution gives every one a bias
             scale = torch.rsqrt(norm.running_var + norm.eps)
             if norm.weight is not None:
                 scale = scale * norm.weight
@@ -102,7 +105,8 @@ def fold_batch_norm(model: nn.Module, probes: Iterable[torch.Tensor]) -> Folded:
     for node in graph.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-    candidates: list[tuple[fx.Node, fx.Node]] = []  # (the BN's node, its convolution's node)
+    # (the BN's node, its convolution's node, the convolution, the BN)
+    candidates: list[tuple[fx.Node, fx.Node, _Convolution, _BatchNorm]] = []
     for node in graph.graph.nodes:
         norm = modules.get(node.target) if node.op == "call_module" else None
         if not isinstance(norm, _BatchNorm):
@@ -113,19 +117,20 @@ def fold_batch_norm(model: nn.Module, probes: Iterable[torch.Tensor]) -> Folded:
         conv = modules.get(source.target)
         if conv is None or not _foldable(conv, norm) or len(source.users) != 1:
             continue
-        if calls[source.target] != 1 or calls[node.target] != 1:
+        if calls[_module_name(source)] != 1 or calls[node.target] != 1:
             continue  # a module called twice shares its weights between two places
-        candidates.append((node, source))
+        candidates.append((node, source, conv, norm))
     if not candidates:
         return Folded(model, reason="no convolution is followed by its own batch norm")
+    names = [_module_name(source) for _, source, _, _ in candidates]
     try:
-        shapes = _output_shapes(graph, [source.target for _, source in candidates], probes)
+        shapes = _output_shapes(graph, names, probes)
     except Exception as error:  # noqa: BLE001 - a graph that fails where the model ran: unfolded
         return Folded(model, reason=f"the traced graph fails on a probe batch ({_reason(error)})")
-    pairs, skipped = [], []
-    for node, source in candidates:
-        conv, norm = modules[source.target], modules[node.target]
-        inexact = _inexact(conv, norm, shapes[source.target])
+    pairs: list[_Pair] = []
+    skipped: list[str] = []
+    for node, source, conv, norm in candidates:
+        inexact = _inexact(conv, norm, shapes[_module_name(source)])
         if inexact:
             skipped.append(f"{source.target} → {node.target}: {inexact}")
             continue
@@ -185,7 +190,7 @@ def with_moved_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return moved
 
 
-def _foldable(conv: nn.Module, norm: _BatchNorm) -> bool:
+def _foldable(conv: nn.Module, norm: _BatchNorm) -> TypeGuard[_Convolution]:
     return any(
         type(conv) is conv_type
         and type(norm) is norm_type
@@ -219,7 +224,7 @@ def _output_shapes(
     return shapes
 
 
-def _inexact(conv: nn.Module, norm: _BatchNorm, shapes: set[tuple[int, ...]]) -> str:
+def _inexact(conv: _Convolution, norm: _BatchNorm, shapes: set[tuple[int, ...]]) -> str:
     """Why folding `norm` into `conv` would not give the pair's outputs, given the shapes
     `conv` output on the probes ('' where it would): BN normalizes dimension 1 of its input;
     the fold scales a convolution's channels, dimension 1 only on a batched convolution's
@@ -241,16 +246,19 @@ def _inexact(conv: nn.Module, norm: _BatchNorm, shapes: set[tuple[int, ...]]) ->
     return ""
 
 
-def _folded_convolution(conv: nn.Module) -> nn.Module:
+def _folded_convolution(conv: _Convolution) -> _Convolution:
     """A convolution (or linear layer) like `conv`, with a bias, whose weights `Folded.refold`
     writes."""
     weight = conv.weight
     if isinstance(conv, nn.Linear):
-        folded: nn.Module = nn.Linear(
+        folded: _Convolution = nn.Linear(
             conv.in_features, conv.out_features, device=weight.device, dtype=weight.dtype
         )
     else:
-        folded = type(conv)(
+        # conv's own class. torch types its sizes tuple[int, ...] but each ConvNd's
+        # constructor as tuples of its dimension: called as a plain callable.
+        convolution: Callable[..., _Convolution] = type(conv)
+        folded = convolution(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -269,6 +277,12 @@ def _folded_convolution(conv: nn.Module) -> nn.Module:
         requires_grad=False,
     )
     return folded.eval()
+
+
+def _module_name(node: fx.Node) -> str:
+    """The name of the module a call_module node calls: its target (fx makes it a str)."""
+    assert isinstance(node.target, str), node.target
+    return node.target
 
 
 def _reason(error: BaseException) -> str:
