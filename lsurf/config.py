@@ -15,7 +15,7 @@ their spelling only: they are imported later, on every rank. This module imports
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -309,7 +309,7 @@ _AXIS_CONVERTERS: Mapping[type, LeafConverter] = {
 }
 
 
-def load_sweep_config(path: Path, overrides: list[str] = ()) -> SweepConfig:  # type: ignore[assignment]
+def load_sweep_config(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
     return _check_sweep(parse(SweepConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
 
 
@@ -340,7 +340,7 @@ def objects_sweep_config(raw: dict[str, Any]) -> SweepConfig:
     return _check_sweep(parse(SweepConfig, raw, _AXIS_CONVERTERS), objects=True)
 
 
-def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
+def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
     config = parse(TrainConfig, read_yaml(path, overrides), _AXIS_CONVERTERS)
     training = config.training
     _check_positive(training.epochs, "training.epochs")
@@ -552,7 +552,7 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
     return dataclasses.replace(config, model=model, data=data, directions=resolved)
 
 
-def load_connect_config(path: Path, overrides: list[str] = ()) -> ConnectConfig:  # type: ignore[assignment]
+def load_connect_config(path: Path, overrides: Sequence[str] = ()) -> ConnectConfig:
     return check_connect(parse(ConnectConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
 
 

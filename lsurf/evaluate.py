@@ -620,8 +620,9 @@ def measure(
 
 def _total(counts: list[torch.Tensor | int]) -> float | int:
     """Σ counts: ints stay exact; tensors (a loss's own counts) are summed once, at the end."""
-    if all(isinstance(count, int) for count in counts):
-        return sum(counts)  # type: ignore[arg-type]
+    exact = [count for count in counts if isinstance(count, int)]
+    if len(exact) == len(counts):
+        return sum(exact)
     return float(sum(torch.as_tensor(count).double().cpu() for count in counts))
 
 

@@ -263,8 +263,9 @@ def _differentiable(tensors: list[torch.Tensor]) -> Iterator[None]:
 
 def _summed(counts: list[int | torch.Tensor]) -> float:
     """Σ counts: ints stay exact; tensor counts (a loss's own) are summed in float64."""
-    if all(isinstance(count, int) for count in counts):
-        return sum(counts)  # type: ignore[arg-type, return-value]
+    exact = [count for count in counts if isinstance(count, int)]
+    if len(exact) == len(counts):
+        return sum(exact)
     return float(sum(torch.as_tensor(count).double().cpu() for count in counts))
 
 

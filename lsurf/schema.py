@@ -21,7 +21,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
@@ -78,7 +78,7 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def read_yaml(path: Path, overrides: list[str]) -> dict[str, Any]:
+def read_yaml(path: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """The raw tree of the YAML file at `path`, with the `--set` overrides applied."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

@@ -161,6 +161,7 @@ class StreamedSplit(SplitData):
         self._loaders: dict[tuple[int, int | None], DataLoader] = {}
 
     def __len__(self) -> int:
+        # torch's Dataset declares no __len__; a map-style one has it (checked_dataset)
         return len(self.examples)  # type: ignore[arg-type]
 
     def batches(self, batch_size: int, order_seed: int | None = None) -> Iterator[Batch]:

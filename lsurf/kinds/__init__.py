@@ -136,7 +136,7 @@ class _Unknown(Kind):
     keys = ()
 
     def __init__(self, name: str) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name  # type: ignore[misc]  # per instance here; a ClassVar on real kinds
 
 
 def described(name: str | None) -> Kind:
