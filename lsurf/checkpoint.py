@@ -135,7 +135,8 @@ def _as_tensor_dict(state: Mapping[object, object], path: Path) -> dict[str, tor
             f"{_listed(not_tensors)}; expected {{name: tensor}}, possibly under "
             f"'state_dict' or 'model'"
         )
-    tensors: dict[str, torch.Tensor] = {str(key): value for key, value in state.items()}
+    # Every value is a tensor (checked above): the test only tells the type checker so.
+    tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
     # Strip only when every key has the prefix (as DataParallel writes them), so that a
     # model with a submodule genuinely called "module" keeps its names.
     if all(key.startswith(_PARALLEL_PREFIX) for key in tensors):
@@ -195,7 +196,9 @@ def require_finite(model: nn.Module, source: str) -> None:
     may hold inf (an attention mask of -inf is common), never NaN.
     """
     broken: list[tuple[str, int, int]] = []  # (name, values not finite, values)
-    tensors = [(name, tensor, True) for name, tensor in model.named_parameters()]
+    tensors: list[tuple[str, torch.Tensor, bool]] = [
+        (name, tensor, True) for name, tensor in model.named_parameters()
+    ]
     tensors += [(name, tensor, False) for name, tensor in model.named_buffers()]
     for name, tensor, is_parameter in tensors:
         if not tensor.is_floating_point():
@@ -272,10 +275,10 @@ def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], **extra:
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
-    for key, value in extra.items():
-        if not _is_plain(value):
+    for key, entry in extra.items():
+        if not _is_plain(entry):
             raise TypeError(
-                f"checkpoint entry {key!r} must be plain Python data, got {type(value).__name__}"
+                f"checkpoint entry {key!r} must be plain Python data, got {type(entry).__name__}"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     contents = {"state_dict": dict(state_dict), **extra}

@@ -32,6 +32,7 @@ Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
 Ignore = Literal["biasbn", "none"]
 Space = Literal["weights", "states"]
 Device = Literal["auto", "cpu", "cuda"]
+GridPath = Literal["line", "bezier", "polychain"]
 Precision = Literal["fp32", "tf32", "bf16"]
 
 # Datasets lsurf reads itself; any other value of data.dataset is an import path.
@@ -116,7 +117,7 @@ class GridConfig:
     y: Axis | AutoAxis | None = None
     # A 1D sweep's points along the x axis (line), or along a curve through the plane of a
     # target with a y_target (bezier, polychain: lsurf.grid.PATHS), t being x.
-    path: Literal["line", "bezier", "polychain"] = "line"
+    path: GridPath = "line"
 
 
 @dataclass(frozen=True)

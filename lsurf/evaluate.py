@@ -54,6 +54,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -189,7 +190,8 @@ class Evaluator:
         norm_statistics: NormStatistics | None = None,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(device=device, memory_format=memory_format).eval()
+        # torch's overloads of Module.to lack (device=, memory_format=), which it takes
+        self.model = model.to(device=device, memory_format=memory_format).eval()  # type: ignore[call-overload]
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
@@ -268,7 +270,8 @@ class Evaluator:
         network in place, with a note saying why: a slower sweep, never a wrong value."""
         started = time.perf_counter()
         try:
-            compiled = torch.compile(self.folded.network)
+            # A module compiles to a module (OptimizedModule); torch.compile's stub says Callable.
+            compiled = cast(nn.Module, torch.compile(self.folded.network))
             for name, split in self.splits.items():
                 sizes = {min(self.batch_size, len(split)), len(split) % self.batch_size} - {0}
                 for size in sorted(sizes, reverse=True):

@@ -176,14 +176,16 @@ class HessianOperator:
             ]
             counts: list[int | torch.Tensor] = []
             for inputs, targets in self._batches():
-                gradients, count = _gradients(self.model, self._tensors, inputs, targets, self.loss)
+                gradients, batch_count = _gradients(
+                    self.model, self._tensors, inputs, targets, self.loss
+                )
                 products = _second_derivatives(gradients, self._tensors, parts) or []
                 del gradients  # the graph now lives only as long as the products need it
                 for index, product in enumerate(products):
                     if product is not None:  # None: this tensor's gradient is constant here
                         # reshape, not view: a channels_last kernel's product keeps its strides.
                         total[self.offsets[index] : self.offsets[index + 1]] += product.reshape(-1)
-                counts.append(count)
+                counts.append(batch_count)
                 # The batch's graph goes with `products`: one batch's graph alive at a time.
                 del products
         count = _summed(counts)

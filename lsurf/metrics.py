@@ -45,7 +45,7 @@ class Metric:
     # reference code's bare names ('max_eig') and their split is only in the stored row.
     per_split: bool = True
 
-    def mean(self, total: float, count: int) -> float:
+    def mean(self, total: float, count: float) -> float:
         """The 'mean' combination: batch sums `total` over `count` examples, scaled."""
         assert self.combine == "mean", f"{self.name} combines by {self.combine!r}"
         # scale first: 100 * 2 / 7 is the percentage as people (and the reference) compute it

@@ -78,8 +78,8 @@ def principal_plane(
 ) -> Plane:
     """The PCA plane of the trajectory `files` around `origin` (see the module docstring)."""
     keys = [key for key in origin if not (ignore == "biasbn" and origin[key].dim() <= 1)]
-    for path in files:
-        check_fits(read_state_dict(path, mmap=True), origin, keys, path)
+    for file in files:
+        check_fits(read_state_dict(file, mmap=True), origin, keys, file)
     rows = len(files)
     span = max(1, memory_bytes // (8 * rows))
     flat_origin = {key: origin[key].detach().reshape(-1).to(torch.float64) for key in keys}

@@ -23,16 +23,30 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Protocol,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    runtime_checkable,
+)
 
 import yaml
 
 from lsurf.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 # A number in exponent notation without a dot (`1e-4`, `-2E3`), which YAML 1.1 leaves a string.
 _EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 # Converts a leaf value of one extra type: (value as YAML gave it, dotted key) -> the value.
 # It raises ConfigError naming the key when the value does not fit.
@@ -187,8 +201,8 @@ def _convert(hint: Any, value: Any, key: str, converters: Mapping[type, LeafConv
     # Before the dataclass rule: an extra leaf type may itself be a dataclass (a grid axis).
     if hint in converters:
         return converters[hint](value, key)
-    if dataclasses.is_dataclass(hint):
-        return parse(hint, value, converters, key + ".")
+    if dataclasses.is_dataclass(hint):  # a dataclass type: a hint is never an instance
+        return parse(cast("type[Any]", hint), value, converters, key + ".")
     if hint is Path:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a path, got {describe(value)}")

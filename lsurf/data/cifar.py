@@ -43,8 +43,8 @@ from lsurf.data.layouts import (
 
 try:
     from numpy._core.multiarray import _reconstruct, scalar
-except ImportError:  # numpy < 2 has no numpy._core
-    from numpy.core.multiarray import _reconstruct, scalar
+except ImportError:  # numpy < 2 has no numpy._core: the same names from numpy.core
+    from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -182,7 +182,7 @@ def _expected_result(dataset: str) -> str:
     )
 
 
-def is_tensor_pair(result: object) -> bool:
+def is_tensor_pair(result: object) -> TypeGuard[Sequence[torch.Tensor]]:
     return (
         isinstance(result, tuple | list)
         and len(result) == 2

@@ -39,6 +39,7 @@ from lsurf.config import (
     ConnectConfig,
     DirectionsConfig,
     GridConfig,
+    GridPath,
     SweepConfig,
     check_sweep,
 )
@@ -248,7 +249,7 @@ def _input_shape(config: ConnectConfig) -> tuple[int, ...]:
 
 
 def _sweep(
-    config: ConnectConfig, i: int, j: int, path: str = "line", target: Path | None = None
+    config: ConnectConfig, i: int, j: int, path: GridPath = "line", target: Path | None = None
 ) -> SweepConfig:
     """The sweep a path is: from checkpoint i toward checkpoint j (or `target`, its aligned
     copy) over t in [0, 1]."""

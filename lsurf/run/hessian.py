@@ -272,7 +272,8 @@ def _load(
     model.load_state_dict(state)
     channels_last = config.evaluation.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format).eval()
+    # torch's overloads of Module.to lack (device=, memory_format=), which it takes
+    model = model.to(device=device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     split = sources.open_split(config.data, hessian.split, device, channels_last)
     loss = sources.loss(config.evaluation.loss)
     parameters = curvature_parameters(model, hessian.params)  # raises if it selects none

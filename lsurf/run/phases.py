@@ -165,7 +165,8 @@ def hessian_at(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     copy = sources.build_model(config.model)
     copy.load_state_dict(model.state_dict())
-    copy = copy.to(device=device, memory_format=memory_format).eval()
+    # torch's overloads of Module.to lack (device=, memory_format=), which it takes
+    copy = copy.to(device=device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     split = sources.open_split(config.data, settings.split, device, channels_last)
     loss = sources.loss(config.evaluation.loss)
     return curvature_operator(copy, split, settings, loss), settings
@@ -180,7 +181,9 @@ def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
             assert path is not None  # config allows auto axes only for kind: pca
             axis = fit_axis(path[:, column], axis.num)
         axes.append(axis)
-    return GridConfig(axes[0], axes[1], grid.path)
+    x, y = axes
+    assert x is not None  # GridConfig.x always is
+    return GridConfig(x, y, grid.path)
 
 
 def check_output(prepared: Prepared, force: bool) -> bool | None:
@@ -206,7 +209,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
     model = sources.build_model(config.model)
     model.load_state_dict(setup.state)
     channels_last = config.evaluation.channels_last
-    splits = {
+    splits: dict[str, SplitData] = {
         name: sources.open_split(config.data, name, device, channels_last)
         for name in config.data.splits
     }

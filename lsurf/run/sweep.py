@@ -312,7 +312,7 @@ class OpenOutputs:
     others run: the workers have chunks in hand meanwhile)."""
 
     def __init__(
-        self, sweeps: list[Prepared], writers: list[surface_file.SurfaceWriter], log: Log
+        self, sweeps: list[Prepared], writers: Sequence[surface_file.SurfaceWriter], log: Log
     ) -> None:
         self.writers = writers
         self.todo = [pending(writer.done) for writer in writers]

@@ -72,7 +72,8 @@ def train(config: TrainConfig, force: bool = False, log: Log = to_stderr) -> Pat
         torch.channels_last if config.evaluation.channels_last else torch.contiguous_format
     )
     train_split, test_split = _load_splits(config, device, memory_format)
-    model = _build_model(config).to(device=device, memory_format=memory_format)
+    # torch's overloads of Module.to lack (device=, memory_format=), which it takes
+    model = _build_model(config).to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, training)
     # fp32 means fp32 (PyTorch lets cuDNN use TF32 by default); tf32 is an explicit opt-in.
     precision = config.evaluation.precision
