@@ -578,8 +578,8 @@ _UNIT_WISE_METHODS = frozenset(
     {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone"}
 )
 _ELEMENTWISE_FUNCTIONS: frozenset[Callable[..., Any]] = frozenset(
-    {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
-    | {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
+    (operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub)
+    + (operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div)
 )
 _ELEMENTWISE_METHODS = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"})
 _REDUCTIONS: frozenset[Callable[..., Any] | str] = frozenset({torch.mean, torch.sum, "mean", "sum"})
