@@ -175,7 +175,11 @@ def test_auto_axes_fit_the_path_and_the_file_records_the_concrete_range(
     assert surface.x[0] < path[:, 0].min() and surface.x[-1] > path[:, 0].max()
     assert surface.y[0] < path[:, 1].min() and surface.y[-1] > path[:, 1].max()
     stored = yaml.safe_load(read_surface_attributes(outcome.path)["config"])
-    assert stored["grid"] == {"x": fit_axis(path[:, 0], 4).spec, "y": fit_axis(path[:, 1], 3).spec}
+    assert stored["grid"] == {
+        "x": fit_axis(path[:, 0], 4).spec,
+        "y": fit_axis(path[:, 1], 3).spec,
+        "path": "line",
+    }
     assert "auto" not in stored["grid"]["x"] + stored["grid"]["y"]
     from lsurf.files.info import describe_surface
 
