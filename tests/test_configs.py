@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lsurf import models
-from lsurf.config import SweepConfig, load_sweep_config, load_train_config
+from lsurf.config import SweepConfig, load_connect_config, load_sweep_config, load_train_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
@@ -55,6 +55,9 @@ def test_shipped_config_is_valid(path):
         assert config.output.suffix == ".h5"
         if config.directions.kind == "target":  # the line through both end points, and beyond
             assert config.grid.x.start < 0 < 1 < config.grid.x.stop
+    elif "connect" in yaml.safe_load(path.read_text()):
+        connect = load_connect_config(path)
+        assert connect.output.suffix == ".h5" and len(connect.connect.checkpoints) >= 2
     else:
         config = load_train_config(path)
         assert config.training.epochs >= 1
