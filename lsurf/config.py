@@ -343,7 +343,14 @@ def objects_sweep_config(raw: dict[str, Any]) -> SweepConfig:
 
 def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
     config = parse(TrainConfig, read_yaml(path, overrides), _AXIS_CONVERTERS)
-    training = config.training
+    check_training(config.training)
+    data = _check_data(config.data)
+    check_trainable_data(data)
+    return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
+
+
+def check_training(training: TrainingConfig) -> None:
+    """The training section's rules, for `lsurf train` and for a curve's bend alike."""
     _check_positive(training.epochs, "training.epochs")
     _check_positive(training.save_every, "training.save_every")
     # `not 0 < x < inf` also catches NaN, which YAML spells .nan.
@@ -367,13 +374,15 @@ def load_train_config(path: Path, overrides: Sequence[str] = ()) -> TrainConfig:
         raise ConfigError(
             f"training.milestones must be increasing epoch numbers of at least 1, got {milestones}"
         )
-    data = _check_data(config.data)
+
+
+def check_trainable_data(data: DataConfig) -> None:
+    """Training reads CIFAR: its augmentation crops and flips 32x32 images."""
     if data.dataset not in ("cifar10", "cifar100"):
         raise ConfigError(
             f"lsurf train reads cifar10 or cifar100 (augmented 32x32 images); got data.dataset "
             f"{data.dataset!r}"
         )
-    return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
 
 
 def _check_positive(value: int, key: str) -> None:
