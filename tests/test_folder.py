@@ -39,9 +39,10 @@ def trained_pair() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 def crashed_run(out: Path) -> None:
-    """A folder as kill -9 leaves it during epoch 3 of a run committed after epoch 2."""
+    """A folder as kill -9 leaves it during epoch 3 of a run committed after epoch 2 (final.pt
+    and a curve's bend.pt are written with a run's last epoch only)."""
     out.mkdir()
-    for name in ("config.yaml", "log.csv", "final.pt", "resume.pt", "surface.h5"):
+    for name in ("config.yaml", "log.csv", "final.pt", "bend.pt", "resume.pt", "surface.h5"):
         (out / name).write_bytes(b"x")
     for epoch in range(4):
         folder.trajectory_file(out, epoch).write_bytes(b"x")

@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from lsurf.config import TrainingConfig
 from lsurf.data.cifar import _normalize
 from lsurf.data.layouts import REFERENCE_MEAN, REFERENCE_STD
-from lsurf.train.recipe import PADDING, augment, draw_epoch, learning_rate, padding_fill
+from lsurf.train.recipe import (
+    PADDING,
+    augment,
+    draw_epoch,
+    draw_epoch_with,
+    epoch_generator,
+    learning_rate,
+    padding_fill,
+)
 
 # ---------------------------------------------------------------------------- schedules
 
@@ -88,3 +96,17 @@ def test_an_epochs_shuffling_and_augmentation_depend_on_seed_and_epoch_only():
     assert torch.equal(first.order.sort().values, torch.arange(500))
     assert first.offsets.min() == 0 and first.offsets.max() == 2 * PADDING
     assert 150 < int(first.flips.sum()) < 350
+
+
+def test_the_epochs_generator_gives_the_same_draw_and_goes_on_past_it():
+    """A curve's bend draws each batch's t from the generator after the epoch's draw; the
+    draw itself is the one lsurf train uses."""
+    generator = epoch_generator(5, 2)
+    draw = draw_epoch_with(generator, 300)
+    expected = draw_epoch(300, seed=5, epoch=2)
+    for name in ("order", "offsets", "flips"):
+        assert torch.equal(getattr(draw, name), getattr(expected, name))
+    after = torch.rand(4, dtype=torch.float64, generator=generator)
+    again = epoch_generator(5, 2)
+    draw_epoch_with(again, 300)
+    assert torch.equal(after, torch.rand(4, dtype=torch.float64, generator=again))

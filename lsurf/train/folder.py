@@ -14,13 +14,17 @@ hold surfaces computed from the run, which are never touched):
 - `resume.pt`    the committed state after the last finished epoch: weights, optimizer state
                  (momentum buffers, Adam moments and step counts), the epoch and the log rows.
 
+The training of a curve's bend (`lsurf.train.curve`) is a run of the same kind in a folder of
+its own: its config.yaml holds what it trains (settings given as a plain dict), its weights
+after the last epoch are `bend.pt` instead of final.pt, and it writes no trajectory.
+
 Every file is replaced atomically (lsurf.atomic: written beside its place, then renamed). The caller
 writes `resume.pt` (`commit`) last in each epoch, so it is the commit point: after kill -9
 at any moment, `committed_state` reads it back and `discard_uncommitted` removes the files
 of the epoch that did not commit and rewrites log.csv from the committed rows.
 
-Input: the output folder, a `TrainConfig`, the model, optimizer and log rows to store.
-Output: the files above; `committed_state` returns resume.pt's
+Input: the output folder, a `TrainConfig` (or a run's settings), the model, optimizer and log
+rows to store. Output: the files above; `committed_state` (`committed_run`) returns resume.pt's
 {'state_dict', 'optimizer', 'epoch', 'rows'}, or None where there is nothing to resume.
 """
 
@@ -40,12 +44,15 @@ from lsurf import checkpoint
 from lsurf.atomic import temporary_target, write_atomically
 from lsurf.config import TrainConfig
 from lsurf.errors import CheckpointError, ConfigError
-from lsurf.schema import differences, to_yaml
+from lsurf.schema import differences, to_plain, to_yaml
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.csv"
 FINAL_FILE = "final.pt"
+BEND_FILE = "bend.pt"  # a curve run's final weights (lsurf.train.curve)
 RESUME_FILE = "resume.pt"
+# Written only with a run's last epoch, so a resumed run removes them.
+_LAST_EPOCH_FILES = (FINAL_FILE, BEND_FILE)
 _TRAJECTORY_FILE = re.compile(r"model_(\d+)\.pt")
 
 
@@ -58,7 +65,12 @@ def committed_state(config: TrainConfig, force: bool) -> dict[str, Any] | None:
     """resume.pt of the run in config.output when that run has this config; None when the
     folder holds no run yet or `force` starts over. Raises ConfigError for a run with another
     config or files that are not a resumable run."""
-    out = config.output
+    return committed_run(config.output, to_plain(config), force)
+
+
+def committed_run(out: Path, settings: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """`committed_state` for a run described by `settings`, the plain dict its config.yaml
+    holds (`write_settings`)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} is a file, not a folder; set output to a folder")
     if force or not out.exists():
@@ -79,7 +91,7 @@ def committed_state(config: TrainConfig, force: bool) -> dict[str, Any] | None:
     if not isinstance(old, dict):
         raise ConfigError(f"{config_file} is unreadable; rerun with --force to start over")
     # Compare as the file stores it (a YAML round trip), so tuples, paths and floats agree.
-    changed = differences(old, yaml.safe_load(to_yaml(config)))
+    changed = differences(old, yaml.safe_load(to_yaml(settings)))
     if changed:
         raise ConfigError(
             f"{out} holds a training run with a different config (differs in "
@@ -105,7 +117,7 @@ def _read_resume(path: Path) -> dict[str, Any]:
 
 def _is_training_file(name: str) -> bool:
     """Whether `name` is one of the files a training run writes (nothing else is touched)."""
-    names = (CONFIG_FILE, LOG_FILE, FINAL_FILE, RESUME_FILE)
+    names = (CONFIG_FILE, LOG_FILE, RESUME_FILE, *_LAST_EPOCH_FILES)
     return name in names or _TRAJECTORY_FILE.fullmatch(name) is not None
 
 
@@ -135,7 +147,8 @@ def discard_uncommitted(out: Path, epoch: int, rows: list[dict[str, float]]) -> 
         match = _TRAJECTORY_FILE.fullmatch(path.name)
         if match is not None and int(match.group(1)) > epoch:
             path.unlink()
-    (out / FINAL_FILE).unlink(missing_ok=True)  # written only with the last epoch
+    for name in _LAST_EPOCH_FILES:
+        (out / name).unlink(missing_ok=True)
     _remove_temporaries(out)
     if rows:
         write_log(out / LOG_FILE, rows)
@@ -145,12 +158,19 @@ def discard_uncommitted(out: Path, epoch: int, rows: list[dict[str, float]]) -> 
 
 def write_config(out: Path, config: TrainConfig) -> None:
     """Write config.yaml: the resolved config, which a rerun must match."""
-    write_atomically(out / CONFIG_FILE, lambda handle: handle.write(to_yaml(config).encode()))
+    write_settings(out, to_plain(config))
 
 
-def save_weights(path: Path, model: nn.Module, epoch: int) -> None:
+def write_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Write config.yaml from a run's settings (plain data), which a rerun must match."""
+    text = to_yaml(settings)
+    write_atomically(out / CONFIG_FILE, lambda handle: handle.write(text.encode()))
+
+
+def save_weights(path: Path, model: nn.Module, epoch: int, **extra: object) -> None:
+    """A checkpoint of the model's state dict, with `extra` plain entries beside it."""
     # CPU tensors in the default layout: files that load anywhere and flatten with .view.
-    checkpoint.save_checkpoint(path, _cpu_copy(model.state_dict()), epoch=epoch)
+    checkpoint.save_checkpoint(path, _cpu_copy(model.state_dict()), epoch=epoch, **extra)
 
 
 def commit(

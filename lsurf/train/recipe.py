@@ -5,9 +5,9 @@ learning-rate schedule, the per-epoch seeds, and the standard CIFAR augmentation
 with padding, horizontal flip) done on tensors already on the device.
 
 Input: a `TrainingConfig`, the epoch number, the normalization constants. Output: a learning
-rate, an optimizer, an `EpochDraw` (the epoch's shuffling and augmentation), augmented
-batches. Nothing here reads or writes files or keeps state between epochs: epoch E's draws
-come from a generator seeded by (seed, E) and its learning rate is a function of E alone,
+rate, an optimizer, an epoch's generator and its `EpochDraw` (shuffling and augmentation),
+augmented batches. Nothing here reads or writes files or keeps state between epochs: epoch E's
+draws come from a generator seeded by (seed, E) and its learning rate is a function of E alone,
 which is what lets a resumed run match an uninterrupted one bit for bit.
 """
 
@@ -76,13 +76,23 @@ class EpochDraw:
         return EpochDraw(self.order.to(device), self.offsets.to(device), self.flips.to(device))
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator behind everything random in epoch `epoch` of a run seeded `seed`."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
 def draw_epoch(size: int, seed: int, epoch: int) -> EpochDraw:
     """The shuffling and augmentation of one epoch over `size` examples.
 
     Drawn on the CPU, so they are the same whatever device trains, and always all three, so
     the order does not depend on whether augmentation is on.
     """
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return draw_epoch_with(epoch_generator(seed, epoch), size)
+
+
+def draw_epoch_with(generator: torch.Generator, size: int) -> EpochDraw:
+    """`draw_epoch` from the epoch's generator, which a caller may go on drawing from (a
+    curve's bend draws each batch's position along the curve after these)."""
     order = torch.randperm(size, generator=generator)
     offsets = torch.randint(0, 2 * PADDING + 1, (size, 2), generator=generator)
     flips = torch.rand(size, generator=generator) < 0.5

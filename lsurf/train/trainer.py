@@ -21,6 +21,7 @@ one that was never interrupted (on a GPU as far as its kernels are deterministic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsurf import checkpoint, models
-from lsurf.config import TrainConfig
+from lsurf.config import DataConfig, TrainConfig
 from lsurf.data.cifar import Split, load_configured
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.evaluate import measure, pick_device
@@ -118,7 +119,7 @@ def train(config: TrainConfig, force: bool = False, log: Log = to_stderr) -> Pat
             row["test_loss"], row["test_acc"] = result.loss, result.accuracy
         row["seconds"] = round(time.perf_counter() - started, 3)
         rows.append(row)
-        log(_describe_epoch(row, training.epochs))
+        log(describe_epoch(row, training.epochs))
 
         # Commit order: the epoch's files first, resume.pt last. A crash in between leaves
         # files the next run discards and redoes; resume.pt never runs ahead of them.
@@ -183,17 +184,47 @@ def _train_epoch(
 ) -> tuple[float, float]:
     """One pass over `split` in `draw.order`; the mean loss and the accuracy in percent."""
     model.train()
+    return train_batches(
+        lambda images, _: model(images),
+        optimizer,
+        split,
+        draw,
+        batch_size,
+        fill,
+        memory_format,
+        precision,
+    )
+
+
+# The logits of a training batch: (images (B, C, H, W), the batch's number in the epoch).
+Forward = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def train_batches(
+    forward: Forward,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    draw: EpochDraw,
+    batch_size: int,
+    fill: torch.Tensor | None,
+    memory_format: torch.memory_format,
+    precision: str,
+) -> tuple[float, float]:
+    """One pass over `split` in `draw.order`, one optimizer step per batch: the batch
+    augmented with `fill` (None: as it is), its logits from `forward`, its loss the
+    cross-entropy. Returns the mean loss and the accuracy in percent; the caller puts the
+    model in train mode."""
     device = split.images.device
     # Sums stay on the device: one host sync per epoch, not per batch.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     size = len(split)
-    for start in range(0, size, batch_size):
+    for batch, start in enumerate(range(0, size, batch_size)):
         stop = min(start + batch_size, size)
         if stop - start == 1:
             # BatchNorm cannot normalize a single example in training mode; skip a last
-            # batch of one (the split has at least two examples, see _load_splits).
+            # batch of one (the split has at least two examples, see load_training_split).
             break
         picked = draw.order[start:stop]
         images = split.images[picked]
@@ -202,7 +233,7 @@ def _train_epoch(
         images = images.contiguous(memory_format=memory_format)
         labels = split.labels[picked]
         with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(images)
+            logits = forward(images, batch)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -213,7 +244,8 @@ def _train_epoch(
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
-def _describe_epoch(row: dict[str, float], epochs: int) -> str:
+def describe_epoch(row: dict[str, float], epochs: int) -> str:
+    """An epoch's log line: its number, learning rate, losses, accuracies and seconds."""
     parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}"]
     parts += [f"train_loss {row['train_loss']:.4f}", f"train_acc {row['train_acc']:.2f}"]
     if "test_loss" in row:
@@ -230,13 +262,9 @@ def _load_splits(
 ) -> tuple[Split, Split | None]:
     """The training split (always) and the test split (when listed), once, on the device."""
     data = config.data
-
-    train_split = load_configured(data, "train")
-    if len(train_split) < 2:
-        raise ConfigError("training needs at least 2 training examples; raise data.subset")
     # Training batches are gathered (and augmented) into new tensors, so the split stays in
     # the default layout; the test split is read in slices, so it gets the model's layout.
-    train_split = Split(train_split.images.to(device), train_split.labels.to(device))
+    train_split = load_training_split(data, device)
     test_split = None
     if "test" in data.splits:
         test = load_configured(data, "test")
@@ -245,6 +273,14 @@ def _load_splits(
             test.labels.to(device),
         )
     return train_split, test_split
+
+
+def load_training_split(data: DataConfig, device: torch.device) -> Split:
+    """The train split of `data`, once, on the device, in the default layout."""
+    split = load_configured(data, "train")
+    if len(split) < 2:
+        raise ConfigError("training needs at least 2 training examples; raise data.subset")
+    return Split(split.images.to(device), split.labels.to(device))
 
 
 def _build_model(config: TrainConfig) -> nn.Module:
