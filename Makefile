@@ -31,7 +31,7 @@ demo: install
 TEST_WORKERS ?= 2
 test: install cluster-deps
 	LSURF_REQUIRE_SLURM=$$(command -v slurmctld >/dev/null && echo 1 || echo 0) \
-	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 # The commands README.md and docs/ show that are cheap on CPU, run exactly as written on small
 # synthetic stand-ins for what `make demo` leaves (tests/doc_commands.py lists them; about a

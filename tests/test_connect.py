@@ -318,7 +318,8 @@ def test_aligned_paths_lower_the_barrier_and_end_at_bs_function(
     connection = read_connect(tmp_path / "out" / "connect.h5")
     linear, aligned = connection.paths["0-1/linear"], connection.paths["0-1/aligned"]
     naive, matched = linear.barriers["train_loss"].height, aligned.barriers["train_loss"].height
-    print(f"{model}: train-loss barrier naive {naive:.4f}, aligned {matched:.4f}")
+    with capsys.disabled():  # the numbers the note quotes
+        print(f"\n{model}: train-loss barrier naive {naive:.4f}, aligned {matched:.4f}")
     assert naive > matched >= 0.0
     # The aligned B is B's function: the two paths end at the same values (A's at t = 0).
     for name in ("train_loss", "test_loss", "train_acc"):
@@ -356,3 +357,35 @@ def test_a_model_alignment_cannot_trace_is_one_line_and_nothing_written(
     error = capsys.readouterr().err
     assert error.startswith("lsurf: error: cannot align TinyLM: torch.fx cannot trace it"), error
     assert error.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- curves
+
+
+@pytest.mark.parametrize("curve", ["bezier", "polychain"])
+def test_a_trained_curve_is_no_higher_than_the_line_and_its_ends_are_a_and_b(
+    curve, tmp_path, cifar_root, connect_yaml, capsys
+):
+    a, b = (trained("mlp_small", seed, tmp_path, cifar_root, 6) for seed in (0, 1))
+    config = connect_yaml(
+        {"checkpoints": [str(a), str(b)], "points": 5},
+        model={"name": "mlp_small"},
+        training={"epochs": 4, "lr": 0.05, "augment": False},
+    )
+    assert main(["connect", str(config), "--curve", curve]) == 0
+    report = capsys.readouterr().out
+    connection = read_connect(tmp_path / "out" / "connect.h5")
+    linear, bent = connection.paths["0-1/linear"], connection.paths["0-1/curve"]
+    line, along = linear.barriers["train_loss"].height, bent.barriers["train_loss"].height
+    with capsys.disabled():
+        print(f"\n{curve}: train-loss barrier linear {line:.4f}, curve {along:.4f}")
+    assert along <= line and along < line / 2
+    for name in ("train_loss", "test_acc"):  # the curve starts at A and ends at B exactly
+        ends = linear.surface.metrics[name][[0, -1]]
+        np.testing.assert_array_equal(bent.surface.metrics[name][[0, -1]], ends)
+    bend = tmp_path / "out" / "connect.curve-0-1" / "bend.pt"
+    assert bent.surface.attributes["bend_checkpoint"] == str(bend) and bend.exists()
+    assert f"a {curve} curve through the trained bend {bend}" in report
+    # The bend and the paths resume as they are: a rerun is complete at once.
+    assert main(["connect", str(config), "--curve", curve]) == 0
+    assert "already complete" in capsys.readouterr().err

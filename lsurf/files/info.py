@@ -71,6 +71,10 @@ def describe_connect(path: Path) -> str:
             converged = part.surface.attributes.get("align_converged")
             how = f"{passes} passes" + ("" if converged else ", not converged")
             lines.append(f"  B aligned to A by weight matching ({how}): {aligned}")
+        bend = part.surface.attributes.get("bend_checkpoint")
+        if bend:
+            curve = part.surface.attributes.get("curve")
+            lines.append(f"  a {curve} curve through the trained bend {bend}")
         for row, found in part.barriers.items():
             if math.isnan(found.height):
                 continue

@@ -62,6 +62,7 @@ from lsurf.run.sweep import (
     serve_queue,
 )
 from lsurf.schema import differences, to_plain, to_yaml
+from lsurf.train.curve import train_curve
 
 # Keys of the connect config that change no stored value (see lsurf.run.identity).
 OPERATIONAL_KEYS = {"data.download", "data.cache_mb", "data.workers"}
@@ -114,7 +115,7 @@ def _run_master(
         states = [_read_checkpoint(config, path) for path in config.connect.checkpoints]
         attributes = _attributes(config)
         state = _check_output(config, attributes, force)
-        paths = _paths(config, states) if state is not True else []
+        paths = _paths(config, states, force, log) if state is not True else []
         prepared = [_prepare(path) for path in paths]
     except BaseException:
         session.send_setup(None)  # the workers exit quietly; this rank reports the error
@@ -191,7 +192,9 @@ def _check_output(config: ConnectConfig, attributes: dict[str, Any], force: bool
 # ---------------------------------------------------------------------------- the paths
 
 
-def _paths(config: ConnectConfig, states: list[dict[str, torch.Tensor]]) -> list[_Path]:
+def _paths(
+    config: ConnectConfig, states: list[dict[str, torch.Tensor]], force: bool, log: Log
+) -> list[_Path]:
     """Every path of every pair, in the job's order; aligned states computed here (rank 0,
     before anything is written: a model alignment cannot handle is one line)."""
     section = config.connect
@@ -217,7 +220,50 @@ def _paths(config: ConnectConfig, states: list[dict[str, torch.Tensor]]) -> list
                     alignment=alignment,
                 )
             )
+        if section.curve != "none":
+            found.append(_curve_path(config, i, j, start, found[-1].end, force, log))
     return found
+
+
+def curve_folder(config: ConnectConfig, i: int, j: int) -> Path:
+    """Where the bend between checkpoints i and j is trained: beside the output."""
+    output = config.output
+    return output.with_name(f"{output.stem}.curve-{i}-{j}")
+
+
+def _curve_path(
+    config: ConnectConfig,
+    i: int,
+    j: int,
+    start: dict[str, torch.Tensor],
+    end: dict[str, torch.Tensor],
+    force: bool,
+    log: Log,
+) -> _Path:
+    """The trained curve from A to B (the aligned B when the job aligns: the curve then joins
+    A to B's function in A's unit order): its bend trained first (lsurf.train.curve; on rank
+    0, resumable in its own folder), then the path on the plane through A, B and the bend."""
+    curve = config.connect.curve
+    assert curve != "none"
+    bend_file = train_curve(
+        lambda: FROM_CONFIG.build_model(config.model),
+        start,
+        end,
+        curve,
+        config.training,
+        config.data,
+        curve_folder(config, i, j),
+        force=force,
+        log=log,
+        device=config.evaluation.device,
+    )
+    model = FROM_CONFIG.build_model(config.model)
+    checkpoint.load_weights(model, bend_file)
+    bend = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    target = aligned_checkpoint(config, i, j) if config.connect.align == "weights" else None
+    sweep = _sweep(config, i, j, path=curve, target=target, y_target=bend_file)
+    extra = {"bend_checkpoint": str(bend_file), "curve": curve}
+    return _Path(f"{i}-{j}/curve", sweep, start, end, bend=bend, extra=extra)
 
 
 def aligned_checkpoint(config: ConnectConfig, i: int, j: int) -> Path:
@@ -249,7 +295,12 @@ def _input_shape(config: ConnectConfig) -> tuple[int, ...]:
 
 
 def _sweep(
-    config: ConnectConfig, i: int, j: int, path: GridPath = "line", target: Path | None = None
+    config: ConnectConfig,
+    i: int,
+    j: int,
+    path: GridPath = "line",
+    target: Path | None = None,
+    y_target: Path | None = None,
 ) -> SweepConfig:
     """The sweep a path is: from checkpoint i toward checkpoint j (or `target`, its aligned
     copy) over t in [0, 1]."""
@@ -272,6 +323,7 @@ def _sweep(
             directions=DirectionsConfig(
                 kind="target",
                 target=target or checkpoints[j],
+                y_target=y_target,
                 space="states" if section.bn == "interpolate" else "weights",
             ),
             evaluation=evaluation,
