@@ -10,11 +10,12 @@ Every fenced code block in those files is one of three things, by its language t
 A tag outside these lists is refused, so nothing is skipped by accident.
 
 Each command must be accounted for in one of three ways:
-- CHECKED: `make docs-check` (this file, run as a script; tests/test_docs.py runs the same)
-  runs it exactly as written, with bash, in list order, from a scratch folder that holds
-  small synthetic stand-ins for what `make demo` leaves in runs/demo, and needs exit code 0
-  and every printed line the page shows that has no figure in it (figures differ between
-  the stand-ins and the real demo; `…` in a shown line matches anything);
+- CHECKED (and the other CHAINS): `make docs-check` (this file, run as a script;
+  tests/test_docs.py runs the same, one test per chain) runs it exactly as written, with
+  bash, in list order, from a scratch folder that holds small synthetic stand-ins for what
+  `make demo` leaves in runs/demo, and needs exit code 0 and every printed line the page
+  shows that has no figure in it (figures differ between the stand-ins and the real demo;
+  `…` in a shown line matches anything);
 - a test runs it: the test gets it with `documented("the command")`, which fails when the
   pages no longer show it; test_docs finds these calls by reading tests/*.py;
 - EXEMPT says why it runs nowhere in CI.
@@ -70,7 +71,12 @@ CHECKED = [
     ".venv/bin/lsurf plot runs/demo/pca.h5 --log",
     ".venv/bin/lsurf weights runs/demo/train/model_0.pt runs/demo/train/final.pt"
     " --out runs/demo/weights",
-    # docs/connect.md: two seeds of convnet_small, their paths and barriers (about 40 s)
+]
+
+# Commands that read nothing CHECKED's commands or the stand-ins write: a chain of their own,
+# which tests/test_docs.py runs beside the first one (two pytest workers, two chains at once).
+# docs/connect.md: two seeds of convnet_small, their paths and barriers (about 40 s).
+CONNECT_CHAIN = [
     ".venv/bin/lsurf data synth --out runs/connect/data --train-size 1000 --test-size 500",
     ".venv/bin/lsurf train configs/connect/train.yaml",
     ".venv/bin/lsurf train configs/connect/train.yaml --set training.seed=1"
@@ -78,6 +84,10 @@ CHECKED = [
     ".venv/bin/lsurf connect configs/connect/connect.yaml",
     ".venv/bin/lsurf plot runs/connect/connect.h5",
 ]
+# Each chain runs in its own scratch folder, its commands in order; the stand-ins only for
+# the chains that read what `make demo` leaves.
+CHAINS = {"demo": (CHECKED, True), "connect": (CONNECT_CHAIN, False)}
+ALL_CHECKED = [text for commands, _ in CHAINS.values() for text in commands]
 
 # The stand-ins for what `make demo` leaves (runs/demo: data, the trained ResNet-20 and its
 # trajectory, a surface), small enough for seconds on CPU: the same commands as the demo's,
@@ -263,7 +273,7 @@ def commands_run_by_tests(tests: Path = ROOT / "tests") -> dict[str, str]:
 
 def unaccounted(
     commands: list[Command],
-    checked: list[str] = CHECKED,
+    checked: list[str] = ALL_CHECKED,
     tested: dict[str, str] | None = None,
     exempt: dict[str, str] = EXEMPT,
 ) -> list[Command]:
@@ -307,10 +317,10 @@ def link_repository(scratch: Path) -> None:
         (scratch / shared).symlink_to(ROOT / shared)
 
 
-def prepare(scratch: Path) -> None:
-    """A folder that looks like the repository after `make demo`, with small stand-ins."""
+def prepare(scratch: Path, stand_ins: bool = True) -> None:
+    """A folder that looks like the repository (after `make demo`, with small stand-ins)."""
     link_repository(scratch)
-    for text in STAND_INS:
+    for text in STAND_INS if stand_ins else ():
         run(text, scratch, echo=False)
 
 
@@ -326,17 +336,22 @@ def run(text: str, scratch: Path, echo: bool = True) -> str:
     return printed
 
 
-def check(scratch: Path) -> int:
-    """Runs CHECKED from `scratch` (prepared here); the number of commands run."""
+def check(scratch: Path, chain: str | None = None) -> int:
+    """Runs one chain of CHAINS (None: each, one after the other) from `scratch`, prepared
+    here; the number of commands run."""
+    if chain is None:
+        return sum(check(scratch / name, name) for name in CHAINS)
+    commands, stand_ins = CHAINS[chain]
     shown = {command.key: command for command in documented_commands()}
-    stale = [text for text in CHECKED if canonical(text) not in shown]
+    stale = [text for text in commands if canonical(text) not in shown]
     assert not stale, f"CHECKED lists commands no page shows: {stale}"
-    prepare(scratch)
-    for text in CHECKED:
+    scratch.mkdir(parents=True, exist_ok=True)
+    prepare(scratch, stand_ins)
+    for text in commands:
         command = shown[canonical(text)]
         missing = missing_lines(command, run(command.text, scratch))
         assert not missing, f"{command.page}:{command.line}: `{text}` did not print {missing}"
-    return len(CHECKED)
+    return len(commands)
 
 
 def main() -> int:
