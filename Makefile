@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/evaluation_speed.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/connect_cost.py
+	$(BIN)/python benchmarks/alignment.py
 
 # mypy checks lsurf/ (pyproject.toml's [tool.mypy]).
 lint: install

@@ -597,6 +597,8 @@ def check_connect(config: ConnectConfig) -> ConnectConfig:
     data = _check_data(config.data)
     _check_loss(config.evaluation.loss)
     _check_errors(config.evaluation)
+    if section.curve != "none":  # the bend's recipe, refused before any work
+        check_training(config.training)
     return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
 
 
