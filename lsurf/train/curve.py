@@ -257,17 +257,7 @@ def _start_or_resume(
         rows: list[dict[str, float]] = []
         folder.commit(output, model, optimizer, 0, rows)
         return 1, rows
-    try:
-        model.load_state_dict(committed["state_dict"])
-        optimizer.load_state_dict(committed["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(
-            f"{output / folder.RESUME_FILE} does not fit the model as it is built now "
-            f"({type(error).__name__}); rerun with --force to start over"
-        ) from error
-    rows = committed["rows"]
-    folder.discard_uncommitted(output, committed["epoch"], rows)
-    return committed["epoch"] + 1, rows
+    return folder.resume_committed(output, committed, model, optimizer, "the model")
 
 
 def _train_epoch(

@@ -141,6 +141,30 @@ def _remove_temporaries(out: Path) -> None:
             path.unlink()
 
 
+def resume_committed(
+    out: Path,
+    committed: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    what: str,
+) -> tuple[int, list[dict[str, float]]]:
+    """Load a committed epoch's state into `model` and `optimizer`, drop the files of the
+    epoch that did not commit, and return (the next epoch, the log rows so far). A state
+    that no longer fits (`what`, the model as it is built now: a renamed or reshaped layer)
+    is one CheckpointError line."""
+    try:
+        model.load_state_dict(committed["state_dict"])
+        optimizer.load_state_dict(committed["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{out / RESUME_FILE} does not fit {what} as it is built now "
+            f"({type(error).__name__}); rerun with --force to start over"
+        ) from error
+    rows = committed["rows"]
+    discard_uncommitted(out, committed["epoch"], rows)
+    return committed["epoch"] + 1, rows
+
+
 def discard_uncommitted(out: Path, epoch: int, rows: list[dict[str, float]]) -> None:
     """Remove what a crashed epoch after `epoch` wrote, and rewrite log.csv from `rows`."""
     for path in out.iterdir():

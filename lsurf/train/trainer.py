@@ -32,7 +32,7 @@ from torch import nn
 from lsurf import checkpoint, models
 from lsurf.config import DataConfig, TrainConfig
 from lsurf.data.cifar import Split, load_configured
-from lsurf.errors import CheckpointError, ConfigError
+from lsurf.errors import ConfigError
 from lsurf.evaluate import measure, pick_device
 from lsurf.run.progress import Log, to_stderr
 from lsurf.train import folder
@@ -157,18 +157,7 @@ def _start_or_resume(
         folder.commit(out, model, optimizer, 0, rows)
         first = 1
     else:
-        try:
-            model.load_state_dict(committed["state_dict"])
-            optimizer.load_state_dict(committed["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            # The model's code changed since the run started (a renamed or reshaped layer).
-            raise CheckpointError(
-                f"{out / folder.RESUME_FILE} does not fit {config.model.name} as it is "
-                f"built now ({type(error).__name__}); rerun with --force to start over"
-            ) from error
-        rows = committed["rows"]
-        folder.discard_uncommitted(out, committed["epoch"], rows)
-        first = committed["epoch"] + 1
+        first, rows = folder.resume_committed(out, committed, model, optimizer, config.model.name)
     return first, rows
 
 
