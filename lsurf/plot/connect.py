@@ -10,6 +10,7 @@ or SVG through matplotlib, or as an interactive HTML page through plotly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,9 @@ def draw_pair(connection: Connection, pair: str) -> Figure:
     first, second = (int(place) for place in pair.split("-"))
     figure = Figure(figsize=(11.0, 4.4), dpi=DPI, layout="constrained")
     loss_ax, error_ax = figure.subplots(1, 2)
+    parts = pairs_of(connection)[pair]
     for ax, quantity, label in ((loss_ax, "loss", "loss"), (error_ax, "error", "error (%)")):
-        _draw(ax, pairs_of(connection)[pair], quantity)
+        _draw(ax, parts, quantity)
         ax.set_xlabel(
             f"t  (0: {Path(checkpoints[first]).name}, 1: {Path(checkpoints[second]).name})"
         )
@@ -82,24 +84,43 @@ def draw_pair(connection: Connection, pair: str) -> Figure:
     return figure
 
 
-def _draw(ax: Axes, parts: list[ConnectPath], quantity: str) -> None:
+@dataclass(frozen=True)
+class _Trace:
+    """One line of a figure: a path's `quantity` on one split, drawn the same in every format."""
+
+    t: np.ndarray
+    values: np.ndarray
+    errors: np.ndarray | None
+    color: str
+    style: str  # matplotlib's: "-" (train) or "--" (test)
+    label: str
+
+
+def _traces(parts: list[ConnectPath], quantity: str) -> list[_Trace]:
+    traces = []
     for part in parts:
         color = PATH_COLORS.get(part.name.split("/")[1], "#555555")
         for split, style in SPLIT_STYLES.items():
             values, errors = _series(part, split, quantity)
-            if not values.size:
-                continue
-            ax.errorbar(
-                part.surface.x,
-                values,
-                yerr=errors,
-                color=color,
-                linestyle=style,
-                marker="o",
-                markersize=2.5,
-                capsize=2 if errors is not None else 0,
-                label=_label(part, split, quantity),
-            )
+            if values.size:
+                label = _label(part, split, quantity)
+                traces.append(_Trace(part.surface.x, values, errors, color, style, label))
+    return traces
+
+
+def _draw(ax: Axes, parts: list[ConnectPath], quantity: str) -> None:
+    for trace in _traces(parts, quantity):
+        ax.errorbar(
+            trace.t,
+            trace.values,
+            yerr=trace.errors,
+            color=trace.color,
+            linestyle=trace.style,
+            marker="o",
+            markersize=2.5,
+            capsize=2 if trace.errors is not None else 0,
+            label=trace.label,
+        )
 
 
 def write_pair_html(connection: Connection, pair: str, path: Path) -> None:
@@ -107,24 +128,21 @@ def write_pair_html(connection: Connection, pair: str, path: Path) -> None:
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "error (%)"))
+    parts = pairs_of(connection)[pair]
     for column, quantity in enumerate(("loss", "error"), start=1):
-        for part in pairs_of(connection)[pair]:
-            color = PATH_COLORS.get(part.name.split("/")[1], "#555555")
-            for split, style in SPLIT_STYLES.items():
-                values, errors = _series(part, split, quantity)
-                if not values.size:
-                    continue
-                figure.add_trace(
-                    go.Scatter(
-                        x=part.surface.x,
-                        y=values,
-                        name=_label(part, split, quantity),
-                        line={"color": color, "dash": "solid" if style == "-" else "dash"},
-                        error_y=None if errors is None else {"type": "data", "array": errors},
-                    ),
-                    row=1,
-                    col=column,
-                )
+        for trace in _traces(parts, quantity):
+            errors = trace.errors
+            figure.add_trace(
+                go.Scatter(
+                    x=trace.t,
+                    y=trace.values,
+                    name=trace.label,
+                    line={"color": trace.color, "dash": "solid" if trace.style == "-" else "dash"},
+                    error_y=None if errors is None else {"type": "data", "array": errors},
+                ),
+                row=1,
+                col=column,
+            )
         figure.update_xaxes(title_text="t", row=1, col=column)
     figure.update_layout(title={"text": f"paths between checkpoints {pair}"})
     figure.write_html(path, include_plotlyjs=True, full_html=True)
