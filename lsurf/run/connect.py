@@ -50,7 +50,7 @@ from lsurf.files import connect as connect_file
 from lsurf.files.hdf5 import stored_config
 from lsurf.grid import Axis, Grid
 from lsurf.run import capacity, protocol
-from lsurf.run.identity import recorded_differences
+from lsurf.run.identity import OPERATIONAL_KEYS, recorded_differences
 from lsurf.run.local import LocalSession
 from lsurf.run.phases import FROM_CONFIG, Prepared
 from lsurf.run.progress import Log, to_stderr
@@ -63,9 +63,6 @@ from lsurf.run.sweep import (
 )
 from lsurf.schema import differences, to_plain, to_yaml
 from lsurf.train.curve import train_curve
-
-# Keys of the connect config that change no stored value (see lsurf.run.identity).
-OPERATIONAL_KEYS = {"data.download", "data.cache_mb", "data.workers"}
 
 
 @dataclass(frozen=True)
