@@ -257,6 +257,7 @@ class TrainConfig:
 BatchNormMode = Literal["keep", "interpolate", "recompute"]
 Alignment = Literal["none", "weights"]
 CurveKind = Literal["none", "bezier", "polychain"]
+BendDecay = Literal["point", "bend"]
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,14 @@ class ConnectSection:
     align: Alignment = "none"
     align_seed: int = 0  # the order weight matching visits the layers in
     curve: CurveKind = "none"
+    # Where the bend's training applies training.weight_decay: point, ½·wd·‖θ(t)‖² of the
+    # batch's point on the curve added to its loss (Garipov et al.'s dnn-mode-connectivity);
+    # bend, the optimizer's decay on θ_bend itself (as lsurf train decays a model).
+    bend_decay: BendDecay = "point"
+    # The plane through A, B and a curve's bend (a: toward B, b: toward the bend), swept on
+    # this axis for a and `plane_y` (default: the same) for b, the curve drawn over it.
+    plane: Axis | None = None
+    plane_y: Axis | None = None
 
 
 @dataclass(frozen=True)
@@ -597,6 +606,15 @@ def check_connect(config: ConnectConfig) -> ConnectConfig:
     data = _check_data(config.data)
     _check_loss(config.evaluation.loss)
     _check_errors(config.evaluation)
+    if section.plane_y is not None and section.plane is None:
+        raise ConfigError(
+            "connect.plane_y is the plane's b axis; set connect.plane (its a axis) too"
+        )
+    if section.plane is not None and section.curve == "none":
+        raise ConfigError(
+            "connect.plane sweeps the plane through A, B and a curve's bend; set "
+            "connect.curve (bezier or polychain, or --curve) or remove connect.plane"
+        )
     if section.curve != "none":  # the bend's recipe, refused before any work
         check_training(config.training)
     return dataclasses.replace(config, data=data, model=_check_model(config.model, data))

@@ -125,6 +125,8 @@ EXEMPT = {
     " configs/paper/fig1-resnet56-3d.yaml configs/paper/fig1-resnet56-noshort-3d.yaml": (
         "a Slurm cluster with GPUs, real CIFAR-10"
     ),
+    "sbatch --ntasks=5 --gpus=4 --time=02:00:00 launch/slurm.sbatch connect"
+    " configs/connect/connect.yaml": "a Slurm cluster with GPUs (test_slurm submits a connect job)",
     # Installing against a cluster's own MPI (a module system, the network).
     "python -m venv .venv && . .venv/bin/activate": "a cluster's MPI module",
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",

@@ -24,6 +24,8 @@ from lsurf.cli import main
 from lsurf.config import DataConfig
 from lsurf.data.splits import open_split, seeded_order
 from lsurf.files.connect import read_connect
+from lsurf.grid import path_point
+from lsurf.plot.connect import write_connect_figures
 
 INJECT = Path(__file__).resolve().parent / "inject"
 BN_EXAMPLES = 150  # of the 200 the session's synthetic train split holds
@@ -256,6 +258,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(connect_yaml, tmp_path
         ({"points": 1}, "connect.points must be at least 2"),
         ({"bn_examples": 5000}, "bn_recompute is 5000 but the train split has 200 examples"),
         ({"checkpoints": [str(pair[0])]}, "at least two checkpoints"),
+        ({"plane": "0:1:3"}, "connect.plane sweeps the plane through A, B and a curve's bend"),
+        ({"curve": "bezier", "plane_y": "0:1:3"}, "set connect.plane (its a axis) too"),
+        ({"curve": "bezier", "plane": "0:1"}, "connect.plane"),
+        ({"curve": "bezier", "bend_decay": "both"}, "connect.bend_decay"),
     ]
     for connect, message in cases:
         capsys.readouterr()
@@ -368,13 +374,33 @@ def test_a_trained_curve_is_no_higher_than_the_line_and_its_ends_are_a_and_b(
 ):
     a, b = (trained("mlp_small", seed, tmp_path, cifar_root, 6) for seed in (0, 1))
     config = connect_yaml(
-        {"checkpoints": [str(a), str(b)], "points": 5},
+        {"checkpoints": [str(a), str(b)], "points": 5, "plane": "0:1:5"},
         model={"name": "mlp_small"},
         training={"epochs": 4, "lr": 0.05, "augment": False},
     )
     assert main(["connect", str(config), "--curve", curve]) == 0
     report = capsys.readouterr().out
     connection = read_connect(tmp_path / "out" / "connect.h5")
+    assert list(connection.paths) == ["0-1/linear", "0-1/curve", "0-1/plane"]
+    # The plane A + a·(B − A) + b·(bend − A): where a point of the curve (or A, or B) is one
+    # of its grid points, it holds the curve's values there bit for bit.
+    plane = connection.paths["0-1/plane"].surface
+    assert plane.done.all() and plane.metrics["train_loss"].shape == (5, 5)
+    on_plane = 0
+    for k, t in enumerate(connection.paths["0-1/curve"].surface.x):
+        a, b = path_point(curve, float(t))
+        if a in plane.x and b in plane.y:
+            i, j = int(np.flatnonzero(plane.x == a)[0]), int(np.flatnonzero(plane.y == b)[0])
+            for name in ("train_loss", "test_loss", "test_acc"):
+                curve_value = connection.paths["0-1/curve"].surface.metrics[name][k]
+                assert plane.metrics[name][i, j] == curve_value, (name, t)
+            on_plane += 1
+    assert on_plane == {"bezier": 3, "polychain": 5}[curve]
+    assert "the plane through A (0, 0), B (1, 0) and the bend (0, 1): a 0:1:5, b 0:1:5" in report
+    assert "lowest train_loss" in report
+    figures = write_connect_figures(connection, tmp_path / "figures", ("png", "html"))
+    assert len(figures) == 2 and all(path.stat().st_size > 0 for path in figures)
+    assert "the plane through A, B" in figures[1].read_text()
     linear, bent = connection.paths["0-1/linear"], connection.paths["0-1/curve"]
     line, along = linear.barriers["train_loss"].height, bent.barriers["train_loss"].height
     with capsys.disabled():

@@ -27,6 +27,7 @@ from lsurf.train.curve import (
     midpoint,
     train_curve,
 )
+from lsurf.train.recipe import draw_epoch_with, epoch_generator
 from lsurf.train.trainer import load_training_split, train
 
 TESTS = Path(__file__).resolve().parent
@@ -215,6 +216,44 @@ def test_a_trained_bend_lowers_the_loss_at_the_middle_and_moves_nothing_else(
     rows = read_log(tmp_path)
     assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "seconds"]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+@pytest.mark.parametrize("decay", ["point", "bend"])
+def test_one_step_of_the_bend_equals_sgd_by_hand_with_either_decay(decay, trained_ends, tmp_path):
+    # One epoch of one batch (the whole split), plain SGD: C' = C − lr·∇C. With `point`
+    # (Garipov et al.) the loss is CE(θ(t)) + ½·wd·‖θ(t)‖², the optimizer decaying nothing;
+    # with `bend` the loss is CE(θ(t)) and the optimizer adds wd·C.
+    start, end, data = trained_ends
+    data = DataConfig(root=data.root, batch_size=1000)
+    lr, wd = 0.1, 0.05
+    recipe = TrainingConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=wd, augment=False)
+    build = lambda: models.build("mlp_small")  # noqa: E731
+    bend_file = train_curve(
+        build, start, end, "bezier", recipe, data, tmp_path, log=quiet, decay=decay
+    )
+    assert torch.load(bend_file, weights_only=True)["bend"]["weight_decay_on"] == decay
+
+    split = load_training_split(data, CPU)
+    generator = epoch_generator(recipe.seed, 1)
+    order = draw_epoch_with(generator, len(split)).order
+    t = torch.rand(1, dtype=torch.float64, generator=generator).item()
+    names = parameter_names("mlp_small")
+    bend = {name: midpoint(start, end)[name].clone().requires_grad_(True) for name in names}
+    point = curve_parameters("bezier", t, start, bend, end)
+    model = build()
+    logits = torch.func.functional_call(model, point, (split.images[order],))
+    loss = torch.nn.functional.cross_entropy(logits, split.labels[order])
+    squares = 0.5 * sum(tensor.square().sum() for tensor in point.values())
+    leaves = [bend[name] for name in names]
+    from_loss = torch.autograd.grad(loss, leaves, retain_graph=True)
+    from_squares = torch.autograd.grad(squares, leaves)
+    trained = bend_state(bend_file)
+    for k, name in enumerate(names):
+        c = bend[name].detach()
+        decayed = wd * (from_squares[k] if decay == "point" else c)
+        torch.testing.assert_close(trained[name], c - lr * (from_loss[k] + decayed))
+        # The decay is no rounding error here: without it the step lands elsewhere.
+        assert (trained[name] - (c - lr * from_loss[k])).abs().max() > 1e-4 * c.abs().max()
 
 
 def test_the_bends_buffers_are_the_midpoint_of_the_ends(cifar_root, tmp_path):

@@ -270,3 +270,40 @@ def test_a_default_connect_runs_describes_and_plots(bn, splits, inputs, tmp_path
     assert main(["connect", str(path)]) == 0
     assert "is already complete" in capsys.readouterr().err
     assert (tmp_path / "connect.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize("splits", SPLITS, ids=["+".join(splits) for splits in SPLITS])
+def test_every_connect_path_with_its_plane_runs_describes_and_plots(
+    splits, inputs, tmp_path, capsys
+):
+    # All of connect's paths at their defaults: linear, aligned (weight matching), a Bezier
+    # curve through a bend trained by the default recipe, and the plane the curve lies in.
+    config = {
+        "model": {"name": "convnet_small"},
+        "data": {"root": str(inputs.data), "splits": list(splits)},
+        "connect": {"checkpoints": [str(inputs.checkpoint), str(inputs.target)],
+                    "bn_examples": 100, "align": "weights", "curve": "bezier", "plane": X_AXIS,
+                    "plane_y": Y_AXIS},
+        "output": str(tmp_path / "connect.h5"),
+    }  # fmt: skip
+    path = tmp_path / "connect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["connect", str(path)]) == 0
+    report = capsys.readouterr().out.splitlines()
+    for name in ("linear", "aligned", "curve"):
+        assert f"path 0-1/{name}  31/31 points, complete" in report
+    assert "path 0-1/plane  6/6 points, complete" in report
+    rows = [line.split()[0] for line in report if line.startswith("  ") and "barrier" in line]
+    per_path = [f"{split}_{quantity}" for split in splits for quantity in ("loss", "error")]
+    assert rows == per_path * 3
+    lowest = [line for line in report if line.startswith("  lowest ")]
+    assert len(lowest) == 1 and f"lowest {splits[0]}_loss" in lowest[0]
+    assert main(["info", str(tmp_path / "connect.h5")]) == 0
+    assert capsys.readouterr().out.splitlines() == report
+    assert main(["plot", str(tmp_path / "connect.h5")]) == 0
+    [figure] = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert figure.name == "connect.0-1.png" and figure.read_bytes().startswith(PNG_SIGNATURE)
+    before = (tmp_path / "connect.h5").read_bytes()
+    assert main(["connect", str(path)]) == 0
+    assert "is already complete" in capsys.readouterr().err
+    assert (tmp_path / "connect.h5").read_bytes() == before

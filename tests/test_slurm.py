@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from surface_helpers import done_count
 
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
+from lsurf.files.connect import read_connect
 from lsurf.files.surface import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +80,9 @@ def _logs(folder):
     return "".join(path.read_text()[-2000:] for path in (folder / "log").glob("*.log"))
 
 
-def submit(env, config, tmp_path, *extra, sbatch_options=()):
-    """sbatch launch/slurm.sbatch with `config` (or a list of configs: one job, one queue)."""
+def submit(env, config, tmp_path, *extra, sbatch_options=(), command=(), grid=GRID):
+    """sbatch launch/slurm.sbatch with `config` (or a list of configs: one job, one queue);
+    `command` is the script's optional first argument (["connect"])."""
     configs = config if isinstance(config, list) else [config]
     result = subprocess.run(
         [
@@ -89,8 +92,9 @@ def submit(env, config, tmp_path, *extra, sbatch_options=()):
             f"--output={tmp_path}/job-%j.log",
             *sbatch_options,
             str(ROOT / "launch" / "slurm.sbatch"),
+            *command,
             *map(str, configs),
-            *GRID,
+            *grid,
             "--log-every",
             "4",
             *extra,
@@ -204,6 +208,64 @@ def test_one_job_sweeps_a_resnet_with_and_without_skip_connections(
     assert "96/96 points (100%)" in log, log
     assert_same(tmp_path / "out" / "surface.h5", reference)
     assert_same(tmp_path / "noshort.h5", read_surface(tmp_path / "alone.h5"))
+
+
+def test_a_connect_job_gives_the_serial_paths_and_barriers(slurm, cifar_root, tmp_path):
+    # `launch/slurm.sbatch connect CONFIG`: lsurf connect through the job's queue, BN
+    # statistics recomputed at every point, equal to the serial file bit for bit.
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        checkpoints.append(tmp_path / f"{seed}.pt")
+        save_checkpoint(checkpoints[-1], models.build("convnet_small").state_dict())
+
+    def config(name):
+        path = tmp_path / f"{name}.yaml"
+        connect = {"checkpoints": [str(c) for c in checkpoints], "points": 9, "bn_examples": 150}
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"name": "convnet_small"},
+                    "data": {"root": str(cifar_root), "splits": ["train", "test"]},
+                    "connect": connect,
+                    "output": str(tmp_path / f"{name}.h5"),
+                }
+            )
+        )
+        return path
+
+    serial = subprocess.run(  # one thread, as each of the job's two workers on two cores
+        [sys.executable, "-m", "lsurf", "connect", str(config("serial"))],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert serial.returncode == 0, serial.stderr
+    job = submit(slurm, config("job"), tmp_path, command=["connect"], grid=[])
+    ended = wait_for(slurm, job, ENDED)
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "on 2 workers" in log, log
+    expected, found = read_connect(tmp_path / "serial.h5"), read_connect(tmp_path / "job.h5")
+    assert list(found.paths) == list(expected.paths) == ["0-1/linear"]
+    for name, part in expected.paths.items():
+        assert found.paths[name].surface.done.all()
+        for column, values in part.surface.metrics.items():
+            np.testing.assert_array_equal(found.paths[name].surface.metrics[column], values)
+        for row, value in part.barriers.items():
+            assert (found.paths[name].barriers[row].height, found.paths[name].barriers[row].t) == (
+                value.height,
+                value.t,
+            ), row
+
+
+def test_the_script_without_a_config_prints_its_usage_and_exits_2():
+    for arguments in ([], ["connect"], ["sweep"]):
+        result = subprocess.run(
+            ["bash", str(ROOT / "launch" / "slurm.sbatch"), *arguments],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and "launch/slurm.sbatch connect CONFIG.yaml" in result.stderr
 
 
 def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_config, tmp_path):

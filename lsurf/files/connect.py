@@ -11,7 +11,11 @@ Layout (HDF5):
   per column, `done`, and the attributes of the sweep the path is, its `config` among them),
   plus `barriers`: float64 (rows, 5), NaN until the path's last point is in, one row per
   measured quantity (attribute `rows`, JSON: `train_loss`, `train_error`, ...), the fields
-  of attribute `fields` (lsurf.barrier.FIELDS: barrier, se, t, start, end).
+  of attribute `fields` (lsurf.barrier.FIELDS: barrier, se, t, start, end);
+- with `connect.plane`, one more group per pair, `{i}-{j}/plane`: a 2D surface in the same
+  layout (`xcoordinates` a, toward B; `ycoordinates` b, toward the bend) of the plane the
+  curve lies in, its `barriers` table empty (0 rows): the curve's points on the plane are
+  lsurf.grid.path_point(curve, t).
 
 Crash safety is the surface file's: the whole file is built under a temporary name and
 renamed into place, every dataset (the barriers too) allocated then; running writes only
@@ -146,7 +150,7 @@ def create_connect_file(
         for layout in layouts:
             group = h5file.create_group(layout.name)
             lay_out_surface(group, layout.grid, layout.columns, layout.attributes)
-            rows = barrier_rows(layout.columns)
+            rows = barrier_rows(layout.columns) if layout.grid.y is None else []
             table = group.create_dataset(
                 "barriers", data=np.full((len(rows), len(FIELDS)), np.nan), track_times=False
             )

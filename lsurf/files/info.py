@@ -72,7 +72,9 @@ def describe_connect(path: Path) -> str:
             how = f"{passes} passes" + ("" if converged else ", not converged")
             lines.append(f"  B aligned to A by weight matching ({how}): {aligned}")
         bend = part.surface.attributes.get("bend_checkpoint")
-        if bend:
+        if part.surface.y is not None:
+            lines += _describe_plane(part.surface)
+        elif bend:
             curve = part.surface.attributes.get("curve")
             lines.append(f"  a {curve} curve through the trained bend {bend}")
         for row, found in part.barriers.items():
@@ -88,6 +90,22 @@ def describe_connect(path: Path) -> str:
     created = connection.attributes.get("created")
     lines.append(f"written by lsurf {version} (connect format 1), created {created}")
     return "\n".join(lines)
+
+
+def _describe_plane(surface: Surface) -> list[str]:
+    """A connect file's plane through A, B and the bend: its axes, and its lowest train (or
+    first) loss among the done points."""
+    assert surface.y is not None
+    a, b = _axis(surface.x).spec, _axis(surface.y).spec
+    lines = [f"  the plane through A (0, 0), B (1, 0) and the bend (0, 1): a {a}, b {b}"]
+    losses = [name for name in surface.metrics if name.endswith("_loss")]
+    if losses and surface.done.any():
+        name = "train_loss" if "train_loss" in losses else losses[0]
+        values = np.where(surface.done, surface.metrics[name], np.inf)
+        i, j = np.unravel_index(int(np.argmin(values)), values.shape)
+        where = f"({surface.x[i]:.3g}, {surface.y[j]:.3g})"
+        lines.append(f"  lowest {name} {values[i, j]:.4g} at (a, b) = {where}")
+    return lines
 
 
 def describe_surface(path: Path) -> str:

@@ -48,7 +48,7 @@ from lsurf.errors import OutputError
 from lsurf.evaluate import pick_device
 from lsurf.files import connect as connect_file
 from lsurf.files.hdf5 import stored_config
-from lsurf.grid import Axis, Grid
+from lsurf.grid import AutoAxis, Axis, Grid
 from lsurf.run import capacity, protocol
 from lsurf.run.identity import OPERATIONAL_KEYS, recorded_differences
 from lsurf.run.local import LocalSession
@@ -219,6 +219,8 @@ def _paths(
             )
         if section.curve != "none":
             found.append(_curve_path(config, i, j, start, found[-1].end, force, log))
+            if section.plane is not None:
+                found.append(_plane_path(config, i, j, found[-1]))
     return found
 
 
@@ -253,6 +255,7 @@ def _curve_path(
         force=force,
         log=log,
         device=config.evaluation.device,
+        decay=config.connect.bend_decay,
     )
     model = FROM_CONFIG.build_model(config.model)
     checkpoint.load_weights(model, bend_file)
@@ -261,6 +264,18 @@ def _curve_path(
     sweep = _sweep(config, i, j, path=curve, target=target, y_target=bend_file)
     extra = {"bend_checkpoint": str(bend_file), "curve": curve}
     return _Path(f"{i}-{j}/curve", sweep, start, end, bend=bend, extra=extra)
+
+
+def _plane_path(config: ConnectConfig, i: int, j: int, curve: _Path) -> _Path:
+    """The plane the curve lies in, swept on a grid: A + a·(B − A) + b·(bend − A), the same
+    end points, bend and evaluation as the curve's, so a grid point on the curve holds the
+    curve's value there exactly."""
+    section = config.connect
+    assert section.plane is not None and curve.bend is not None
+    grid = GridConfig(section.plane, section.plane_y or section.plane)
+    sweep = dataclasses.replace(curve.sweep, grid=grid)
+    name = f"{i}-{j}/plane"
+    return _Path(name, check_sweep(sweep), curve.start, curve.end, curve.bend, dict(curve.extra))
 
 
 def aligned_checkpoint(config: ConnectConfig, i: int, j: int) -> Path:
@@ -343,8 +358,8 @@ def _prepare(path: _Path) -> Prepared:
         directions = dataclasses.replace(directions, y=y.x)
         y_end = y.end
     directions = dataclasses.replace(directions, moves_buffers=moves_buffers, y_end=y_end)
-    assert isinstance(config.grid.x, Axis)
-    grid = Grid.from_axes(config.grid.x, None, config.grid.path)
+    assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
+    grid = Grid.from_axes(config.grid.x, config.grid.y, config.grid.path)
     identity = {
         "config": to_yaml(config),
         "checkpoint_sha256": params.digest(path.start),

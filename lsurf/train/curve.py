@@ -16,6 +16,11 @@ statistics mean nothing along a curve (an evaluation recomputes them at each poi
 bend's checkpoint holds the midpoint of A's and B's floating buffers and A's integer ones
 (BatchNorm's num_batches_tracked), and training never changes them.
 
+Weight decay is Garipov et al.'s by default (`decay="point"`): ½·wd·‖θ(t)‖² of the batch's
+point is added to its loss, so the decay pulls on the curve where the batch evaluates it,
+C's share 2t(1 − t) (bezier) of it, and the optimizer decays nothing; `decay="bend"` decays C
+in the optimizer instead, as lsurf train decays a model.
+
 The run is an `lsurf train` run in its own folder (lsurf.train.folder): the same recipe
 (optimizer, learning-rate schedule, weight decay, augmentation, shuffling; lsurf.train.recipe),
 the same epoch loop over the train split held on the device (lsurf.train.trainer), the same
@@ -31,6 +36,7 @@ an lsurf checkpoint that `lsurf sweep` and `checkpoint.load_weights` read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +48,13 @@ from torch import nn
 from torch.func import functional_call
 
 from lsurf import params
-from lsurf.config import DataConfig, TrainingConfig, check_trainable_data, check_training
+from lsurf.config import (
+    BendDecay,
+    DataConfig,
+    TrainingConfig,
+    check_trainable_data,
+    check_training,
+)
 from lsurf.data.cifar import Split
 from lsurf.errors import CheckpointError, ConfigError
 from lsurf.evaluate import configure_backends, pick_device
@@ -148,6 +160,7 @@ def train_curve(
     force: bool = False,
     log: Log = to_stderr,
     device: str = "auto",
+    decay: BendDecay = "point",
 ) -> Path:
     """Train (or resume, or report as trained) the bend of `curve` from θA = `start` to
     θB = `end` in the folder `output`; return the bend's checkpoint, output/bend.pt.
@@ -159,6 +172,11 @@ def train_curve(
     folder is touched, for an unknown curve, a bad recipe, non-CIFAR data, or a folder that
     holds another run (unless `force`, which starts over); CheckpointError when A, B and the
     model are not one architecture. Its lines (start, one per epoch, end) go to `log`.
+
+    `decay` says where `training.weight_decay` (wd) applies: `point`, as Garipov et al.'s
+    dnn-mode-connectivity trains its curves, adds ½·wd·‖θ(t)‖² of every parameter at the
+    batch's point θ(t) to the batch's loss, the optimizer decaying nothing; `bend` decays C
+    in the optimizer, as `lsurf train` decays a model.
     """
     # Everything that can fail on bad input happens before the folder is touched.
     _check_curve(curve)
@@ -167,7 +185,9 @@ def train_curve(
     place = pick_device(device)
     model = build_model()
     _check_architecture(model, start, end)
-    settings = _settings(curve, start, end, training, data)
+    if decay not in get_args(BendDecay):
+        raise ConfigError(f"unknown bend decay {decay!r}; valid: {', '.join(get_args(BendDecay))}")
+    settings = _settings(curve, start, end, training, data, decay)
     committed = folder.committed_run(output, settings, force)
     bend_file = output / folder.BEND_FILE
     if committed is not None and committed["epoch"] == training.epochs:
@@ -180,7 +200,8 @@ def train_curve(
     configure_backends("fp32")  # fp32 means fp32: no TF32, deterministic cuDNN
     split = load_training_split(data, place)
     model.to(place)
-    optimizer = build_optimizer(model, training)
+    recipe = training if decay == "bend" else dataclasses.replace(training, weight_decay=0.0)
+    optimizer = build_optimizer(model, recipe)
     first, rows = _start_or_resume(output, settings, committed, model, optimizer, start, end)
     # The ends on the device, their parameters only: the buffers are the bend's own.
     names = [name for name, _ in model.named_parameters()]
@@ -216,6 +237,7 @@ def train_curve(
             draw.to(place),
             data.batch_size,
             fill if training.augment else None,
+            training.weight_decay if decay == "point" else 0.0,
         )
         row: dict[str, float] = {
             "epoch": epoch,
@@ -270,9 +292,11 @@ def _train_epoch(
     draw: EpochDraw,
     batch_size: int,
     fill: torch.Tensor | None,
+    point_decay: float,
 ) -> tuple[float, float]:
     """One pass over the split, batch k at the curve's point t = positions[k]; the mean loss
-    and the accuracy in percent."""
+    (the cross-entropy, without the decay term) and the accuracy in percent. `point_decay`
+    (wd, or 0) adds ½·wd·‖θ(t)‖² of the batch's point to what is differentiated."""
     start, end = ends
     bend = dict(model.named_parameters())  # C: the tensors the optimizer moves
     # BatchNorm in train mode updates its running statistics in place; these copies take the
@@ -280,12 +304,28 @@ def _train_epoch(
     scratch = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     model.train()
 
+    points: dict[int, dict[str, torch.Tensor]] = {}  # the batch's point, for its decay
+
     def forward(images: torch.Tensor, batch: int) -> torch.Tensor:
         point = curve_parameters(curve, positions[batch], start, bend, end)
+        points.clear()
+        points[batch] = point
         return functional_call(model, {**point, **scratch}, (images,))
 
+    def decay_term(batch: int) -> torch.Tensor:
+        squares = [tensor.square().sum() for tensor in points[batch].values()]
+        return 0.5 * point_decay * torch.stack(squares).sum()
+
     return train_batches(
-        forward, optimizer, split, draw, batch_size, fill, torch.contiguous_format, "fp32"
+        forward,
+        optimizer,
+        split,
+        draw,
+        batch_size,
+        fill,
+        torch.contiguous_format,
+        "fp32",
+        decay_term if point_decay > 0 else None,
     )
 
 
@@ -343,6 +383,7 @@ def _settings(
     end: Mapping[str, torch.Tensor],
     training: TrainingConfig,
     data: DataConfig,
+    decay: BendDecay,
 ) -> dict[str, Any]:
     """What the folder trains, as plain data: config.yaml holds it, bend.pt too."""
     recipe = to_plain(training)
@@ -354,6 +395,7 @@ def _settings(
     return {
         "curve": curve,
         "initialization": "midpoint",  # (A + B)/2
+        "weight_decay_on": decay,  # point: ½·wd·‖θ(t)‖² in the loss; bend: the optimizer's
         "start_sha256": params.digest(dict(start)),
         "end_sha256": params.digest(dict(end)),
         "training": recipe,

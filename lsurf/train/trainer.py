@@ -187,6 +187,9 @@ def _train_epoch(
 
 # The logits of a training batch: (images (B, C, H, W), the batch's number in the epoch).
 Forward = Callable[[torch.Tensor, int], torch.Tensor]
+# A term added to batch k's loss before the step (a curve's weight decay on its point), after
+# forward(images, k) has run; what the epoch reports stays the cross-entropy.
+Penalty = Callable[[int], torch.Tensor]
 
 
 def train_batches(
@@ -198,11 +201,12 @@ def train_batches(
     fill: torch.Tensor | None,
     memory_format: torch.memory_format,
     precision: str,
+    penalty: Penalty | None = None,
 ) -> tuple[float, float]:
     """One pass over `split` in `draw.order`, one optimizer step per batch: the batch
     augmented with `fill` (None: as it is), its logits from `forward`, its loss the
-    cross-entropy. Returns the mean loss and the accuracy in percent; the caller puts the
-    model in train mode."""
+    cross-entropy (plus `penalty`'s term in what is differentiated). Returns the mean
+    cross-entropy and the accuracy in percent; the caller puts the model in train mode."""
     device = split.images.device
     # Sums stay on the device: one host sync per epoch, not per batch.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -225,7 +229,7 @@ def train_batches(
             logits = forward(images, batch)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if penalty is None else loss + penalty(batch)).backward()
         optimizer.step()
         loss_sum += loss.detach().double() * (stop - start)
         correct += (logits.argmax(dim=1) == labels).sum()
