@@ -26,8 +26,9 @@ demo: install
 
 # The Slurm tests run a real one-node cluster: Debian's slurm-wlm and munge, installed here
 # when this is root on Debian/Ubuntu (as CI is); elsewhere those tests skip with a note.
-# Two pytest workers (pytest-xdist): the MPI jobs run one at a time on one of them (their own
-# xdist group, as the Slurm tests have theirs), everything else spreads over both.
+# Two pytest workers (pytest-xdist), each with cores/2 threads (tests/conftest.py): the MPI jobs
+# run one at a time on one of them (their own xdist group, as the Slurm tests have theirs),
+# everything else spreads over both.
 TEST_WORKERS ?= 2
 test: install cluster-deps
 	LSURF_REQUIRE_SLURM=$$(command -v slurmctld >/dev/null && echo 1 || echo 0) \

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +25,14 @@ from lsurf.cli import main
 from lsurf.data.synthetic import write_synthetic
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+# Under `pytest -n N` each worker gets cores/N threads, and so do the processes its tests start
+# (they inherit OMP_NUM_THREADS): N workers with thread pools of all the cores would
+# oversubscribe the machine, and OpenMP threads spinning for cores they share burn CPU time.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 class MpiRun:
@@ -77,6 +86,9 @@ def mpi_run() -> MpiRun:
     return MpiRun()
 
 
+# tryfirst: xdist's own hook reads the xdist_group marks to build the groups, so they must be
+# on the items before it runs (without it every group was silently ignored).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "mpi_run" in getattr(item, "fixturenames", ()):
@@ -88,6 +100,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.module is not None and item.module.__name__ == "test_slurm":
             item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under `--dist loadgroup`, in the controller: stop a run whose groups were lost (pytest
+    9.2 broke xdist's way of recording them, pytest-xdist#1386, so setup.cfg keeps pytest
+    below it) rather than let MPI and Slurm jobs run side by side unnoticed. A group shows
+    as an `@name` suffix on the ids the workers collected."""
+    if node.config.getvalue("dist") != "loadgroup" or any("@" in nodeid for nodeid in ids):
+        return
+    if any(nodeid.startswith(("tests/test_mpi.py::", "tests/test_slurm.py::")) for nodeid in ids):
+        pytest.exit(
+            f"pytest-xdist collected no test groups (pytest {pytest.__version__}, "
+            "pytest-xdist#1386): `make install` installs a pytest it supports",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from lsurf.files.surface import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Path(__file__).resolve().parent / "cluster"
+INJECT = Path(__file__).resolve().parent / "inject"
 GRID = ["--set", "grid.x=-1:1:8", "--set", "grid.y=-1:1:6"]  # 48 points, non-square
 
 
@@ -125,27 +126,31 @@ def wait_for(env, job, states, timeout=240):
 
 
 # The serial surface of resnet_config's sweep, computed once for the module: every test's
-# checkpoint (seed 0), data (the session's cifar_root) and grid are the same.
+# checkpoint (seed 0), data (the session's cifar_root, 40 examples of each split) and grid
+# are the same.
 _SERIAL_SURFACE = []
+RESNET_SUBSET = 40  # examples of each split a ResNet-20 point evaluates
+
+
+def slow(env):
+    """The cluster's environment with every point of a job's sweep taking 0.2 s more
+    (tests/inject), so a job is cancelled part-way, not raced by a fast machine."""
+    return dict(env, PYTHONPATH=str(INJECT), LSURF_TEST_SLOW_SECONDS="0.2")
 
 
 @pytest.fixture
 def resnet_config(sweep_yaml, tmp_path):
-    """A sweep slow enough (ResNet-20) to be cancelled part-way, and its serial surface."""
+    """A ResNet-20 sweep and its serial surface (`slow` makes its jobs slow enough to be
+    cancelled part-way)."""
     torch.manual_seed(0)
     checkpoint = tmp_path / "resnet20.pt"
     save_checkpoint(checkpoint, models.build("resnet20").state_dict())
-    config = sweep_yaml({"model.name": "resnet20", "model.checkpoint": str(checkpoint)})
+    resnet = {"model.name": "resnet20", "model.checkpoint": str(checkpoint)}
+    resnet["data.subset"] = RESNET_SUBSET
+    config = sweep_yaml(resnet)
     if _SERIAL_SURFACE:
         return config, _SERIAL_SURFACE[0]
-    serial = sweep_yaml(
-        {
-            "model.name": "resnet20",
-            "model.checkpoint": str(checkpoint),
-            "output": str(tmp_path / "serial.h5"),
-        },
-        name="serial.yaml",
-    )
+    serial = sweep_yaml({**resnet, "output": str(tmp_path / "serial.h5")}, name="serial.yaml")
     result = subprocess.run(
         [sys.executable, "-m", "lsurf", "sweep", str(serial), *GRID], capture_output=True, text=True
     )
@@ -195,6 +200,7 @@ def test_one_job_sweeps_a_resnet_with_and_without_skip_connections(
     checkpoint = tmp_path / "resnet20-noshort.pt"
     save_checkpoint(checkpoint, models.build("resnet20_noshort").state_dict())
     noshort = {"model.name": "resnet20_noshort", "model.checkpoint": str(checkpoint)}
+    noshort["data.subset"] = RESNET_SUBSET
     pair = sweep_yaml({**noshort, "output": str(tmp_path / "noshort.h5")}, name="noshort.yaml")
     alone = sweep_yaml({**noshort, "output": str(tmp_path / "alone.h5")}, name="alone.yaml")
     result = subprocess.run(
@@ -271,7 +277,7 @@ def test_the_script_without_a_config_prints_its_usage_and_exits_2():
 def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_config, tmp_path):
     config, reference = resnet_config
     output = tmp_path / "out" / "surface.h5"
-    job = submit(slurm, config, tmp_path)
+    job = submit(slow(slurm), config, tmp_path)
     deadline = time.monotonic() + 240
     while done_count(output) < 6:
         current = state(slurm, job)
@@ -307,7 +313,7 @@ def test_a_chain_of_jobs_finishes_a_sweep_its_first_job_did_not(slurm, resnet_co
             "--log-every",
             "4",
         ],
-        env=slurm,
+        env=slow(slurm),
         capture_output=True,
         text=True,
         cwd=ROOT,
