@@ -167,6 +167,64 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topology_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("surface", type=Path, metavar="SURFACE", help="a surface file (1D or 2D)")
+    parser.add_argument(
+        "--metric", default=None, help="the column to analyse (default: the first loss column)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="persistence below which a basin merges into its neighbour, in the column's units",
+    )
+    parser.add_argument(
+        "--relative",
+        type=float,
+        default=None,
+        help="the threshold as a share of the column's value range (default 0.05)",
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        choices=(4, 8),
+        default=4,
+        help="a point's neighbours on the grid: 4 (along x and y, default) or 8 (diagonals too)",
+    )
+    parser.add_argument(
+        "--stats",
+        default=None,
+        help="comma list of columns summarised per basin (default: every other column)",
+    )
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=("png", "pdf", "svg"),
+        help="the figure's format (written beside the file, or in --out)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for the figure")
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from lsurf.files.topology import analyse_file, describe_analysis, write_topology
+    from lsurf.plot.topology import write_topology_figure
+
+    statistics = None if args.stats is None else [n for n in args.stats.split(",") if n]
+    found = analyse_file(
+        args.surface, args.metric, args.threshold, args.relative, args.neighbours, statistics
+    )
+    write_topology(
+        args.surface, found.column, found.topology, found.table, found.relative, found.points
+    )
+    folder = args.out if args.out is not None else args.surface.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{args.surface.stem}.topology.{found.column}.{args.format}"
+    figure = write_topology_figure(found, folder / name, args.format)
+    print("\n".join(describe_analysis(found)))
+    print(f"written to {args.surface} (group topology/{found.column}); figure {figure}")
+    return 0
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config YAML")
     _add_overrides(parser, "training.epochs=2")
@@ -416,6 +474,12 @@ COMMANDS = {
         "against a surface the reference code wrote)",
         _compare_arguments,
         _compare,
+    ),
+    "topology": Command(
+        "how many basins, how deep: the merge tree, persistence pairs, basins and smoothness "
+        "of a stored surface's column, written into its file, with a figure",
+        _topology_arguments,
+        _topology,
     ),
     "train": Command(
         "train a model (SGD/Adam, lr schedules, augmentation) into a checkpoint "

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -203,12 +204,30 @@ def test_a_default_sweep_runs_reads_describes_and_plots(kind, splits, inputs, tm
     check_surface(output, splits, plane)
     check_info(output, splits, 6 if plane else 3, capsys)
     check_plot(output, splits, plane, capsys)
+    check_topology(output, splits, 6 if plane else 3, capsys)
     # The same command again finds its sweep (the stored config, checkpoint and directions
     # match) complete: the resume check accepts what the sweep itself stored.
     before = output.read_bytes()
     assert main(["sweep", str(config)]) == 0
     assert "is already complete" in capsys.readouterr().err
     assert output.read_bytes() == before
+
+
+def check_topology(output, splits, points, capsys):
+    """`lsurf topology` on the surface at its defaults: its first loss column's basins, a
+    figure, and `lsurf info` showing them; the values as they were."""
+    with h5py.File(output, "r") as h5file:
+        before = {name: h5file[name][()].tobytes() for name in h5file if name.endswith("_loss")}
+    assert main(["topology", str(output)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"topology {splits[0]}_loss: ")
+    assert lines[0].endswith(f"4-neighbour grid, {points}/{points} points)")
+    figure = output.with_name(f"surface.topology.{splits[0]}_loss.png")
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
+    assert main(["info", str(output)]) == 0
+    assert lines[0] in capsys.readouterr().out.splitlines()
+    with h5py.File(output, "r") as h5file:
+        assert {name: h5file[name][()].tobytes() for name in before} == before
 
 
 # ---------------------------------------------------------------------------- under mpiexec

@@ -30,6 +30,7 @@ from lsurf.files.curvature import (
 )
 from lsurf.files.directions import is_direction_file
 from lsurf.files.surface import Surface, read_surface
+from lsurf.files.topology import describe_stored, read_topology_file
 from lsurf.files.trajectory import Trajectory
 from lsurf.grid import Axis
 from lsurf.metrics import EIG_PRODUCTS, MAX_EIG, MIN_EIG
@@ -154,6 +155,23 @@ def describe_surface(path: Path) -> str:
         lines.append(f"min {name}  {values[best]:.6g} at {where}")
     if written_by:
         return "\n".join(lines)
+    for analysed, stored in read_topology_file(path).items():
+        lines += describe_stored(
+            analysed,
+            stored.attributes,
+            stored.pairs,
+            stored.basins,
+            surface.x,
+            surface.y,
+            surface.done.size,
+        )
+        values = np.where(surface.done, surface.metrics.get(analysed, np.nan), np.nan)
+        now = int(np.isfinite(values).sum())
+        if now != stored.attributes["points"]:  # the sweep went on after the analysis
+            lines.append(
+                f"  (analysed at {stored.attributes['points']} points, {now} are done now: "
+                f"run lsurf topology {path} --metric {analysed} again)"
+            )
     lines.append(
         f"written by lsurf {surface.attributes.get('lsurf_version')} "
         f"(format {surface.attributes.get('format_version')}), "
