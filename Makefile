@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/connect_cost.py
 	$(BIN)/python benchmarks/alignment.py
+	$(BIN)/python benchmarks/topology.py
 
 # mypy checks lsurf/ (pyproject.toml's [tool.mypy]).
 lint: install

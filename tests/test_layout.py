@@ -31,6 +31,7 @@ LEAVES = {
     "lsurf.grid",
     "lsurf.metrics",
     "lsurf.barrier",
+    "lsurf.topology",
     "lsurf.data.layouts",
     "lsurf.kinds",
 }
