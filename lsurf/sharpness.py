@@ -114,8 +114,8 @@ class WorstCase:
 
 
 def _check_settings(measure: str, rho: float, seed: int) -> None:
-    if not rho >= 0:
-        raise ConfigError(f"{measure} sharpness: rho is {rho}; give ρ ≥ 0")
+    if not rho > 0:
+        raise ConfigError(f"{measure} sharpness: rho is {rho}; give a radius ρ > 0")
     if seed < 0:
         raise ConfigError(f"{measure} sharpness: seed is {seed}; give a seed ≥ 0")
 

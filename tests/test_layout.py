@@ -47,6 +47,7 @@ MATH = {
     "lsurf.checkpoint",
     "lsurf.weights",
     "lsurf.align",
+    "lsurf.sharpness",
 }
 
 

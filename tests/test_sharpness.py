@@ -503,6 +503,13 @@ def test_bad_settings_and_copies_are_refused_with_what_to_do():
         )
     with pytest.raises(ConfigError, match="samples is 0"):
         AverageCase(rho=0.1, samples=0, seed=0, adaptive=False)
+    for rho in (0.0, -0.1):  # a ball of no radius measures nothing
+        with pytest.raises(ConfigError, match=f"rho is {rho}; give a radius ρ > 0"):
+            AverageCase(rho=rho, samples=1, seed=0, adaptive=False)
+    with pytest.raises(ConfigError, match="steps is 0; give ≥ 1"):
+        WorstCase(
+            rho=0.1, steps=0, step_size=0.1, norm="l2", adaptive=False, random_start=False, seed=0
+        )
     model = small_cnn()
     copies = params.snapshot(weights(model))
     with pytest.raises(LsurfError, match="not the model's own tensors"):
