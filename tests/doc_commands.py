@@ -64,6 +64,8 @@ CHECKED = [
     ".venv/bin/lsurf plot runs/demo/surface.h5 --log --kinds contour,heatmap --format png,pdf",
     ".venv/bin/lsurf plot runs/demo/surface.h5 --preset paper --out runs/demo/paper",
     ".venv/bin/lsurf plot runs/demo/surface.h5 --format vtk,html --log --log-offset 0.1",
+    # docs/topology.md
+    ".venv/bin/lsurf topology runs/demo/surface.h5",
     # docs/file-format.md
     ".venv/bin/lsurf info runs/first/line.directions.h5",
     # docs/training.md
