@@ -38,7 +38,8 @@ def brute_force(values, threshold=0.0, eight=False):
             x = parent[x]
         return x
 
-    pairs, basin_minimum = {}, {}
+    pairs, basin_minimum, merged = {}, {}, {}
+    members = {}  # a component's root -> the minima in it
     for _, point in order:
         entered = [n for n in neighbours_of(values.shape, point, eight) if n in rank]
         entered = [n for n in entered if rank[n] < rank[point]]
@@ -46,12 +47,16 @@ def brute_force(values, threshold=0.0, eight=False):
         if not entered:  # a minimum
             pairs[point] = None
             cluster[point] = point
+            members[point] = {point}
             continue
         roots = {find(component, n) for n in entered}
         eldest = min(roots, key=rank.get)
         for root in roots - {eldest}:
             pairs[root] = point  # dies here
             component[root] = eldest
+            members[eldest] |= members.pop(root)
+        if len(roots) > 1:
+            merged[point] = set(members[eldest])
         component[point] = eldest
         steepest = min(entered, key=rank.get)
         cluster[point] = find(cluster, steepest)
@@ -62,7 +67,7 @@ def brute_force(values, threshold=0.0, eight=False):
                 cluster[root] = oldest
     for point in rank:
         basin_minimum[point] = find(cluster, point)
-    return pairs, basin_minimum
+    return pairs, basin_minimum, merged
 
 
 def as_pairs(topology):
@@ -87,8 +92,9 @@ def test_pairs_and_basins_equal_a_brute_force_on_200_random_grids():
         eight = bool(case % 2) and values.ndim == 2
         threshold = float(generator.choice([0.0, 0.5, 1.5, 3.0, 10.0]))
         found = analyse(values, threshold, 8 if eight else 4)
-        pairs, basin_minimum = brute_force(values, threshold, eight)
+        pairs, basin_minimum, merged = brute_force(values, threshold, eight)
         assert as_pairs(found) == pairs, (case, values)
+        assert tree_merges(found) == merged, (case, values)
         basins = found.basin.ravel()
         for point, minimum in basin_minimum.items():
             assert found.birth[basins[point]] == minimum, (case, point, values)
@@ -96,25 +102,27 @@ def test_pairs_and_basins_equal_a_brute_force_on_200_random_grids():
 
 
 def tree_merges(topology):
-    """The merge tree's merge nodes as (saddle point, the sets of minima below each child)."""
+    """Each merge point of the tree and the minima below its topmost node there (several
+    components meeting at one point make several nodes there, in some order)."""
     k = len(topology.birth)
-    leaves = {node: {int(topology.birth[node])} for node in range(k)}
-    below: dict[int, list[set]] = {}
-    for node in range(len(topology.node_point)):
-        parent = int(topology.node_parent[node])
+    below: dict[int, list[int]] = {}
+    for node, parent in enumerate(topology.node_parent.tolist()):
         if parent >= 0:
             below.setdefault(parent, []).append(node)
 
     def minima_under(node):
         if node < k:
-            return leaves[node]
+            return {int(topology.birth[node])}
         return set().union(*(minima_under(child) for child in below.get(node, [])))
 
-    return sorted(
-        (int(topology.node_point[node]), sorted(sorted(minima_under(c)) for c in children))
-        for node, children in below.items()
-        if node >= k and len(children) == 2
-    )
+    found = {}
+    for node in range(k, len(topology.node_point)):
+        point, parent = int(topology.node_point[node]), int(topology.node_parent[node])
+        is_merge = len(below.get(node, [])) == 2
+        topmost = parent < 0 or int(topology.node_point[parent]) != point
+        if is_merge and topmost:
+            found[point] = minima_under(node)
+    return found
 
 
 def test_the_merge_tree_joins_the_components_that_meet_at_each_saddle():
@@ -122,10 +130,9 @@ def test_the_merge_tree_joins_the_components_that_meet_at_each_saddle():
     for _ in range(100):
         values = generator.normal(size=(6, 7))  # no ties: one merge per saddle
         found = analyse(values)
-        # Each merge node sits at a death point and joins the dying minimum's component.
-        merges = tree_merges(found)
-        deaths = sorted(int(d) for d in found.death if d != NO_POINT)
-        assert [point for point, _ in merges] == deaths
+        # The merges sit at the death points (a point where three meet is two deaths).
+        deaths = sorted({int(d) for d in found.death if d != NO_POINT})
+        assert sorted(tree_merges(found)) == deaths
         roots = np.flatnonzero(found.node_parent == NO_POINT)
         assert len(roots) == 1 and found.node_point[roots[0]] == np.nanargmax(values)
         for node in range(len(found.node_point)):  # a parent is never below its child
