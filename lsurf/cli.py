@@ -118,6 +118,41 @@ def _connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharpness_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="sharpness config YAML (its sharpness: section)")
+    _add_overrides(parser, "sharpness.samples=50")
+    parser.add_argument(
+        "--rho",
+        default=None,
+        help="comma list of radii (sharpness.rho), e.g. 0.01,0.02,0.05: a curve against ρ",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="start over, replacing an existing output"
+    )
+    parser.add_argument(
+        "--log-every", type=int, default=None, metavar="N", help="a progress line every N units"
+    )
+
+
+def _sharpness(args: argparse.Namespace) -> int:
+    from lsurf.config import load_sharpness_config
+    from lsurf.run.sharpness import run_sharpness
+
+    if args.log_every is not None and args.log_every < 1:
+        raise LsurfError("--log-every must be at least 1")
+    overrides = list(args.overrides)
+    if args.rho is not None:
+        overrides.append(f"sharpness.rho=[{args.rho}]")
+    outcome = run_sharpness(
+        load_sharpness_config(args.config, overrides), force=args.force, log_every=args.log_every
+    )
+    if outcome is not None:
+        from lsurf.files.info import describe
+
+        print(describe(outcome.path))
+    return 0
+
+
 def _hessian_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="sweep config YAML (its hessian: section)")
     _add_overrides(parser, "hessian.top_k=10")
@@ -374,6 +409,14 @@ def _plot(args: argparse.Namespace) -> int:
         for path in plot_connect_files(args.surfaces, options):
             print(path)
         return 0
+    from lsurf.files.sharpness import is_sharpness_path
+
+    if any(is_sharpness_path(path) for path in args.surfaces):
+        from lsurf.plot.sharpness import plot_sharpness_files
+
+        for path in plot_sharpness_files(args.surfaces, options):
+            print(path)
+        return 0
     if any(is_hessian_file(path) for path in args.surfaces):
         from lsurf.plot.hessian import plot_hessian_files
 
@@ -456,6 +499,12 @@ COMMANDS = {
         "(linear, permutation-aligned, trained curves) and their barriers, in one file",
         _connect_arguments,
         _connect,
+    ),
+    "sharpness": Command(
+        "how sharp is the minimum: average-case, worst-case and m-sharpness at θ* (plain or "
+        "adaptive, L2 or L∞ balls) at one radius or several, with standard errors, in one file",
+        _sharpness_arguments,
+        _sharpness,
     ),
     "hessian": Command(
         "analyse the Hessian of the loss at the checkpoint: top eigenvalues, trace, "

@@ -15,6 +15,7 @@ their spelling only: they are imported later, on every rank. This module imports
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,6 +301,48 @@ class ConnectConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     # How a curve's bend is trained (lsurf.train.curve), as `lsurf train` trains a model.
     training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+SharpnessMeasure = Literal["average", "worst", "m"]
+BallNorm = Literal["l2", "linf"]
+
+
+@dataclass(frozen=True)
+class SharpnessSection:
+    """`lsurf sharpness`: sharpness measures at θ* (lsurf.sharpness, lsurf.run.sharpness).
+
+    For each radius of `rho` and each of `measures`: `average`, E[L(θ + δ)] − L(θ) over
+    `samples` Gaussian draws of scale ρ; `worst`, max over the `norm` ball of radius ρ of
+    L(θ + δ) − L(θ) by `steps` steps of projected gradient ascent of `step_size` (default
+    2ρ/steps), from 0 or a `random_start`; `m`, the worst case on each batch of `m` examples,
+    averaged (SAM's m-sharpness). `adaptive` scales the noise and the ball by |θ| element by
+    element. The loss is measured in eval mode on a fixed subset of `examples` examples of
+    `split` drawn by `seed`; the tensors that move are the model's parameters, without those
+    of ≤ 1 dimension (biases, BatchNorm) under `ignore: biasbn`.
+    """
+
+    measures: tuple[SharpnessMeasure, ...] = ("average", "worst", "m")
+    rho: tuple[float, ...] = (0.05,)
+    adaptive: bool = False
+    norm: BallNorm = "l2"
+    samples: int = 20
+    steps: int = 20
+    step_size: float | None = None
+    random_start: bool = False
+    m: int = 128
+    examples: int = 1024
+    split: SplitName = "train"
+    ignore: Ignore = "biasbn"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SharpnessConfig:
+    model: ModelConfig  # with its checkpoint: θ*
+    data: DataConfig
+    output: Path  # the sharpness file (.h5)
+    sharpness: SharpnessSection = field(default_factory=SharpnessSection)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -617,6 +660,42 @@ def check_connect(config: ConnectConfig) -> ConnectConfig:
         )
     if section.curve != "none":  # the bend's recipe, refused before any work
         check_training(config.training)
+    return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
+
+
+def load_sharpness_config(path: Path, overrides: Sequence[str] = ()) -> SharpnessConfig:
+    return check_sharpness(parse(SharpnessConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
+
+
+def check_sharpness(config: SharpnessConfig) -> SharpnessConfig:
+    """The sharpness section's own rules, and the data and model rules of a sweep."""
+    section = config.sharpness
+    if not section.measures:
+        raise ConfigError("sharpness.measures is empty; list average, worst and/or m")
+    if len(set(section.measures)) < len(section.measures):
+        raise ConfigError("sharpness.measures names a measure twice; list each once")
+    if not section.rho:
+        raise ConfigError("sharpness.rho is empty; give one radius or more, e.g. [0.05]")
+    for rho in section.rho:
+        if not (rho > 0 and math.isfinite(rho)):
+            raise ConfigError(f"sharpness.rho must be radii above 0, got {rho}")
+    if len(set(section.rho)) < len(section.rho):
+        raise ConfigError("sharpness.rho lists a radius twice; list each once")
+    for key in ("samples", "steps", "m", "examples"):
+        _check_positive(getattr(section, key), f"sharpness.{key}")
+    if section.step_size is not None and not section.step_size > 0:
+        raise ConfigError(f"sharpness.step_size must be above 0, got {section.step_size}")
+    if config.model.checkpoint is None:
+        raise ConfigError("model.checkpoint is required: the sharpness of which weights?")
+    if config.output.suffix not in (".h5", ".hdf5"):
+        raise ConfigError(f"output must be an HDF5 file ending in .h5, got {config.output}")
+    if config.evaluation.rel_error is not None:
+        raise ConfigError(
+            "evaluation.rel_error (early stopping) does not apply to sharpness: every unit "
+            "measures its whole subset; remove it"
+        )
+    data = _check_data(dataclasses.replace(config.data, splits=(section.split,)))
+    _check_loss(config.evaluation.loss)
     return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
 
 

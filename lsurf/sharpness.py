@@ -16,7 +16,6 @@ the adaptive L2 ascent step. Pure functions: no files, no MPI.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch import nn
 from lsurf import params
 from lsurf.directions import random_direction
 from lsurf.errors import ConfigError, LsurfError
+from lsurf.estimates import Estimate, average_case_estimate, m_sharpness_estimate
 from lsurf.evaluate import measure_batches
 from lsurf.losses import Loss
 from lsurf.metrics import LOSS
@@ -38,14 +38,6 @@ Norm = Literal["l2", "linf"]
 NORMS: tuple[str, ...] = get_args(Norm)
 # The reference's guard in the L2 step: a zero gradient moves nothing instead of dividing 0/0.
 GRADIENT_EPSILON = 1e-12
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A measure's value over its units and the standard error of that mean."""
-
-    value: float
-    standard_error: float  # sample std (n − 1) / √n; NaN from one unit: no spread to read
 
 
 @dataclass(frozen=True)
@@ -228,33 +220,6 @@ def unit_generator(seed: int, index: int) -> torch.Generator:
     pair, so units are unrelated streams, each fixed by (seed, index) alone."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
-
-
-# ------------------------------------------------------------------ combining units
-
-
-def average_case_estimate(draw_losses: Sequence[float], at_origin: float) -> Estimate:
-    """Average-case sharpness from each draw's L(θ + δ) and L(θ): the mean of the differences,
-    and their sample standard deviation over √samples."""
-    return mean_and_error([draw - at_origin for draw in draw_losses])
-
-
-def m_sharpness_estimate(unit_sharpness: Sequence[float]) -> Estimate:
-    """m-sharpness from each batch's worst-case sharpness: their mean, and its standard error."""
-    return mean_and_error(unit_sharpness)
-
-
-def mean_and_error(values: Sequence[float]) -> Estimate:
-    """The mean of `values` and its standard error, sample std (n − 1) / √n, NaN for n = 1.
-    Sums are exactly rounded (fsum), so the result does not depend on how values were summed."""
-    if not values:
-        raise LsurfError("no unit results to combine; compute at least one unit first")
-    count = len(values)
-    mean = math.fsum(values) / count
-    if count == 1:
-        return Estimate(mean, math.nan)
-    variance = math.fsum((value - mean) ** 2 for value in values) / (count - 1)
-    return Estimate(mean, math.sqrt(variance / count))
 
 
 # ------------------------------------------------------------------ the ascent

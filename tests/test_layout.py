@@ -32,6 +32,7 @@ LEAVES = {
     "lsurf.metrics",
     "lsurf.barrier",
     "lsurf.topology",
+    "lsurf.estimates",
     "lsurf.data.layouts",
     "lsurf.kinds",
 }

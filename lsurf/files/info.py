@@ -12,6 +12,7 @@ layout, all that such a file says).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from lsurf.files.curvature import (
     unconverged,
 )
 from lsurf.files.directions import is_direction_file
+from lsurf.files.sharpness import is_sharpness_path, read_sharpness
 from lsurf.files.surface import Surface, read_surface
 from lsurf.files.topology import describe_stored, read_topology_file
 from lsurf.files.trajectory import Trajectory
@@ -44,7 +46,57 @@ def describe(path: Path) -> str:
         return describe_hessian_file(path)
     if is_connect_path(path):
         return describe_connect(path)
+    if is_sharpness_path(path):
+        return describe_sharpness(path)
     return describe_directions(path) if is_direction_file(path) else describe_surface(path)
+
+
+MEASURE_NAMES = {
+    "average": "average-case",
+    "worst": "worst-case",
+    "m": "m-sharpness",
+}
+
+
+def describe_sharpness(path: Path) -> str:
+    """The `lsurf info` report of a sharpness file: its settings, completeness, L(θ*) and a
+    table of each measure at each radius with its standard error."""
+    found = read_sharpness(path)
+    config = found.config
+    section = config.get("sharpness") or {}
+    model = config.get("model") or {}
+    lines = [
+        f"sharpness  {path}",
+        f"model    {model.get('name')}  checkpoint {model.get('checkpoint')}",
+    ]
+    lines += _describe_data(config)
+    moving = len(json.loads(str(found.attributes.get("parameters", "[]"))))
+    ball = ("adaptive " if section.get("adaptive") else "") + str(section.get("norm"))
+    lines.append(
+        f"units    {section.get('examples')} {section.get('split')} examples (seed "
+        f"{section.get('seed')}), {moving} tensors move (ignore {section.get('ignore')}); "
+        f"{ball} ball, {section.get('steps')} ascent steps, {section.get('samples')} draws, "
+        f"m = {section.get('m')}"
+    )
+    done = sum(int(part.done.sum()) for part in found.parts.values())
+    total = sum(part.done.size for part in found.parts.values())
+    state = "complete" if done == total else "incomplete: rerun the same command to resume"
+    lines.append(f"done     {done}/{total} units, {state}")
+    origin = found.parts.get("origin")
+    if origin is not None and origin.complete:
+        lines.append(f"L(θ*)    {origin.values[0]:.6g}")
+    if found.results:
+        lines.append(f"  {'measure':<14} {'rho':>8} {'sharpness':>12} {'± SE':>10} {'units':>6}")
+    for result in found.results:
+        error = result.estimate.standard_error
+        shown = "—" if math.isnan(error) else f"{error:.3g}"
+        lines.append(
+            f"  {MEASURE_NAMES[result.measure]:<14} {result.rho:>8g} "
+            f"{result.estimate.value:>12.6g} {shown:>10} {result.units:>6}"
+        )
+    version, created = found.attributes.get("lsurf_version"), found.attributes.get("created")
+    lines.append(f"written by lsurf {version} (sharpness format 1), created {created}")
+    return "\n".join(lines)
 
 
 def describe_connect(path: Path) -> str:

@@ -204,7 +204,11 @@ def check_output(prepared: Prepared, force: bool) -> bool | None:
 def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFIG) -> Evaluator:
     """Load phase (serial run, every worker, --plan): a fresh model holding θ*, the data and
     the directions on `device`, probed once. Bad data or a loss that does not fit the model
-    raise here, one line each, before anything is written."""
+    raise here, one line each, before anything is written. A setup of another job's kind
+    (lsurf sharpness's) builds its own evaluator."""
+    own_loader = getattr(setup, "load", None)
+    if own_loader is not None:
+        return own_loader(device, sources)
     config = setup.config
     model = sources.build_model(config.model)
     model.load_state_dict(setup.state)
