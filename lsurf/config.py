@@ -683,6 +683,11 @@ def check_sharpness(config: SharpnessConfig) -> SharpnessConfig:
         raise ConfigError("sharpness.rho lists a radius twice; list each once")
     for key in ("samples", "steps", "m", "examples"):
         _check_positive(getattr(section, key), f"sharpness.{key}")
+    if section.m > section.examples:
+        raise ConfigError(
+            f"sharpness.m ({section.m}) is more than sharpness.examples ({section.examples}): "
+            "m-sharpness needs at least one batch of m examples; lower m"
+        )
     if section.step_size is not None and not section.step_size > 0:
         raise ConfigError(f"sharpness.step_size must be above 0, got {section.step_size}")
     if config.model.checkpoint is None:

@@ -326,3 +326,36 @@ def test_every_connect_path_with_its_plane_runs_describes_and_plots(
     assert main(["connect", str(path)]) == 0
     assert "is already complete" in capsys.readouterr().err
     assert (tmp_path / "connect.h5").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- lsurf sharpness
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_default_sharpness_runs_describes_and_plots(split, inputs, tmp_path, capsys):
+    config = {
+        "model": {"name": "convnet_small", "checkpoint": str(inputs.checkpoint)},
+        "data": {"root": str(inputs.data)},
+        # the session's data hold 100 test examples, under the default 1,024 (and m 128)
+        "sharpness": {"split": split, "examples": 100, "m": 50},
+        "output": str(tmp_path / "sharpness.h5"),
+    }
+    path = tmp_path / "sharpness.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["sharpness", str(path)]) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert "done     24/24 units, complete" in report  # 1 + 20 draws + 1 + 2 batches of 50
+    assert [line.split()[0] for line in report if line.startswith("  ") and "0.05" in line] == [
+        "average-case",
+        "worst-case",
+        "m-sharpness",
+    ]
+    assert main(["info", str(tmp_path / "sharpness.h5")]) == 0
+    assert capsys.readouterr().out.splitlines() == report
+    assert main(["plot", str(tmp_path / "sharpness.h5")]) == 0
+    [figure] = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
+    before = (tmp_path / "sharpness.h5").read_bytes()
+    assert main(["sharpness", str(path)]) == 0
+    assert "is already complete" in capsys.readouterr().err
+    assert (tmp_path / "sharpness.h5").read_bytes() == before

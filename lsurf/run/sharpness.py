@@ -237,13 +237,13 @@ def _run_master(
         session.send_setup(None)
         log(f"{config.output} is already complete; nothing to do")
         return SharpnessOutcome(config.output, 0, True)
+    # The sweeps' machinery takes any job with a grid and a worker setup (a _Part is one).
+    ready = load_workers(session, parts, terminated)  # type: ignore[arg-type]
     log(
         f"lsurf sharpness: {len(names)} tensors of {config.model.name} move "
         f"({params.count({n: state[n] for n in names}):,} values), "
         f"{config.sharpness.examples} {config.sharpness.split} examples"
     )
-    # The sweeps' machinery takes any job with a grid and a worker setup (a _Part is one).
-    ready = load_workers(session, parts, terminated)  # type: ignore[arg-type]
     try:
         opened = _commit(config, attributes, parts, ready.columns, resume=status is False)
     except BaseException:

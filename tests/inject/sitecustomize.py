@@ -29,3 +29,15 @@ if FAIL_RANK or SLOW_SECONDS:
         return original(self, a, b)
 
     evaluate_module.Evaluator.evaluate = changed_evaluate
+
+    # lsurf sharpness's units go through the same queue with an evaluator of their own.
+    import lsurf.run.sharpness as sharpness_module
+
+    original_unit = sharpness_module.UnitEvaluator.evaluate
+
+    def changed_unit(self, a, b):
+        if SLOW_SECONDS:
+            time.sleep(float(SLOW_SECONDS))
+        return original_unit(self, a, b)
+
+    sharpness_module.UnitEvaluator.evaluate = changed_unit
