@@ -66,6 +66,9 @@ CHECKED = [
     ".venv/bin/lsurf plot runs/demo/surface.h5 --format vtk,html --log --log-offset 0.1",
     # docs/topology.md
     ".venv/bin/lsurf topology runs/demo/surface.h5",
+    # docs/sharpness.md
+    ".venv/bin/lsurf sharpness configs/sharpness.yaml",
+    ".venv/bin/lsurf plot runs/demo/sharpness.h5",
     # docs/file-format.md
     ".venv/bin/lsurf info runs/first/line.directions.h5",
     # docs/training.md

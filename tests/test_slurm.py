@@ -25,6 +25,7 @@ from surface_helpers import done_count
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.files.connect import read_connect
+from lsurf.files.sharpness import read_sharpness
 from lsurf.files.surface import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,14 +265,50 @@ def test_a_connect_job_gives_the_serial_paths_and_barriers(slurm, cifar_root, tm
             ), row
 
 
+def test_a_sharpness_job_gives_the_serial_units(slurm, cifar_root, small_checkpoint, tmp_path):
+    # `launch/slurm.sbatch sharpness CONFIG`: the units through the job's queue, equal to the
+    # serial file bit for bit.
+    def config(name):
+        path = tmp_path / f"{name}.yaml"
+        section = {"rho": [0.02], "samples": 4, "steps": 2, "examples": 64, "m": 32}
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"name": "convnet_small", "checkpoint": str(small_checkpoint)},
+                    "data": {"root": str(cifar_root), "batch_size": 32},
+                    "sharpness": section,
+                    "output": str(tmp_path / f"{name}.h5"),
+                }
+            )
+        )
+        return path
+
+    serial = subprocess.run(
+        [sys.executable, "-m", "lsurf", "sharpness", str(config("serial"))],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert serial.returncode == 0, serial.stderr
+    job = submit(slurm, config("job"), tmp_path, command=["sharpness"], grid=[])
+    ended = wait_for(slurm, job, ENDED)
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "on 2 workers" in log, log
+    expected, found = read_sharpness(tmp_path / "serial.h5"), read_sharpness(tmp_path / "job.h5")
+    assert found.complete and list(found.parts) == list(expected.parts)
+    for name, part in expected.parts.items():
+        np.testing.assert_array_equal(found.parts[name].values, part.values, err_msg=name)
+
+
 def test_the_script_without_a_config_prints_its_usage_and_exits_2():
-    for arguments in ([], ["connect"], ["sweep"]):
+    for arguments in ([], ["connect"], ["sweep"], ["sharpness"]):
         result = subprocess.run(
             ["bash", str(ROOT / "launch" / "slurm.sbatch"), *arguments],
             capture_output=True,
             text=True,
         )
-        assert result.returncode == 2 and "launch/slurm.sbatch connect CONFIG.yaml" in result.stderr
+        assert result.returncode == 2
+        assert "launch/slurm.sbatch connect|sharpness CONFIG.yaml" in result.stderr
 
 
 def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_config, tmp_path):
