@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from lsurf import models
-from lsurf.config import SweepConfig, load_connect_config, load_sweep_config, load_train_config
+from lsurf.config import (
+    SweepConfig,
+    load_connect_config,
+    load_sharpness_config,
+    load_sweep_config,
+    load_train_config,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
@@ -58,6 +64,9 @@ def test_shipped_config_is_valid(path):
     elif "connect" in yaml.safe_load(path.read_text()):
         connect = load_connect_config(path)
         assert connect.output.suffix == ".h5" and len(connect.connect.checkpoints) >= 2
+    elif "sharpness" in yaml.safe_load(path.read_text()):
+        found = load_sharpness_config(path)
+        assert found.output.suffix == ".h5" and found.sharpness.rho
     else:
         config = load_train_config(path)
         assert config.training.epochs >= 1

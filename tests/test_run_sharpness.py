@@ -200,3 +200,16 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(sharpness_yaml, tmp_pa
     assert "holds another sharpness job (differs in: sharpness.rho" in error, error
     assert output.read_bytes() == before
     assert math.isfinite(read_sharpness(output).results[0].estimate.value)
+
+
+def test_rho_on_the_command_line_lists_the_radii_of_the_curve(sharpness_yaml, capsys):
+    config = sharpness_yaml({"measures": ["worst"], "steps": 1})
+    assert main(["sharpness", str(config), "--rho", "0.01,0.04,0.02"]) == 0
+    found = read_sharpness(Path(yaml.safe_load(config.read_text())["output"]))
+    assert [(r.measure, r.rho) for r in found.results] == [
+        ("worst", 0.01),
+        ("worst", 0.04),
+        ("worst", 0.02),
+    ]
+    assert list(found.parts) == ["origin", "worst/rho=0.01", "worst/rho=0.04", "worst/rho=0.02"]
+    assert "  worst-case         0.04" in capsys.readouterr().out
