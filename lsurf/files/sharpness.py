@@ -183,8 +183,8 @@ class SharpnessFile:
     def attributes(self, name: str) -> dict[str, Any]:
         return attributes_of(self._file[name])
 
-    def writer(self, name: str) -> SurfaceWriter:
-        return SurfaceWriter(self.path, self._file[name])
+    def writer(self, name: str) -> PartWriter:
+        return PartWriter(self.path, self._file[name], name)
 
     def write_results(self) -> list[Result]:
         """The measures, once every unit is in (after their flags are on disk)."""
@@ -201,6 +201,17 @@ class SharpnessFile:
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+
+
+class PartWriter(SurfaceWriter):
+    """A part's units in the sharpness file, named in the job's log by its part."""
+
+    def __init__(self, path: Path, group: h5py.Group, name: str) -> None:
+        super().__init__(path, group)
+        self.name = name
+
+    def written(self) -> str:
+        return f"{self.name} written to {self.path}"
 
 
 def _parts(h5file: h5py.File) -> dict[str, Part]:

@@ -237,8 +237,7 @@ def _run_master(
         session.send_setup(None)
         log(f"{config.output} is already complete; nothing to do")
         return SharpnessOutcome(config.output, 0, True)
-    # The sweeps' machinery takes any job with a grid and a worker setup (a _Part is one).
-    ready = load_workers(session, parts, terminated)  # type: ignore[arg-type]
+    ready = load_workers(session, parts, terminated)  # a _Part is a sweep.Job
     log(
         f"lsurf sharpness: {len(names)} tensors of {config.model.name} move "
         f"({params.count({n: state[n] for n in names}):,} values), "
@@ -251,13 +250,13 @@ def _run_master(
         raise
     try:
         writers = [opened.writer(part.spec.name) for part in parts]
-        run = OpenOutputs(parts, writers, log)  # type: ignore[arg-type]
+        run = OpenOutputs(parts, writers, log)
         computed = run.left_in_all
         labels = [f"{config.output} {part.spec.name}" for part in parts]
         serve_queue(
             session,
             run,
-            parts,  # type: ignore[arg-type]
+            parts,
             [status is False] * len(parts),
             ready.notes,
             terminated,

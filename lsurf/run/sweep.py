@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,21 @@ from lsurf.run.phases import (
 )
 from lsurf.run.progress import Log, Progress, to_stderr
 from lsurf.run.worker import run_worker
+
+
+class Job(Protocol):
+    """What the queue needs of one of a job's sweeps (a `Prepared`), or of a part of another
+    kind of job (lsurf sharpness's): its grid, what its workers build their evaluator from,
+    and a config naming its output."""
+
+    @property
+    def grid(self) -> Grid: ...
+
+    @property
+    def config(self) -> Any: ...
+
+    def worker_setup(self) -> Any: ...
+
 
 T = TypeVar("T")
 
@@ -193,7 +208,7 @@ def _already_complete(
 
 
 def load_workers(
-    session: protocol.MasterSide, sweeps: list[Prepared], terminated: protocol.TerminationFlag
+    session: protocol.MasterSide, sweeps: Sequence[Job], terminated: protocol.TerminationFlag
 ) -> protocol.Ready:
     """Load phase: every worker loads and probes every sweep's data before anything is
     written, so a missing dataset on any node is a one-line error with the outputs untouched.
@@ -239,7 +254,7 @@ def _commit(
 def serve_queue(
     session: protocol.MasterSide,
     run: OpenOutputs,
-    sweeps: list[Prepared],
+    sweeps: Sequence[Job],
     resumes: list[bool],
     notes: list[list[str]],
     terminated: protocol.TerminationFlag,
@@ -312,7 +327,7 @@ class OpenOutputs:
     others run: the workers have chunks in hand meanwhile)."""
 
     def __init__(
-        self, sweeps: list[Prepared], writers: Sequence[surface_file.SurfaceWriter], log: Log
+        self, sweeps: Sequence[Job], writers: Sequence[surface_file.SurfaceWriter], log: Log
     ) -> None:
         self.writers = writers
         self.todo = [pending(writer.done) for writer in writers]
