@@ -310,7 +310,7 @@ def main() -> None:
     if args.inner:
         inner(args.inner)
         return
-    side_free, side_load = (201, 101) if args.quick else (1001, 201)
+    side_free, side_load = (201, 71) if args.quick else (1001, 201)
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         prepare_inputs(folder)
@@ -325,7 +325,7 @@ def main() -> None:
             0.025,
             loaded,
         )
-        several(folder, args.workers, 41 if args.quick else 101)
+        several(folder, args.workers, 31 if args.quick else 101)
     # Each GPU returns one chunk of about schedule.TARGET_SECONDS of its work at a time, so the
     # master handles GPUs / TARGET_SECONDS messages per second, besides its cost per point.
     from lsurf.run.schedule import TARGET_SECONDS
