@@ -48,7 +48,8 @@ PROMPT = "$ "
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<tag>[\w-]*)\s*$")
 
 # What make docs-check runs, in this order: later commands read what earlier ones wrote.
-CHECKED = [
+# The README's first sweep and what reads it (a chain of its own: it shares only the stand-ins).
+FIRST_CHAIN = [
     # README: a first sweep and a first plot
     ".venv/bin/lsurf sweep configs/first.yaml",
     ".venv/bin/lsurf info runs/first/line.h5",
@@ -60,6 +61,11 @@ CHECKED = [
     ".venv/bin/mpiexec -n 3 .venv/bin/python -m mpi4py -m lsurf sweep configs/first.yaml"
     " --set output=runs/first/line-mpi.h5",
     ".venv/bin/lsurf compare runs/first/line.h5 runs/first/line-mpi.h5 --rtol 0",
+    # docs/file-format.md
+    ".venv/bin/lsurf info runs/first/line.directions.h5",
+]
+# What reads the demo's surface, trajectory and checkpoint (their stand-ins).
+CHECKED = [
     # docs/plotting.md
     ".venv/bin/lsurf plot runs/demo/surface.h5 --log --kinds contour,heatmap --format png,pdf",
     ".venv/bin/lsurf plot runs/demo/surface.h5 --preset paper --out runs/demo/paper",
@@ -69,8 +75,6 @@ CHECKED = [
     # docs/sharpness.md
     ".venv/bin/lsurf sharpness configs/sharpness.yaml",
     ".venv/bin/lsurf plot runs/demo/sharpness.h5",
-    # docs/file-format.md
-    ".venv/bin/lsurf info runs/first/line.directions.h5",
     # docs/training.md
     ".venv/bin/lsurf sweep configs/demo/pca.yaml",
     ".venv/bin/lsurf plot runs/demo/pca.h5 --log",
@@ -78,8 +82,8 @@ CHECKED = [
     " --out runs/demo/weights",
 ]
 
-# Commands that read nothing CHECKED's commands or the stand-ins write: a chain of their own,
-# which tests/test_docs.py runs beside the first one (two pytest workers, two chains at once).
+# Commands that read nothing the other chains or the stand-ins write: a chain of its own.
+# tests/test_docs.py runs each chain as a test, so the pytest workers run them side by side.
 # docs/connect.md: two seeds of convnet_small, their paths and barriers (about 40 s).
 CONNECT_CHAIN = [
     ".venv/bin/lsurf data synth --out runs/connect/data --train-size 1000 --test-size 500",
@@ -91,7 +95,11 @@ CONNECT_CHAIN = [
 ]
 # Each chain runs in its own scratch folder, its commands in order; the stand-ins only for
 # the chains that read what `make demo` leaves.
-CHAINS = {"demo": (CHECKED, True), "connect": (CONNECT_CHAIN, False)}
+CHAINS = {
+    "first": (FIRST_CHAIN, True),
+    "demo": (CHECKED, True),
+    "connect": (CONNECT_CHAIN, False),
+}
 ALL_CHECKED = [text for commands, _ in CHAINS.values() for text in commands]
 
 # The stand-ins for what `make demo` leaves (runs/demo: data, the trained ResNet-20 and its
