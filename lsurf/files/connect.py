@@ -39,7 +39,14 @@ import numpy as np
 import lsurf
 from lsurf.barrier import FIELDS, Barrier, barrier, error_rate_errors
 from lsurf.errors import OutputError
-from lsurf.files.hdf5 import attributes_of, create_atomically, open_file, stored_config
+from lsurf.files.hdf5 import (
+    GroupedJobFile,
+    attributes_of,
+    create_atomically,
+    file_has_attribute,
+    open_file,
+    stored_config,
+)
 from lsurf.files.surface import Surface, SurfaceWriter, lay_out_surface, read_surface_in
 from lsurf.metrics import Column
 
@@ -94,15 +101,8 @@ def is_connect_file(h5file: h5py.File) -> bool:
 
 
 def is_connect_path(path: Path) -> bool:
-    """Whether `path` is an existing connect file (False otherwise, so that callers fall
-    through to their own messages for missing or other files)."""
-    if not Path(path).is_file():
-        return False
-    try:
-        with h5py.File(path, "r", locking=False) as h5file:
-            return is_connect_file(h5file)
-    except OSError:
-        return False
+    """Whether `path` is an existing connect file (False for anything else)."""
+    return file_has_attribute(path, "connect_format")
 
 
 def barrier_rows(columns: list[Column]) -> list[str]:
@@ -161,30 +161,15 @@ def create_connect_file(
     return ConnectFile(path)
 
 
-class ConnectFile:
+class ConnectFile(GroupedJobFile):
     """The open connect file of a running job (rank 0 its only writer): one `PathWriter` per
     path, sharing this one handle."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open_file(path, "r+", "connect file")
-        if not is_connect_file(self._file):
-            self._file.close()
-            raise OutputError(f"{path} is an HDF5 file but not a connect file")
-
-    @property
-    def names(self) -> list[str]:
-        return list(json.loads(str(self._file.attrs["paths"])))
-
-    def attributes(self, name: str) -> dict[str, Any]:
-        return attributes_of(self._file[name])
+        super().__init__(path, "connect_format", "paths", "connect file")
 
     def writer(self, name: str) -> PathWriter:
         return PathWriter(self.path, self._file[name], name)
-
-    def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
 
 
 class PathWriter(SurfaceWriter):

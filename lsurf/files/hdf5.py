@@ -8,6 +8,7 @@ name and renames it into place, so a file exists only in a whole state.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,41 @@ def stored_config(attributes: dict[str, Any]) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def file_has_attribute(path: Path, marker: str) -> bool:
+    """Whether `path` is an existing HDF5 file whose root has the attribute `marker` (False
+    otherwise, so that callers fall through to their own messages for missing or other
+    files). Read without locking: a running job's file may be asked about."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with h5py.File(path, "r", locking=False) as h5file:
+            return marker in h5file.attrs
+    except OSError:
+        return False
+
+
+class GroupedJobFile:
+    """The open file of a running job made of groups (lsurf connect's paths, lsurf
+    sharpness's parts; rank 0 its only writer): the root's `marker` attribute says which kind
+    it is, its `listing` attribute (JSON) names the groups in the job's order."""
+
+    def __init__(self, path: Path, marker: str, listing: str, what: str) -> None:
+        self.path = path
+        self._listing = listing
+        self._file = open_file(path, "r+", what)
+        if marker not in self._file.attrs:
+            self._file.close()
+            raise OutputError(f"{path} is an HDF5 file but not a {what}")
+
+    @property
+    def names(self) -> list[str]:
+        return list(json.loads(str(self._file.attrs[self._listing])))
+
+    def attributes(self, name: str) -> dict[str, Any]:
+        return attributes_of(self._file[name])
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()

@@ -34,7 +34,14 @@ import numpy as np
 import lsurf
 from lsurf.errors import OutputError
 from lsurf.estimates import Estimate, average_case_estimate, m_sharpness_estimate
-from lsurf.files.hdf5 import attributes_of, create_atomically, open_file, stored_config
+from lsurf.files.hdf5 import (
+    GroupedJobFile,
+    attributes_of,
+    create_atomically,
+    file_has_attribute,
+    open_file,
+    stored_config,
+)
 from lsurf.files.surface import SurfaceWriter, lay_out_surface, read_surface_in
 from lsurf.metrics import Column
 
@@ -130,13 +137,7 @@ def is_sharpness_file(h5file: h5py.File) -> bool:
 
 def is_sharpness_path(path: Path) -> bool:
     """Whether `path` is an existing sharpness file (False for anything else)."""
-    if not Path(path).is_file():
-        return False
-    try:
-        with h5py.File(path, "r", locking=False) as h5file:
-            return is_sharpness_file(h5file)
-    except OSError:
-        return False
+    return file_has_attribute(path, "sharpness_format")
 
 
 def create_sharpness_file(
@@ -166,22 +167,11 @@ def create_sharpness_file(
     return SharpnessFile(path)
 
 
-class SharpnessFile:
-    """The open file of a running job (rank 0 its only writer): a SurfaceWriter per part."""
+class SharpnessFile(GroupedJobFile):
+    """The open file of a running job (rank 0 its only writer): a PartWriter per part."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open_file(path, "r+", "sharpness file")
-        if not is_sharpness_file(self._file):
-            self._file.close()
-            raise OutputError(f"{path} is an HDF5 file but not a sharpness file")
-
-    @property
-    def names(self) -> list[str]:
-        return list(json.loads(str(self._file.attrs["parts"])))
-
-    def attributes(self, name: str) -> dict[str, Any]:
-        return attributes_of(self._file[name])
+        super().__init__(path, "sharpness_format", "parts", "sharpness file")
 
     def writer(self, name: str) -> PartWriter:
         return PartWriter(self.path, self._file[name], name)
@@ -197,10 +187,6 @@ class SharpnessFile:
             ).reshape(table.shape)
             self._file.flush()
         return results
-
-    def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
 
 
 class PartWriter(SurfaceWriter):
