@@ -24,12 +24,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from lsurf.api import sweep
+    from lsurf.capture import Capture
     from lsurf.directions import Directions
     from lsurf.files.directions import read_directions
     from lsurf.files.surface import Surface, read_surface
 
 _LAZY = {
     "sweep": "lsurf.api",
+    "Capture": "lsurf.capture",
     "Surface": "lsurf.files.surface",
     "read_surface": "lsurf.files.surface",
     "read_directions": "lsurf.files.directions",
@@ -37,6 +39,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "Capture",
     "CheckpointError",
     "ConfigError",
     "DataError",

@@ -24,13 +24,16 @@ this process (MPI sweeps start from a YAML config).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import random
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,8 +117,41 @@ def sweep(
             open_split,
             lambda name: build_loss(name, None if isinstance(loss, str) else loss),
         )
-        run_in_process([config], force, log or (lambda message: None), None, sources)
+        with kept_process_state():
+            run_in_process([config], force, log or (lambda message: None), None, sources)
         return read_surface(path)  # read whole into memory, before the scratch folder goes
+
+
+@contextlib.contextmanager
+def kept_process_state() -> Iterator[None]:
+    """Put back what a sweep changes in the process: torch's thread count and backend flags
+    (lsurf.evaluate.configure_backends) and every random generator's state, so a training
+    loop or a notebook goes on after a sweep exactly as it would have without one."""
+    threads = torch.get_num_threads()
+    flags = [
+        (torch.backends.cudnn, "allow_tf32"),
+        (torch.backends.cudnn, "deterministic"),
+        (torch.backends.cudnn, "benchmark"),
+        (torch.backends.cuda.matmul, "allow_tf32"),
+    ]
+    values = [getattr(owner, name) for owner, name in flags]
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for (owner, name), value in zip(flags, values, strict=True):
+            setattr(owner, name, value)
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def _sections(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -417,6 +417,14 @@ def _plot(args: argparse.Namespace) -> int:
         for path in plot_sharpness_files(args.surfaces, options):
             print(path)
         return 0
+    from lsurf.files.captures import is_captures_path
+
+    if any(is_captures_path(path) for path in args.surfaces):
+        from lsurf.plot.captures import plot_capture_files
+
+        for path in plot_capture_files(args.surfaces, options):
+            print(path)
+        return 0
     if any(is_hessian_file(path) for path in args.surfaces):
         from lsurf.plot.hessian import plot_hessian_files
 

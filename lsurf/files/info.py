@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lsurf import kinds
+from lsurf.files.captures import is_captures_path, read_captures
 from lsurf.files.connect import is_connect_path, read_connect
 from lsurf.files.curvature import (
     BOTH_RESIDUALS,
@@ -48,7 +49,59 @@ def describe(path: Path) -> str:
         return describe_connect(path)
     if is_sharpness_path(path):
         return describe_sharpness(path)
+    if is_captures_path(path):
+        return describe_captures(path)
     return describe_directions(path) if is_direction_file(path) else describe_surface(path)
+
+
+def describe_captures(path: Path) -> str:
+    """The `lsurf info` report of a training run's capture file: what every capture shares
+    (model, data, directions, grid) and a row per capture: its epoch, step, the loss at the
+    centre (the weights as trained) and the lowest loss of its grid."""
+    captured = read_captures(path)
+    lines = [f"captures  {path}"]
+    if not captured:
+        return "\n".join([*lines, "no capture yet"])
+    first = captured[0].surface
+    config = first.config
+    lines += _describe_data(config)
+    directions = config.get("directions", {})
+    kind = directions.get("kind")
+    lines.append(
+        f"directions  {kind}  {kinds.described(kind).describe(directions)}  (the same draws at "
+        "every capture, normalized against its weights)"
+    )
+    shape = "x".join(str(n) for n in first.done.shape)
+    grid = config.get("grid") or {}
+    axes = f"x={grid.get('x')}" + (f"  y={grid['y']}" if grid.get("y") is not None else "")
+    lines.append(f"grid     {axes}  ({shape} points per capture)")
+    metric = "train_loss" if "train_loss" in first.metrics else sorted(first.metrics)[0]
+    lines.append(f"{len(captured)} captures of {metric}:")
+    lines.append("  epoch      step      centre     lowest  at")
+    for found in captured:
+        surface = found.surface
+        values = np.where(surface.done, surface.metrics[metric], np.nan)
+        centre = _centre_value(surface, values)
+        step = "-" if found.step is None else str(found.step)
+        if np.all(np.isnan(values)):
+            lines.append(f"  {found.epoch:>5}  {step:>8}  {centre:>10.4g}  (no point done)")
+            continue
+        best = np.unravel_index(int(np.nanargmin(values)), values.shape)
+        where = f"x={surface.x[best[0]]:g}"
+        if surface.y is not None:
+            where += f" y={surface.y[best[1]]:g}"
+        lines.append(
+            f"  {found.epoch:>5}  {step:>8}  {centre:>10.4g}  {values[best]:>9.4g}  {where}"
+        )
+    return "\n".join(lines)
+
+
+def _centre_value(surface: Surface, values: np.ndarray) -> float:
+    """The value at the grid point nearest (0, 0): the weights the capture was taken at."""
+    index = [int(np.argmin(np.abs(surface.x)))]
+    if surface.y is not None:
+        index.append(int(np.argmin(np.abs(surface.y))))
+    return float(values[tuple(index)])
 
 
 MEASURE_NAMES = {

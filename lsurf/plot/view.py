@@ -87,7 +87,14 @@ class Scale:
 
 def load_panels(paths: Sequence[Path], options: PlotOptions) -> list[Panel]:
     """Read every surface and prepare its metric; all must be 1D or all 2D."""
-    surfaces = [with_ratio(read_surface(path)) for path in paths]
+    return panels_of([read_surface(path) for path in paths], panel_labels(paths), options)
+
+
+def panels_of(
+    surfaces: Sequence[Surface], labels: Sequence[str], options: PlotOptions
+) -> list[Panel]:
+    """The surfaces' panels, labelled; all must be 1D or all 2D."""
+    surfaces = [with_ratio(surface) for surface in surfaces]
     metric = options.metric or _default_metric(surfaces[0])
     for surface in surfaces:
         if metric not in surface.metrics:
@@ -95,7 +102,6 @@ def load_panels(paths: Sequence[Path], options: PlotOptions) -> list[Panel]:
             raise LsurfError(f"{surface.path} has no metric {metric!r}; available: {available}")
     if len({surface.y is None for surface in surfaces}) > 1:
         raise LsurfError("cannot compare 1D curves with 2D surfaces; plot them separately")
-    labels = panel_labels(paths)
     return [
         _panel(surface, metric, label, options)
         for surface, label in zip(surfaces, labels, strict=True)
