@@ -42,7 +42,7 @@ def _framework(module: str) -> Any:
 def _lightning_capture() -> type:
     pl = _framework("lightning.pytorch")
 
-    class LightningCapture(pl.Callback):
+    class LightningCapture(pl.Callback):  # type: ignore[name-defined]
         """Captures a plane around the LightningModule's weights every `every` epochs."""
 
         def __init__(self, path: Any, data: Any, **keywords: Any) -> None:
@@ -68,7 +68,7 @@ def _lightning_capture() -> type:
 def _hugging_face_capture() -> type:
     transformers = _framework("transformers")
 
-    class HuggingFaceCapture(transformers.TrainerCallback):
+    class HuggingFaceCapture(transformers.TrainerCallback):  # type: ignore[name-defined]
         """Captures a plane around the Trainer's model every `every` epochs."""
 
         def __init__(self, path: Any, data: Any, **keywords: Any) -> None:
