@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/connect_cost.py
 	$(BIN)/python benchmarks/alignment.py
 	$(BIN)/python benchmarks/topology.py
+	$(BIN)/python benchmarks/capture.py
 
 # mypy checks lsurf/ (pyproject.toml's [tool.mypy]).
 lint: install

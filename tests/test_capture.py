@@ -206,3 +206,38 @@ def test_info_and_plot_read_a_capture_file(tmp_path, capsys):
         "run_epochs_1-2_train_loss_contour.png"
     ]
     assert (tmp_path / "figures" / "run_epochs_1-2_train_loss_contour.png").stat().st_size > 10_000
+
+
+def test_the_page_runs_as_written(tmp_path, monkeypatch):
+    """docs/capture.md: its Python blocks run in order, then its commands on what they wrote."""
+    import subprocess
+
+    from doc_commands import ROOT, blocks, documented, link_repository, missing_lines
+
+    page = ROOT / "docs" / "capture.md"
+    code = [block for block in blocks(page) if block.tag == "python"]
+    assert len(code) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "capture_page"}
+    for block in code:
+        exec(compile("\n".join(block.lines), f"{page}:{block.line}", "exec"), namespace)
+    for name, epochs in (
+        ("landscape", [5, 10, 15, 20]),
+        ("lightning", [2, 4]),
+        ("trainer", [2, 4]),
+    ):
+        assert [
+            one.epoch for one in read_captures(tmp_path / "runs" / "capture" / f"{name}.h5")
+        ] == epochs
+    link_repository(tmp_path)
+    for command in (
+        documented(".venv/bin/lsurf info runs/capture/landscape.h5"),
+        documented(".venv/bin/lsurf plot runs/capture/landscape.h5"),
+    ):
+        done = subprocess.run(
+            ["bash", "-c", command.text], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert missing_lines(command, done.stdout) == []
+        assert len(done.stdout.splitlines()) == len(command.shown)
+    assert (tmp_path / "runs/capture/landscape_epochs_5-20_train_loss_contour.png").is_file()

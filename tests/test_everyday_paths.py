@@ -359,3 +359,37 @@ def test_a_default_sharpness_runs_describes_and_plots(split, inputs, tmp_path, c
     assert main(["sharpness", str(path)]) == 0
     assert "is already complete" in capsys.readouterr().err
     assert (tmp_path / "sharpness.h5").read_bytes() == before
+
+
+# ------------------------------------------------------------------- lsurf.Capture (training)
+
+
+@pytest.mark.parametrize("splits", SPLITS, ids="+".join)
+def test_a_default_capture_records_describes_and_plots(splits, inputs, tmp_path, capsys):
+    """lsurf.Capture with its defaults (11×11, every 5 epochs, 1,000 examples: here every
+    example of the small splits) on the splits a training loop hands it."""
+    from lsurf.capture import Capture
+
+    model = models.build("convnet_small")
+    model.load_state_dict(read_state_dict(inputs.checkpoint))
+    generator = torch.Generator().manual_seed(4)
+    data = {
+        split: (torch.randn(40, 3, 32, 32, generator=generator), torch.randint(0, 10, (40,)))
+        for split in splits
+    }
+    path = tmp_path / "run.h5"
+    capture = Capture(path, data)
+    assert [capture(model, epoch) is not None for epoch in range(1, 11)] == [False] * 4 + [True] + [
+        False
+    ] * 4 + [True]
+    assert main(["info", str(path)]) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert report[3:5] == [
+        "grid     x=-1:1:11  y=-1:1:11  (11x11 points per capture)",
+        f"2 captures of {splits[0]}_loss:",
+    ]
+    assert [line.split()[0] for line in report[6:]] == ["5", "10"]
+    assert main(["plot", str(path)]) == 0
+    [figure] = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert figure.name == f"run_epochs_5-10_{splits[0]}_loss_contour.png"
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)

@@ -75,7 +75,13 @@ def describe_captures(path: Path) -> str:
     grid = config.get("grid") or {}
     axes = f"x={grid.get('x')}" + (f"  y={grid['y']}" if grid.get("y") is not None else "")
     lines.append(f"grid     {axes}  ({shape} points per capture)")
-    metric = "train_loss" if "train_loss" in first.metrics else sorted(first.metrics)[0]
+    # What `lsurf plot` draws: train_loss, else the first ranked column where lower is better.
+    ranked = [
+        name
+        for name, column in first.columns.items()
+        if column.metric.lower_is_better and column.metric.ranked
+    ]
+    metric = "train_loss" if "train_loss" in first.metrics else (ranked or list(first.metrics))[0]
     lines.append(f"{len(captured)} captures of {metric}:")
     lines.append("  epoch      step      centre     lowest  at")
     for found in captured:
