@@ -19,7 +19,10 @@ This is the YAML pipeline itself (lsurf.run.sweep), not a copy: the objects ente
 identity is the digest of the model's state dict. So the file it writes is the same file,
 resumable by calling again with the same objects; without `output` the sweep runs in a
 temporary folder that is removed once the surface is read back. The API runs serially, in
-this process (MPI sweeps start from a YAML config).
+this process (MPI sweeps start from a YAML config). What the sweep changes in the process — torch's
+thread count, its cuDNN/TF32 flags, the random generators of torch, NumPy and Python — is put
+back when it returns (`kept_process_state`), so the caller's training or notebook goes on as
+it would have without it.
 """
 
 from __future__ import annotations
