@@ -81,6 +81,15 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TrajectoryRun:
+    """One training run of `directions.trajectories`: its checkpoint folder and its name on
+    figures and in `lsurf info`. Written as a bare path or as {path: ..., label: ...}."""
+
+    path: Path
+    label: str | None = None  # None: the folder's name (filled when the kind resolves)
+
+
+@dataclass(frozen=True)
 class DirectionsConfig:
     kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca, hessian, reference
     # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
@@ -93,6 +102,10 @@ class DirectionsConfig:
     target: Path | None = None  # the second checkpoint, for kind: target
     trajectory: Path | None = None  # kind: pca — the training run's checkpoint folder
     pattern: str = "model_*.pt"  # which files of `trajectory`, ordered by their number
+    # Several training runs on one plane (SGD vs Adam from one initialisation): with kind pca
+    # the plane is the PCA of all their checkpoints together; with any other kind each run
+    # is projected onto the sweep's plane. Instead of `trajectory`, never with it.
+    trajectories: tuple[TrajectoryRun, ...] = ()
     center: bool = True  # pca rows mean-centred before the SVD, as the reference (sklearn)
     # kind: hessian — top: eigenvectors of the two largest eigenvalues; extremes: of the
     # largest and the smallest (most negative) one. The Hessian is the `hessian:` section's.
@@ -355,10 +368,24 @@ def _axis_text(value: Any, key: str) -> str:
     return value
 
 
-# The grid's axis types, which lsurf.schema does not know: each is parsed from its spec text.
+def _trajectory_run(value: Any, key: str) -> TrajectoryRun:
+    """A `directions.trajectories` entry: a folder's path, or a mapping {path, label}."""
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key} entries must be a folder's path or {{path: ..., label: ...}}; "
+            f"got {describe(value)}"
+        )
+    return parse(TrajectoryRun, value, prefix=key + ".")
+
+
+# The leaf types lsurf.schema does not know: the grid's axes, each parsed from its spec text,
+# and the entries of directions.trajectories (a path or a mapping).
 _AXIS_CONVERTERS: Mapping[type, LeafConverter] = {
     Axis: lambda value, key: parse_axis(_axis_text(value, key), key),
     AutoAxis: lambda value, key: parse_auto_axis(_axis_text(value, key), key),
+    TrajectoryRun: _trajectory_run,
 }
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lsurf import params
-from lsurf.files.trajectory import Trajectory
+from lsurf.files.trajectory import Runs, Trajectory
 
 EPSILON = 1e-10
 
@@ -35,6 +35,7 @@ class Directions:
     x: dict[str, torch.Tensor]  # d1, keyed by state_dict key, float32
     y: dict[str, torch.Tensor] | None  # d2 for a 2D surface
     trajectory: Trajectory | None = None  # pca: the training run's path on the plane
+    runs: Runs | None = None  # directions.trajectories: several runs' paths on the plane
     # What the evaluator needs, whatever the kind: whether BN running statistics move with
     # the point, and the end point of an interpolation (the point is then lerp(θ*, end, a),
     # exact at both ends). Neither is part of the digest: they come with the kind's inputs.

@@ -25,6 +25,9 @@ float64 for the running mean d̄ plus two dot products per checkpoint, never the
 The mean is updated as Welford does, which keeps Σ‖d_i − d̄‖² free of the cancellation in
 Σ‖d_i‖² − k‖d̄‖² (the path's spread is small next to its distance from θ*).
 
+Several runs (`directions.trajectories`): each is projected on its own by the same rule,
+so a run's path and its variance shares are what it would get alone on that plane.
+
 Units, against the reference (tomgoldstein/loss-landscape, projection.py): its default
 proj_method 'cos' takes x_i = ⟨d_i, dx⟩ / ‖dx‖, the length of d_i along the unit vector of
 dx. That is the surface's α only when ‖dx‖ = 1 and dx ⊥ dy, as for PCA directions. A
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,8 +49,11 @@ from lsurf import params
 from lsurf.checkpoint import read_state_dict
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError
-from lsurf.files.trajectory import Trajectory
+from lsurf.files.trajectory import RunPath, Runs, Trajectory
 from lsurf.pca import check_fits, checkpoint_epoch, trajectory_files
+
+if TYPE_CHECKING:
+    from lsurf.config import TrajectoryRun
 
 # 1 − cos²(x, y) at or below this and G is singular in float64 for any purpose here: the two
 # directions span a line (same_dir gives exactly 0, two independent random directions ~1).
@@ -144,3 +151,53 @@ def path_on_plane(
     keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
     files = trajectory_files(folder, pattern)
     return project_trajectory(origin, directions.x, directions.y, files, keys)
+
+
+def run_files(
+    run: TrajectoryRun, pattern: str, origin: dict[str, torch.Tensor], keys: Sequence[str]
+) -> list[Path]:
+    """The checkpoints of one run of `directions.trajectories`, in epoch order, each checked
+    against θ* over `keys`: one line naming the run (and the first key that does not fit)."""
+    name = f"directions.trajectories run {run.label!r}"
+    if not run.path.is_dir():
+        raise ConfigError(f"{name}: {run.path} is not a folder of checkpoints")
+    files = sorted(run.path.glob(pattern), key=lambda path: (checkpoint_epoch(path), path.name))
+    if len(files) < 2:
+        raise ConfigError(
+            f"{name}: {run.path} holds {len(files)} checkpoint(s) matching {pattern!r}; a path "
+            "needs at least 2 (lsurf train writes model_<epoch>.pt; directions.pattern picks)"
+        )
+    for path in files:
+        state = read_state_dict(path, mmap=True)
+        for key in keys:
+            if key not in state or state[key].shape != origin[key].shape:
+                found = "missing" if key not in state else f"shaped {tuple(state[key].shape)}"
+                raise ConfigError(
+                    f"{name}: checkpoint {path.name} does not fit model.checkpoint's model "
+                    f"({key} {found}, θ* has {tuple(origin[key].shape)}); is it the same "
+                    "architecture?"
+                )
+        del state
+    return files
+
+
+def runs_on_plane(
+    model: torch.nn.Module,
+    directions: Directions,
+    runs: Sequence[TrajectoryRun],
+    pattern: str,
+) -> Runs:
+    """Each run of `directions.trajectories` projected onto the sweep's plane on its own,
+    as `path_on_plane` projects one (the plane's own variance ratios, a PCA kind's over all
+    the runs, are kept from `directions.runs`)."""
+    assert directions.y is not None  # a plane: config refuses trajectories on a line
+    origin = params.movable(model, include_buffers=directions.moves_buffers)
+    keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
+    paths = []
+    for run in runs:
+        assert run.label is not None  # kinds.resolve labels every run
+        files = run_files(run, pattern, origin, keys)
+        path = project_trajectory(origin, directions.x, directions.y, files, keys)
+        paths.append(RunPath(run.label, str(run.path), path))
+    plane_ratio = None if directions.runs is None else directions.runs.explained_variance_ratio
+    return Runs(tuple(paths), plane_ratio)

@@ -3,8 +3,9 @@
 Groups `xdirection` and `ydirection` hold one float32 dataset per moved tensor, named by its
 state_dict key; attributes record how they were made (kind, norm, ignore, seed, the input
 checkpoints' digests, `directions_sha256`), with the eigenvalues of a Hessian kind and the
-projected path of a PCA kind. Writing takes and reading returns `lsurf.directions.Directions`
-(torch tensors), imported only when called, so that `lsurf info` and plotting need no torch.
+projected path of a PCA kind (or the paths of several runs, `lsurf.files.trajectory`).
+Writing takes and reading returns `lsurf.directions.Directions` (torch tensors), imported
+only when called, so that `lsurf info` and plotting need no torch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import lsurf
 from lsurf.errors import OutputError
 from lsurf.files.hdf5 import attributes_of, create_atomically, open_file
-from lsurf.files.trajectory import read_trajectory, write_trajectory
+from lsurf.files.trajectory import read_runs, read_trajectory, write_runs, write_trajectory
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +48,7 @@ def write_directions(path: Path, directions: Directions, attributes: dict[str, A
         for key, value in attributes.items():
             h5file.attrs[key] = value
         write_trajectory(h5file, directions.trajectory)
+        write_runs(h5file, directions.runs)
 
     create_atomically(path, build)
 
@@ -87,5 +89,6 @@ def read_directions(path: Path) -> tuple[Directions, dict[str, Any]]:
             x=tensors("xdirection") or {},
             y=tensors("ydirection"),
             trajectory=read_trajectory(h5file),
+            runs=read_runs(h5file),
         )
         return directions, attributes

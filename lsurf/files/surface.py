@@ -38,9 +38,13 @@ from lsurf.errors import OutputError
 from lsurf.files.hdf5 import attributes_of, create_atomically, open_file, stored_config
 from lsurf.files.reference import is_reference_surface, read_reference_surface
 from lsurf.files.trajectory import (
+    RUNS_GROUP,
     TRAJECTORY_DATASETS,
+    Runs,
     Trajectory,
+    read_runs,
     read_trajectory,
+    write_runs,
     write_trajectory,
 )
 from lsurf.files.weights import WeightStatistics, read_weight_statistics, write_weight_statistics
@@ -65,6 +69,7 @@ class Surface:
     attributes: dict[str, Any]
     trajectory: Trajectory | None = None  # a PCA sweep's training path on the plane
     weights: WeightStatistics | None = None  # θ*'s weight norms and histogram
+    runs: Runs | None = None  # directions.trajectories: several training runs' paths
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -111,6 +116,7 @@ def read_surface_in(root: h5py.Group, path: Path) -> Surface:
         attributes_of(root),
         read_trajectory(root),
         read_weight_statistics(root["weights"]) if "weights" in root else None,
+        read_runs(root),
     )
 
 
@@ -266,14 +272,19 @@ def create_surface(
     attributes: dict[str, Any],
     trajectory: Trajectory | None = None,
     weights: WeightStatistics | None = None,
+    runs: Runs | None = None,
 ) -> SurfaceWriter:
     """Create (or atomically replace) the surface file, all NaN and nothing done; open it.
 
     `columns` are the datasets to hold, listed in the attribute `metrics`. `trajectory`
-    (PCA sweeps) and `weights` (θ*'s weight statistics) are stored beside.
+    (PCA sweeps), `runs` (directions.trajectories) and `weights` (θ*'s weight statistics)
+    are stored beside.
     """
     create_atomically(
-        path, lambda h5file: lay_out_surface(h5file, grid, columns, attributes, trajectory, weights)
+        path,
+        lambda h5file: lay_out_surface(
+            h5file, grid, columns, attributes, trajectory, weights, runs
+        ),
     )
     return SurfaceWriter(path)
 
@@ -285,12 +296,14 @@ def lay_out_surface(
     attributes: dict[str, Any],
     trajectory: Trajectory | None = None,
     weights: WeightStatistics | None = None,
+    runs: Runs | None = None,
 ) -> None:
     """Write a new surface's layout into `root` (a file being built, or one of its groups):
     every dataset allocated, all NaN and nothing done, and every attribute."""
     stored = list(columns)
     names = [column.name for column in stored]
-    reserved = {"xcoordinates", "ycoordinates", "done", "dir_file", "weights", *TRAJECTORY_DATASETS}
+    reserved = {"xcoordinates", "ycoordinates", "done", "dir_file", "weights", RUNS_GROUP}
+    reserved |= set(TRAJECTORY_DATASETS)
     assert len(set(names)) == len(names) and not reserved & set(names), names
     assert "metrics" not in attributes, "the attribute `metrics` is written from `columns`"
     root.create_dataset("xcoordinates", data=grid.x)
@@ -301,6 +314,7 @@ def lay_out_surface(
     root.create_dataset("done", data=np.zeros(grid.shape, bool), track_times=False)
     root["dir_file"] = str(attributes.get("direction_file", ""))
     write_trajectory(root, trajectory)
+    write_runs(root, runs)
     if weights is not None:
         write_weight_statistics(root.create_group("weights"), weights)
     root.attrs["format_version"] = FORMAT_VERSION

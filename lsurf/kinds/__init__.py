@@ -68,7 +68,7 @@ class Kind:
     # Settings that shape only a plane's y direction: refused on a line, where they would
     # silently do nothing.
     plane_keys: ClassVar[tuple[str, ...]] = (
-        "y_norm", "y_ignore", "same_dir", "y_target", "trajectory"
+        "y_norm", "y_ignore", "same_dir", "y_target", "trajectory", "trajectories"
     )  # fmt: skip
     # Computed from the Hessian the `hessian:` section defines, whose settings the direction
     # file then records too (reuse requires them to match).
@@ -145,6 +145,33 @@ def described(name: str | None) -> Kind:
     return KINDS.get(name or "random") or _Unknown(str(name))
 
 
+def _resolve_runs(settings: DirectionsConfig) -> DirectionsConfig:
+    """Check `directions.trajectories` against the other settings; label each run (its
+    folder's name when none is given) so the stored config names what the figure shows."""
+    if settings.trajectory is not None:
+        raise ConfigError(
+            "directions.trajectory and directions.trajectories both give training paths: "
+            "list the single run under trajectories, or remove trajectories"
+        )
+    if settings.same_dir:
+        raise ConfigError(
+            "directions.trajectories cannot be projected onto a plane whose y is x "
+            "(directions.same_dir): remove one of them"
+        )
+    runs = tuple(
+        dataclasses.replace(run, label=run.path.name if run.label is None else run.label)
+        for run in settings.trajectories
+    )
+    labels = [run.label for run in runs]
+    repeated = next((label for label in labels if labels.count(label) > 1), None)
+    if repeated is not None:
+        raise ConfigError(
+            f"directions.trajectories names two runs {repeated!r}: give each entry its own "
+            "label ({path: ..., label: ...})"
+        )
+    return dataclasses.replace(settings, trajectories=runs)
+
+
 def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> DirectionsConfig:
     """Check `settings` against its kind (keys it does not read, grid shape) and fill defaults."""
     kind = get(settings.kind)
@@ -167,6 +194,8 @@ def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> Di
             "directions.trajectory cannot be projected onto a plane whose y is x "
             "(directions.same_dir): remove one of them"
         )
+    if settings.trajectories:
+        settings = _resolve_runs(settings)
     resolved = kind.resolve(settings, plane)
     if auto_axes and not kind.fits_auto_axes:
         fitting = " or ".join(name for name, other in KINDS.items() if other.fits_auto_axes)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 class HessianPlane(Kind):
     name = "hessian"
-    keys = ("eigenvectors", "trajectory", "pattern")
+    keys = ("eigenvectors", "trajectory", "pattern", "trajectories")
     uses_hessian = True
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:

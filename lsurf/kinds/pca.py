@@ -18,16 +18,17 @@ if TYPE_CHECKING:
 
 class PrincipalPlane(Kind):
     name = "pca"
-    keys = ("trajectory", "pattern", "center", "norm", "ignore")
+    keys = ("trajectory", "trajectories", "pattern", "center", "norm", "ignore")
     fits_auto_axes = True
     computes_trajectory = True
-    plane_keys = ()  # a line runs along the first principal component
+    # A line runs along the first principal component; several runs are drawn on planes only.
+    plane_keys = ("trajectories",)
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
-        if settings.trajectory is None:
+        if settings.trajectory is None and not settings.trajectories:
             raise ConfigError(
                 "directions.kind: pca needs directions.trajectory (the folder of the training "
-                "run's checkpoints)"
+                "run's checkpoints) or directions.trajectories (several runs' folders)"
             )
         if settings.norm not in (None, "none"):
             raise ConfigError(
@@ -40,15 +41,50 @@ class PrincipalPlane(Kind):
         from lsurf import params
         from lsurf.pca import principal_plane, trajectory_files
 
-        assert settings.trajectory is not None and settings.ignore is not None  # resolved
+        assert settings.ignore is not None  # resolved
         weights = params.movable(context.model, include_buffers=False)
+        if settings.trajectories:
+            return self._union_plane(settings, weights)
+        assert settings.trajectory is not None  # resolved
         files = trajectory_files(settings.trajectory, settings.pattern)
         plane = principal_plane(weights, files, settings.ignore, settings.center)
         directions = plane.directions(settings.ignore)
         # A 1D sweep runs along the first principal component only.
         return directions if context.plane else dataclasses.replace(directions, y=None)
 
+    def _union_plane(self, settings: DirectionsConfig, weights: dict[str, Any]) -> Directions:
+        """The plane of all runs' checkpoints together: rows θ_i − θ* of every run, centred
+        on their common mean (as one run's are on its own). Each run's path on it is
+        projected afterwards, as on any plane (lsurf.projection.runs_on_plane)."""
+        from lsurf.files.trajectory import Runs
+        from lsurf.pca import principal_plane
+        from lsurf.projection import run_files
+
+        assert settings.ignore is not None  # resolved
+        keys = [
+            key for key in weights if not (settings.ignore == "biasbn" and weights[key].dim() <= 1)
+        ]
+        files = [
+            file
+            for run in settings.trajectories
+            for file in run_files(run, settings.pattern, weights, keys)
+        ]
+        plane = principal_plane(weights, files, settings.ignore, settings.center)
+        directions = plane.directions(settings.ignore)
+        runs = Runs((), plane.explained_variance_ratio)
+        return dataclasses.replace(directions, trajectory=None, runs=runs)
+
     def record(self, settings: DirectionsConfig) -> dict[str, Any]:
+        if settings.trajectories:  # recorded only then: single-run files stay as they were
+            runs = "; ".join(f"{run.label}={run.path}" for run in settings.trajectories)
+            return {
+                "norm": settings.norm,
+                "ignore": settings.ignore,
+                "seed": 0,
+                "trajectories": runs,
+                "pattern": settings.pattern,
+                "center": settings.center,
+            }
         return {
             "norm": settings.norm,
             "ignore": settings.ignore,
@@ -61,7 +97,12 @@ class PrincipalPlane(Kind):
     def describe(self, settings: Mapping[str, Any]) -> str:
         centred = "centred" if settings.get("center", True) else "not centred"
         trajectory, ignore = settings.get("trajectory"), settings.get("ignore")
+        runs = settings.get("trajectories") or []
+        if runs:
+            return f"{len(runs)} runs' checkpoints together  ignore={ignore}  {centred}"
         return f"trajectory {trajectory}  ignore={ignore}  {centred}"
 
     def subject(self, settings: Mapping[str, Any]) -> str:
+        if settings.get("trajectories"):
+            return "PCA plane of the training paths"
         return "PCA plane of the training path"

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class RandomPlane(Kind):
     name = "random"
     keys = (
-        "norm", "ignore", "seed", "space", "y_norm", "y_ignore", "same_dir", "trajectory", "pattern"
+        "norm", "ignore", "seed", "space", "y_norm", "y_ignore", "same_dir", "trajectory",
+        "pattern", "trajectories",
     )  # fmt: skip
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:

@@ -57,7 +57,7 @@ class Layout:
 
 class ReferenceDirections(Kind):
     name = "reference"
-    keys = ("reference", "space", "trajectory", "pattern")
+    keys = ("reference", "space", "trajectory", "pattern", "trajectories")
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
         if settings.reference is None:

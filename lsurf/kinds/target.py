@@ -30,7 +30,7 @@ class Interpolation(Kind):
     name = "target"
     keys = (
         "target", "y_target", "norm", "ignore", "space", "seed", "y_norm", "y_ignore", "same_dir",
-        "trajectory", "pattern",
+        "trajectory", "pattern", "trajectories",
     )  # fmt: skip
     plane_keys = (*Kind.plane_keys, "seed")  # a target line has no random part
 

@@ -79,7 +79,9 @@ INPUT_DIGESTS = ("checkpoint_sha256", "target_sha256", "y_target_sha256", "refer
 
 # Recorded only where they say more than files written before they existed; a file that
 # records one the sweep does not expect was made differently (e.g. with space: states).
-OPTIONAL_RECORDS = ("space", "same_dir", "y_norm", "y_ignore", "y_target_sha256")
+OPTIONAL_RECORDS = (
+    "space", "same_dir", "y_norm", "y_ignore", "y_target_sha256", "trajectories"
+)  # fmt: skip
 
 
 def hessian_definition(config: SweepConfig) -> str:

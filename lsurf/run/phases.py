@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lsurf import checkpoint, kinds, models
@@ -49,7 +50,7 @@ from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
-from lsurf.projection import path_on_plane
+from lsurf.projection import path_on_plane, runs_on_plane
 from lsurf.run import capacity
 from lsurf.run.identity import direction_settings, obtain_directions, recorded_differences
 from lsurf.schema import to_yaml
@@ -143,6 +144,11 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         trajectory = config.directions.trajectory
         path = path_on_plane(model, directions, trajectory, config.directions.pattern)
         directions = replace(directions, trajectory=path)
+    if config.directions.trajectories:  # every kind: each run projected onto the plane
+        runs = runs_on_plane(
+            model, directions, config.directions.trajectories, config.directions.pattern
+        )
+        directions = replace(directions, runs=runs)
     identity["directions_sha256"] = directions.digest()
     config = replace(config, grid=resolve_grid(config.grid, directions))
     if fitted_later:
@@ -175,6 +181,8 @@ def hessian_at(
 def resolve_grid(grid: GridConfig, directions: Directions) -> GridConfig:
     """Replace 'auto:num' axes by ranges fitted to the PCA path (config checks the kind)."""
     path = None if directions.trajectory is None else directions.trajectory.coordinates
+    if directions.runs is not None and directions.runs.paths:  # fitted to every run's path
+        path = np.concatenate([run.trajectory.coordinates for run in directions.runs.paths])
     axes = []
     for column, axis in enumerate((grid.x, grid.y)):
         if isinstance(axis, AutoAxis):
@@ -312,6 +320,7 @@ def open_output(
         prepared.identity,
         prepared.directions.trajectory,
         weight_statistics(prepared.model.state_dict()),
+        prepared.directions.runs,
     )
 
 
