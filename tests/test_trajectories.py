@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from lsurf import checkpoint, models, params
+from lsurf import checkpoint, models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
 from lsurf.files.directions import read_directions
@@ -125,12 +125,16 @@ def test_each_run_is_stored_as_its_own_projection_onto_the_plane(runs, pca_sweep
     origin = checkpoint.read_state_dict(theta_star(runs))
     keys = [key for key in directions.x if directions.x[key].any() or directions.y[key].any()]
     assert directions.y is not None
-    for run, stored, name in zip(surface.runs.paths, directions.runs.paths, OPTIMIZERS, strict=True):
+    for run, stored, name in zip(
+        surface.runs.paths, directions.runs.paths, OPTIMIZERS, strict=True
+    ):
         files = [runs[name] / f"model_{step}.pt" for step in range(STEPS + 1)]
         alone = project_trajectory(origin, directions.x, directions.y, files, keys)
         # Least squares by numpy, independently of lsurf's normal equations.
         plane = np.stack([flat(directions.x, keys), flat(directions.y, keys)], axis=1)
-        differences = [flat(checkpoint.read_state_dict(f), keys) - flat(origin, keys) for f in files]
+        differences = [
+            flat(checkpoint.read_state_dict(f), keys) - flat(origin, keys) for f in files
+        ]
         expected = np.stack([np.linalg.lstsq(plane, d, rcond=None)[0] for d in differences])
         scale = np.abs(expected).max()
         np.testing.assert_allclose(run.trajectory.coordinates, expected, atol=1e-9 * scale)
@@ -149,8 +153,10 @@ def test_info_lists_the_runs_with_their_point_counts(pca_sweep, capsys):
     capsys.readouterr()
     assert main(["info", str(pca_sweep)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"run      sgd: {STEPS + 1} checkpoints, epochs 0-{STEPS}" in lines
-    assert f"run      Adam: {STEPS + 1} checkpoints, epochs 0-{STEPS}" in lines
+    for label in ("sgd", "Adam"):
+        listed = [line for line in lines if line.startswith(f"run      {label}: ")]
+        assert len(listed) == 1 and f": {STEPS + 1} checkpoints, epochs 0-{STEPS};" in listed[0]
+    assert any(line.startswith("plane    explained variance of all 2 runs x ") for line in lines)
 
 
 def test_the_figures_have_one_legend_entry_per_run(pca_sweep, tmp_path):

@@ -34,7 +34,7 @@ from lsurf.files.directions import is_direction_file
 from lsurf.files.sharpness import is_sharpness_path, read_sharpness
 from lsurf.files.surface import Surface, read_surface
 from lsurf.files.topology import describe_stored, read_topology_file
-from lsurf.files.trajectory import Trajectory
+from lsurf.files.trajectory import Runs, Trajectory
 from lsurf.grid import Axis
 from lsurf.metrics import EIG_PRODUCTS, MAX_EIG, MIN_EIG
 
@@ -321,6 +321,7 @@ def describe_directions(path: Path) -> str:
         lines.append(f"curvature  Hessian eigenvalue along each direction: {found}")
     if directions.trajectory is not None:
         lines.append(_path_line(directions.trajectory, str(attributes.get("kind", "random"))))
+    lines += _run_lines(directions.runs)
     checkpoint = str(attributes.get("checkpoint_sha256", ""))[:16]
     lines.append(
         f"made for checkpoint sha256 {checkpoint}…  by lsurf {attributes.get('lsurf_version')}"
@@ -429,6 +430,29 @@ def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[s
         lines.append(
             _path_line(path, str(kind))
             + f"; path of {len(path.epochs)} checkpoints, epochs {path.epochs[0]}-{path.epochs[-1]}"
+        )
+    return lines + _run_lines(surface.runs)
+
+
+def _run_lines(runs: Runs | None) -> list[str]:
+    """The runs of `directions.trajectories`: the plane's explained variance over all of
+    them (PCA), then a line per run with its checkpoints and the share of its own variance
+    each axis captures."""
+    if runs is None:
+        return []
+    lines = []
+    if runs.explained_variance_ratio is not None:
+        first, second = (100.0 * ratio for ratio in runs.explained_variance_ratio)
+        lines.append(
+            f"plane    explained variance of all {len(runs.paths)} runs x {first:.1f}%, "
+            f"y {second:.1f}%"
+        )
+    for run in runs.paths:
+        epochs = run.trajectory.epochs
+        first, second = (100.0 * ratio for ratio in run.trajectory.explained_variance_ratio)
+        lines.append(
+            f"run      {run.label}: {len(epochs)} checkpoints, epochs {epochs[0]}-{epochs[-1]}; "
+            f"the plane captures x {first:.2g}%, y {second:.2g}% of its variance  ({run.folder})"
         )
     return lines
 

@@ -65,6 +65,14 @@ def describe(surface: Surface) -> Description:
                 f"{label} · {variance_share(ratio)} of the path's variance"
                 for label, ratio in zip((x_label, y_label), ratios, strict=True)
             )
+    runs = surface.runs
+    if runs is not None and runs.explained_variance_ratio is not None:
+        # The PCA plane of several runs: its axes' share of all their checkpoints' variance
+        # (each run's own share is in `lsurf info`).
+        x_label, y_label = (
+            f"{_ORDINALS[axis]} PC: {100 * runs.explained_variance_ratio[axis]:.1f} % (all runs)"
+            for axis in range(2)
+        )
     return Description(subject, x_label, y_label if surface.y is not None else "")
 
 

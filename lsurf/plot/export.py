@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from lsurf.plot.curves import (
     primary_metric,
 )
 from lsurf.plot.options import PlotOptions
+from lsurf.plot.path import run_style
 from lsurf.plot.view import SHOWN, Panel, Scale, mask_hidden
 
 HTML_SAMPLES = 501
@@ -194,6 +196,7 @@ def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
             colorbar={"title": {"text": name}},
         )
     )
+    _add_runs(figure, panel, low)
     figure.update_layout(
         title={"text": "<br>".join(note for note in notes if note), "font": {"size": 13}},
         scene={
@@ -203,6 +206,38 @@ def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
         },
     )
     figure.write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def _add_runs(figure: Any, panel: Panel, floor: float) -> None:
+    """The runs of directions.trajectories on the floor of the 3D page (z = the scale's
+    bottom), one named trace each in the figures' colours and markers, so the legend lists
+    them and a click hides one; the start and end named on hover."""
+    import plotly.graph_objects as go
+
+    runs = panel.surface.runs
+    if runs is None:
+        return
+    # plotly's 3D markers are few: circle, square, diamond, cross, x (and open variants)
+    markers = ("circle", "square", "diamond", "cross", "x")
+    for index, run in enumerate(runs.paths):
+        color, _ = run_style(index)
+        a, b = run.trajectory.coordinates[:, 0], run.trajectory.coordinates[:, 1]
+        epochs = [f"{run.label} epoch {epoch}" for epoch in run.trajectory.epochs]
+        epochs[0] += " (start)"
+        epochs[-1] += " (end)"
+        figure.add_trace(
+            go.Scatter3d(
+                x=a,
+                y=b,
+                z=np.full(len(a), floor),
+                mode="lines+markers",
+                name=run.label,
+                text=epochs,
+                hoverinfo="text",
+                line={"color": color, "width": 4},
+                marker={"color": color, "size": 3, "symbol": markers[index % len(markers)]},
+            )
+        )
 
 
 def write_curve_html(panel: Panel, options: PlotOptions, path: Path) -> None:

@@ -1,8 +1,10 @@
-"""A PCA sweep's optimizer path drawn on a plane figure: line, start and end, some epochs.
+"""A PCA sweep's optimizer path drawn on a plane figure: line, start and end, some epochs;
+and the paths of several runs (`directions.trajectories`), each in its own colour and marker.
 
 Input: a matplotlib Axes (2D, or 3D with the height of the box's floor) and the `Panel` whose
-surface holds the trajectory. Output: the path drawn over what is there, with epochs named
-where their labels cannot collide.
+surface holds the trajectory or the runs. Output: the paths drawn over what is there, with
+epochs named where their labels cannot collide (on a single path; several runs' epoch labels
+would crowd each other, so their legend names them instead).
 """
 
 from __future__ import annotations
@@ -19,6 +21,40 @@ if TYPE_CHECKING:
     from mpl_toolkits.mplot3d import Axes3D
 
 PATH_COLOR = "#e41a1c"
+# The runs of directions.trajectories, in order (colorbrewer Set1, then repeating with other
+# markers): colours that stand out on viridis, markers that tell runs apart in grey print.
+RUN_COLORS = ("#e41a1c", "#377eb8", "#ff7f00", "#984ea3", "#f781bf", "#a65628", "#999999")
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+
+
+def run_style(index: int) -> tuple[str, str]:
+    """(colour, marker) of the run at `index`: no two of the first 56 runs look alike."""
+    return RUN_COLORS[index % len(RUN_COLORS)], RUN_MARKERS[index % len(RUN_MARKERS)]
+
+
+def draw_runs(ax: Axes, panel: Panel, floor: float | None = None) -> None:
+    """Each run's path: line and markers in its own style, labelled for the legend, its start
+    and end marked as a single path's are. On a 3D axes they lie on the box's floor."""
+    runs = panel.surface.runs
+    if runs is None:
+        return
+    for index, run in enumerate(runs.paths):
+        a, b = run.trajectory.coordinates[:, 0], run.trajectory.coordinates[:, 1]
+        heights = () if floor is None else (np.full(len(a), floor),)
+        color, marker = run_style(index)
+        ax.plot(
+            a, b, *heights, "-", marker=marker, color=color, markersize=3, linewidth=1.2,
+            zorder=4, gid="run", label=run.label,
+        )  # fmt: skip
+        for point_index, end_marker, size in ((0, "o", 7), (len(a) - 1, "*", 11)):
+            point: tuple[np.ndarray, ...] = (a[point_index : point_index + 1],)
+            point += (b[point_index : point_index + 1],)
+            point += () if floor is None else (np.array([floor]),)
+            ax.plot(
+                *point, end_marker, color="white", markeredgecolor=color, markersize=size, zorder=5
+            )
+
+
 LABEL_GAP = 0.06  # fraction of the plot's width/height kept between two named epochs
 MOST_LABELS = 8  # epochs named on a path at most
 

@@ -38,7 +38,7 @@ from lsurf.files.labels import completeness, titles
 from lsurf.metrics import Column
 from lsurf.plot.camera import BOX_ASPECT, Box, choose_view
 from lsurf.plot.options import Colormaps, Kind, PlotOptions
-from lsurf.plot.path import PATH_COLOR, draw_path
+from lsurf.plot.path import PATH_COLOR, draw_path, draw_runs, run_style
 from lsurf.plot.view import NOT_COMPUTED, NOT_FINITE, SHOWN, Panel, Scale
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ def _draw_contour(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colorma
         ax.clabel(lines, np.asarray(lines.levels)[::2], fontsize=6, fmt="%.3g", inline=True)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
+    draw_runs(ax, panel)
 
 
 def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
@@ -166,6 +167,7 @@ def _draw_filled(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap
         ax.contour(x, y, panel.values.T, colors="k", linewidths=0.3, alpha=0.6, **style)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
+    draw_runs(ax, panel)
 
 
 def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
@@ -176,6 +178,7 @@ def _draw_heatmap(ax: Axes, panel: Panel, scale: Scale, norm: Normalize, colorma
     _cells(ax, x_edges, y_edges, panel.values.T, cmap=colormap, norm=norm, zorder=1)
     _draw_unconverged(ax, panel)
     draw_path(ax, panel)
+    draw_runs(ax, panel)
 
 
 def _draw_surface3d(ax: Axes3D, panel: Panel, scale: Scale, norm: Normalize, colormap: str) -> None:
@@ -219,6 +222,7 @@ def _draw_surface3d(ax: Axes3D, panel: Panel, scale: Scale, norm: Normalize, col
     # On the surface where it is drawn, on the floor where the point is hidden.
     _draw_unconverged(ax, panel, np.where(np.isnan(heights), low, heights))
     draw_path(ax, panel, floor=low)
+    draw_runs(ax, panel, floor=low)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(y[0], y[-1])
     ax.set_zlim(low, high)
@@ -257,7 +261,7 @@ def _look_at_minimum(
 def _draw_path_levels(ax: Axes, panel: Panel, levels: Sequence[float]) -> None:
     """Extra contour lines on a plane that carries a training path (the reference's 10, 100,
     ..., 1e8 on its trajectory plots): grey, outside the color scale, labelled."""
-    if panel.surface.trajectory is None or not _can_contour(panel):
+    if (panel.surface.trajectory is None and panel.surface.runs is None) or not _can_contour(panel):
         return
     shown = panel.values.compressed()
     drawn = [level for level in levels if shown.min() < level < shown.max()]
@@ -380,8 +384,10 @@ def _share_limits(axes: Sequence[Axes], panels: Sequence[Panel], kind: Kind) -> 
         else:
             x0, x1, y0, y1 = x[0], x[-1], y[0], y[-1]
         corners = [(x0, y0), (x1, y1)]
-        if panel.surface.trajectory is not None:
-            path = panel.surface.trajectory.coordinates
+        paths = [] if panel.surface.trajectory is None else [panel.surface.trajectory]
+        if panel.surface.runs is not None:
+            paths += [run.trajectory for run in panel.surface.runs.paths]
+        for path in (trajectory.coordinates for trajectory in paths):
             corners += [tuple(path.min(axis=0)), tuple(path.max(axis=0))]
         lows.append(np.min(corners, axis=0))
         highs.append(np.max(corners, axis=0))
@@ -430,9 +436,21 @@ def _legend_handles(panels: Sequence[Panel], scale: Scale) -> list[Artist]:
     flag_label = unconverged_label(panels)
     if flag_label is not None:
         handles.append(Line2D([], [], linestyle="", label=flag_label, **UNCONVERGED_STYLE))
-    if any(panel.surface.trajectory is not None for panel in panels):
+    single = any(panel.surface.trajectory is not None for panel in panels)
+    if single:
+        handles.append(
+            Line2D([], [], color=PATH_COLOR, marker="o", markersize=3, label="optimizer path")
+        )
+    # Several runs: one entry per label, in the order of the first panel that has it.
+    labels: list[str] = []
+    for panel in panels:
+        if panel.surface.runs is not None:
+            labels += [run.label for run in panel.surface.runs.paths if run.label not in labels]
+    for index, label in enumerate(labels):
+        color, marker = run_style(index)
+        handles.append(Line2D([], [], color=color, marker=marker, markersize=3, label=label))
+    if single or labels:
         handles += [
-            Line2D([], [], color=PATH_COLOR, marker="o", markersize=3, label="optimizer path"),
             Line2D([], [], color="white", marker="o", markeredgecolor="k", ls="", label="start"),
             Line2D(
                 [], [], color="white", marker="*", markeredgecolor="k", ls="", ms=10, label="end"
