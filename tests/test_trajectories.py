@@ -8,6 +8,8 @@ with Adam on a fixed batch of random images, a checkpoint after every step.
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import h5py
@@ -15,10 +17,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from doc_commands import ROOT, blocks, documented
 
 from lsurf import checkpoint, models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
+from lsurf.data.synthetic import write_synthetic
 from lsurf.files.directions import read_directions
 from lsurf.files.surface import read_surface
 from lsurf.projection import project_trajectory
@@ -252,3 +256,35 @@ def test_bad_runs_are_one_line_exit_2_and_nothing_written(case, runs, cifar_root
     assert "\n" not in error and expected in error, error
     assert not (tmp_path / "surface.h5").exists()
     assert not (tmp_path / "surface.directions.h5").exists()
+
+
+def test_the_documented_comparison_runs_as_shown(tmp_path, monkeypatch, capsys):
+    """docs/training.md's runs.yaml and its commands, in a scratch folder holding the two runs
+    it names and synthetic data where it looks for them."""
+    page = ROOT / "docs" / "training.md"
+    (config,) = [block for block in blocks(page) if block.lines[0].startswith("# runs.yaml")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs.yaml").write_text("\n".join(config.lines) + "\n")
+    write_synthetic(tmp_path / "data" / "cifar10", train_size=64, test_size=32, seed=0)
+    torch.manual_seed(0)
+    initial = models.build("convnet_small").state_dict()
+    for name in OPTIMIZERS:
+        train_run(tmp_path / "runs" / name, initial, name)
+    for text in (
+        ".venv/bin/lsurf sweep runs.yaml",
+        ".venv/bin/lsurf info runs/compare.h5",
+        ".venv/bin/lsurf plot runs/compare.h5 --format png,html",
+    ):
+        command = documented(text)
+        capsys.readouterr()
+        assert main(shlex.split(command.text)[1:]) == 0, text
+        printed = capsys.readouterr().out.splitlines()
+        for shown in command.shown:  # each shown line printed, in order; … matches anything
+            pattern = re.compile(".*".join(re.escape(part) for part in shown.split("…")))
+            matching = [index for index, line in enumerate(printed) if pattern.fullmatch(line)]
+            assert matching, (text, shown, printed)
+            printed = printed[matching[0] + 1 :]
+    assert all(
+        (tmp_path / "runs" / f"compare_train_loss_{kind}.png").stat().st_size > 0
+        for kind in ("contour", "filled", "heatmap", "surface3d")
+    )
