@@ -10,7 +10,8 @@ and leaves it as it was. A sample of the cases also runs under
 `mpiexec -n 3`, which must give the serial surface bit for bit.
 
 The model is convnet_small on the session's generated CIFAR-10 data (tests/conftest.py); the
-second and third checkpoints, the PCA trajectory and the reference-layout direction file are
+second and third checkpoints, the PCA trajectory (and a second run from its start), and the
+reference-layout direction file are
 made once per session from perturbed copies of the same θ*.
 """
 
@@ -47,6 +48,7 @@ class Inputs:
     target: Path  # a second checkpoint (kind: target)
     y_target: Path  # a third one (a target plane's y)
     trajectory: Path  # a folder of model_<epoch>.pt ending at θ*
+    second_run: Path  # another run from the trajectory's model_0.pt, by another way
     reference: Path  # a 2D direction file in the reference code's layout
 
 
@@ -78,6 +80,13 @@ def inputs(tmp_path_factory, cifar_root, small_checkpoint) -> Inputs:
     for epoch in range(TRAJECTORY_LENGTH):
         moved = perturbed(state, seed=10 + epoch, scale=0.02 * (last - epoch))
         save_checkpoint(trajectory / f"model_{epoch}.pt", moved, epoch=epoch)
+    # A second run (directions.trajectories) from the same start, wandering elsewhere.
+    second_run = folder / "second_run"
+    second_run.mkdir()
+    for epoch in range(TRAJECTORY_LENGTH):
+        moved = perturbed(state, seed=20 + epoch, scale=0.02 * (last - epoch))
+        start = read_state_dict(trajectory / "model_0.pt")
+        save_checkpoint(second_run / f"model_{epoch}.pt", start if epoch == 0 else moved)
     model = models.build("convnet_small")
     model.load_state_dict(state)
     generator = torch.Generator().manual_seed(3)
@@ -89,7 +98,7 @@ def inputs(tmp_path_factory, cifar_root, small_checkpoint) -> Inputs:
         for _ in range(2)
     )
     reference = write_reference_directions(folder / "reference.h5", model, x, y)
-    return Inputs(cifar_root, small_checkpoint, target, y_target, trajectory, reference)
+    return Inputs(cifar_root, small_checkpoint, target, y_target, trajectory, second_run, reference)
 
 
 # The cases' direction kinds, as minimal_config spells each; LINES are the 1D ones.
@@ -99,6 +108,7 @@ KIND_NAMES = (
     "target",
     "target-plane",
     "pca",
+    "pca-runs",
     "hessian",
     "reference",
 )
@@ -109,7 +119,7 @@ def minimal_config(kind: str, splits: tuple[str, ...], inputs: Inputs, folder: P
     """The smallest config a user writes for `kind` on `splits`, saved as folder/sweep.yaml."""
     checkpoint = inputs.checkpoint
     grid: dict[str, str] = {"x": X_AXIS, "y": Y_AXIS}
-    directions: dict[str, str] | None = None
+    directions: dict[str, str | list[str]] | None = None
     hessian: dict[str, str] | None = None
     if kind == "random-1d":
         grid = {"x": X_AXIS}
@@ -128,6 +138,11 @@ def minimal_config(kind: str, splits: tuple[str, ...], inputs: Inputs, folder: P
     elif kind == "pca":
         directions = {"kind": "pca", "trajectory": str(inputs.trajectory)}
         grid = {"x": "auto:3", "y": "auto:2"}  # fitted to the path
+        checkpoint = inputs.trajectory / f"model_{TRAJECTORY_LENGTH - 1}.pt"
+    elif kind == "pca-runs":  # two runs' paths on the PCA plane of both
+        runs = [str(inputs.trajectory), str(inputs.second_run)]
+        directions = {"kind": "pca", "trajectories": runs}
+        grid = {"x": "auto:3", "y": "auto:2"}
         checkpoint = inputs.trajectory / f"model_{TRAJECTORY_LENGTH - 1}.pt"
     elif kind == "hessian":
         directions = {"kind": "hessian"}
