@@ -11,8 +11,7 @@ and leaves it as it was. A sample of the cases also runs under
 
 The model is convnet_small on the session's generated CIFAR-10 data (tests/conftest.py); the
 second and third checkpoints, the PCA trajectory (and a second run from its start), and the
-reference-layout direction file are
-made once per session from perturbed copies of the same θ*.
+reference-layout direction file are made once per session from perturbed copies of the same θ*.
 """
 
 from __future__ import annotations
