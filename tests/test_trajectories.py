@@ -270,19 +270,19 @@ def test_the_documented_comparison_runs_as_shown(tmp_path, monkeypatch, capsys):
     initial = models.build("convnet_small").state_dict()
     for name in OPTIMIZERS:
         train_run(tmp_path / "runs" / name, initial, name)
-    for text in (
-        ".venv/bin/lsurf sweep runs.yaml",
-        ".venv/bin/lsurf info runs/compare.h5",
-        ".venv/bin/lsurf plot runs/compare.h5 --format png,html",
-    ):
-        command = documented(text)
+    commands = (  # documented(...) with the text itself: tests/test_docs.py reads the calls
+        documented(".venv/bin/lsurf sweep runs.yaml"),
+        documented(".venv/bin/lsurf info runs/compare.h5"),
+        documented(".venv/bin/lsurf plot runs/compare.h5 --format png,html"),
+    )
+    for command in commands:
         capsys.readouterr()
-        assert main(shlex.split(command.text)[1:]) == 0, text
+        assert main(shlex.split(command.text)[1:]) == 0, command.text
         printed = capsys.readouterr().out.splitlines()
         for shown in command.shown:  # each shown line printed, in order; … matches anything
             pattern = re.compile(".*".join(re.escape(part) for part in shown.split("…")))
             matching = [index for index, line in enumerate(printed) if pattern.fullmatch(line)]
-            assert matching, (text, shown, printed)
+            assert matching, (command.text, shown, printed)
             printed = printed[matching[0] + 1 :]
     assert all(
         (tmp_path / "runs" / f"compare_train_loss_{kind}.png").stat().st_size > 0
