@@ -288,3 +288,24 @@ def test_the_documented_comparison_runs_as_shown(tmp_path, monkeypatch, capsys):
         (tmp_path / "runs" / f"compare_train_loss_{kind}.png").stat().st_size > 0
         for kind in ("contour", "filled", "heatmap", "surface3d")
     )
+
+
+def test_a_pca_direction_file_of_other_runs_is_not_reused(
+    runs, pca_sweep, cifar_root, tmp_path, capsys
+):
+    """The union plane depends on the runs: a direction file made for other runs (or for one
+    run's `trajectory`) is refused by name, not silently reused."""
+    shared = str(pca_sweep.with_name("surface.directions.h5"))
+    before = Path(shared).read_bytes()
+    for directions in (
+        {"kind": "pca", "trajectories": [str(runs["sgd"])], "file": shared},
+        {"kind": "pca", "trajectory": str(runs["sgd"]), "file": shared},
+    ):
+        config = write_config(tmp_path, cifar_root, runs, directions)
+        capsys.readouterr()
+        assert main(["sweep", str(config)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "\n" not in error, error
+        assert "was made for another sweep (differs in: " in error and "trajectories " in error
+        assert not (tmp_path / "surface.h5").exists()
+    assert Path(shared).read_bytes() == before
