@@ -161,6 +161,11 @@ def test_info_lists_the_runs_with_their_point_counts(pca_sweep, capsys):
         listed = [line for line in lines if line.startswith(f"run      {label}: ")]
         assert len(listed) == 1 and f": {STEPS + 1} checkpoints, epochs 0-{STEPS};" in listed[0]
     assert any(line.startswith("plane    explained variance of all 2 runs x ") for line in lines)
+    # The direction file says the same of its plane and runs.
+    assert main(["info", str(pca_sweep.with_name("surface.directions.h5"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "kind     pca  2 runs' checkpoints together  ignore=biasbn  centred"
+    assert sum(line.startswith(("run      sgd: ", "run      Adam: ")) for line in lines) == 2
 
 
 def test_the_figures_have_one_legend_entry_per_run(pca_sweep, tmp_path):

@@ -97,7 +97,11 @@ class PrincipalPlane(Kind):
     def describe(self, settings: Mapping[str, Any]) -> str:
         centred = "centred" if settings.get("center", True) else "not centred"
         trajectory, ignore = settings.get("trajectory"), settings.get("ignore")
+        # A stored config lists the runs; a direction file records them as one
+        # 'label=folder; ...' text (`record`).
         runs = settings.get("trajectories") or []
+        if isinstance(runs, str):
+            runs = runs.split("; ")
         if runs:
             return f"{len(runs)} runs' checkpoints together  ignore={ignore}  {centred}"
         return f"trajectory {trajectory}  ignore={ignore}  {centred}"
