@@ -314,3 +314,16 @@ def test_a_pca_direction_file_of_other_runs_is_not_reused(
         assert "was made for another sweep (differs in: " in error and "trajectories " in error
         assert not (tmp_path / "surface.h5").exists()
     assert Path(shared).read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["pca", "random"])
+def test_runs_on_a_line_are_refused(kind, runs, cifar_root, tmp_path, capsys):
+    directions = {"kind": kind, "trajectories": [str(runs["sgd"])]}
+    config = write_config(tmp_path, cifar_root, runs, directions, grid={"x": "-1:1:3"})
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lsurf: error: directions.trajectories draws training paths on a plane: give grid.y, "
+        "or remove it"
+    )
+    assert not (tmp_path / "surface.h5").exists()

@@ -183,6 +183,10 @@ def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> Di
         raise ConfigError(
             f"directions.{key} is only used with directions.kind: {' or '.join(users)}"
         )
+    if not plane and settings.trajectories:
+        raise ConfigError(
+            "directions.trajectories draws training paths on a plane: give grid.y, or remove it"
+        )
     if not plane:
         for key in kind.plane_keys:
             if getattr(settings, key) not in (None, False, defaults[key]):
