@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsurf import params
 from lsurf.checkpoint import require_finite
 from lsurf.config import OBJECT_LABEL, EvaluationConfig, objects_sweep_config
 from lsurf.data.splits import from_object
 from lsurf.errors import ConfigError
 from lsurf.files.surface import Surface, read_surface
 from lsurf.losses import build_loss
+from lsurf.params import digest as state_digest
 from lsurf.run.phases import Sources
 from lsurf.run.progress import Log, to_stderr
 from lsurf.run.sweep import run_in_process
@@ -66,6 +66,7 @@ def sweep(
     loss: str | Callable[..., Any] = "cross_entropy",
     directions: Mapping[str, Any] | None = None,
     hessian: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
     output: str | Path | None = None,
     force: bool = False,
     log: Log | None = to_stderr,
@@ -76,20 +77,30 @@ def sweep(
     `directions` takes the keys of the config's `directions` section, e.g.
     {"kind": "random", "norm": "filter", "seed": 3} or {"kind": "target", "target": "b.pt"};
     `hessian` those of the `hessian` section, e.g. {"eigenvalues": True, "tol": 1e-4} for the
-    maps of λmax and λmin. `settings`: `batch_size=500`, `device="cpu"`, `fold_bn=False`,
-    `rel_error=0.01`, ... (see the module docstring); an unknown one is a ConfigError.
+    maps of λmax and λmin. `params` chooses the tensors the directions move by name, as the
+    config's `directions.params`: {"include": ["*lora_*"], "exclude": ["*norm*"]} (globs over
+    `model.named_parameters()` names); the others stay at θ*. `settings`: `batch_size=500`,
+    `device="cpu"`, `fold_bn=False`, `rel_error=0.01`, ... (see the module docstring); an
+    unknown one is a ConfigError.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     splits = dict(data) if isinstance(data, Mapping) else {"train": data}
     loss_name = loss if isinstance(loss, str) else f"{OBJECT_LABEL} {_name_of(loss)}"
     evaluation, data_settings = _sections(settings)
+    direction_settings = dict(directions or {})
+    if params is not None:
+        if "params" in direction_settings:
+            raise ConfigError(
+                "lsurf.sweep got params twice (params= and directions['params']); give one"
+            )
+        direction_settings["params"] = dict(params)
     with tempfile.TemporaryDirectory(prefix="lsurf-") as scratch:
         path = Path(output) if output is not None else Path(scratch) / "surface.h5"
         raw = {
             "model": {"name": f"{OBJECT_LABEL} {_name_of(type(model))}"},
             "data": {"dataset": OBJECT_LABEL, "splits": list(splits), **data_settings},
-            "directions": dict(directions or {}),
+            "directions": direction_settings,
             "grid": {"x": x, "y": y},
             "evaluation": {**evaluation, "loss": loss_name},
             "hessian": dict(hessian or {}),
@@ -107,7 +118,7 @@ def sweep(
         def load_origin(target: nn.Module, _: object) -> str:
             target.load_state_dict(state)
             require_finite(target, "the model passed to lsurf.api.sweep")
-            return params.digest(state)
+            return state_digest(state)
 
         def open_split(data_config: Any, name: str, on: torch.device, channels_last: bool) -> Any:
             return from_object(

@@ -90,6 +90,42 @@ class TrajectoryRun:
 
 
 @dataclass(frozen=True)
+class ParamsSelection:
+    """Which tensors move, by name: fnmatch globs (case-sensitive) over the names of the
+    tensors a direction, the Hessian or a sharpness perturbation may move (every name of a
+    tied parameter; a floating buffer's state_dict key where buffers move). A tensor is
+    selected when one of its names matches `include` and none matches `exclude`
+    (lsurf.params.select); the others stay at θ*, bit for bit."""
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        """The default: every tensor, so nothing is recorded and nothing changes."""
+        return self.include == ("*",) and not self.exclude
+
+    def describe(self) -> str:
+        return f"include {list(self.include)} exclude {list(self.exclude)}"
+
+    def report(
+        self, tensors: int, values: int, total: int, names: Sequence[str] | None
+    ) -> list[str]:
+        """What `--plan`, the sweep's log and `lsurf info` say of what it picked: one line,
+        and the names (where known) when there are at most `NAMES_SHOWN` of them."""
+        lines = [
+            f"parameters: {tensors} tensors ({values:,} values) of {total} match " + self.describe()
+        ]
+        if names is not None and len(names) <= NAMES_SHOWN:
+            lines.append("  " + ", ".join(names))
+        return lines
+
+
+# A selection's report lists the selected names up to this many (a big model's are too many).
+NAMES_SHOWN = 8
+
+
+@dataclass(frozen=True)
 class DirectionsConfig:
     kind: str = "random"  # a name of lsurf.kinds.KINDS: random, target, pca, hessian, reference
     # norm applies to random directions; target (θ2 − θ1) and pca (unit principal
@@ -121,6 +157,9 @@ class DirectionsConfig:
     same_dir: bool = False
     y_target: Path | None = None  # kind: target — a third checkpoint: y = θ3 − θ1
     reference: Path | None = None  # kind: reference — a direction file the reference wrote
+    # kinds random, target, pca: the tensors the directions move, by name (LoRA adapters:
+    # include ['*lora_*']); the others get no direction and stay at θ*.
+    params: ParamsSelection = field(default_factory=ParamsSelection)
 
 
 @dataclass(frozen=True)
@@ -196,6 +235,9 @@ class HessianConfig:
     split: SplitName = "train"  # must be one of data.splits
     # weights: tensors with more than one dimension, as the reference; all: every parameter
     params: HessianParams = "weights"
+    # The parameters by name, within `params` (hessian.params: weights still drops ≤ 1-dim
+    # tensors): the Hessian is the block over the selected ones (`names: {include: [...]}`).
+    names: ParamsSelection = field(default_factory=ParamsSelection)
     # A Ritz pair is converged when ‖Hv − λv‖ ≤ tol·|λ|max (the reference: ARPACK at 1e-2).
     tol: float = 1e-3
     max_products: int = 200  # Hessian-vector products per point at most (the Krylov space)
@@ -331,7 +373,8 @@ class SharpnessSection:
     averaged (SAM's m-sharpness). `adaptive` scales the noise and the ball by |θ| element by
     element. The loss is measured in eval mode on a fixed subset of `examples` examples of
     `split` drawn by `seed`; the tensors that move are the model's parameters, without those
-    of ≤ 1 dimension (biases, BatchNorm) under `ignore: biasbn`.
+    of ≤ 1 dimension (biases, BatchNorm) under `ignore: biasbn`, and only those `params`
+    selects by name.
     """
 
     measures: tuple[SharpnessMeasure, ...] = ("average", "worst", "m")
@@ -347,6 +390,8 @@ class SharpnessSection:
     split: SplitName = "train"
     ignore: Ignore = "biasbn"
     seed: int = 0
+    # The parameters that move, by name (as directions.params): the others stay at θ*.
+    params: ParamsSelection = field(default_factory=ParamsSelection)
 
 
 @dataclass(frozen=True)
@@ -552,8 +597,20 @@ def _check_errors(evaluation: EvaluationConfig) -> None:
         _check_positive(evaluation.bn_recompute, "evaluation.bn_recompute")
 
 
+def check_selection(selection: ParamsSelection, key: str) -> None:
+    """A selection's globs as written: at least one include, none empty. Whether each
+    matches a name of the model is checked once the model is built (lsurf.params.select)."""
+    if not selection.include:
+        raise ConfigError(f"{key}.include is empty; give at least one glob, e.g. ['*lora_*']")
+    for which in ("include", "exclude"):
+        for glob in getattr(selection, which):
+            if not glob.strip():
+                raise ConfigError(f"{key}.{which} holds an empty glob; remove it")
+
+
 def _check_hessian(hessian: HessianConfig) -> None:
     """The section's own values; none of them depends on another section."""
+    check_selection(hessian.names, "hessian.names")
     if not 0 < hessian.tol < 1:
         raise ConfigError(f"hessian.tol must be between 0 and 1 (e.g. 1e-3), got {hessian.tol}")
     if hessian.max_products < 2:
@@ -631,6 +688,7 @@ def _check_sweep(config: SweepConfig, objects: bool = False) -> SweepConfig:
             f"grid.path {config.grid.path} is a curve through three checkpoints: it needs a 1D "
             "grid (no grid.y), directions.kind: target and directions.y_target (the bend)"
         )
+    check_selection(config.directions.params, "directions.params")
     resolved = kinds.resolve(config.directions, on_plane(config.grid), automatic)
     _check_hessian(config.hessian)
     if asks_for_hessian(config):
@@ -717,6 +775,7 @@ def check_sharpness(config: SharpnessConfig) -> SharpnessConfig:
         )
     if section.step_size is not None and not section.step_size > 0:
         raise ConfigError(f"sharpness.step_size must be above 0, got {section.step_size}")
+    check_selection(section.params, "sharpness.params")
     if config.model.checkpoint is None:
         raise ConfigError("model.checkpoint is required: the sharpness of which weights?")
     if config.output.suffix not in (".h5", ".hdf5"):

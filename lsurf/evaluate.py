@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from lsurf import hessian, params
+from lsurf.config import ParamsSelection
 from lsurf.data.cifar import Split
 from lsurf.data.splits import CachedSplit, SplitData
 from lsurf.directions import Directions
@@ -94,6 +95,7 @@ class Curvature:
     max_products: int  # Hessian-vector products per point at most
     seed: int  # the Lanczos start vector, the same at every point
     batch_size: int  # examples per double-backprop batch
+    names: ParamsSelection = ParamsSelection()  # hessian.names: the parameters, by name
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,10 @@ class Evaluator:
         self.loss = loss or build_loss("cross_entropy")
         configure_backends(precision)
         # The live tensors the directions move, and θ* (the checkpoint's values) beside them.
-        self.live = params.movable(self.model, include_buffers=directions.moves_buffers)
+        # Only the tensors with a direction: a directions.params selection leaves the others
+        # out, so they are never written and stay θ*'s, bit for bit.
+        movable = params.movable(self.model, include_buffers=directions.moves_buffers)
+        self.live = {key: tensor for key, tensor in movable.items() if key in directions.x}
         self.origin = params.snapshot(self.live)
         self.x = {key: directions.x[key].to(device) for key in self.live}
         self.y = (
@@ -533,7 +538,7 @@ def curvature_operator(
 ) -> hessian.HessianOperator:
     """The Hessian of `split`'s mean loss w.r.t. `model`'s curvature parameters, once a probe
     batch has shown it has a second derivative (one line of bad input if it has not)."""
-    weights = hessian.curvature_parameters(model, curvature.params)
+    weights = hessian.curvature_parameters(model, curvature.params, curvature.names)
     check_second_derivatives(model, split, weights, loss)
     batches = lambda: split.batches(curvature.batch_size)  # noqa: E731 - a one-line factory
     return hessian.HessianOperator(model, weights, batches, loss)

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from lsurf import params
+from lsurf.config import ParamsSelection
 from lsurf.errors import ConfigError, LsurfError
 from lsurf.losses import Loss
 
@@ -76,22 +77,29 @@ _TWICE = (
 )
 
 
-def curvature_parameters(model: nn.Module, which: str) -> dict[str, torch.Tensor]:
+def curvature_parameters(
+    model: nn.Module, which: str, names: ParamsSelection | None = None
+) -> dict[str, torch.Tensor]:
     """The live parameter tensors the Hessian is taken over, keyed by state_dict key.
 
     "weights": tensors with more than one dimension (the reference's choice: conv kernels and
     linear matrices, no biases or BN γ/β); "all": every parameter. Tied tensors appear once.
+    `names` (hessian.names) keeps those it selects by name: the Hessian is their block.
     """
     if which not in PARAMETER_CHOICES:
         raise ValueError(f"which must be one of {', '.join(PARAMETER_CHOICES)}; got {which!r}")
     movable = params.movable(model, include_buffers=False)
+    if names is not None and not names.everything:
+        picked = params.select(model, names, key="hessian.names").keys
+        movable = {name: tensor for name, tensor in movable.items() if name in picked}
     chosen = {
         name: tensor for name, tensor in movable.items() if which == "all" or tensor.dim() > 1
     }
     if not chosen:
+        within = "" if names is None or names.everything else " in hessian.names"
         raise ConfigError(
             f"hessian.params: {which} selects no tensor of this model (it has "
-            f"{len(movable)} parameters, none with more than one dimension); set "
+            f"{len(movable)} parameters{within}, none with more than one dimension); set "
             "hessian.params: all"
         )
     return chosen

@@ -148,7 +148,13 @@ def path_on_plane(
     every run, as the path is not part of what a direction file records."""
     assert directions.y is not None  # a plane
     origin = params.movable(model, include_buffers=directions.moves_buffers)
-    keys = [key for key in origin if bool(directions.x[key].any()) or bool(directions.y[key].any())]
+    # The tensors the plane moves: those with a direction (directions.params may leave some
+    # out) that is not zero.
+    keys = [
+        key
+        for key in origin
+        if key in directions.x and (bool(directions.x[key].any()) or bool(directions.y[key].any()))
+    ]
     files = trajectory_files(folder, pattern)
     return project_trajectory(origin, directions.x, directions.y, files, keys)
 

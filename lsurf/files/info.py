@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lsurf import kinds
+from lsurf.config import ParamsSelection
 from lsurf.files.captures import is_captures_path, read_captures
 from lsurf.files.connect import is_connect_path, read_connect
 from lsurf.files.curvature import (
@@ -308,6 +310,7 @@ def describe_directions(path: Path) -> str:
     values = sum(tensor.numel() for tensor in directions.x.values())
     count = "2 directions (a plane)" if directions.y is not None else "1 direction (a line)"
     lines.append(f"size     {count}, each {values} values in {len(directions.x)} tensors")
+    lines += _selection_lines(attributes, list(directions.x))
     if directions.y is not None:
         # Random directions in many dimensions are almost orthogonal; PCA's are exactly so.
         x = torch.cat([tensor.reshape(-1).double() for tensor in directions.x.values()])
@@ -425,6 +428,8 @@ def _describe_directions(directions: dict[str, Any], surface: Surface) -> list[s
     kind = directions.get("kind")
     file = f"file {surface.attributes.get('direction_file')}"
     lines = [f"directions  {kind}  {kinds.described(kind).describe(directions)}  {file}"]
+    names = surface.attributes.get("params_names")
+    lines += _selection_lines(surface.attributes, None if names is None else json.loads(names))
     path = surface.trajectory
     if path is not None:
         lines.append(
@@ -455,6 +460,23 @@ def _run_lines(runs: Runs | None) -> list[str]:
             f"the plane captures x {first:.2g}%, y {second:.2g}% of its variance  ({run.folder})"
         )
     return lines
+
+
+def _selection_lines(attributes: Mapping[str, Any], names: list[str] | None) -> list[str]:
+    """What a directions.params selection picked, as the sweep's --plan showed it (nothing
+    for a file made without one); `names`: the selected names, where the file holds them."""
+    if "params_include" not in attributes:
+        return []
+    selection = ParamsSelection(
+        tuple(json.loads(str(attributes["params_include"]))),
+        tuple(json.loads(str(attributes["params_exclude"]))),
+    )
+    return selection.report(
+        int(attributes["params_tensors"]),
+        int(attributes["params_values"]),
+        int(attributes["params_total"]),
+        names,
+    )
 
 
 def _path_line(path: Trajectory, kind: str) -> str:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 class PrincipalPlane(Kind):
     name = "pca"
-    keys = ("trajectory", "trajectories", "pattern", "center", "norm", "ignore")
+    keys = ("trajectory", "trajectories", "pattern", "center", "norm", "ignore", "params")
     fits_auto_axes = True
     computes_trajectory = True
     # A line runs along the first principal component; several runs are drawn on planes only.
@@ -42,7 +42,8 @@ class PrincipalPlane(Kind):
         from lsurf.pca import principal_plane, trajectory_files
 
         assert settings.ignore is not None  # resolved
-        weights = params.movable(context.model, include_buffers=False)
+        # The principal components of the path over the selected tensors only.
+        weights = params.movable(context.model, include_buffers=False, selection=settings.params)
         if settings.trajectories:
             return self._union_plane(settings, weights)
         assert settings.trajectory is not None  # resolved

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from lsurf.config import DirectionsConfig
+    from lsurf.config import DirectionsConfig, ParamsSelection
     from lsurf.directions import Directions
 
 
@@ -22,7 +22,7 @@ class RandomPlane(Kind):
     name = "random"
     keys = (
         "norm", "ignore", "seed", "space", "y_norm", "y_ignore", "same_dir", "trajectory",
-        "pattern", "trajectories",
+        "pattern", "trajectories", "params",
     )  # fmt: skip
 
     def resolve(self, settings: DirectionsConfig, plane: bool) -> DirectionsConfig:
@@ -40,7 +40,9 @@ class RandomPlane(Kind):
         from lsurf.directions import random_directions
 
         assert settings.norm is not None and settings.ignore is not None  # resolved
-        weights = params.movable(context.model, include_buffers=False)
+        # Only the tensors directions.params selects get a direction (drawn in key order over
+        # them alone); the others are left out of the Directions, so the evaluator never moves them.
+        weights = params.movable(context.model, include_buffers=False, selection=settings.params)
         return random_directions(
             weights,
             settings.norm,
@@ -50,7 +52,9 @@ class RandomPlane(Kind):
             y_norm=settings.y_norm,
             y_ignore=settings.y_ignore,
             same_dir=settings.same_dir,
-            buffers=buffers_of(context.model) if self.moves_buffers(settings) else None,
+            buffers=buffers_of(context.model, settings.params)
+            if self.moves_buffers(settings)
+            else None,
         )
 
     def record(self, settings: DirectionsConfig) -> dict[str, Any]:
@@ -76,11 +80,12 @@ class RandomPlane(Kind):
         return text
 
 
-def buffers_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The floating buffers (BN running mean/var) that `space: states` moves, by key."""
+def buffers_of(model: nn.Module, selection: ParamsSelection) -> dict[str, torch.Tensor]:
+    """The floating buffers (BN running mean/var) that `space: states` moves, by key: those
+    whose state_dict key `selection` picks (the same globs as the parameters')."""
     from lsurf import params
 
-    everything = params.movable(model, include_buffers=True)
+    everything = params.movable(model, include_buffers=True, selection=selection)
     weights = params.movable(model, include_buffers=False)
     return {key: tensor for key, tensor in everything.items() if key not in weights}
 

@@ -30,7 +30,7 @@ class Interpolation(Kind):
     name = "target"
     keys = (
         "target", "y_target", "norm", "ignore", "space", "seed", "y_norm", "y_ignore", "same_dir",
-        "trajectory", "pattern", "trajectories",
+        "trajectory", "pattern", "trajectories", "params",
     )  # fmt: skip
     plane_keys = (*Kind.plane_keys, "seed")  # a target line has no random part
 
@@ -81,7 +81,10 @@ class Interpolation(Kind):
         from lsurf import params
         from lsurf.directions import random_directions, target_direction
 
-        start = params.movable(context.model, include_buffers=self.moves_buffers(settings))
+        # The tensors directions.params selects (buffers by key): the others stay at θ*.
+        start = params.movable(
+            context.model, include_buffers=self.moves_buffers(settings), selection=settings.params
+        )
         line = target_direction(start, inputs.end)
         if not context.plane:
             return line
@@ -91,8 +94,11 @@ class Interpolation(Kind):
             y = line.x
         else:
             assert settings.y_norm is not None and settings.y_ignore is not None  # resolved
-            weights = params.movable(context.model, include_buffers=False)
-            buffers = buffers_of(context.model) if self.moves_buffers(settings) else None
+            weights = params.movable(
+                context.model, include_buffers=False, selection=settings.params
+            )
+            moves = self.moves_buffers(settings)
+            buffers = buffers_of(context.model, settings.params) if moves else None
             y = random_directions(
                 weights, settings.y_norm, settings.y_ignore, settings.seed, False, buffers=buffers
             ).x

@@ -192,7 +192,9 @@ def _analyse(
         f"hessian of the mean loss on {hessian.split} at θ* ({len(loaded.split)} examples, "
         + _batching(loaded.batches, loaded.batch_size, len(loaded.split))
         + (f", on {ranks} ranks" if ranks > 1 else "")
-        + f"): {loaded.size} parameters ({hessian.params})"
+        + f"): {loaded.size} parameters ({hessian.params}"
+        + ("" if hessian.names.everything else f", {hessian.names.describe()}")
+        + ")"
     )
 
     # run: the same stages on every rank, in step through the sums of their products
@@ -211,6 +213,7 @@ def _analyse(
         "checkpoint_sha256": digest,
         "split": hessian.split,
         "params": hessian.params,
+        **({} if hessian.names.everything else {"names": hessian.names.describe()}),
         "loss": config.evaluation.loss,
         "parameters": loaded.size,
         "examples": len(loaded.split),
@@ -276,7 +279,8 @@ def _load(
     model = model.to(device=device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     split = sources.open_split(config.data, hessian.split, device, channels_last)
     loss = sources.loss(config.evaluation.loss)
-    parameters = curvature_parameters(model, hessian.params)  # raises if it selects none
+    # raises if it selects none, or if a hessian.names glob matches no name
+    parameters = curvature_parameters(model, hessian.params, hessian.names)
     loaded = _Loaded(model, split, loss, parameters, _batch_size(config), group)
     if hessian.top_k > loaded.size:
         raise ConfigError(

@@ -11,6 +11,7 @@ keys that differ, or the directions to use (read back, or computed by the kind).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lsurf import kinds, params
@@ -70,7 +71,32 @@ def direction_settings(config: SweepConfig, identity: dict[str, Any]) -> dict[st
     if kind.uses_hessian:
         recorded["eigenvectors"] = settings.eigenvectors
         recorded["hessian"] = hessian_definition(config)
+    # directions.params, only where it selects: a default file stays as it was, and one made
+    # for a selection is refused by a sweep without it (OPTIONAL_RECORDS), as a changed ignore.
+    recorded |= {key: identity[key] for key in SELECTION_RECORDS if key in identity}
     return recorded
+
+
+def selection_identity(selected: params.Selected) -> dict[str, Any]:
+    """What a sweep with a directions.params selection records of it (surface and direction
+    file): its globs, and what they picked on this model (the names in the direction file's
+    groups; in the surface file when they fit an attribute)."""
+    names = json.dumps(list(selected.keys))
+    return {
+        "params_include": json.dumps(list(selected.selection.include)),
+        "params_exclude": json.dumps(list(selected.selection.exclude)),
+        "params_tensors": len(selected.keys),
+        "params_values": selected.values,
+        "params_total": selected.tensors,
+    } | ({"params_names": names} if len(names) <= NAMES_ATTRIBUTE_LIMIT else {})
+
+
+SELECTION_RECORDS = (
+    "params_include", "params_exclude", "params_tensors", "params_values", "params_total"
+)  # fmt: skip
+# An HDF5 attribute holds at most 64 KiB in an object header: longer lists of names are
+# left to the direction file, whose groups hold one dataset per selected tensor.
+NAMES_ATTRIBUTE_LIMIT = 32_000
 
 
 # The digests of a sweep's input files (θ*, and a kind's own: lsurf.kinds.Inputs.identity),
@@ -80,7 +106,8 @@ INPUT_DIGESTS = ("checkpoint_sha256", "target_sha256", "y_target_sha256", "refer
 # Recorded only where they say more than files written before they existed; a file that
 # records one the sweep does not expect was made differently (e.g. with space: states).
 OPTIONAL_RECORDS = (
-    "space", "same_dir", "y_norm", "y_ignore", "y_target_sha256", "trajectories"
+    "space", "same_dir", "y_norm", "y_ignore", "y_target_sha256", "trajectories",
+    "params_include", "params_exclude",
 )  # fmt: skip
 
 
@@ -92,6 +119,7 @@ def hessian_definition(config: SweepConfig) -> str:
         f"max_products={settings.max_products} seed={settings.seed} "
         f"subset={data.subset} subset_seed={data.subset_seed} loss={config.evaluation.loss}"
         + (f" reference_split={data.reference_split}" if data.reference_split else "")
+        + ("" if settings.names.everything else f" names={settings.names.describe()}")
     )
 
 
@@ -120,7 +148,11 @@ def obtain_directions(
         if key in attributes and key not in expected:
             found[key], expected[key] = attributes[key], "(not set)"
             mismatched.append(key)
-    weights = params.movable(context.model, include_buffers=kind.moves_buffers(config.directions))
+    weights = params.movable(
+        context.model,
+        include_buffers=kind.moves_buffers(config.directions),
+        selection=config.directions.params if "params" in kind.keys else None,
+    )
     shapes = {key: tuple(tensor.shape) for key, tensor in weights.items()}
     if {key: tuple(t.shape) for key, t in directions.x.items()} != shapes:
         mismatched.append("parameter names/shapes")

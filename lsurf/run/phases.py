@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsurf import checkpoint, kinds, models
+from lsurf import checkpoint, kinds, models, params
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, on_plane
 from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
@@ -52,7 +52,12 @@ from lsurf.losses import Loss, build_loss
 from lsurf.metrics import Column
 from lsurf.projection import path_on_plane, runs_on_plane
 from lsurf.run import capacity
-from lsurf.run.identity import direction_settings, obtain_directions, recorded_differences
+from lsurf.run.identity import (
+    direction_settings,
+    obtain_directions,
+    recorded_differences,
+    selection_identity,
+)
 from lsurf.schema import to_yaml
 from lsurf.weights import weight_statistics
 
@@ -94,6 +99,7 @@ class Prepared:
     directions_are_new: bool  # computed now, to be saved once the output is accepted
     grid: Grid
     identity: dict[str, Any]  # attributes that tell this sweep from any other
+    selected: params.Selected | None = None  # what directions.params picked, if it selects
 
     def worker_setup(self) -> WorkerSetup:
         state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
@@ -125,6 +131,13 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
         "direction_file": str(config.direction_file),
     }
     kind = kinds.get(config.directions.kind)
+    # directions.params (kinds random, target, pca): every glob checked against the model's
+    # names before any work, and what it picks recorded; the default records nothing.
+    selected = None
+    if not config.directions.params.everything:
+        moves = kind.moves_buffers(config.directions)
+        selected = params.select(model, config.directions.params, moves)
+        identity |= selection_identity(selected)
     context = kinds.Context(
         model,
         lambda: sources.build_model(config.model),
@@ -156,7 +169,7 @@ def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CO
     identity["config"] = to_yaml(config)
     assert isinstance(config.grid.x, Axis) and not isinstance(config.grid.y, AutoAxis)
     grid = Grid.from_axes(config.grid.x, config.grid.y, config.grid.path)
-    return Prepared(config, model, directions, is_new, grid, identity)
+    return Prepared(config, model, directions, is_new, grid, identity, selected)
 
 
 def hessian_at(
@@ -281,6 +294,7 @@ def curvature_settings(config: SweepConfig) -> Curvature:
         max_products=settings.max_products,
         seed=settings.seed,
         batch_size=settings.batch_size or config.data.batch_size,
+        names=settings.names,
     )
 
 

@@ -81,6 +81,8 @@ def _plan(prepared: Prepared, state: bool | None) -> tuple[list[str], int, float
         lines.append(f"output   resumed: {grid.size - to_go} of {grid.size} points done")
     reuse = "computed now" if prepared.directions_are_new else "reused"
     lines.append(f"directions  {reuse}: {config.direction_file}")
+    if prepared.selected is not None:  # directions.params: what it picked
+        lines += prepared.selected.report()
     x, y = prepared.config.grid.x, prepared.config.grid.y  # 'auto' axes fitted by now
     shape = "x".join(str(n) for n in grid.shape)
     axes = f"x={x.spec}" + ("" if y is None else f"  y={y.spec}")

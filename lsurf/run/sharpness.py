@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lsurf import checkpoint, params, sharpness
-from lsurf.config import SharpnessConfig
+from lsurf.config import ParamsSelection, SharpnessConfig
 from lsurf.errors import ConfigError, OutputError
 from lsurf.evaluate import pick_device
 from lsurf.files import sharpness as sharpness_file
@@ -116,7 +116,7 @@ class UnitEvaluator:
         self.model.load_state_dict(setup.state)
         self.model.to(device)
         self.loss = sources.loss(config.evaluation.loss)
-        self.parameters = moving_parameters(self.model, section.ignore)
+        self.parameters = moving_parameters(self.model, section.ignore, section.params)
         split = sources.open_split(config.data, section.split, device, False)
         if len(split) < section.examples:
             raise ConfigError(
@@ -166,14 +166,25 @@ class UnitEvaluator:
         return {"value": value}
 
 
-def moving_parameters(model: torch.nn.Module, ignore: str) -> dict[str, torch.Tensor]:
+def moving_parameters(
+    model: torch.nn.Module, ignore: str, selection: ParamsSelection | None = None
+) -> dict[str, torch.Tensor]:
     """The model's parameters that move, by their state_dict names: all of them, or those of
-    more than one dimension under `ignore: biasbn` (biases and BatchNorm's γ, β stay)."""
+    more than one dimension under `ignore: biasbn` (biases and BatchNorm's γ, β stay); of
+    them only those `selection` (sharpness.params) picks by name. The others stay at θ*."""
+    picked = None
+    if selection is not None and not selection.everything:
+        picked = set(params.select(model, selection, key="sharpness.params").keys)
     moving: dict[str, torch.Tensor] = {
         name: tensor
         for name, tensor in model.named_parameters()
-        if not (ignore == "biasbn" and tensor.dim() <= 1)
+        if not (ignore == "biasbn" and tensor.dim() <= 1) and (picked is None or name in picked)
     }
+    if not moving and picked is not None:
+        raise ConfigError(
+            "sharpness.params selects only tensors of ≤ 1 dimension, which sharpness.ignore: "
+            "biasbn keeps at θ*; set sharpness.ignore: none or select others"
+        )
     if not moving:
         raise ConfigError("no parameter of the model moves under sharpness.ignore; set it none")
     return moving
@@ -226,7 +237,8 @@ def _run_master(
         assert config.model.checkpoint is not None  # check_sharpness requires one
         checkpoint.load_weights(model, config.model.checkpoint)
         state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        names = list(moving_parameters(model, config.sharpness.ignore))
+        section = config.sharpness
+        names = list(moving_parameters(model, section.ignore, section.params))
         attributes = _attributes(config, state, names)
         status = _check_output(config, attributes, force)
         parts = [_Part(config, spec, unit_grid(spec), state) for spec in parts_of(config)]

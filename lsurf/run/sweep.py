@@ -272,7 +272,8 @@ def serve_queue(
         sweeps, resumes, run.todo, notes, labels, strict=True
     ):
         _log_start(log, label, resume, prepared.grid.size, len(todo), shown)
-        for note in said:
+        selected = getattr(prepared, "selected", None)  # a sweep's directions.params
+        for note in (*(selected.report() if selected is not None else ()), *said):
             log(f"  {note}")
     if len(sweeps) > 1:
         where = f" on {shown} workers" if shown else ""
