@@ -748,6 +748,12 @@ def check_connect(config: ConnectConfig) -> ConnectConfig:
     return dataclasses.replace(config, data=data, model=_check_model(config.model, data))
 
 
+def stored_sharpness_config(raw: dict[str, Any]) -> SharpnessConfig:
+    """A config a sharpness file stores, as this version reads it: keys added since it was
+    written (sharpness.params) take their defaults, so an older lsurf's job resumes."""
+    return parse(SharpnessConfig, raw, _AXIS_CONVERTERS)
+
+
 def load_sharpness_config(path: Path, overrides: Sequence[str] = ()) -> SharpnessConfig:
     return check_sharpness(parse(SharpnessConfig, read_yaml(path, overrides), _AXIS_CONVERTERS))
 

@@ -160,6 +160,7 @@ HESSIAN_DEFAULTS = {
     "eigenvalues": False,
     "split": "train",
     "params": "weights",
+    "names": {"include": ["*"], "exclude": []},  # hessian.names: every parameter
     "tol": 0.001,
     "max_products": 200,
     "seed": 0,

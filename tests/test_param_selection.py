@@ -10,6 +10,7 @@ forward pre-hooks on the network it runs (the folded one), not from the model's 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -127,9 +128,7 @@ def test_a_lora_sweep_from_yaml_moves_only_the_adapters_and_the_surface_is_not_f
     assert surface.done.all()
     assert np.ptp(surface.metrics["train_loss"]) > 1e-2
     log = capsys.readouterr().err
-    assert (
-        "parameters: 2 tensors (24 values) of 8 match include ['*lora_*'] exclude []" in log
-    )
+    assert "parameters: 2 tensors (24 values) of 8 match include ['*lora_*'] exclude []" in log
 
 
 def test_the_direction_file_records_the_globs_and_holds_only_the_selected_tensors(tmp_path):
@@ -313,3 +312,111 @@ def test_a_peft_model_swept_along_its_adapters_keeps_its_base_weights():
             assert torch.equal(state[name], tensor), name
     moved = {name for name in seen[0] if "lora_" in name}
     assert moved and any(not torch.equal(s[n], seen[0][n]) for s in seen for n in moved)
+
+
+def test_the_sharpness_perturbation_moves_only_the_selected_parameters(tmp_path):
+    from userpkg.lora import features
+
+    from lsurf import sharpness
+    from lsurf.losses import build_loss
+    from lsurf.run.sharpness import moving_parameters
+
+    model = lora_model().eval()
+    moving = moving_parameters(model, "biasbn", ParamsSelection(include=LORA))
+    assert list(moving) == ["head.lora_A", "head.lora_B"]
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    seen: list[dict[str, torch.Tensor]] = []
+    model.register_forward_pre_hook(
+        lambda module, _: seen.append({k: v.clone() for k, v in module.state_dict().items()})
+    )
+    batches = [features("train")]
+    loss = build_loss("cross_entropy")
+    sharpness.average_case_draw(
+        model, moving, batches, loss, sharpness.AverageCase(0.5, 2, 0, False), 0
+    )
+    worst = sharpness.WorstCase(0.5, 2, 0.5, "l2", False, True, 0)
+    sharpness.worst_case_on(model, moving, batches, loss, worst, 0)
+    assert len(seen) >= 4
+    for state in seen:
+        assert all(torch.equal(state[key], value) for key, value in frozen.items())
+    assert any(not torch.equal(s["head.lora_A"], seen[0]["head.lora_A"]) for s in seen[1:])
+    # Through `lsurf sharpness`: the file names the parameters that moved.
+    checkpoint = tmp_path / "theta.pt"
+    save_checkpoint(checkpoint, model.state_dict())
+    config = tmp_path / "sharpness.yaml"
+    section = {"rho": [0.05], "samples": 2, "steps": 2, "m": 16, "examples": 32}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "userpkg.lora:adapted", "checkpoint": str(checkpoint)},
+                "data": {"dataset": "userpkg.lora:features", "batch_size": 16},
+                "sharpness": {**section, "params": {"include": LORA}},
+                "evaluation": {"device": "cpu"},
+                "output": str(tmp_path / "sharpness.h5"),
+            }
+        )
+    )
+    assert main(["sharpness", str(config)]) == 0
+    with h5py.File(tmp_path / "sharpness.h5", "r") as h5file:
+        assert json.loads(h5file.attrs["parameters"]) == ["head.lora_A", "head.lora_B"]
+
+
+def test_the_hessian_is_the_block_of_the_selected_parameters(tmp_path, capsys):
+    from lsurf import hessian
+
+    model = lora_model()
+    chosen = hessian.curvature_parameters(model, "all", ParamsSelection(include=LORA))
+    assert list(chosen) == ["head.lora_A", "head.lora_B"]
+    with pytest.raises(ConfigError, match="hessian.names.include glob 'nope'"):
+        hessian.curvature_parameters(model, "all", ParamsSelection(include=("nope",)))
+    # A sweep's λ columns, and `lsurf hessian`: the Hessian has the selected 24 rows.
+    config = write_config(tmp_path, {"params": {"include": LORA}})
+    raw = yaml.safe_load(config.read_text())
+    raw["hessian"] = {
+        "eigenvalues": True, "params": "all", "names": {"include": LORA}, "top_k": 2,
+        "trace_samples": 2, "density_runs": 1, "density_steps": 4, "per_layer": False,
+    }  # fmt: skip
+    config.write_text(yaml.safe_dump(raw))
+    prepared = prepare(load_sweep_config(config))
+    evaluator = load(prepared.worker_setup(), CPU)
+    assert evaluator.hessian is not None and evaluator.hessian.size == 24
+    assert main(["hessian", str(config)]) == 0
+    with h5py.File(tmp_path / "out" / "surface.hessian.h5", "r") as h5file:
+        assert h5file.attrs["parameters"] == 24
+        assert h5file.attrs["names"] == "include ['*lora_*'] exclude []"
+
+
+def test_the_pages_lora_config_plans_as_the_page_shows(tmp_path):
+    """docs/parameters.md: its YAML, with its `mylab` being the fixture's LoRA model, planned
+    by the command the page shows, prints the lines the page shows (figures included)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from doc_commands import ROOT, blocks, documented
+    from userpkg.lora import adapted
+
+    command = documented(".venv/bin/lsurf sweep lora.yaml --plan")
+    page = ROOT / "docs" / "parameters.md"
+    config = next(block for block in blocks(page) if block.tag == "yaml")
+    (tmp_path / "lora.yaml").write_text("\n".join(config.lines))
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    package = tmp_path / "mylab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(FIXTURES / "userpkg" / "lora.py", package / "lora.py")
+    save_checkpoint(tmp_path / "runs" / "lora" / "theta.pt", adapted().state_dict())
+    done = subprocess.run(
+        ["bash", "-c", command.text],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    printed = [line.strip() for line in done.stdout.splitlines()]
+    for shown in command.shown:
+        pattern = ".*".join(re.escape(piece) for piece in shown.strip().split("…"))
+        assert any(re.fullmatch(pattern, line) for line in printed), (shown, printed)
+    assert not (tmp_path / "runs" / "lora" / "surface.h5").exists()

@@ -175,7 +175,12 @@ def _resolve_runs(settings: DirectionsConfig) -> DirectionsConfig:
 def resolve(settings: DirectionsConfig, plane: bool, auto_axes: list[str]) -> DirectionsConfig:
     """Check `settings` against its kind (keys it does not read, grid shape) and fill defaults."""
     kind = get(settings.kind)
-    defaults = {field.name: field.default for field in dataclasses.fields(settings)}
+    defaults = {
+        field.name: field.default
+        if field.default_factory is dataclasses.MISSING
+        else field.default_factory()  # a section of its own (directions.params)
+        for field in dataclasses.fields(settings)
+    }
     for key, default in defaults.items():
         if key in COMMON_KEYS or key in kind.keys or getattr(settings, key) == default:
             continue

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from lsurf import checkpoint, params, sharpness
-from lsurf.config import ParamsSelection, SharpnessConfig
-from lsurf.errors import ConfigError, OutputError
+from lsurf.config import ParamsSelection, SharpnessConfig, stored_sharpness_config
+from lsurf.errors import ConfigError, LsurfError, OutputError
 from lsurf.evaluate import pick_device
 from lsurf.files import sharpness as sharpness_file
 from lsurf.files.hdf5 import stored_config
@@ -300,10 +300,13 @@ def _check_output(config: SharpnessConfig, attributes: dict[str, Any], force: bo
         capacity.check_folder_writable(path)
         return None
     found = sharpness_file.read_sharpness_attributes(path)
+    old_config = stored_config(found)
+    try:  # keys added to lsurf since the file was written take their defaults
+        old_config = to_plain(stored_sharpness_config(old_config))
+    except LsurfError:
+        pass  # a config this version cannot read: compared as written, key by key
     changed = [
-        key
-        for key in differences(stored_config(found), to_plain(config))
-        if key not in OPERATIONAL_KEYS
+        key for key in differences(old_config, to_plain(config)) if key not in OPERATIONAL_KEYS
     ]
     if found.get("checkpoint_sha256") != attributes["checkpoint_sha256"]:
         changed.append("checkpoint contents")
