@@ -149,6 +149,8 @@ def minimal_config(kind: str, splits: tuple[str, ...], inputs: Inputs, folder: P
             hessian = {"split": splits[0]}
     elif kind == "reference":
         directions = {"kind": "reference", "reference": str(inputs.reference)}
+    elif kind == "random-params":  # a plane in the classifier's weights alone, by name
+        directions = {"params": {"include": ["linear.*"]}}
     else:
         raise AssertionError(kind)
     config = {
@@ -221,6 +223,25 @@ def test_a_default_sweep_runs_reads_describes_and_plots(kind, splits, inputs, tm
     check_topology(output, splits, 6 if plane else 3, capsys)
     # The same command again finds its sweep (the stored config, checkpoint and directions
     # match) complete: the resume check accepts what the sweep itself stored.
+    before = output.read_bytes()
+    assert main(["sweep", str(config)]) == 0
+    assert "is already complete" in capsys.readouterr().err
+    assert output.read_bytes() == before
+
+
+def test_a_plane_in_parameters_chosen_by_name_runs_describes_and_plots(inputs, tmp_path, capsys):
+    # directions.params, every other setting at its default: the other tensors stay at θ*.
+    splits = ("train", "test")
+    config = minimal_config("random-params", splits, inputs, tmp_path)
+    assert main(["sweep", str(config)]) == 0
+    output = tmp_path / "surface.h5"
+    check_surface(output, splits, plane=True)
+    check_info(output, splits, 6, capsys)
+    assert main(["info", str(output)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = "parameters: 2 tensors (170 values) of 8 match include ['linear.*'] exclude []"
+    assert lines[lines.index(summary) + 1] == "  linear.weight, linear.bias"
+    check_plot(output, splits, True, capsys)
     before = output.read_bytes()
     assert main(["sweep", str(config)]) == 0
     assert "is already complete" in capsys.readouterr().err
