@@ -420,3 +420,15 @@ def test_the_pages_lora_config_plans_as_the_page_shows(tmp_path):
         pattern = ".*".join(re.escape(piece) for piece in shown.strip().split("…"))
         assert any(re.fullmatch(pattern, line) for line in printed), (shown, printed)
     assert not (tmp_path / "runs" / "lora" / "surface.h5").exists()
+
+
+def test_kinds_that_take_their_tensors_elsewhere_refuse_directions_params(tmp_path):
+    config = write_config(tmp_path, {"kind": "hessian", "params": {"include": LORA}})
+    with pytest.raises(ConfigError) as error:
+        load_sweep_config(config)
+    assert str(error.value) == (
+        "directions.params is only used with directions.kind: random or target or pca"
+    )
+    empty = write_config(tmp_path, {"params": {"include": []}})
+    with pytest.raises(ConfigError, match=r"directions.params.include is empty"):
+        load_sweep_config(empty)
