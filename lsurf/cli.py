@@ -378,10 +378,32 @@ def _plot_arguments(parser: argparse.ArgumentParser) -> None:
         help="VTK with --log: heights log10(value + C), so values near 0 stay finite "
         "(default 0; the reference uses ln(value + 0.1))",
     )
+    parser.add_argument(
+        "--log-to",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="also log the figures, scalars and file to wandb or tensorboard (repeatable or a "
+        "comma list; needs pip install lsurf[wandb] / lsurf[tensorboard])",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --log-to: the tracker's folder (W&B's dir, TensorBoard's log_dir; default "
+        "the tracker's own: ./wandb, ./runs/...)",
+    )
+    parser.add_argument(
+        "--project",
+        default=None,
+        metavar="NAME",
+        help="with --log-to wandb: the W&B project (default lsurf)",
+    )
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from lsurf.plot import parse_options, plot_files
+    from lsurf.plot import parse_options
 
     options = parse_options(
         metric=args.metric,
@@ -400,39 +422,21 @@ def _plot(args: argparse.Namespace) -> int:
         log_offset=args.log_offset,
         compare=args.compare,
     )
-    from lsurf.files.connect import is_connect_path
-    from lsurf.files.hessian import is_hessian_file
+    from lsurf.plot import plot_any_files
+    from lsurf.trackers import log_surfaces, parse_trackers
 
-    if any(is_connect_path(path) for path in args.surfaces):
-        from lsurf.plot.connect import plot_connect_files
-
-        for path in plot_connect_files(args.surfaces, options):
-            print(path)
-        return 0
-    from lsurf.files.sharpness import is_sharpness_path
-
-    if any(is_sharpness_path(path) for path in args.surfaces):
-        from lsurf.plot.sharpness import plot_sharpness_files
-
-        for path in plot_sharpness_files(args.surfaces, options):
-            print(path)
-        return 0
-    from lsurf.files.captures import is_captures_path
-
-    if any(is_captures_path(path) for path in args.surfaces):
-        from lsurf.plot.captures import plot_capture_files
-
-        for path in plot_capture_files(args.surfaces, options):
-            print(path)
-        return 0
-    if any(is_hessian_file(path) for path in args.surfaces):
-        from lsurf.plot.hessian import plot_hessian_files
-
-        for path in plot_hessian_files(args.surfaces, options):
-            print(path)
-        return 0
-    for path in plot_files(args.surfaces, options):
+    # Checked first: a tracker that is not installed stops the command before a figure is drawn.
+    trackers = parse_trackers(args.log_to)
+    for path in plot_any_files(args.surfaces, options):
         print(path)
+    for tracker in trackers:
+        logged = log_surfaces(
+            args.surfaces, tracker, log_dir=args.log_dir, project=args.project, options=options
+        )
+        print(
+            f"logged to {tracker}: {len(logged.figures)} figures, {len(logged.scalars)} scalars, "
+            f"{len(args.surfaces)} file{'s' if len(args.surfaces) > 1 else ''}"
+        )
     return 0
 
 

@@ -89,7 +89,7 @@ def describe_captures(path: Path) -> str:
     for found in captured:
         surface = found.surface
         values = np.where(surface.done, surface.metrics[metric], np.nan)
-        centre = _centre_value(surface, values)
+        centre = centre_value(surface, values)
         step = "-" if found.step is None else str(found.step)
         if np.all(np.isnan(values)):
             lines.append(f"  {found.epoch:>5}  {step:>8}  {centre:>10.4g}  (no point done)")
@@ -104,7 +104,7 @@ def describe_captures(path: Path) -> str:
     return "\n".join(lines)
 
 
-def _centre_value(surface: Surface, values: np.ndarray) -> float:
+def centre_value(surface: Surface, values: np.ndarray) -> float:
     """The value at the grid point nearest (0, 0): the weights the capture was taken at."""
     index = [int(np.argmin(np.abs(surface.x)))]
     if surface.y is not None:

@@ -42,10 +42,38 @@ from lsurf.plot.options import (
 )
 from lsurf.plot.view import Panel, load_panels, shared_scale
 
-__all__ = ["PlotOptions", "parse_levels", "parse_options", "plot_files"]
+__all__ = ["PlotOptions", "parse_levels", "parse_options", "plot_any_files", "plot_files"]
 
 # Above three files, names like a_vs_b_vs_c_vs_d get unwieldy; the first one and a count say it.
 _MAX_NAMED = 3
+
+
+def plot_any_files(paths: list[Path], options: PlotOptions) -> list[Path]:
+    """What `lsurf plot` draws for these files, whatever lsurf wrote them: connect paths,
+    sharpness measures, a run's captures, a Hessian analysis, else surfaces; the paths written.
+    """
+    from lsurf.files.captures import is_captures_path
+    from lsurf.files.connect import is_connect_path
+    from lsurf.files.hessian import is_hessian_file
+    from lsurf.files.sharpness import is_sharpness_path
+
+    if any(is_connect_path(path) for path in paths):
+        from lsurf.plot.connect import plot_connect_files
+
+        return plot_connect_files(paths, options)
+    if any(is_sharpness_path(path) for path in paths):
+        from lsurf.plot.sharpness import plot_sharpness_files
+
+        return plot_sharpness_files(paths, options)
+    if any(is_captures_path(path) for path in paths):
+        from lsurf.plot.captures import plot_capture_files
+
+        return plot_capture_files(paths, options)
+    if any(is_hessian_file(path) for path in paths):
+        from lsurf.plot.hessian import plot_hessian_files
+
+        return plot_hessian_files(paths, options)
+    return plot_files(paths, options)
 
 
 def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
