@@ -145,6 +145,9 @@ EXEMPT = {
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",
     "pip install --no-binary=mpi4py mpi4py": "a cluster's MPI module, a C compiler",
     "pip install -e .": "a cluster's MPI module",
+    # docs/trackers.md: the optional extras (the test environment has both installed).
+    "pip install lsurf[wandb]": "a package index",
+    "pip install lsurf[tensorboard]": "a package index",
     # Curvature on the demo's ResNet-20: 8 and 2 minutes of Hessian-vector products on 2
     # cores; tests/test_curvature.py and tests/test_run_hessian.py run the same paths on small
     # models, serially and under MPI.

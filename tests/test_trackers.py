@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import struct
 import sys
@@ -48,7 +49,7 @@ def surface(tmp_path_factory) -> Path:
 
 def expected_scalars(path: Path) -> dict[str, float]:
     """From the file's arrays: each column at (0, 0), each loss's minimum and its (x, y), and
-    the basins `lsurf topology` stored for train_loss."""
+    the basins `lsurf topology` stored for train_loss, when it ran."""
     with h5py.File(path, "r") as h5file:
         x, y = h5file["xcoordinates"][()], h5file["ycoordinates"][()]
         centre = (int(np.flatnonzero(x == 0)[0]), int(np.flatnonzero(y == 0)[0]))
@@ -61,7 +62,8 @@ def expected_scalars(path: Path) -> dict[str, float]:
                 found[f"lsurf/{name}_min"] = float(values[i, j])
                 found[f"lsurf/{name}_min_x"] = float(x[i])
                 found[f"lsurf/{name}_min_y"] = float(y[j])
-        found["lsurf/train_loss_basins"] = float(h5file["topology/train_loss/basins"].shape[0])
+        if "topology" in h5file:
+            found["lsurf/train_loss_basins"] = float(h5file["topology/train_loss/basins"].shape[0])
     return found
 
 
@@ -118,41 +120,6 @@ def test_tensorboard_gets_the_scalars_figures_report_and_file_at_the_callers_ste
     assert logged.copies == (copy,)
     assert copy.read_bytes() == surface.read_bytes()
     assert [path.name for path in (tmp_path / "tb").iterdir() if path.name.startswith(".")] == []
-
-
-def test_lsurf_plot_writes_its_figures_and_logs_them_to_tensorboard(surface, tmp_path, capsys):
-    figures, events_folder = tmp_path / "figures", tmp_path / "tb"
-    assert (
-        main(
-            [
-                "plot",
-                str(surface),
-                "--out",
-                str(figures),
-                "--log-to",
-                "tensorboard",
-                "--log-dir",
-                str(events_folder),
-            ]
-        )
-        == 0
-    )
-    printed = capsys.readouterr().out.splitlines()
-    names = [f"plane_train_loss_{kind}.png" for kind in PLANE_FIGURES]
-    assert printed == [
-        *(str(figures / name) for name in names),
-        "logged to tensorboard: 4 figures, 11 scalars, 1 file",
-    ]
-    events = read_events(events_folder)
-    for kind, name in zip(PLANE_FIGURES, names, strict=True):
-        [image] = events.Images(f"lsurf/figures/train_loss_{kind}")
-        # the same drawing as the file `lsurf plot` wrote: same size in pixels
-        assert (image.width, image.height) == png_size(figures / name)
-    expected = expected_scalars(surface)
-    for name, value in expected.items():
-        [event] = events.Scalars(name)
-        assert event.value == pytest.approx(value, rel=1e-6) and event.step == 0
-    assert (events_folder / surface.name).read_bytes() == surface.read_bytes()
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -308,3 +275,66 @@ def test_wandb_logs_into_the_callers_run_at_its_step_and_leaves_it_open(surface,
     assert sorted(images) == sorted(f"landscape/figures/train_loss_{k}" for k in PLANE_FIGURES)
     check_artifact(artifacts, surface)
     shutil.rmtree(folder)
+
+
+# ------------------------------------------------------------------------ docs/trackers.md
+
+TENSORBOARD_COMMAND = (
+    ".venv/bin/lsurf plot runs/trackers/plane.h5 --log-to tensorboard --log-dir runs/trackers/tb"
+)
+WANDB_COMMAND = (
+    "WANDB_MODE=offline WANDB_SILENT=true .venv/bin/lsurf plot runs/trackers/plane.h5"
+    " --log-to wandb --log-dir runs/trackers/wandb --project landscapes"
+)
+
+
+def test_the_page_runs_as_written(offline_wandb, monkeypatch):
+    """docs/trackers.md: its Python block (the caller's writer at its step), then its two
+    commands: each writes `lsurf plot`'s figures, prints what the page shows, and logs the
+    same figures, the file's scalars and the file."""
+    import subprocess
+
+    from doc_commands import ROOT, blocks, documented, link_repository, missing_lines
+
+    page = ROOT / "docs" / "trackers.md"
+    [code] = [block for block in blocks(page) if block.tag == "python"]
+    scratch = offline_wandb / "page"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    exec(compile("\n".join(code.lines), f"{page}:{code.line}", "exec"), {"__name__": "page"})
+    surface = scratch / "runs" / "trackers" / "plane.h5"
+    expected = expected_scalars(surface)
+    events = read_events(scratch / "runs" / "trackers" / "training")
+    for name, value in expected.items():
+        [event] = events.Scalars(name)
+        assert (event.step, event.value) == (100, pytest.approx(value, rel=1e-6)), name
+    link_repository(scratch)
+    # A W&B run in this process leaves WANDB_SERVICE naming its service; a command that
+    # inherited it would hand its run to that service instead of starting its own.
+    environment = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    for text in (TENSORBOARD_COMMAND, WANDB_COMMAND):
+        command = documented(text)
+        done = subprocess.run(
+            ["bash", "-c", command.text], capture_output=True, text=True, env=environment
+        )
+        assert done.returncode == 0, done.stderr
+        assert missing_lines(command, done.stdout) == []
+        assert len(done.stdout.splitlines()) == len(command.shown)
+    figures = {
+        kind: scratch / "runs" / "trackers" / f"plane_train_loss_{kind}.png"
+        for kind in PLANE_FIGURES
+    }
+    events = read_events(scratch / "runs" / "trackers" / "tb")
+    for kind, figure in figures.items():
+        [image] = events.Images(f"lsurf/figures/train_loss_{kind}")
+        # the drawing `lsurf plot` wrote beside the file, at the same size in pixels
+        assert (image.width, image.height) == png_size(figure)
+    for name, value in expected.items():
+        [event] = events.Scalars(name)
+        assert (event.step, event.value) == (0, pytest.approx(value, rel=1e-6)), name
+    assert (scratch / "runs/trackers/tb/plane.h5").read_bytes() == surface.read_bytes()
+    history, images, artifacts = read_wandb_run(scratch / "runs" / "trackers" / "wandb")
+    [row] = history.values()
+    assert {key: row[key] for key in expected} == pytest.approx(expected)
+    assert sorted(images) == sorted(f"lsurf/figures/train_loss_{kind}" for kind in PLANE_FIGURES)
+    check_artifact(artifacts, surface)
