@@ -16,6 +16,7 @@ reference-layout direction file are made once per session from perturbed copies 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +266,36 @@ def check_topology(output, splits, points, capsys):
         assert {name: h5file[name][()].tobytes() for name in before} == before
 
 
+# ------------------------------------------------------------- lsurf plot --log-to (trackers)
+
+
+@pytest.mark.parametrize("kind", ["random-2d", "random-1d"])
+def test_a_default_surface_is_plotted_and_logged_to_tensorboard(kind, inputs, tmp_path, capsys):
+    """`lsurf plot --log-to tensorboard` on a default sweep's file: the figures plot writes,
+    and in the event files the same figures, the file's centre values and the file itself."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["sweep", str(minimal_config(kind, ("train", "test"), inputs, tmp_path))]) == 0
+    output, logs = tmp_path / "surface.h5", tmp_path / "tb"
+    capsys.readouterr()
+    assert main(["plot", str(output), "--log-to", "tensorboard", "--log-dir", str(logs)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = [f"train_loss_{name}" for name in PLANE_FIGURES] if kind not in LINES else ["curve"]
+    assert [Path(line).name for line in printed[:-1]] == [f"surface_{key}.png" for key in figures]
+    assert printed[-1].startswith(f"logged to tensorboard: {len(figures)} figures, ")
+    events = EventAccumulator(str(logs), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == sorted(f"lsurf/figures/{key}" for key in figures)
+    surface = read_surface(output)
+    centre = tuple(
+        int(np.argmin(np.abs(axis))) for axis in (surface.x, surface.y) if axis is not None
+    )
+    for name in expected_columns(("train", "test")):
+        [event] = events.Scalars(f"lsurf/{name}_centre")
+        assert event.value == pytest.approx(float(surface.metrics[name][centre]), rel=1e-6)
+    assert (logs / "surface.h5").read_bytes() == output.read_bytes()
+
+
 # ---------------------------------------------------------------------------- under mpiexec
 
 
@@ -394,6 +425,42 @@ def test_a_default_sharpness_runs_describes_and_plots(split, inputs, tmp_path, c
     assert main(["sharpness", str(path)]) == 0
     assert "is already complete" in capsys.readouterr().err
     assert (tmp_path / "sharpness.h5").read_bytes() == before
+
+
+def test_a_default_sharpness_file_is_logged_to_tensorboard(inputs, tmp_path, capsys):
+    """`lsurf plot --log-to tensorboard` on a sharpness file: its figure, L(θ*) and each
+    measure as the file's `results` rows hold them, and the file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = {
+        "model": {"name": "convnet_small", "checkpoint": str(inputs.checkpoint)},
+        "data": {"root": str(inputs.data)},
+        "sharpness": {"split": "test", "examples": 100, "m": 50},
+        "output": str(tmp_path / "sharpness.h5"),
+    }
+    path = tmp_path / "sharpness.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["sharpness", str(path)]) == 0
+    output, logs = tmp_path / "sharpness.h5", tmp_path / "tb"
+    capsys.readouterr()
+    assert main(["plot", str(output), "--log-to", "tensorboard", "--log-dir", str(logs)]) == 0
+    [figure, line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("logged to tensorboard: 1 figures, ")
+    events = EventAccumulator(str(logs), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    # the figure is named as the file is, so its key is the file's name
+    assert Path(figure).name == "sharpness.png"
+    assert events.Tags()["images"] == ["lsurf/figures/sharpness"]
+    with h5py.File(output, "r") as h5file:
+        rows = json.loads(h5file["results"].attrs["rows"])
+        results = h5file["results"][()]
+        origin = float(h5file["origin/value"][0])
+    [event] = events.Scalars("lsurf/sharpness_origin_loss")
+    assert event.value == pytest.approx(origin, rel=1e-6)
+    for measure, (rho, value, _, _) in zip(rows, results, strict=True):
+        [event] = events.Scalars(f"lsurf/sharpness_{measure}_rho{rho:g}")
+        assert event.value == pytest.approx(value, rel=1e-6), measure
+    assert (logs / "sharpness.h5").read_bytes() == output.read_bytes()
 
 
 # ------------------------------------------------------------------- lsurf.Capture (training)

@@ -279,14 +279,6 @@ def test_wandb_logs_into_the_callers_run_at_its_step_and_leaves_it_open(surface,
 
 # ------------------------------------------------------------------------ docs/trackers.md
 
-TENSORBOARD_COMMAND = (
-    ".venv/bin/lsurf plot runs/trackers/plane.h5 --log-to tensorboard --log-dir runs/trackers/tb"
-)
-WANDB_COMMAND = (
-    "WANDB_MODE=offline WANDB_SILENT=true .venv/bin/lsurf plot runs/trackers/plane.h5"
-    " --log-to wandb --log-dir runs/trackers/wandb --project landscapes"
-)
-
 
 def test_the_page_runs_as_written(offline_wandb, monkeypatch):
     """docs/trackers.md: its Python block (the caller's writer at its step), then its two
@@ -312,8 +304,16 @@ def test_the_page_runs_as_written(offline_wandb, monkeypatch):
     # A W&B run in this process leaves WANDB_SERVICE naming its service; a command that
     # inherited it would hand its run to that service instead of starting its own.
     environment = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    for text in (TENSORBOARD_COMMAND, WANDB_COMMAND):
-        command = documented(text)
+    for command in (
+        documented(
+            ".venv/bin/lsurf plot runs/trackers/plane.h5 --log-to tensorboard"
+            " --log-dir runs/trackers/tb"
+        ),
+        documented(
+            "WANDB_MODE=offline WANDB_SILENT=true .venv/bin/lsurf plot runs/trackers/plane.h5"
+            " --log-to wandb --log-dir runs/trackers/wandb --project landscapes"
+        ),
+    ):
         done = subprocess.run(
             ["bash", "-c", command.text], capture_output=True, text=True, env=environment
         )
