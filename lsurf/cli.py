@@ -429,14 +429,15 @@ def _plot(args: argparse.Namespace) -> int:
     trackers = parse_trackers(args.log_to)
     for path in plot_any_files(args.surfaces, options):
         print(path)
-    for tracker in trackers:
+    if trackers:
         logged = log_surfaces(
-            args.surfaces, tracker, log_dir=args.log_dir, project=args.project, options=options
+            args.surfaces, trackers, log_dir=args.log_dir, project=args.project, options=options
         )
-        print(
-            f"logged to {tracker}: {len(logged.figures)} figures, {len(logged.scalars)} scalars, "
-            f"{len(args.surfaces)} file{'s' if len(args.surfaces) > 1 else ''}"
-        )
+        for tracker in trackers:
+            print(
+                f"logged to {tracker}: {len(logged.figures)} figures, {len(logged.scalars)} "
+                f"scalars, {len(args.surfaces)} file{'s' if len(args.surfaces) > 1 else ''}"
+            )
     return 0
 
 

@@ -106,7 +106,7 @@ def log_surface(
 
 def log_surfaces(
     paths: Sequence[Path],
-    to: Tracker,
+    to: Tracker | Sequence[Tracker],
     *,
     run: Any = None,
     writer: Any = None,
@@ -116,15 +116,20 @@ def log_surfaces(
     project: str | None = None,
     options: Any = None,
 ) -> Logged:
-    """`log_surface` for several files into one run; each file's names then sit under
+    """`log_surface` for several files, to one tracker or several (the figures drawn once
+    for all of them), each into one run; with several files each file's names sit under
     `prefix/<file stem>` so they do not overwrite each other."""
     from lsurf.plot import PlotOptions
 
-    if to not in TRACKERS:
-        raise ConfigError(f"cannot log to {to!r}; the trackers are {', '.join(TRACKERS)}")
-    module = _tracker_module(to)
-    if (run is not None and to != "wandb") or (writer is not None and to != "tensorboard"):
-        raise ConfigError("pass run= with to='wandb' and writer= with to='tensorboard'")
+    trackers = (to,) if isinstance(to, str) else tuple(to)
+    unknown = [name for name in trackers if name not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"cannot log to {unknown[0]!r}; the trackers are {', '.join(TRACKERS)}")
+    modules = {name: _tracker_module(name) for name in trackers}
+    if (run is not None and "wandb" not in trackers) or (
+        writer is not None and "tensorboard" not in trackers
+    ):
+        raise ConfigError("run= is a W&B run (to='wandb'), writer= a TensorBoard SummaryWriter")
     base = options if options is not None else PlotOptions()
     with tempfile.TemporaryDirectory(prefix="lsurf-figures-") as scratch:
         # Each file drawn on its own, as PNG (the tracker shows images), into a scratch folder.
@@ -139,10 +144,12 @@ def log_surfaces(
             name = own if own is not None else f"{prefix}/{_slug(path.stem)}"
             scalars.update({f"{name}/{key}": value for key, value in file_scalars(path).items()})
             figures.update({f"{name}/figures/{key}": png for key, png in drawn[path].items()})
-        if to == "wandb":
-            _log_wandb(module, paths, scalars, figures, run, step, log_dir, project)
-            return Logged(scalars, tuple(figures))
-        copies = _log_tensorboard(paths, scalars, figures, writer, step, prefix, log_dir)
+        copies: tuple[Path, ...] = ()
+        for tracker in trackers:
+            if tracker == "wandb":
+                _log_wandb(modules[tracker], paths, scalars, figures, run, step, log_dir, project)
+            else:
+                copies = _log_tensorboard(paths, scalars, figures, writer, step, prefix, log_dir)
         return Logged(scalars, tuple(figures), copies)
 
 

@@ -122,6 +122,23 @@ def test_tensorboard_gets_the_scalars_figures_report_and_file_at_the_callers_ste
     assert [path.name for path in (tmp_path / "tb").iterdir() if path.name.startswith(".")] == []
 
 
+def test_a_capture_file_logs_its_figure_and_the_file_and_no_scalars(tmp_path):
+    """Files other than surfaces and sharpness files: the figure `lsurf plot` draws for them
+    and the file itself, through a writer log_surface opens and closes."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3))
+    data = (torch.randn(24, 4), torch.randint(0, 3, (24,)))
+    path = tmp_path / "run.h5"
+    capture = lsurf.Capture(path, data, every=1, x="-1:1:3", y="-1:1:3", examples=None)
+    capture(model, 1)
+    logged = log_surface(path, "tensorboard", log_dir=tmp_path / "tb")
+    assert logged.scalars == {}
+    events = read_events(tmp_path / "tb")
+    assert events.Tags()["images"] == ["lsurf/figures/epochs_1-1_train_loss_contour"]
+    assert events.Tags()["scalars"] == []
+    assert (tmp_path / "tb" / "run.h5").read_bytes() == path.read_bytes()
+
+
 # ------------------------------------------------------------------------------ refusals
 
 
@@ -281,9 +298,9 @@ def test_wandb_logs_into_the_callers_run_at_its_step_and_leaves_it_open(surface,
 
 
 def test_the_page_runs_as_written(offline_wandb, monkeypatch):
-    """docs/trackers.md: its Python block (the caller's writer at its step), then its two
-    commands: each writes `lsurf plot`'s figures, prints what the page shows, and logs the
-    same figures, the file's scalars and the file."""
+    """docs/trackers.md: its Python block (the caller's writer at its step), then its command:
+    it writes `lsurf plot`'s figures, prints what the page shows, and logs the same figures,
+    the file's scalars and the file to both trackers."""
     import subprocess
 
     from doc_commands import ROOT, blocks, documented, link_repository, missing_lines
@@ -304,27 +321,22 @@ def test_the_page_runs_as_written(offline_wandb, monkeypatch):
     # A W&B run in this process leaves WANDB_SERVICE naming its service; a command that
     # inherited it would hand its run to that service instead of starting its own.
     environment = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    for command in (
-        documented(
-            ".venv/bin/lsurf plot runs/trackers/plane.h5 --log-to tensorboard"
-            " --log-dir runs/trackers/tb"
-        ),
-        documented(
-            "WANDB_MODE=offline WANDB_SILENT=true .venv/bin/lsurf plot runs/trackers/plane.h5"
-            " --log-to wandb --log-dir runs/trackers/wandb --project landscapes"
-        ),
-    ):
-        done = subprocess.run(
-            ["bash", "-c", command.text], capture_output=True, text=True, env=environment
-        )
-        assert done.returncode == 0, done.stderr
-        assert missing_lines(command, done.stdout) == []
-        assert len(done.stdout.splitlines()) == len(command.shown)
+    command = documented(
+        "WANDB_MODE=offline WANDB_SILENT=true .venv/bin/lsurf plot runs/trackers/plane.h5"
+        " --log-to tensorboard,wandb --log-dir runs/trackers/logs --project landscapes"
+    )
+    done = subprocess.run(
+        ["bash", "-c", command.text], capture_output=True, text=True, env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    assert missing_lines(command, done.stdout) == []
+    assert len(done.stdout.splitlines()) == len(command.shown)
     figures = {
         kind: scratch / "runs" / "trackers" / f"plane_train_loss_{kind}.png"
         for kind in PLANE_FIGURES
     }
-    events = read_events(scratch / "runs" / "trackers" / "tb")
+    logs = scratch / "runs" / "trackers" / "logs"
+    events = read_events(logs)
     for kind, figure in figures.items():
         [image] = events.Images(f"lsurf/figures/train_loss_{kind}")
         # the drawing `lsurf plot` wrote beside the file, at the same size in pixels
@@ -332,8 +344,8 @@ def test_the_page_runs_as_written(offline_wandb, monkeypatch):
     for name, value in expected.items():
         [event] = events.Scalars(name)
         assert (event.step, event.value) == (0, pytest.approx(value, rel=1e-6)), name
-    assert (scratch / "runs/trackers/tb/plane.h5").read_bytes() == surface.read_bytes()
-    history, images, artifacts = read_wandb_run(scratch / "runs" / "trackers" / "wandb")
+    assert (logs / "plane.h5").read_bytes() == surface.read_bytes()
+    history, images, artifacts = read_wandb_run(logs)
     [row] = history.values()
     assert {key: row[key] for key in expected} == pytest.approx(expected)
     assert sorted(images) == sorted(f"lsurf/figures/train_loss_{kind}" for kind in PLANE_FIGURES)
