@@ -12,8 +12,10 @@ lies, the basin count of an analysed column, the sharpness measures), and the fi
 W&B artifact of type "loss-surface"; with TensorBoard, which has no artifacts, a copy beside
 the event files and the `lsurf info` report as text.
 
-wandb and tensorboard are optional (`lsurf[wandb]`, `lsurf[tensorboard]`), imported when a
-file is logged; a missing one is one line naming the extra, raised before anything is drawn.
+`log_surfaces` logs several files, to one tracker or both, drawing the figures once
+(`lsurf plot --log-to`). wandb and tensorboard are optional (`lsurf[wandb]`,
+`lsurf[tensorboard]`), imported when a file is logged; a missing one is one line naming the
+extra, raised before anything is drawn.
 The TensorBoard writer is torch's, so unlike `lsurf plot` alone this loads torch.
 """
 

@@ -350,3 +350,22 @@ def test_the_page_runs_as_written(offline_wandb, monkeypatch):
     assert {key: row[key] for key in expected} == pytest.approx(expected)
     assert sorted(images) == sorted(f"lsurf/figures/train_loss_{kind}" for kind in PLANE_FIGURES)
     check_artifact(artifacts, surface)
+
+
+def test_a_curvature_surface_logs_lambda_max_and_min_at_the_centre(tmp_path):
+    """The Hessian's columns are scalars like any other: λmax = 2 + i + 2j and λmin =
+    ±0.1(i + j)·λmax at grid index (i, j) (curvature_values), so at the centre (2, 1) of a
+    5×3 grid λmax is 6 and λmin +1.8; the loss is lowest at index (0, 0)."""
+    from surface_helpers import curvature_values, write_curvature_surface
+
+    from lsurf.grid import Axis, Grid
+    from lsurf.trackers import file_scalars
+
+    grid = Grid.from_axes(Axis(-1, 1, 5), Axis(-1, 1, 3))
+    path = write_curvature_surface(tmp_path / "s.h5", grid, "", curvature_values(grid.shape))
+    scalars = file_scalars(path)
+    assert scalars["max_eig_centre"] == 6.0
+    assert scalars["min_eig_centre"] == pytest.approx(1.8)
+    assert scalars["train_loss_centre"] == pytest.approx(1.3)
+    assert (scalars["train_loss_min"], scalars["train_loss_min_x"]) == (1.0, -1.0)
+    assert scalars["train_loss_min_y"] == -1.0
