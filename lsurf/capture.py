@@ -18,6 +18,9 @@ Gaussian draws, filter-normalized against that capture's weights. Fixed draws ma
 comparable (what changes between two is the weights, not the luck of a new draw), and the
 normalization must follow the weights, whose scale changes as they train (Li et al., §4).
 
+Trackers: `run=` (a W&B run) and/or `writer=` (a TensorBoard SummaryWriter) log every capture's
+figures, scalars and surface file there (lsurf.trackers), at its step, under `lsurf/capture`.
+
 Resuming: a capture that is already in the file is not taken again (a restarted training
 passes over it), and a capture interrupted part-way resumes from its own surface file
 beside the capture file, named by the epoch and the digest of the weights it was taken at.
@@ -57,6 +60,8 @@ class Capture:
         loss: str | Callable[..., Any] = "cross_entropy",
         directions: Mapping[str, Any] | None = None,
         log: Log | None = None,
+        run: Any = None,
+        writer: Any = None,
         **settings: Any,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -79,6 +84,9 @@ class Capture:
         self.loss = loss
         self.directions = {"kind": "random", "seed": seed, **dict(directions or {})}
         self.log = log
+        # Experiment trackers (lsurf.trackers): a W&B run and/or a TensorBoard SummaryWriter
+        # that each capture is logged into, at its step (its epoch without one).
+        self.run, self.writer = run, writer
         self.settings = dict(settings)
         loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
         # What every capture of one file shares: a later Capture on the file must agree.
@@ -145,12 +153,31 @@ class Capture:
             subset_seed=self.seed,
             **self.settings,
         )
+        self._log(partial, epoch if step is None else step)
         add_capture(self.path, partial, epoch, step, _shapes(model), self.recorded)
         partial.unlink()
         partial.with_name(partial.name.removesuffix(".h5") + ".directions.h5").unlink(
             missing_ok=True
         )
         return surface
+
+    def _log(self, surface_path: Path, step: int) -> None:
+        """The capture's figures, scalars and file into the trackers given, under the prefix
+        lsurf/capture: the same names at every capture, so each is a series over the steps."""
+        handles = (("wandb", self.run), ("tensorboard", self.writer))
+        trackers = [name for name, handle in handles if handle is not None]
+        if not trackers:
+            return
+        from lsurf.trackers import log_surfaces
+
+        log_surfaces(
+            [surface_path],
+            trackers,  # type: ignore[arg-type]
+            run=self.run,
+            writer=self.writer,
+            step=step,
+            prefix="lsurf/capture",
+        )
 
     def _subset(self) -> int | None:
         if self.examples is None:

@@ -28,7 +28,7 @@ def network(width: int = 16) -> nn.Module:
 # ----------------------------------------------------------------------------- Lightning
 
 
-def lightning_fit(tmp_path, callbacks, epochs, width=16, resume=None):
+def lightning_fit(tmp_path, callbacks, epochs, width=16, resume=None, logger=False):
     pl = pytest.importorskip("lightning.pytorch")
 
     class Module(pl.LightningModule):
@@ -57,7 +57,7 @@ def lightning_fit(tmp_path, callbacks, epochs, width=16, resume=None):
     trainer = pl.Trainer(
         max_epochs=epochs,
         callbacks=callbacks,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -131,7 +131,7 @@ class Examples(torch.utils.data.Dataset):
         return {"inputs": self.inputs[index], "labels": self.targets[index]}
 
 
-def hugging_face_train(tmp_path, callbacks):
+def hugging_face_train(tmp_path, callbacks, report_to=()):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     arguments = transformers.TrainingArguments(
@@ -139,7 +139,7 @@ def hugging_face_train(tmp_path, callbacks):
         num_train_epochs=4,
         per_device_train_batch_size=16,
         logging_steps=1,
-        report_to=[],
+        report_to=list(report_to),
         use_cpu=True,
         save_strategy="no",
         seed=0,
@@ -176,3 +176,52 @@ def test_a_missing_framework_is_one_line(monkeypatch):
     assert str(caught.value) == (
         "this callback needs lightning, which is not installed: pip install lsurf[lightning]"
     )
+
+
+# ------------------------------------------------------------------------------ trackers
+
+
+def captured_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every lsurf/capture scalar the event files under `folder` hold: tag → (step, value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(folder.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            if tag.startswith("lsurf/capture/"):
+                found[tag] = [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    return found
+
+
+def test_each_capture_reaches_the_trainers_tensorboard_at_its_step(tmp_path):
+    pytest.importorskip("tensorboard")
+    pl = pytest.importorskip("lightning.pytorch")
+    from lsurf.callbacks import HuggingFaceCapture, LightningCapture
+
+    path = tmp_path / "lightning.h5"
+    logger = pl.loggers.TensorBoardLogger(save_dir=str(tmp_path / "tb"), name="run")
+    lightning_fit(tmp_path, [LightningCapture(path, data(), every=2, **GRID)], 4, logger=logger)
+    logged = captured_scalars(tmp_path / "tb")
+    centres = [(2 * index + 2) * 4 for index in range(2)]  # the global steps of epochs 2, 4
+    expected = [
+        (step, float(one.surface.metrics["train_loss"][2, 2]))
+        for step, one in zip(centres, read_captures(path), strict=True)
+    ]
+    assert [
+        (step, pytest.approx(value)) for step, value in logged["lsurf/capture/train_loss_centre"]
+    ] == expected
+
+    path = tmp_path / "trainer.h5"
+    hugging_face_train(
+        tmp_path, [HuggingFaceCapture(path, data(), every=2, **GRID)], report_to=["tensorboard"]
+    )
+    logged = captured_scalars(tmp_path / "trainer")
+    expected = [
+        (one.step, float(one.surface.metrics["train_loss"][2, 2])) for one in read_captures(path)
+    ]
+    assert [step for step, _ in expected] == [8, 16]
+    assert [
+        (step, pytest.approx(value)) for step, value in logged["lsurf/capture/train_loss_centre"]
+    ] == expected
