@@ -11,10 +11,14 @@ install: $(VENV)/.installed
 
 # torch/torchvision are pinned to the release pair this project is tested with; the rest
 # comes from setup.cfg. mpich is the MPI library wheel mpi4py runs on by default.
+# Every optional extra too, so the tests of the callbacks, trackers, notebooks and language
+# models run (a bare `pip install lsurf` needs none of them).
+EXTRAS = mpich,test,lightning,transformers,peft,wandb,tensorboard,notebook
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[mpich,test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: install
