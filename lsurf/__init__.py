@@ -5,6 +5,8 @@ The public face (everything else may change between versions):
     import lsurf
     surface = lsurf.sweep(model, (inputs, targets), x="-1:1:21", y="-1:1:21")
     surface = lsurf.read_surface("runs/demo/surface.h5")
+    figure = lsurf.plot(surface, kind="contour")   # a matplotlib Figure; save="f.png" writes it
+    page = lsurf.plot_html(surface)                # a plotly Figure (the 3D surface)
     directions, attributes = lsurf.read_directions("runs/demo/surface.directions.h5")
 
 `sweep` is lsurf.api.sweep; `Surface`/`read_surface` and `read_directions` are the surface
@@ -36,6 +38,10 @@ _LAZY = {
     "read_surface": "lsurf.files.surface",
     "read_directions": "lsurf.files.directions",
     "Directions": "lsurf.directions",
+    # lsurf.plot is the callable package itself (see lsurf/plot/__init__.py): importing it
+    # gives the function, and any import of a submodule sets the same attribute.
+    "plot": "lsurf.plot",
+    "plot_html": "lsurf.plot",
 }
 
 __all__ = [
@@ -48,6 +54,8 @@ __all__ = [
     "OutputError",
     "Surface",
     "__version__",
+    "plot",
+    "plot_html",
     "read_directions",
     "read_surface",
     "sweep",
@@ -56,7 +64,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        value = module if name == "plot" else getattr(module, name)
         globals()[name] = value  # looked up once
         return value
     raise AttributeError(f"module 'lsurf' has no attribute {name!r}")

@@ -48,7 +48,7 @@ from lsurf.files.surface import Surface, read_surface
 from lsurf.losses import build_loss
 from lsurf.params import digest as state_digest
 from lsurf.run.phases import Sources
-from lsurf.run.progress import Log, to_stderr
+from lsurf.run.progress import Log, chosen_progress, to_stderr
 from lsurf.run.sweep import run_in_process
 
 # The keyword settings, by section: the config's own keys (one table: the config dataclasses).
@@ -70,6 +70,7 @@ def sweep(
     output: str | Path | None = None,
     force: bool = False,
     log: Log | None = to_stderr,
+    progress: str = "auto",
     **settings: Any,
 ) -> Surface:
     """Sweep `model` over the grid x (and y) and return the surface (see the module docstring).
@@ -79,9 +80,10 @@ def sweep(
     `hessian` those of the `hessian` section, e.g. {"eigenvalues": True, "tol": 1e-4} for the
     maps of λmax and λmin. `params` chooses the tensors the directions move by name, as the
     config's `directions.params`: {"include": ["*lora_*"], "exclude": ["*norm*"]} (globs over
-    `model.named_parameters()` names); the others stay at θ*. `settings`: `batch_size=500`,
-    `device="cpu"`, `fold_bn=False`, `rel_error=0.01`, ... (see the module docstring); an
-    unknown one is a ConfigError.
+    `model.named_parameters()` names); the others stay at θ*. `progress`: "auto" (a bar in a
+    notebook or on a terminal, else lines in `log`), "bar", "lines" or "none"
+    (lsurf.run.progress). `settings`: `batch_size=500`, `device="cpu"`, `fold_bn=False`,
+    `rel_error=0.01`, ... (see the module docstring); an unknown one is a ConfigError.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -131,7 +133,7 @@ def sweep(
             open_split,
             lambda name: build_loss(name, None if isinstance(loss, str) else loss),
         )
-        with kept_process_state():
+        with kept_process_state(), chosen_progress(progress):
             run_in_process([config], force, log or (lambda message: None), None, sources)
         return read_surface(path)  # read whole into memory, before the scratch folder goes
 

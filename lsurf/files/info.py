@@ -225,9 +225,41 @@ def _describe_plane(surface: Surface) -> list[str]:
 def describe_surface(path: Path) -> str:
     """The `lsurf info` report: grid, settings, completeness, and the best point so far."""
     surface = read_surface(path)
+    lines = surface_summary(surface)
+    written_by = surface.attributes.get("written_by")
+    if written_by:
+        return "\n".join(lines)
+    for analysed, stored in read_topology_file(path).items():
+        lines += describe_stored(
+            analysed,
+            stored.attributes,
+            stored.pairs,
+            stored.basins,
+            surface.x,
+            surface.y,
+            surface.done.size,
+        )
+        values = np.where(surface.done, surface.metrics.get(analysed, np.nan), np.nan)
+        now = int(np.isfinite(values).sum())
+        if now != stored.attributes["points"]:  # the sweep went on after the analysis
+            lines.append(
+                f"  (analysed at {stored.attributes['points']} points, {now} are done now: "
+                f"run lsurf topology {path} --metric {analysed} again)"
+            )
+    lines.append(
+        f"written by lsurf {surface.attributes.get('lsurf_version')} "
+        f"(format {surface.attributes.get('format_version')}), "
+        f"created {surface.attributes.get('created')}"
+    )
+    return "\n".join(lines)
+
+
+def surface_summary(surface: Surface) -> list[str]:
+    """The head of `lsurf info`'s report, also a `Surface`'s repr: the file, how it was
+    made, the grid, the metrics, how many points are done and each loss's best point."""
     config = surface.config
     done, total = int(surface.done.sum()), surface.done.size
-    lines = [f"surface  {path}"]
+    lines = [f"surface  {surface.path}"]
     written_by = surface.attributes.get("written_by")
     if written_by:  # the reference code's file: no config stored, only the direction file
         lines.append(f"written by {written_by}; no sweep settings stored in it")
@@ -266,31 +298,7 @@ def describe_surface(path: Path) -> str:
         if surface.y is not None:
             where += f", y={surface.y[best[1]]:g}"
         lines.append(f"min {name}  {values[best]:.6g} at {where}")
-    if written_by:
-        return "\n".join(lines)
-    for analysed, stored in read_topology_file(path).items():
-        lines += describe_stored(
-            analysed,
-            stored.attributes,
-            stored.pairs,
-            stored.basins,
-            surface.x,
-            surface.y,
-            surface.done.size,
-        )
-        values = np.where(surface.done, surface.metrics.get(analysed, np.nan), np.nan)
-        now = int(np.isfinite(values).sum())
-        if now != stored.attributes["points"]:  # the sweep went on after the analysis
-            lines.append(
-                f"  (analysed at {stored.attributes['points']} points, {now} are done now: "
-                f"run lsurf topology {path} --metric {analysed} again)"
-            )
-    lines.append(
-        f"written by lsurf {surface.attributes.get('lsurf_version')} "
-        f"(format {surface.attributes.get('format_version')}), "
-        f"created {surface.attributes.get('created')}"
-    )
-    return "\n".join(lines)
+    return lines
 
 
 def describe_directions(path: Path) -> str:

@@ -23,6 +23,7 @@ at any moment leaves a readable file in which every `done` point holds its real 
 from __future__ import annotations
 
 import datetime
+import html
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +76,17 @@ class Surface:
     def config(self) -> dict[str, Any]:
         """The sweep config the file stores, parsed once; {} for files without one."""
         return stored_config(self.attributes)
+
+    def __repr__(self) -> str:
+        """What `lsurf info` says first (lsurf.files.info): a notebook cell showing a surface
+        reads like the terminal's report, not like arrays of numbers."""
+        from lsurf.files.info import surface_summary  # info reads surfaces: imported late
+
+        return "\n".join(surface_summary(self))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the same text, kept preformatted (its columns line up)."""
+        return f"<pre>{html.escape(repr(self))}</pre>"
 
 
 def read_surface(path: Path) -> Surface:

@@ -17,16 +17,24 @@ sweep is still writing can be drawn) and `PlotOptions`. Output: the files writte
   did not reach the stored tol are marked with an 'x'.
 - `--format vtk` / `html`: a ParaView .vtu and a self-contained interactive 3D page.
 
+`lsurf.plot(surface, kind=...)` returns the matplotlib figure and `lsurf.plot_html(...)` the
+plotly one, for notebooks (figures): the same drawing functions, no file unless asked.
+
 Modules: options (flags → PlotOptions), preset (the paper's defaults), view (masking, the
 shared scale), labels (words from the stored config), curvature (the ratio, the solver's
 settings and convergence), seeds (the seed comparison's checks), planes (2D figures), camera
-(the 3D view), path (the optimizer path on them), curves (1D figures), export (VTK, HTML).
+(the 3D view), path (the optimizer path on them), curves (1D figures), export (VTK, HTML),
+figures (the figures returned to Python callers).
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
@@ -40,9 +48,22 @@ from lsurf.plot.options import (
     parse_levels,
     parse_options,
 )
-from lsurf.plot.view import Panel, load_panels, shared_scale
+from lsurf.plot.view import Panel, Scale, load_panels, shared_scale
 
-__all__ = ["PlotOptions", "parse_levels", "parse_options", "plot_any_files", "plot_files"]
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    from lsurf.plot.figures import SurfaceLike
+
+__all__ = [
+    "PlotOptions",
+    "parse_levels",
+    "parse_options",
+    "plot_any_files",
+    "plot_files",
+    "plot_html",
+]
 
 # Above three files, names like a_vs_b_vs_c_vs_d get unwieldy; the first one and a count say it.
 _MAX_NAMED = 3
@@ -76,15 +97,24 @@ def plot_any_files(paths: list[Path], options: PlotOptions) -> list[Path]:
     return plot_files(paths, options)
 
 
-def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
-    """Draw the surfaces (side by side when several) and return the paths written."""
-    from lsurf.plot.curves import draw_curves, draw_overlaid_curves, primary_metric
-    from lsurf.plot.export import write_curve_html, write_surface_html, write_vtk
-    from lsurf.plot.planes import draw_plane
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Panels ready to draw: what `lsurf plot` and `lsurf.plot(...)` both start from."""
+
+    panels: list[Panel]
+    file_labels: list[str]  # the files' names (seed panels are titled by their seed instead)
+    kinds: tuple[Kind, ...]
+    scale: Scale | None  # None: 1D
+    options: PlotOptions  # with the preset applied
+    seeds: bool
+
+
+def prepare(panels: list[Panel], options: PlotOptions) -> Prepared:
+    """Check the options against the panels' dimension, apply the preset, share the scale."""
+    from lsurf.plot.curves import primary_metric
     from lsurf.plot.preset import apply_preset
     from lsurf.plot.seeds import label_by_seed
 
-    panels = load_panels(paths, options)
     is_2d = panels[0].is_2d
     kinds = _kinds(panels, options)
     _check_dimension(is_2d, options)
@@ -95,30 +125,50 @@ def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
         panels = label_by_seed(panels)
     left = panels[0].column.metric if is_2d else primary_metric(panels[0])
     options = apply_preset(options, left, is_2d)
+    scale = shared_scale(panels, options) if is_2d else None
+    return Prepared(panels, file_labels, kinds, scale, options, seeds)
+
+
+def draw_figure(kind: Kind, prepared: Prepared) -> Figure:
+    """The one matplotlib figure of `kind` (the files' panels side by side)."""
+    from lsurf.plot.curves import draw_curves, draw_overlaid_curves
+    from lsurf.plot.planes import draw_plane
+
+    if prepared.scale is not None:
+        return draw_plane(kind, prepared.panels, prepared.scale, prepared.options)
+    if prepared.seeds:
+        return draw_overlaid_curves(prepared.panels, prepared.options)
+    return draw_curves(prepared.panels, prepared.options)
+
+
+def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
+    """Draw the surfaces (side by side when several) and return the paths written."""
+    from lsurf.plot.curves import primary_metric
+    from lsurf.plot.export import write_curve_html, write_surface_html, write_vtk
+
+    prepared = prepare(load_panels(paths, options), options)
+    panels, scale, options = prepared.panels, prepared.scale, prepared.options
+    is_2d = scale is not None
+    left = panels[0].column.metric if is_2d else primary_metric(panels[0])
     out = options.out if options.out is not None else paths[0].parent
     out.mkdir(parents=True, exist_ok=True)
-    scale = shared_scale(panels, options) if is_2d else None
     suffix = "_log" if options.log else ""
     # 1D figures hold loss and accuracy; they name a metric only when it replaces the loss.
     named = is_2d or left.name != LOSS.name
     metric = f"_{panels[0].metric}" if named else ""
-    base = f"{_joined_name(file_labels)}{'_seeds' if seeds else ''}{metric}{suffix}"
+    seeds = "_seeds" if prepared.seeds else ""
+    base = f"{_joined_name(prepared.file_labels)}{seeds}{metric}{suffix}"
 
     written: list[Path] = []
     figure_formats = [name for name in options.formats if name in FIGURE_FORMATS]
-    for kind in kinds if figure_formats else ():
-        if scale is not None:
-            figure = draw_plane(kind, panels, scale, options)
-        elif seeds:
-            figure = draw_overlaid_curves(panels, options)
-        else:
-            figure = draw_curves(panels, options)
+    for kind in prepared.kinds if figure_formats else ():
+        figure = draw_figure(kind, prepared)
         for name in figure_formats:
             path = out / f"{base}_{kind}.{name}"
             with atomic_path(path) as temporary:
                 figure.savefig(temporary, format=name)
             written.append(path)
-    for panel, label in zip(panels, file_labels, strict=True):  # one export per file
+    for panel, label in zip(panels, prepared.file_labels, strict=True):  # one export per file
         own = f"{_slug(label)}{metric}{suffix}"
         if "vtk" in options.formats and scale is not None:
             path = out / f"{own}.vtu"
@@ -182,3 +232,38 @@ def _joined_name(labels: Sequence[str]) -> str:
     if len(slugs) > _MAX_NAMED:
         return f"{slugs[0]}_vs_{len(slugs) - 1}_more"
     return "_vs_".join(slugs)
+
+
+def plot_html(
+    surface: SurfaceLike, kind: str | None = None, metric: str | None = None, **keywords: Any
+) -> go.Figure:
+    """The interactive plotly figure (lsurf.plot.figures.html_figure); `lsurf.plot_html`."""
+    from lsurf.plot.figures import html_figure
+
+    return html_figure(surface, kind, metric, **keywords)
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable: `lsurf.plot(surface, kind="contour")` returns the figure.
+
+    Why a callable module and not a function `plot` in lsurf/__init__: `lsurf.plot` is this
+    package, and importing any of its submodules sets the attribute `lsurf.plot` to the
+    package module, which would shadow such a function. A module's `__class__` may be set to
+    a ModuleType subclass (Python 3.5+), so the name works whichever import came first, and
+    the package stays as light to import as before (no torch, matplotlib only when drawing).
+    """
+
+    def __call__(
+        self,
+        surface: SurfaceLike,
+        kind: str | None = None,
+        metric: str | None = None,
+        **keywords: Any,
+    ) -> Figure:
+        """The matplotlib figure (lsurf.plot.figures.figure); `save=` writes it too."""
+        from lsurf.plot.figures import figure
+
+        return figure(surface, kind, metric, **keywords)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

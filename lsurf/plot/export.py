@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from lsurf.plot.curves import (
 from lsurf.plot.options import PlotOptions
 from lsurf.plot.path import run_style
 from lsurf.plot.view import SHOWN, Panel, Scale, mask_hidden
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 HTML_SAMPLES = 501
 
@@ -169,6 +172,11 @@ def _nearest(nodes: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
+    surface_html_figure(panel, scale).write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def surface_html_figure(panel: Panel, scale: Scale) -> go.Figure:
+    """The interactive 3D surface (plotly), as the HTML export and `lsurf.plot_html` show it."""
     import plotly.graph_objects as go
 
     x, y = panel.surface.x, panel.surface.y
@@ -205,7 +213,7 @@ def write_surface_html(panel: Panel, scale: Scale, path: Path) -> None:
             "zaxis": {"title": {"text": name}, "range": [low, high]},
         },
     )
-    figure.write_html(path, include_plotlyjs=True, full_html=True)
+    return figure
 
 
 def _add_runs(figure: Any, panel: Panel, floor: float) -> None:
@@ -241,6 +249,10 @@ def _add_runs(figure: Any, panel: Panel, floor: float) -> None:
 
 
 def write_curve_html(panel: Panel, options: PlotOptions, path: Path) -> None:
+    curve_html_figure(panel, options).write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def curve_html_figure(panel: Panel, options: PlotOptions) -> go.Figure:
     """A 1D surface's loss (left axis) and accuracy (right), train solid and test dashed:
     the columns of the PNG curve (`curves.curve_columns`)."""
     import plotly.graph_objects as go
@@ -282,4 +294,4 @@ def write_curve_html(panel: Panel, options: PlotOptions, path: Path) -> None:
             "range": [0, 100],
         },
     )
-    figure.write_html(path, include_plotlyjs=True, full_html=True)
+    return figure
