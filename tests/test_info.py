@@ -1,5 +1,6 @@
 """`lsurf info`'s reports on surface files and direction files (lsurf.files.info)."""
 
+import html
 from dataclasses import asdict
 
 import h5py
@@ -15,6 +16,7 @@ from surface_helpers import (
 
 from lsurf.cli import main
 from lsurf.files.info import describe_surface
+from lsurf.files.surface import read_surface
 from lsurf.grid import Axis, Grid
 from lsurf.metrics import ACCURACY, LOSS
 
@@ -182,3 +184,27 @@ def test_a_1d_curve_names_only_its_x_axis(tmp_path):
     lines = describe_surface(path).splitlines()
     assert "grid     x=-1:1:5  (5 points)" in lines
     assert "min train_loss  0 at x=0.5" in lines
+
+
+def test_a_surface_describes_itself_as_info_begins(tmp_path):
+    x, y = np.linspace(-1, 1, 3), np.linspace(0, 1, 2)
+    loss = np.array([[3.0, 2.0], [0.5, 1.0], [4.0, 5.0]])
+    columns = {
+        "train_loss": ("train", asdict(LOSS), loss),
+        "train_acc": ("train", asdict(ACCURACY), 100 - loss),
+    }
+    done = np.array([[True, True], [True, True], [False, False]])
+    path = write_surface_by_hand(tmp_path / "s.h5", x, y, columns, done, CONFIG)
+    surface = read_surface(path)
+    assert repr(surface).splitlines() == [
+        f"surface  {path}",
+        "model    resnet56  checkpoint /runs/a/final.pt",
+        "directions  random  norm=filter  ignore=biasbn  seed=3  file directions.h5",
+        "grid     x=-1:1:3  y=0:1:2  (3x2 points)",
+        "metrics  train_acc, train_loss",
+        "done     4/6 points (66.7%), incomplete: rerun the same sweep to resume",
+        "min train_loss  0.5 at x=0, y=0",
+    ]
+    # The same lines `lsurf info` starts with: one description, not two.
+    assert describe_surface(path).startswith(repr(surface) + "\n")
+    assert surface._repr_html_() == f"<pre>{html.escape(repr(surface))}</pre>"
