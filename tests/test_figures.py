@@ -112,3 +112,27 @@ def test_plot_html_returns_the_3d_surface_and_the_curve(plane, line, tmp_path):
 def test_a_bad_keyword_says_so(plane):
     with pytest.raises(TypeError):
         lsurf.plot(plane, colour="red")
+
+
+def test_the_notebooks_page_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/notebooks.md: its Python block runs, writes only what `save=` named, and prints
+    the repr the page shows (`…` stands for what differs from run to run)."""
+    import re
+
+    from doc_commands import ROOT, blocks
+
+    page = ROOT / "docs" / "notebooks.md"
+    code = [block for block in blocks(page) if block.tag == "python"]
+    shown = [block for block in blocks(page) if block.tag == "text"]
+    assert len(code) == 1 and len(shown) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "notebooks_page"}
+    exec(compile("\n".join(code[0].lines), f"{page}:{code[0].line}", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    patterns = [re.escape(line).replace("…", ".+") for line in shown[0].lines]
+    assert len(printed) == len(patterns)
+    for line, pattern in zip(printed, patterns, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["heatmap.png"]
+    assert isinstance(namespace["contour"], Figure)
+    assert isinstance(namespace["page"], go.Figure)
