@@ -495,3 +495,38 @@ def test_a_default_capture_records_describes_and_plots(splits, inputs, tmp_path,
     [figure] = [Path(line) for line in capsys.readouterr().out.splitlines()]
     assert figure.name == f"run_epochs_5-10_{splits[0]}_loss_contour.png"
     assert figure.read_bytes().startswith(PNG_SIGNATURE)
+
+
+# ------------------------------------------------------- the notebook door (lsurf.plot, repr)
+
+
+@pytest.mark.parametrize("plane", [False, True], ids=["line", "plane"])
+def test_a_default_notebook_sweep_describes_itself_and_returns_its_figures(plane, inputs, tmp_path):
+    """lsurf.sweep at its defaults (a line of 11 points; with y, a plane), then what a
+    notebook cell shows: the surface's repr, lsurf.plot's default figure and lsurf.plot_html's,
+    and no file written."""
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    import lsurf
+
+    model = models.build("convnet_small")
+    model.load_state_dict(read_state_dict(inputs.checkpoint))
+    generator = torch.Generator().manual_seed(5)
+    data = {
+        split: (torch.randn(20, 3, 32, 32, generator=generator), torch.randint(0, 10, (20,)))
+        for split in ("train", "test")
+    }
+    axes = {"x": X_AXIS, "y": Y_AXIS} if plane else {}
+    surface = lsurf.sweep(model, data, log=None, **axes)
+    shape = "3x2" if plane else "11"
+    grid = f"x={X_AXIS}  y={Y_AXIS}" if plane else "x=-1:1:11"
+    text = repr(surface)
+    assert f"grid     {grid}  ({shape} points)" in text
+    assert "metrics  test_acc, test_loss, train_acc, train_loss" in text
+    assert "complete" in text.splitlines()[-3]
+    before = set(tmp_path.iterdir())
+    figure = lsurf.plot(surface)
+    assert isinstance(figure, Figure) and figure.axes
+    assert isinstance(lsurf.plot_html(surface), go.Figure)
+    assert set(tmp_path.iterdir()) == before
