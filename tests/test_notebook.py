@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,8 @@ def test_the_notebook_runs_and_shows_the_surface_and_its_figures(tmp_path, monke
     # venv's python whatever kernels the machine has, and it imports the checkout's lsurf.
     kernelspec.install(prefix=str(tmp_path), kernel_name="python3")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *sys.path[1:2]]))
+    inherited = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *inherited]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
