@@ -37,9 +37,12 @@ GridPath = Literal["line", "bezier", "polychain"]
 Precision = Literal["fp32", "tf32", "bf16"]
 
 # Datasets lsurf reads itself; any other value of data.dataset is an import path.
-BUILT_IN_DATASETS = ("cifar10", "cifar100", "imagefolder")
+BUILT_IN_DATASETS = ("cifar10", "cifar100", "imagefolder", "tokens")
+# Registry models built from model.kwargs (a language model's sizes), not num_classes: the
+# table of lsurf.models.language, named here so the config stays torch-free.
+KEYWORD_MODELS = ("gpt2", "tiny_transformer")
 # Losses lsurf knows by name; any other value of evaluation.loss is an import path.
-BUILT_IN_LOSSES = ("cross_entropy", "mse")
+BUILT_IN_LOSSES = ("cross_entropy", "mse", "causal_lm")
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,18 @@ class ModelConfig:
     # Registry models: left out, the dataset's class count (10 for cifar10). An import-path
     # callable receives it as the keyword num_classes when it is given.
     num_classes: int | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)  # keywords for an import-path callable
+    # keywords for an import-path callable, or a language model's sizes (gpt2: GPT2Config's
+    # keys; tiny_transformer: vocab_size, d_model, layers, heads, context)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     # cifar10, cifar100 (python-pickle layouts), imagefolder (a torchvision ImageFolder tree
-    # with ROOT/train and ROOT/test), or 'package.module:callable' called with the split name
-    # and `kwargs`, returning a map-style Dataset of (input, target) or a pair of tensors.
+    # with ROOT/train and ROOT/test), tokens (ROOT/<split>.npy or .bin token ids, kwargs
+    # sequence_length, dtype, pad_id: lsurf.data.tokens), or 'package.module:callable'
+    # called with the split name and `kwargs`, returning a map-style Dataset of (input,
+    # target) or a pair of tensors.
     root: Path | None = None  # required by the built-in datasets
     dataset: str = "cifar10"
     kwargs: dict[str, Any] = field(default_factory=dict)  # keywords for a dataset callable
@@ -182,8 +189,9 @@ class EvaluationConfig:
     precision: Precision = "fp32"
     channels_last: bool = True
     # cross_entropy, mse (the reference's: softmax outputs against one-hot targets for class
-    # labels), or 'package.module:callable(outputs, targets)' returning per-example losses
-    # or a (sum, count) pair (token-weighted losses stay exact means).
+    # labels), causal_lm (next-token cross-entropy per real token, docs/language-models.md),
+    # or 'package.module:callable(outputs, targets)' returning per-example losses or a
+    # (sum, count) pair (token-weighted losses stay exact means).
     loss: str = "cross_entropy"
     # Store each split's loss standard error at every point ({split}_loss_se): from the
     # per-example losses (a (sum, count) callable: its batches as clusters, lsurf.losses),
@@ -543,8 +551,11 @@ def _check_data(data: DataConfig) -> DataConfig:
         )
     elif data.root is None:
         raise ConfigError(f"missing required key data.root (the folder holding {data.dataset})")
-    if data.kwargs and not is_import_path(data.dataset):
-        raise ConfigError("data.kwargs is only used with a dataset given as an import path")
+    if data.kwargs and not (is_import_path(data.dataset) or data.dataset == "tokens"):
+        raise ConfigError(
+            "data.kwargs is only used with data.dataset: tokens or a dataset given as an "
+            "import path"
+        )
     return data
 
 
@@ -567,6 +578,8 @@ def _check_model(model: ModelConfig, data: DataConfig) -> ModelConfig:
                 f"({model.num_classes}) disagree; give it once"
             )
         return model
+    if model.name in KEYWORD_MODELS:
+        return model  # built from model.kwargs; num_classes means nothing to it
     if model.kwargs:
         raise ConfigError(
             "model.kwargs is only used with a model given as an import path "

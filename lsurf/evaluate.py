@@ -66,7 +66,15 @@ from lsurf.data.splits import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
 from lsurf.folding import Folded, fold_batch_norm, with_moved_norms
-from lsurf.losses import Baseline, Loss, Moments, Population, build_loss, classifies
+from lsurf.losses import (
+    Baseline,
+    Loss,
+    Moments,
+    Population,
+    build_loss,
+    classifies,
+    outputs_of,
+)
 from lsurf.metrics import ACCURACY, CURVATURE, EXAMPLES, LOSS, LOSS_SE, Column
 
 PROBE_EXAMPLES = 4  # a probe batch: enough to see shapes, too small to cost anything
@@ -282,8 +290,8 @@ class Evaluator:
                 for size in sorted(sizes, reverse=True):
                     inputs, _ = split.first(size)
                     with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
-                        expected = self.folded.network(inputs).float()
-                        found = compiled(inputs).float()
+                        expected = _tensor(self.folded.network(inputs)).float()
+                        found = _tensor(compiled(inputs)).float()
                     apart = _apart(found, expected)
                     if not apart <= COMPILE_TOLERANCE[self._bf16]:
                         self.notes.append(
@@ -344,8 +352,15 @@ class Evaluator:
         for name, split in self.splits.items():
             inputs, targets = split.first(min(PROBE_EXAMPLES, len(split)))
             try:
-                outputs = self.model(inputs)
+                outputs = outputs_of(self.model(inputs))
             except Exception as error:  # noqa: BLE001 - any failure here is a data/model mismatch
+                if self.loss.name == "causal_lm" and not inputs.is_floating_point():
+                    # Most often an id beyond the embedding: say which id the data holds.
+                    raise DataError(
+                        f"the model cannot take the {name} split's token ids (largest token id "
+                        f"{int(inputs.max())}, batch {tuple(inputs.shape)}): {_reason(error)}; "
+                        "set the model's vocab_size above the largest id, or check the token file"
+                    ) from None
                 raise DataError(
                     f"the model cannot take the {name} split's inputs (a batch of shape "
                     f"{tuple(inputs.shape)}, {inputs.dtype}): {_reason(error)}; check that "
@@ -353,9 +368,12 @@ class Evaluator:
                 ) from None
             if not isinstance(outputs, torch.Tensor):
                 raise DataError(
-                    f"the model returned a {type(outputs).__name__}, not a tensor; a sweep needs "
-                    "a model whose forward returns the outputs the loss takes"
+                    f"the model returned a {type(outputs).__name__}, with neither a tensor nor a "
+                    "tensor .logits; a sweep needs a model whose forward returns the outputs the "
+                    "loss takes (logits, or an object with .logits as Hugging Face models give)"
                 )
+            if self.loss.name == "causal_lm":
+                _check_vocabulary(name, split, inputs, outputs)
             if classifies(outputs, targets):
                 # All of a cached split's labels (cheap); a streamed one shows its first batch.
                 labels = split.targets if isinstance(split, CachedSplit) else targets
@@ -499,7 +517,7 @@ class Evaluator:
         stratify = True
         for inputs, targets in split.batches(self.batch_size, self.order_seed):
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
-                outputs = self.network(inputs).float()
+                outputs = _tensor(self.network(inputs)).float()
             terms = self.loss.terms(outputs, targets)
             assert terms.unit_sums is not None
             x = terms.unit_sums.detach().double().reshape(-1)
@@ -581,7 +599,7 @@ def measure_batches(
     examples = 0
     for index, (inputs, targets) in enumerate(batches):
         with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
-            outputs = model(inputs)
+            outputs = _tensor(model(inputs))
         outputs = outputs.float()
         if errors is None:
             total, count = loss.batch(outputs, targets)
@@ -671,13 +689,32 @@ def _disagreement(
     """'' where `folded` gives `model`'s outputs on every probe batch to fp32 rounding; else
     which batch differs, and by how much (`moved` says how the model was set)."""
     for name, inputs in probes.items():
-        apart = _apart(folded(inputs).float(), model(inputs).float())
+        apart = _apart(_tensor(folded(inputs)).float(), _tensor(model(inputs)).float())
         if not apart <= FOLDING_TOLERANCE:
             return (
                 f"the folded network's outputs on the {name} probe batch{moved} differ from "
                 f"the model's by {apart:.2g} of their largest"
             )
     return ""
+
+
+def _tensor(raw: object) -> torch.Tensor:
+    """A model's outputs as a tensor (`outputs_of`); the probe has checked that they are one."""
+    return cast(torch.Tensor, outputs_of(raw))
+
+
+def _check_vocabulary(
+    name: str, split: SplitData, inputs: torch.Tensor, outputs: torch.Tensor
+) -> None:
+    """A language model's token ids must be below its vocabulary (the logits' last size):
+    all of a cached split's ids, the probe batch of a streamed one."""
+    ids = split.inputs if isinstance(split, CachedSplit) else inputs
+    vocabulary = outputs.shape[-1]
+    if outputs.dim() == 3 and ids.numel() and int(ids.max()) >= vocabulary:
+        raise DataError(
+            f"the {name} split has token id {int(ids.max())} but the model's vocabulary has "
+            f"{vocabulary} ids; set the model's vocab_size above it, or check the token file"
+        )
 
 
 def _apart(found: torch.Tensor, expected: torch.Tensor) -> float:

@@ -53,6 +53,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ from torch import nn
 from lsurf import params
 from lsurf.config import ParamsSelection
 from lsurf.errors import ConfigError, LsurfError
-from lsurf.losses import Loss
+from lsurf.losses import Loss, outputs_of
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 # Under MPI: (this rank's float64 sum of H·v contributions, its count) -> the global pair.
@@ -218,7 +219,7 @@ def _gradients(
     backward receives a gradient with a graph: a Function marked @once_differentiable then
     leaves its error node in the graph even where it is the first node of the backward (the
     loss's own op), where autograd would otherwise drop its second derivative silently."""
-    outputs = model(_saveable(inputs)).float()
+    outputs = cast(torch.Tensor, outputs_of(model(_saveable(inputs)))).float()
     total, count = loss.batch(outputs, _saveable(targets))
     if not total.requires_grad:
         raise ConfigError(

@@ -29,7 +29,17 @@ sqrt((1 − k/K) · k/(k−1) · Σ(y − r·n)²) / Σn over k of the split's K
 Sampling Techniques, §6.3). The sum and count of the loss column are computed exactly as
 without standard errors, so the column keeps its bits whichever option is on.
 
-Accuracy is measured where it means something: outputs (B, C) and class-index targets (B,).
+- causal_lm: a language model's next-token cross-entropy. Inputs are token ids (B, T); the
+  targets are the same ids with every padded position set to `IGNORED` (-100, lsurf.data.tokens
+  builds them); the outputs are logits (B, T, V) (a Hugging Face output's `.logits`, unwrapped
+  by `outputs_of`). Position t's logits score token t + 1: logits[:, :-1] against
+  targets[:, 1:], padded targets left out, so the count is the split's real next tokens and
+  the mean is per token however sequences are padded or batched. Log-softmax in fp32 (bf16
+  logits are widened first), summed in fp32 per batch, accumulated in float64. Its sampling
+  units are the sequences (each one's token-loss sum and token count): a ratio estimator.
+
+Accuracy is measured where it means something: outputs (B, C) and class-index targets (B,);
+a language model's loss has no accuracy column.
 Whether a batch fits is checked once, on a probe batch, before anything is written.
 """
 
@@ -56,6 +66,9 @@ class BatchTerms:
     # (unit_counts None: one example per unit), or the batch as one unit (its sum and count).
     unit_sums: torch.Tensor | None = None
     unit_counts: torch.Tensor | None = None
+    # Whether the units are the split's examples (sequences, for causal_lm) or its batches
+    # (a callable's own (sum, count)): which population a standard error is of.
+    units_are_examples: bool = True
 
 
 # (outputs, targets, units) -> BatchTerms; units=False may leave the units out (saves work).
@@ -88,6 +101,44 @@ def classifies(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
         and not targets.is_complex()
         and targets.shape[0] == outputs.shape[0]
     )
+
+
+# The target id of a padded position: no next token to score (torch's ignore_index default).
+IGNORED = -100
+
+
+def outputs_of(raw: object) -> object:
+    """A model's outputs as the loss takes them: a tensor as it is, a Hugging Face output
+    (CausalLMOutput, ...) as its `.logits`; anything else is returned for the probe to refuse."""
+    if isinstance(raw, torch.Tensor):
+        return raw
+    logits = getattr(raw, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else raw
+
+
+def _causal_lm(outputs: torch.Tensor, targets: torch.Tensor, units: bool) -> BatchTerms:
+    if outputs.dim() != 3 or targets.dim() != 2 or tuple(outputs.shape[:2]) != tuple(targets.shape):
+        raise ConfigError(
+            f"evaluation.loss: causal_lm needs logits (batch, tokens, vocab) and token ids "
+            f"(batch, tokens); got outputs {tuple(outputs.shape)} and targets "
+            f"{tuple(targets.shape)}; use data.dataset: tokens or give (T,) token-id examples"
+        )
+    # Position t predicts token t + 1: (B, T-1, V) against (B, T-1).
+    logits = outputs[:, :-1].float()
+    following = targets[:, 1:]
+    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), following.reshape(-1)
+    scored = following != IGNORED  # (B, T-1): the real next tokens
+    total = F.cross_entropy(
+        flat_logits, flat_targets, reduction="sum", ignore_index=IGNORED
+    ).double()
+    count = scored.sum()
+    if not units:
+        return BatchTerms(total, count)
+    # Per sequence: its tokens' loss sum (0 at ignored positions) and its token count.
+    per_token = F.cross_entropy(
+        flat_logits, flat_targets, reduction="none", ignore_index=IGNORED
+    ).reshape(following.shape)
+    return BatchTerms(total, count, per_token.double().sum(dim=1), scored.sum(dim=1).double())
 
 
 def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, units: bool) -> BatchTerms:
@@ -134,7 +185,7 @@ def _from_callable(name: str, function: Callable) -> MeasureBatch:
                 return BatchTerms(total, count)
             # No per-example values: the batch is one unit of the ratio estimator.
             weight = torch.as_tensor(count, device=total.device).double().reshape(1)
-            return BatchTerms(total, count, total.detach().reshape(1), weight)
+            return BatchTerms(total, count, total.detach().reshape(1), weight, False)
         if not isinstance(result, torch.Tensor):
             raise ConfigError(
                 f"evaluation.loss: {name} returned a {type(result).__name__}; return a tensor "
@@ -157,7 +208,11 @@ def _from_callable(name: str, function: Callable) -> MeasureBatch:
     return measure
 
 
-_BUILT_IN: dict[str, MeasureBatch] = {"cross_entropy": _cross_entropy, "mse": _mse}
+_BUILT_IN: dict[str, MeasureBatch] = {
+    "cross_entropy": _cross_entropy,
+    "mse": _mse,
+    "causal_lm": _causal_lm,
+}
 
 
 def build_loss(name: str, function: Callable | None = None) -> Loss:
@@ -228,7 +283,7 @@ class Moments:
     ) -> None:
         self.population = population
         self.baseline = baseline
-        self.per_example = True  # each unit one example (else each batch one unit)
+        self.per_example = True  # each unit one example or sequence (else each batch one unit)
         size = _SUMS + (_BASELINE_SUMS if baseline is not None else 0)
         self.sums = torch.zeros(size, dtype=torch.float64, device=device)
         self.by_class = None
@@ -241,7 +296,7 @@ class Moments:
         class labels `targets` sort them where the baseline has classes)."""
         assert terms.unit_sums is not None, "the batch was measured without its units"
         y = terms.unit_sums.detach().double().reshape(-1)
-        self.per_example = terms.unit_counts is None
+        self.per_example = terms.units_are_examples
         n = torch.ones_like(y) if terms.unit_counts is None else terms.unit_counts.double()
         n = n.to(y.device).reshape(-1)
         k = torch.tensor(float(y.numel()), dtype=torch.float64, device=y.device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from lsurf.directions import random_direction
 from lsurf.errors import ConfigError, LsurfError
 from lsurf.estimates import Estimate, average_case_estimate, m_sharpness_estimate
 from lsurf.evaluate import measure_batches
-from lsurf.losses import Loss
+from lsurf.losses import Loss, outputs_of
 from lsurf.metrics import LOSS
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -274,7 +274,8 @@ def _loss_and_gradient(
     totals: list[torch.Tensor] = []
     count = 0.0
     for inputs, targets in batches:
-        total, batch_count = loss.batch(model(inputs).float(), targets)
+        outputs = cast(torch.Tensor, outputs_of(model(inputs)))
+        total, batch_count = loss.batch(outputs.float(), targets)
         parts = torch.autograd.grad(total, tensors, allow_unused=True)
         for running, part in zip(summed, parts, strict=True):
             if part is not None:  # None: the loss does not reach this tensor, its gradient is 0

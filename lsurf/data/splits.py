@@ -12,6 +12,8 @@ This module owns turning `DataConfig` into one `SplitData` per split on one devi
   ``data.mean`` / ``data.std``: inputs (3, image_size, image_size) float32, targets int64.
   The test split must have exactly train's class folders, or the indices would mean other
   classes;
+- ``tokens``: token-id sequences from ``ROOT/<split>.npy`` or ``.bin`` (lsurf.data.tokens),
+  inputs the ids and targets the ids with padding marked, for the ``causal_lm`` loss;
 - ``package.module:callable``: called as ``callable(split, **data.kwargs)``; it returns a
   map-style dataset (``__len__`` and ``__getitem__``) whose examples are (input, target) pairs
   (input: a tensor of any shape, the same for every example; target: a tensor or an int), or a
@@ -49,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lsurf.config import DataConfig, classes_of
+from lsurf.data import tokens
 from lsurf.data.cifar import configured_indices, load_configured
 from lsurf.data.readers import (
     Batch,
@@ -221,10 +224,16 @@ def open_split(
     if data.dataset == "imagefolder":
         folder, num_classes = image_folder(data, split)
         return _from_dataset(data, split, num_classes, folder, device, channels_last)
+    if data.dataset == "tokens":
+        inputs, targets = tokens.token_split(data, split)
+        chosen = configured_indices(data, len(targets), split)
+        if chosen is not None:
+            inputs, targets = inputs[chosen], targets[chosen]
+        return _from_tensors(data, split, None, inputs, targets, device, channels_last)
     if not is_import_path(data.dataset):
         raise DataError(
-            f"unknown data.dataset {data.dataset!r}; use cifar10, cifar100, imagefolder or an "
-            "import path package.module:callable"
+            f"unknown data.dataset {data.dataset!r}; use cifar10, cifar100, imagefolder, tokens or "
+            "an import path package.module:callable"
         )
     result = resolve(data.dataset, "data.dataset")(split, **data.kwargs)
     return from_object(result, data.dataset, data, split, device, channels_last)
@@ -239,7 +248,10 @@ def from_object(
     channels_last: bool,
 ) -> SplitData:
     """A split from what a dataset callable returned, or what the Python API was handed: a
-    map-style Dataset of (input, target) pairs or a pair of tensors. `label` names it in errors."""
+    map-style Dataset of (input, target) pairs or a pair of tensors, or a dataset of token ids
+    (lsurf.data.tokens). `label` names it in errors."""
+    if not is_tensor_pair(result) and tokens.is_token_dataset(result):
+        result = tokens.from_token_dataset(result, f"data.dataset {label} (split {split!r})")
     if is_tensor_pair(result):
         inputs, targets = checked_tensors(label, split, result)
         chosen = configured_indices(data, len(targets), split)

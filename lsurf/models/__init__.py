@@ -18,9 +18,10 @@ from typing import Any
 
 from torch import nn
 
+from lsurf.config import KEYWORD_MODELS
 from lsurf.errors import ConfigError
 from lsurf.imports import is_import_path, resolve
-from lsurf.models import cifar_resnet, densenet, small, vgg, wide_resnet
+from lsurf.models import cifar_resnet, densenet, language, small, vgg, wide_resnet
 
 # A builder takes num_classes and returns a freshly initialized model.
 ModelBuilder = Callable[[int], nn.Module]
@@ -46,15 +47,20 @@ def _merge(families: tuple[Mapping[str, ModelBuilder], ...]) -> dict[str, ModelB
 
 
 _REGISTRY: dict[str, ModelBuilder] = _merge(_FAMILIES)
+# Language models take their sizes as keywords (model.kwargs), not a class count; the config
+# knows their names without importing torch.
+assert set(language.MODELS) == set(KEYWORD_MODELS), "lsurf.config.KEYWORD_MODELS is out of date"
 
 
 def available() -> list[str]:
     """Return every registry name, sorted."""
-    return sorted(_REGISTRY)
+    return sorted([*_REGISTRY, *language.MODELS])
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
     """Build a fresh model by registry name; raise ConfigError for an unknown name."""
+    if name in language.MODELS:
+        return language.MODELS[name]()  # its default sizes; build_named takes model.kwargs
     builder = _REGISTRY.get(name)
     if builder is None:
         raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(available())}")
@@ -69,6 +75,8 @@ def build_named(name: str, num_classes: int | None, kwargs: Mapping[str, Any]) -
     An import-path callable gets `num_classes` as a keyword when it is given (and kwargs does
     not already hold it); it must return an `nn.Module`. Every rank calls this itself.
     """
+    if name in language.MODELS:
+        return _called(name, language.MODELS[name], dict(kwargs))
     if not is_import_path(name):
         if num_classes is None:
             raise ConfigError(
@@ -80,8 +88,15 @@ def build_named(name: str, num_classes: int | None, kwargs: Mapping[str, Any]) -
     arguments = dict(kwargs)
     if num_classes is not None:
         arguments.setdefault("num_classes", num_classes)
+    return _called(name, factory, arguments)
+
+
+def _called(name: str, factory: Callable[..., Any], arguments: dict[str, Any]) -> nn.Module:
+    """factory(**arguments), its failure or a result that is no module as one line."""
     try:
         model = factory(**arguments)
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001 - user code; its failure is the user's to fix
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
         shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
