@@ -530,3 +530,46 @@ def test_a_default_notebook_sweep_describes_itself_and_returns_its_figures(plane
     assert isinstance(figure, Figure) and figure.axes
     assert isinstance(lsurf.plot_html(surface), go.Figure)
     assert set(tmp_path.iterdir()) == before
+
+
+# ------------------------------------------------------------ a causal language model
+
+
+def test_a_default_language_model_sweep_runs_reads_describes_and_plots(tmp_path, capsys):
+    """A causal LM on token files, as a first-time user writes it: the tiny transformer at
+    its default sizes, train.npy and test.npy, evaluation.loss causal_lm; loss columns only
+    (a language model has no accuracy column)."""
+    generator = torch.Generator().manual_seed(0)
+    root = tmp_path / "tokens"
+    root.mkdir()
+    for split in ("train", "test"):
+        np.save(root / f"{split}.npy", torch.randint(0, 64, (12, 8), generator=generator).numpy())
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "lm.pt"
+    save_checkpoint(checkpoint, models.build_named("tiny_transformer", None, {}).state_dict())
+    config = tmp_path / "lm.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "tiny_transformer", "checkpoint": str(checkpoint)},
+                "data": {"dataset": "tokens", "root": str(root), "splits": ["train", "test"]},
+                "grid": {"x": X_AXIS, "y": Y_AXIS},
+                "evaluation": {"loss": "causal_lm"},
+                "output": str(tmp_path / "surface.h5"),
+            }
+        )
+    )
+    assert main(["sweep", str(config)]) == 0
+    output = tmp_path / "surface.h5"
+    surface = read_surface(output)
+    assert surface.done.shape == (3, 2) and surface.done.all()
+    assert sorted(surface.metrics) == ["test_loss", "train_loss"]
+    assert all(np.isfinite(values).all() for values in surface.metrics.values())
+    capsys.readouterr()
+    assert main(["info", str(output)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line for line in lines if line.startswith("metrics ")]
+    assert len(listed) == 1
+    assert sorted(listed[0].split(maxsplit=1)[1].split(", ")) == ["test_loss", "train_loss"]
+    assert "done     6/6 points (100.0%), complete" in lines
+    check_plot(output, ("train", "test"), True, capsys)
