@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python benchmarks/connect_cost.py
 	$(BIN)/python benchmarks/alignment.py
 	$(BIN)/python benchmarks/topology.py
+	$(BIN)/python benchmarks/causal_lm.py
 	$(BIN)/python benchmarks/capture.py
 
 # mypy checks lsurf/ (pyproject.toml's [tool.mypy]).
