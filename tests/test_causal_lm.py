@@ -309,3 +309,29 @@ def test_gpt2_without_transformers_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", refuse)
     with pytest.raises(models.ConfigError, match=r"pip install lsurf\[transformers\]"):
         models.build_named("gpt2", None, GPT2)
+
+
+def test_the_language_models_page_runs_as_shown(tmp_path, monkeypatch, capsys):
+    """docs/language-models.md: its Python writes the tokens and θ*, its YAML is the config,
+    and its commands sweep, describe and plot, printing what the page shows."""
+    import shlex
+
+    from doc_commands import ROOT, blocks, documented, missing_lines
+
+    page = ROOT / "docs" / "language-models.md"
+    code = [block for block in blocks(page) if block.tag == "python"]
+    (config,) = [block for block in blocks(page) if block.tag == "yaml"]
+    assert len(code) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in code:
+        exec(compile("\n".join(block.lines), f"{page}:{block.line}", "exec"), {"__name__": "p"})
+    Path("runs/lm/lm.yaml").write_text("\n".join(config.lines) + "\n")
+    capsys.readouterr()
+    for command in (
+        documented(".venv/bin/lsurf sweep runs/lm/lm.yaml"),
+        documented(".venv/bin/lsurf info runs/lm/surface.h5"),
+        documented(".venv/bin/lsurf plot runs/lm/surface.h5"),
+    ):
+        assert main(shlex.split(command.text)[1:]) == 0, command.text
+        assert missing_lines(command, capsys.readouterr().out) == []
+    assert Path("runs/lm/surface_train_loss_contour.png").is_file()
