@@ -247,3 +247,16 @@ def test_a_test_only_sweep_runs_resumes_and_stores_the_default_hessian_section(
     capsys.readouterr()
     assert main(["sweep", str(config)]) == 0  # the same sweep: found complete, not refused
     assert "already complete" in capsys.readouterr().err
+
+
+def test_a_language_model_sweep_takes_its_sizes_and_token_kwargs(tmp_path):
+    base = yaml.safe_load(MINIMAL)
+    base["model"] = {"name": "gpt2", "checkpoint": "lm.pt", "kwargs": {"n_layer": 2}}
+    base["data"] = {"dataset": "tokens", "root": "tokens/", "kwargs": {"pad_id": 0}}
+    base["evaluation"] = {"loss": "causal_lm"}
+    config = load_sweep_config(write(tmp_path, yaml.safe_dump(base)))
+    assert config.model.kwargs == {"n_layer": 2} and config.model.num_classes is None
+    assert config.data.kwargs == {"pad_id": 0} and config.evaluation.loss == "causal_lm"
+    base["model"] = {"name": "resnet20", "checkpoint": "c.pt", "kwargs": {"n_layer": 2}}
+    with pytest.raises(ConfigError, match="model.kwargs is only used with"):
+        load_sweep_config(write(tmp_path, yaml.safe_dump(base)))

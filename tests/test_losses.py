@@ -96,3 +96,20 @@ def test_batches_as_units_weigh_each_batch_by_its_count():
     assert mean == pytest.approx(12.0 / 12.0)
     residual = sum((y - mean * n) ** 2 for y, n in zip(sums, counts, strict=True))
     assert error == pytest.approx(math.sqrt(0.5 * 3 / 2 * residual) / 12.0)
+
+
+def test_causal_lm_scores_each_next_token_and_skips_padded_targets():
+    # Two sequences of 4 positions over a vocabulary of 3; the second padded after 2 tokens.
+    logits = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 1, 2, 1], [2, 0, -100, -100]])
+    loss = build_loss("causal_lm")
+    terms = loss.terms(logits, targets)
+    log_probabilities = logits.double().log_softmax(dim=-1)
+    first = -sum(float(log_probabilities[0, t, targets[0, t + 1]]) for t in range(3))
+    second = -float(log_probabilities[1, 0, targets[1, 1]])  # position 0 scores token 1
+    assert int(terms.count) == 4  # 3 next tokens of the first, 1 of the second
+    assert float(terms.total) == pytest.approx(first + second, rel=1e-6)
+    assert terms.unit_sums.tolist() == pytest.approx([first, second], rel=1e-6)
+    assert terms.unit_counts.tolist() == [3.0, 1.0] and terms.units_are_examples
+    with pytest.raises(ConfigError, match="causal_lm needs logits"):
+        loss.batch(logits[:, 0], targets)

@@ -283,3 +283,15 @@ def test_mlp_small_is_two_hidden_layers_of_64_on_the_flattened_image() -> None:
     }
     # 3072·64 + 64 + 64·64 + 64 + 64·7 + 7, counted by hand.
     assert parameter_count(model) == 201_287
+
+
+def test_the_tiny_transformer_is_causal_and_gives_logits_per_position() -> None:
+    torch.manual_seed(0)
+    model = models.build_named("tiny_transformer", None, {"vocab_size": 20, "context": 8}).eval()
+    ids = torch.randint(0, 20, (2, 8))
+    changed = ids.clone()
+    changed[:, 5:] = (changed[:, 5:] + 1) % 20  # only later tokens differ
+    with torch.no_grad():
+        logits, other = model(ids), model(changed)
+    assert logits.shape == (2, 8, 20)
+    assert torch.equal(logits[:, :5], other[:, :5]) and not torch.equal(logits[:, 5:], other[:, 5:])

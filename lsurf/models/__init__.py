@@ -53,8 +53,9 @@ assert set(language.MODELS) == set(KEYWORD_MODELS), "lsurf.config.KEYWORD_MODELS
 
 
 def available() -> list[str]:
-    """Return every registry name, sorted."""
-    return sorted([*_REGISTRY, *language.MODELS])
+    """Every image classifier's registry name, sorted (the language models, built from
+    model.kwargs, are `language.MODELS`)."""
+    return sorted(_REGISTRY)
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
@@ -63,7 +64,10 @@ def build(name: str, num_classes: int = 10) -> nn.Module:
         return language.MODELS[name]()  # its default sizes; build_named takes model.kwargs
     builder = _REGISTRY.get(name)
     if builder is None:
-        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(available())}")
+        raise ConfigError(
+            f"unknown model {name!r}; valid names: {', '.join(available())}; language models "
+            f"(model.kwargs): {', '.join(sorted(language.MODELS))}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     return builder(num_classes)
