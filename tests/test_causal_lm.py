@@ -335,3 +335,54 @@ def test_the_language_models_page_runs_as_shown(tmp_path, monkeypatch, capsys):
         assert main(shlex.split(command.text)[1:]) == 0, command.text
         assert missing_lines(command, capsys.readouterr().out) == []
     assert Path("runs/lm/surface_train_loss_contour.png").is_file()
+
+
+def evaluator(model: nn.Module, ids: torch.Tensor, **settings):
+    """An Evaluator of `model` on `ids` (padded with PAD) along a random line."""
+    from lsurf import params
+    from lsurf.data.tokens import with_targets
+    from lsurf.directions import random_directions
+    from lsurf.evaluate import Evaluator
+    from lsurf.losses import build_loss
+
+    weights = {key: value.detach() for key, value in params.movable(model, False).items()}
+    directions = random_directions(weights, "filter", "biasbn", 0, plane=False)
+    split = with_targets(ids, PAD, "tokens")
+    return Evaluator(
+        model,
+        directions,
+        {"train": split},
+        8,
+        torch.device("cpu"),
+        loss=build_loss("causal_lm"),
+        **settings,
+    )
+
+
+def test_bf16_rounds_the_forward_only_and_the_image_fast_paths_change_nothing():
+    torch.manual_seed(0)
+    model = models.build_named("tiny_transformer", None, TINY).eval()
+    ids = padded_ids(6)
+    # BN folding and channels_last on a transformer: nothing to fold, no 4-D tensor, same bits.
+    # (Each evaluator moves the one model in place: all are built at θ* before any moves.)
+    plain = evaluator(model, ids, channels_last=False, fold_bn=False)
+    fast = evaluator(model, ids, channels_last=True, fold_bn=True)
+    bf16 = evaluator(model, ids, precision="bf16")
+    assert fast.folded.count == 0
+    assert plain.evaluate(0.5, 0.0) == fast.evaluate(0.5, 0.0)
+    # bf16: the loss of the bf16 logits, taken by hand in float64, is what the sweep stores:
+    # the log-softmax runs in fp32 (in bf16 it would be off by ~1e-3 of the loss).
+    rounded = bf16.evaluate(0.0, 0.0)["train_loss"]
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        logits = model(ids)
+    assert logits.dtype == torch.bfloat16
+
+    class Fixed(nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            rows = [int((ids == row).all(dim=1).nonzero()[0]) for row in batch]
+            return logits[rows]
+
+    sums, counts = hand_units(Fixed(), ids, PAD)
+    assert rounded == pytest.approx(sum(sums) / sum(counts), rel=1e-6)
+    exact = plain.evaluate(0.0, 0.0)["train_loss"]
+    assert rounded != exact
