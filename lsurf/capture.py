@@ -37,7 +37,7 @@ from torch import nn
 
 from lsurf import api, params
 from lsurf.errors import ConfigError
-from lsurf.files.captures import add_capture, group_name, read_capture_header, read_captures
+from lsurf.files.captures import add_capture, group_name, read_capture_header
 from lsurf.files.surface import Surface
 from lsurf.run.progress import Log
 
@@ -109,11 +109,6 @@ class Capture:
     def check_model(self, model: nn.Module) -> None:
         """Refuse (one line) a model whose parameters differ from the file's first capture."""
         self._check_parameters(model, self._check_header())
-
-    def captured_epochs(self) -> list[int]:
-        if not self.path.exists():
-            return []
-        return [captured.epoch for captured in read_captures(self.path)]
 
     def __call__(
         self,

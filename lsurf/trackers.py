@@ -35,6 +35,7 @@ import numpy as np
 
 from lsurf.atomic import atomic_path
 from lsurf.errors import ConfigError
+from lsurf.plot import file_slug
 
 Tracker = Literal["wandb", "tensorboard"]
 TRACKERS: tuple[Tracker, ...] = get_args(Tracker)
@@ -143,7 +144,7 @@ def log_surfaces(
         scalars: dict[str, float] = {}
         figures: dict[str, Path] = {}
         for path in paths:
-            name = own if own is not None else f"{prefix}/{_slug(path.stem)}"
+            name = own if own is not None else f"{prefix}/{file_slug(path.stem)}"
             scalars.update({f"{name}/{key}": value for key, value in file_scalars(path).items()})
             figures.update({f"{name}/figures/{key}": png for key, png in drawn[path].items()})
         copies: tuple[Path, ...] = ()
@@ -162,7 +163,7 @@ def _draw(path: Path, options: Any) -> dict[str, Path]:
 
     options = dataclasses.replace(options, formats=("png",), compare="files")
     written = plot_any_files([path], options)
-    stem = _slug(path.stem)
+    stem = file_slug(path.stem)
     figures = {}
     for png in written:
         if png.suffix != ".png":
@@ -292,7 +293,7 @@ def _log_tensorboard(
         folder = Path(writer.get_logdir())
         folder.mkdir(parents=True, exist_ok=True)
         for path in paths:
-            name = prefix if len(paths) == 1 else f"{prefix}/{_slug(path.stem)}"
+            name = prefix if len(paths) == 1 else f"{prefix}/{file_slug(path.stem)}"
             # Markdown: the report indented four spaces is a code block, its columns kept.
             report = "\n".join(f"    {line}" for line in describe(path).splitlines())
             writer.add_text(f"{name}/info", report, global_step=step)
@@ -306,10 +307,6 @@ def _log_tensorboard(
             writer.close()
         else:
             writer.flush()
-
-
-def _slug(stem: str) -> str:
-    return stem.replace("/", "_").replace(":", "_")
 
 
 def _artifact_name(path: Path) -> str:

@@ -241,3 +241,25 @@ def test_the_page_runs_as_written(tmp_path, monkeypatch):
         assert missing_lines(command, done.stdout) == []
         assert len(done.stdout.splitlines()) == len(command.shown)
     assert (tmp_path / "runs/capture/landscape_epochs_5-20_train_loss_contour.png").is_file()
+
+
+def test_plot_draws_a_capture_file_alone_and_only_as_figures(tmp_path, capsys):
+    path = tmp_path / "run.h5"
+    Capture(path, tiny_data(), every=1, examples=None, **GRID)(tiny_model(), 1)
+    surface = tmp_path / "surface.h5"
+    lsurf.sweep(tiny_model(), tiny_data(), x="-1:1:3", output=surface, log=None)
+    capsys.readouterr()
+    assert main(["plot", str(path), "--format", "vtk"]) == 2
+    assert capsys.readouterr().err == (
+        "lsurf: error: --format vtk exports surfaces; a capture file is drawn as png, pdf, svg\n"
+    )
+    assert main(["plot", str(path), str(surface)]) == 2
+    assert capsys.readouterr().err == (
+        f"lsurf: error: {surface} is not a capture file; lsurf plot draws one kind of file at a "
+        "time\n"
+    )
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == [
+        "run.h5",
+        "surface.directions.h5",
+        "surface.h5",
+    ]

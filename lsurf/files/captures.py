@@ -24,7 +24,7 @@ import h5py
 
 from lsurf.atomic import atomic_path
 from lsurf.errors import OutputError
-from lsurf.files.hdf5 import attributes_of, file_has_attribute, open_file
+from lsurf.files.hdf5 import file_has_attribute, open_file
 from lsurf.files.surface import Surface, read_surface_in
 
 MARKER = "lsurf_captures"
@@ -115,8 +115,3 @@ def add_capture(
             if step is not None:
                 group.attrs["step"] = step
             target.attrs["captures"] = json.dumps([*listing, name])
-
-
-def capture_attributes(path: Path) -> dict[str, Any]:
-    with open_file(path, "r", "capture file", locking=False) as h5file:
-        return attributes_of(h5file)

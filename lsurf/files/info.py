@@ -34,7 +34,7 @@ from lsurf.files.curvature import (
 )
 from lsurf.files.directions import is_direction_file
 from lsurf.files.sharpness import is_sharpness_path, read_sharpness
-from lsurf.files.surface import Surface, read_surface
+from lsurf.files.surface import Surface, default_metric, read_surface
 from lsurf.files.topology import describe_stored, read_topology_file
 from lsurf.files.trajectory import Runs, Trajectory
 from lsurf.grid import Axis
@@ -77,13 +77,7 @@ def describe_captures(path: Path) -> str:
     grid = config.get("grid") or {}
     axes = f"x={grid.get('x')}" + (f"  y={grid['y']}" if grid.get("y") is not None else "")
     lines.append(f"grid     {axes}  ({shape} points per capture)")
-    # What `lsurf plot` draws: train_loss, else the first ranked column where lower is better.
-    ranked = [
-        name
-        for name, column in first.columns.items()
-        if column.metric.lower_is_better and column.metric.ranked
-    ]
-    metric = "train_loss" if "train_loss" in first.metrics else (ranked or list(first.metrics))[0]
+    metric = default_metric(first)  # what `lsurf plot` draws of it
     lines.append(f"{len(captured)} captures of {metric}:")
     lines.append("  epoch      step      centre     lowest  at")
     for found in captured:

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 import lsurf
-from lsurf.errors import OutputError
+from lsurf.errors import LsurfError, OutputError
 from lsurf.files.hdf5 import attributes_of, create_atomically, open_file, stored_config
 from lsurf.files.reference import is_reference_surface, read_reference_surface
 from lsurf.files.trajectory import (
@@ -130,6 +130,21 @@ def read_surface_in(root: h5py.Group, path: Path) -> Surface:
         read_weight_statistics(root["weights"]) if "weights" in root else None,
         read_runs(root),
     )
+
+
+def default_metric(surface: Surface) -> str:
+    """The metric a surface is drawn and described by (`lsurf plot`, a capture file's `lsurf
+    info`): train_loss, else the file's first ranked column where lower is better (a residual
+    or a product count is no landscape), else its first."""
+    if "train_loss" in surface.columns:
+        return "train_loss"
+    stored = list(surface.columns.values())
+    if not stored:
+        raise LsurfError(f"{surface.path} holds no metric to plot")
+    better_low = [
+        column for column in stored if column.metric.lower_is_better and column.metric.ranked
+    ]
+    return (better_low or stored)[0].name
 
 
 def read_surface_attributes(path: Path) -> dict[str, Any]:

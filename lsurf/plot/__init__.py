@@ -169,7 +169,7 @@ def plot_files(paths: Sequence[Path], options: PlotOptions) -> list[Path]:
                 figure.savefig(temporary, format=name)
             written.append(path)
     for panel, label in zip(panels, prepared.file_labels, strict=True):  # one export per file
-        own = f"{_slug(label)}{metric}{suffix}"
+        own = f"{file_slug(label)}{metric}{suffix}"
         if "vtk" in options.formats and scale is not None:
             path = out / f"{own}.vtu"
             with atomic_path(path) as temporary:
@@ -222,13 +222,14 @@ def _kinds(panels: Sequence[Panel], options: PlotOptions) -> tuple[Kind, ...]:
     return options.kinds
 
 
-def _slug(label: str) -> str:
+def file_slug(label: str) -> str:
+    """A label as it appears in a figure's file name."""
     return label.replace("/", "_").replace(":", "_")
 
 
 def _joined_name(labels: Sequence[str]) -> str:
     """'surface' for one file, 'a_vs_b' for a comparison."""
-    slugs = [_slug(label) for label in labels]
+    slugs = [file_slug(label) for label in labels]
     if len(slugs) > _MAX_NAMED:
         return f"{slugs[0]}_vs_{len(slugs) - 1}_more"
     return "_vs_".join(slugs)

@@ -16,7 +16,7 @@ from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
 from lsurf.files.captures import Captured, is_captures_path, read_captures
 from lsurf.plot.curves import draw_curves
-from lsurf.plot.options import FIGURE_FORMATS, KINDS_2D, PlotOptions
+from lsurf.plot.options import KINDS_2D, PlotOptions, refuse_exports, refuse_other_files
 from lsurf.plot.planes import draw_plane
 from lsurf.plot.view import panels_of, shared_scale
 
@@ -32,17 +32,8 @@ def shown_captures(captured: list[Captured]) -> list[Captured]:
 
 
 def plot_capture_files(paths: list[Path], options: PlotOptions) -> list[Path]:
-    others = [path for path in paths if not is_captures_path(path)]
-    if others:
-        raise LsurfError(
-            f"{others[0]} is not a capture file; lsurf plot draws one kind of file at a time"
-        )
-    unknown = [name for name in options.formats if name not in FIGURE_FORMATS]
-    if unknown:
-        raise LsurfError(
-            f"--format {unknown[0]} exports one surface; a capture file is drawn as "
-            f"{', '.join(FIGURE_FORMATS)}"
-        )
+    refuse_other_files(paths, is_captures_path, "capture file")
+    refuse_exports(options.formats, "capture file")
     written = []
     for path in paths:
         captured = [found for found in read_captures(path) if found.surface.done.all()]

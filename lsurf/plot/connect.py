@@ -25,7 +25,7 @@ from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
 from lsurf.files.connect import Connection, ConnectPath, read_connect
 from lsurf.grid import path_point
-from lsurf.plot.options import FIGURE_FORMATS, PlotOptions
+from lsurf.plot.options import FIGURE_FORMATS, PlotOptions, refuse_exports
 
 DPI = 150
 PATH_COLORS = {"linear": "#1f77b4", "aligned": "#2ca02c", "curve": "#d62728"}
@@ -314,12 +314,7 @@ def plot_connect_files(paths: list[Path], options: PlotOptions) -> list[Path]:
             f"{others[0]} is not a connect file; lsurf plot draws surface files, Hessian "
             "analysis files or connect files, one kind at a time"
         )
-    unknown = [name for name in options.formats if name not in DRAWN_FORMATS]
-    if unknown:
-        raise LsurfError(
-            f"--format {unknown[0]} exports surfaces; a connect file is drawn as "
-            f"{', '.join(DRAWN_FORMATS)}"
-        )
+    refuse_exports(options.formats, "connect file", DRAWN_FORMATS)
     written = []
     for path in paths:
         folder = options.out if options.out is not None else path.parent

@@ -11,6 +11,7 @@ a flag given explicitly always wins over the preset.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, cast, get_args
@@ -103,6 +104,26 @@ class PlotOptions:
             raise LsurfError(f"--log-offset must be 0 or more; got {self.log_offset}")
         if self.view is not None and not -90 <= self.view[0] <= 90:
             raise LsurfError(f"--view: the elevation must be from -90 to 90; got {self.view[0]:g}")
+
+
+def refuse_other_files(paths: Sequence[Path], belongs: Callable[[Path], bool], what: str) -> None:
+    """`lsurf plot` draws one kind of file at a time: the first path not of `what` is refused."""
+    others = [path for path in paths if not belongs(path)]
+    if others:
+        raise LsurfError(
+            f"{others[0]} is not a {what}; lsurf plot draws one kind of file at a time"
+        )
+
+
+def refuse_exports(
+    formats: Sequence[str], what: str, drawn: Sequence[str] = FIGURE_FORMATS
+) -> None:
+    """The exports (vtk, html) are of surfaces: a `what` is drawn only as `drawn`."""
+    unknown = [name for name in formats if name not in drawn]
+    if unknown:
+        raise LsurfError(
+            f"--format {unknown[0]} exports surfaces; a {what} is drawn as {', '.join(drawn)}"
+        )
 
 
 def parse_options(

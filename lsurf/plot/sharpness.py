@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from lsurf.atomic import atomic_path
 from lsurf.errors import LsurfError
 from lsurf.files.sharpness import Sharpness, is_sharpness_path, read_sharpness
-from lsurf.plot.options import FIGURE_FORMATS, PlotOptions
+from lsurf.plot.options import PlotOptions, refuse_exports, refuse_other_files
 
 DPI = 150
 MEASURE_LABELS = {"average": "average-case", "worst": "worst-case", "m": "m-sharpness"}
@@ -52,17 +52,8 @@ def draw_sharpness(found: Sharpness) -> Figure:
 
 def plot_sharpness_files(paths: list[Path], options: PlotOptions) -> list[Path]:
     """`lsurf plot` on sharpness files: a figure beside each file (or in --out)."""
-    others = [path for path in paths if not is_sharpness_path(path)]
-    if others:
-        raise LsurfError(
-            f"{others[0]} is not a sharpness file; lsurf plot draws one kind of file at a time"
-        )
-    unknown = [name for name in options.formats if name not in FIGURE_FORMATS]
-    if unknown:
-        raise LsurfError(
-            f"--format {unknown[0]} exports surfaces; a sharpness file is drawn as "
-            f"{', '.join(FIGURE_FORMATS)}"
-        )
+    refuse_other_files(paths, is_sharpness_path, "sharpness file")
+    refuse_exports(options.formats, "sharpness file")
     written = []
     for path in paths:
         found = read_sharpness(path)

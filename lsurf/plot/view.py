@@ -32,7 +32,7 @@ from lsurf.files.curvature import (
     with_ratio,
 )
 from lsurf.files.labels import Description, describe
-from lsurf.files.surface import Surface, read_surface
+from lsurf.files.surface import Surface, default_metric, read_surface
 from lsurf.metrics import Column
 from lsurf.plot.options import PlotOptions
 
@@ -95,7 +95,7 @@ def panels_of(
 ) -> list[Panel]:
     """The surfaces' panels, labelled; all must be 1D or all 2D."""
     surfaces = [with_ratio(surface) for surface in surfaces]
-    metric = options.metric or _default_metric(surfaces[0])
+    metric = options.metric or default_metric(surfaces[0])
     for surface in surfaces:
         if metric not in surface.metrics:
             available = ", ".join(sorted(surface.metrics))
@@ -106,20 +106,6 @@ def panels_of(
         _panel(surface, metric, label, options)
         for surface, label in zip(surfaces, labels, strict=True)
     ]
-
-
-def _default_metric(surface: Surface) -> str:
-    """train_loss, else the file's first ranked column where lower is better (a residual or
-    a product count is no landscape), else its first."""
-    if "train_loss" in surface.columns:
-        return "train_loss"
-    stored = list(surface.columns.values())
-    if not stored:
-        raise LsurfError(f"{surface.path} holds no metric to plot")
-    better_low = [
-        column for column in stored if column.metric.lower_is_better and column.metric.ranked
-    ]
-    return (better_low or stored)[0].name
 
 
 def panel_labels(paths: Sequence[Path]) -> list[str]:
