@@ -86,6 +86,38 @@ def mpi_run() -> MpiRun:
     return MpiRun()
 
 
+def _process_state() -> dict[str, Any]:
+    """What an in-process run of the CLI sets for its process (threads: the cores it owns;
+    cuDNN's determinism) and what else would change a later test's numbers."""
+    return {
+        "threads": torch.get_num_threads(),
+        "default dtype": torch.get_default_dtype(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "cudnn": (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+        "grad mode": torch.is_grad_enabled(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _process_state_put_back():
+    """Each test starts from the worker's own process state. `lsurf.cli.main` run in-process
+    sets torch's threads to the cores a CLI process owns (2 where an xdist worker has 1): a
+    test after it trained in-process with 2 threads against a subprocess with 1 and got
+    other bits, depending on which tests xdist had sent that worker before."""
+    before = _process_state()
+    yield
+    if _process_state() != before:
+        torch.set_num_threads(before["threads"])
+        torch.set_default_dtype(before["default dtype"])
+        torch.use_deterministic_algorithms(before["deterministic algorithms"])
+        torch.backends.mkldnn.enabled = before["mkldnn"]
+        torch.set_float32_matmul_precision(before["float32 matmul precision"])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before["cudnn"]
+        torch.set_grad_enabled(before["grad mode"])
+
+
 # tryfirst: xdist's own hook reads the xdist_group marks to build the groups, so they must be
 # on the items before it runs (without it every group was silently ignored).
 @pytest.hookimpl(tryfirst=True)

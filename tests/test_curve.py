@@ -311,8 +311,10 @@ def test_kill_9_mid_run_then_rerun_ends_with_the_uninterrupted_bend(cifar_root, 
     reference = train_killable(str(tmp_path / "reference"), str(cifar_root))
 
     run = tmp_path / "interrupted"
+    # The child trains in this process's threads: 2 threads give other bits than 1.
     code = (
-        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_curve; "
+        f"import sys, torch; torch.set_num_threads({torch.get_num_threads()}); "
+        f"sys.path.insert(0, {str(TESTS)!r}); import test_curve; "
         f"test_curve.train_killable({str(run)!r}, {str(cifar_root)!r})"
     )
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
