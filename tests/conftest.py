@@ -2,8 +2,9 @@
 and `mpi_run`, the one way a test starts an MPI job.
 
 Markers (pyproject.toml): a test that takes `mpi_run` is marked `mpi`, one of test_slurm.py
-`slurm`, each in an xdist group of its own, so under `pytest -n 2` the jobs that start
-several processes run one at a time on one worker while the rest of the suite runs beside.
+or test_slurm_nodes.py `slurm`, each in an xdist group of its own, so under `pytest -n 2` the
+jobs that start several processes run one at a time on one worker while the rest of the suite
+runs beside.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # ranks mostly sleep (25 s of CPU in 70-80 s), so it runs beside them.
             sleeper = item.module is not None and item.module.__name__ == "test_scale"
             item.add_marker(pytest.mark.xdist_group("scale" if sleeper else "mpi"))
-        if item.module is not None and item.module.__name__ == "test_slurm":
+        if item.module is not None and item.module.__name__ in ("test_slurm", "test_slurm_nodes"):
             item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.xdist_group("slurm"))
 
@@ -142,7 +143,8 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     as an `@name` suffix on the ids the workers collected."""
     if node.config.getvalue("dist") != "loadgroup" or any("@" in nodeid for nodeid in ids):
         return
-    if any(nodeid.startswith(("tests/test_mpi.py::", "tests/test_slurm.py::")) for nodeid in ids):
+    grouped = ("tests/test_mpi.py::", "tests/test_slurm.py::", "tests/test_slurm_nodes.py::")
+    if any(nodeid.startswith(grouped) for nodeid in ids):
         pytest.exit(
             f"pytest-xdist collected no test groups (pytest {pytest.__version__}, "
             "pytest-xdist#1386): `make install` installs a pytest it supports",

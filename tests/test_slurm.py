@@ -35,9 +35,10 @@ GRID = ["--set", "grid.x=-1:1:8", "--set", "grid.y=-1:1:6"]  # 48 points, non-sq
 
 
 @contextmanager
-def cluster(folder, mpi_default="none"):
-    """A one-node cluster with 4 CPUs and slurm.conf's MpiDefault=`mpi_default`: its environment
-    for the Slurm commands (SLURM_CONF, and LSURF_PYTHON for the job script)."""
+def cluster(folder, mpi_default="none", nodes=1):
+    """A one-node cluster with 4 CPUs (or `nodes` fake nodes of 2 CPUs each, node1..nodeN) and
+    slurm.conf's MpiDefault=`mpi_default`: its environment for the Slurm commands (SLURM_CONF,
+    and LSURF_PYTHON for the job script)."""
     missing = [
         tool for tool in ("slurmctld", "slurmd", "sbatch", "munged") if not shutil.which(tool)
     ]
@@ -46,7 +47,8 @@ def cluster(folder, mpi_default="none"):
             pytest.fail(f"Slurm is required here but missing: {', '.join(missing)}")
         pytest.skip(f"Slurm not installed ({', '.join(missing)}); `make test` installs it as root")
     started = subprocess.run(
-        [str(CLUSTER / "slurm_up.sh"), str(folder), "4", mpi_default],
+        [str(CLUSTER / "slurm_up.sh"), str(folder), "4" if nodes == 1 else "2", mpi_default]
+        + ([str(nodes)] if nodes > 1 else []),
         capture_output=True,
         text=True,
     )
@@ -82,15 +84,17 @@ def _logs(folder):
     return "".join(path.read_text()[-2000:] for path in (folder / "log").glob("*.log"))
 
 
-def submit(env, config, tmp_path, *extra, sbatch_options=(), command=(), grid=GRID):
+def submit(
+    env, config, tmp_path, *extra, sbatch_options=(), command=(), grid=GRID, tasks=("--ntasks=3",)
+):
     """sbatch launch/slurm.sbatch with `config` (or a list of configs: one job, one queue);
-    `command` is the script's optional first argument (["connect"])."""
+    `command` is the script's optional first argument (["connect"]), `tasks` the job's shape."""
     configs = config if isinstance(config, list) else [config]
     result = subprocess.run(
         [
             "sbatch",
             "--parsable",
-            "--ntasks=3",
+            *tasks,
             f"--output={tmp_path}/job-%j.log",
             *sbatch_options,
             str(ROOT / "launch" / "slurm.sbatch"),
@@ -124,6 +128,16 @@ def wait_for(env, job, states, timeout=240):
         assert time.monotonic() < deadline, f"job {job} still {current} after {timeout}s"
         time.sleep(0.5)
     return current
+
+
+def wait_for_points(env, job, output, points, tmp_path, timeout=240):
+    """Until the running `job` has `points` points done in `output` (then cancel it part-way)."""
+    deadline = time.monotonic() + timeout
+    while done_count(output) < points:
+        current = state(env, job)
+        assert current in {"PENDING", "RUNNING", "CONFIGURING"}, (current, job_log(tmp_path, job))
+        assert time.monotonic() < deadline, job_log(tmp_path, job)
+        time.sleep(0.2)
 
 
 # The serial surface of resnet_config's sweep, computed once for the module: every test's
@@ -315,12 +329,7 @@ def test_cancelled_job_resubmitted_resumes_to_the_same_surface(slurm, resnet_con
     config, reference = resnet_config
     output = tmp_path / "out" / "surface.h5"
     job = submit(slow(slurm), config, tmp_path)
-    deadline = time.monotonic() + 240
-    while done_count(output) < 6:
-        current = state(slurm, job)
-        assert current in {"PENDING", "RUNNING", "CONFIGURING"}, (current, job_log(tmp_path, job))
-        assert time.monotonic() < deadline, job_log(tmp_path, job)
-        time.sleep(0.2)
+    wait_for_points(slurm, job, output, 6, tmp_path)
     subprocess.run(["scancel", job], env=slurm, check=True)
     ended = wait_for(slurm, job, {"CANCELLED", "FAILED", "COMPLETED"})
     log = job_log(tmp_path, job)

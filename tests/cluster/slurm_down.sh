@@ -11,15 +11,17 @@ if [ -f "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/n
     sleep 0.5
   done
 fi
-for name in slurmd slurmctld munge/munged; do
-  if [ -f "$dir/$name.pid" ]; then
-    kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
+# slurmd.pid for one node, slurmd-nodeK.pid for each fake node (slurm_up.sh DIR CPUS MPI NODES).
+pid_files=("$dir"/slurmd.pid "$dir"/slurmd-*.pid "$dir"/slurmctld.pid "$dir"/munge/munged.pid)
+for pid_file in "${pid_files[@]}"; do
+  if [ -f "$pid_file" ]; then
+    kill "$(cat "$pid_file")" 2>/dev/null || true
   fi
 done
 sleep 1
-for name in slurmd slurmctld munge/munged; do
-  if [ -f "$dir/$name.pid" ]; then
-    kill -9 "$(cat "$dir/$name.pid")" 2>/dev/null || true
+for pid_file in "${pid_files[@]}"; do
+  if [ -f "$pid_file" ]; then
+    kill -9 "$(cat "$pid_file")" 2>/dev/null || true
   fi
 done
 exit 0

@@ -3,6 +3,9 @@
 LSURF_TEST_FAIL_RANK=r: every evaluation on rank r raises.
 LSURF_TEST_SLOW_SECONDS=s: every evaluation first sleeps s seconds, so a test that signals a
 running sweep is not raced by a sweep that finishes first on a fast machine.
+LSURF_TEST_PLACES=DIR: each rank of an MPI session writes DIR/rank-R.json, where it ran (its
+hostname, Slurm node, MPI processor name, lsurf's node-local ranks) and how many points it
+has evaluated, so a multi-node test sees which node each worker ran on and that it worked.
 Inactive without these variables, so the production code carries no test hooks.
 """
 
@@ -10,6 +13,7 @@ import os
 
 FAIL_RANK = os.environ.get("LSURF_TEST_FAIL_RANK")
 SLOW_SECONDS = os.environ.get("LSURF_TEST_SLOW_SECONDS")
+PLACES = os.environ.get("LSURF_TEST_PLACES")
 
 if FAIL_RANK or SLOW_SECONDS:
     import time
@@ -41,3 +45,48 @@ if FAIL_RANK or SLOW_SECONDS:
         return original_unit(self, a, b)
 
     sharpness_module.UnitEvaluator.evaluate = changed_unit
+
+if PLACES:
+    import json
+    import socket
+    from pathlib import Path
+
+    import lsurf.evaluate as evaluate_module
+    import lsurf.run.mpi as mpi_module
+
+    place = {}  # this rank's record, once its MPI world exists
+
+    def write_place():
+        # Whole or not at all (a rename): the test may read it while the job runs.
+        path = Path(PLACES, f"rank-{place['rank']}.json")
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(place))
+        partial.replace(path)
+
+    original_world = mpi_module._World.__init__
+
+    def recording_world(self):
+        original_world(self)
+        place.update(
+            rank=self.rank,
+            host=socket.gethostname(),
+            slurm_node=os.environ.get("SLURMD_NODENAME"),
+            slurm_node_id=os.environ.get("SLURM_NODEID"),
+            processor=self._mpi.Get_processor_name(),
+            node_ranks=self.node_ranks,
+            points=0,
+        )
+        write_place()
+
+    mpi_module._World.__init__ = recording_world
+
+    counted = evaluate_module.Evaluator.evaluate  # the slowed one too, when both are asked
+
+    def counting_evaluate(self, a, b):
+        values = counted(self, a, b)
+        if place:
+            place["points"] += 1
+            write_place()
+        return values
+
+    evaluate_module.Evaluator.evaluate = counting_evaluate

@@ -1,0 +1,162 @@
+"""launch/slurm.sbatch across two Slurm nodes faked on one machine.
+
+tests/cluster/slurm_up.sh with NODES=2 runs a slurmd per node, each in a UTS namespace whose
+hostname is its node's name (node1, node2), so every job step sees the hostname of its node:
+MPI's shared-memory split and lsurf's node-local placement see two nodes, as on a real
+cluster. All traffic stays on the loopback (NodeAddr=127.0.0.1, the nodes' names resolve to
+127.0.0.1 in the slurmds' own hosts file, hydra and UCX held to `lo` by the cluster's task
+prolog). What it cannot show: a network between machines (UCX carries the ranks' messages in
+the one kernel), or GPUs. Skips like tests/test_slurm.py (fails with LSURF_REQUIRE_SLURM=1).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_slurm import (
+    ENDED,
+    GRID,
+    INJECT,
+    assert_same,
+    cluster,
+    job_log,
+    submit,
+    wait_for,
+    wait_for_points,
+)
+
+from lsurf.files.surface import read_surface
+
+# Master and a worker on node1, two workers on node2: workers on both nodes.
+TWO_NODES = ("--nodes=2", "--ntasks-per-node=2")
+HOSTS = ["node1", "node1", "node2", "node2"]  # by rank
+POINTS = 48  # GRID's
+
+
+def _required() -> bool:
+    return os.environ.get("LSURF_REQUIRE_SLURM") == "1"
+
+
+def _cluster_processes(folder: Path) -> list[str]:
+    """Processes of the cluster in `folder` still alive: its daemons (named by their files in
+    the folder) and whatever they started (slurmstepd and the jobs inherit SLURM_CONF)."""
+    conf = f"SLURM_CONF={folder / 'slurm.conf'}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes()
+            environment = (proc / "environ").read_bytes().split(b"\0")
+            status = (proc / "stat").read_text().split()[2]
+        except OSError:  # ended meanwhile
+            continue
+        if status != "Z" and (str(folder).encode() in command or conf in environment):
+            shown = command.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name}: {shown}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def slurm_nodes(tmp_path_factory):
+    """The two-node cluster's environment; afterwards, no process of it may be left."""
+    probe = subprocess.run(
+        ["unshare", "--uts", "--mount", "true"], capture_output=True, text=True, check=False
+    )
+    if os.geteuid() != 0 or probe.returncode != 0:
+        reason = f"fake nodes need root and `unshare --uts --mount` ({probe.stderr.strip()})"
+        if _required():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm-nodes")
+    with cluster(folder, nodes=2) as env:
+        yield env
+    assert _cluster_processes(folder) == []
+
+
+_SERIAL_SURFACE = []
+
+
+@pytest.fixture
+def nodes_config(sweep_yaml, tmp_path):
+    """A sweep config and its serial surface (computed once for the module)."""
+    if not _SERIAL_SURFACE:
+        serial = sweep_yaml({"output": str(tmp_path / "serial.h5")}, name="serial.yaml")
+        result = subprocess.run(
+            [sys.executable, "-m", "lsurf", "sweep", str(serial), *GRID],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        _SERIAL_SURFACE.append(read_surface(tmp_path / "serial.h5"))
+    return sweep_yaml(), _SERIAL_SURFACE[0]
+
+
+def recording(env, places, **extra):
+    """The cluster's environment with every rank recording where it ran into `places`
+    (tests/inject, ahead of the lsurf this test imports)."""
+    places.mkdir()
+    path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
+    return dict(env, PYTHONPATH=path, LSURF_TEST_PLACES=str(places), **extra)
+
+
+def assert_on_both_nodes(places, log):
+    """Rank 0 and one worker ran on node1, two workers on node2, each seen by MPI and lsurf as
+    its own node, and every worker evaluated points. Returns the points per rank."""
+    ranks = {}
+    for path in places.glob("rank-*.json"):
+        record = json.loads(path.read_text())
+        ranks[record["rank"]] = record
+    assert sorted(ranks) == [0, 1, 2, 3], (ranks, log)
+    assert [ranks[rank]["host"] for rank in range(4)] == HOSTS, (ranks, log)
+    assert [ranks[rank]["slurm_node"] for rank in range(4)] == HOSTS, ranks
+    assert [ranks[rank]["slurm_node_id"] for rank in range(4)] == ["0", "0", "1", "1"], ranks
+    assert [ranks[rank]["processor"] for rank in range(4)] == HOSTS, ranks
+    # MPI's shared-memory split, which lsurf's GPU placement follows, sees the two nodes.
+    assert [ranks[rank]["node_ranks"] for rank in range(4)] == [[0, 1]] * 2 + [[2, 3]] * 2
+    points = [ranks[rank]["points"] for rank in range(4)]
+    assert points[0] == 0 and all(points[1:]), (points, log)  # the master evaluates nothing
+    return points
+
+
+def test_a_two_node_job_runs_workers_on_both_nodes_and_gives_the_serial_surface(
+    slurm_nodes, nodes_config, tmp_path
+):
+    config, reference = nodes_config
+    places = tmp_path / "places"
+    job = submit(recording(slurm_nodes, places), config, tmp_path, tasks=TWO_NODES)
+    ended = wait_for(slurm_nodes, job, ENDED)
+    log = job_log(tmp_path, job)
+    assert ended == "COMPLETED" and "4 tasks on node[1-2]" in log and "on 3 workers" in log, log
+    assert f"{POINTS}/{POINTS} points (100%)" in log, log
+    assert sum(assert_on_both_nodes(places, log)) == POINTS  # each point once
+    assert_same(tmp_path / "out" / "surface.h5", reference)
+
+
+def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
+    slurm_nodes, nodes_config, tmp_path
+):
+    config, reference = nodes_config
+    output = tmp_path / "out" / "surface.h5"
+    # Every point 0.2 s slower, so the job is cancelled part-way, not raced by a fast machine.
+    slowed = recording(slurm_nodes, tmp_path / "first", LSURF_TEST_SLOW_SECONDS="0.2")
+    job = submit(slowed, config, tmp_path, tasks=TWO_NODES)
+    wait_for_points(slurm_nodes, job, output, 6, tmp_path)
+    subprocess.run(["scancel", job], env=slurm_nodes, check=True)
+    ended = wait_for(slurm_nodes, job, ENDED)
+    log = job_log(tmp_path, job)
+    assert ended == "CANCELLED" and "SIGTERM received: " in log, log
+    done = int(read_surface(output).done.sum())
+    assert 6 <= done < POINTS, log
+    assert_on_both_nodes(tmp_path / "first", log)
+    resumed = submit(recording(slurm_nodes, tmp_path / "second"), config, tmp_path, tasks=TWO_NODES)
+    ended = wait_for(slurm_nodes, resumed, ENDED)
+    log = job_log(tmp_path, resumed)
+    assert ended == "COMPLETED", log
+    resumed_from = f"resuming {output}: {done}/{POINTS} points done, {POINTS - done} to go"
+    assert f"{resumed_from} on 3 workers" in log, log
+    assert sum(assert_on_both_nodes(tmp_path / "second", log)) == POINTS - done
+    assert_same(output, reference)
