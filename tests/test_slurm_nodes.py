@@ -9,6 +9,7 @@ prolog). What it cannot show: a network between machines (UCX carries the ranks'
 the one kernel), or GPUs. Skips like tests/test_slurm.py (fails with LSURF_REQUIRE_SLURM=1).
 """
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -40,6 +41,11 @@ def _required() -> bool:
     return os.environ.get("LSURF_REQUIRE_SLURM") == "1"
 
 
+def _environment(proc: Path) -> list[bytes]:
+    """The NAME=value entries a process was started with (root reads every process's)."""
+    return (proc / "environ").read_bytes().split(b"\0")
+
+
 def _cluster_processes(folder: Path) -> list[str]:
     """Processes of the cluster in `folder` still alive: its daemons (named by their files in
     the folder) and whatever they started (slurmstepd and the jobs inherit SLURM_CONF)."""
@@ -50,7 +56,7 @@ def _cluster_processes(folder: Path) -> list[str]:
             continue
         try:
             command = (proc / "cmdline").read_bytes()
-            environment = (proc / "environ").read_bytes().split(b"\0")
+            environment = _environment(proc)
             status = (proc / "stat").read_text().split()[2]
         except OSError:  # ended meanwhile
             continue
@@ -75,6 +81,60 @@ def slurm_nodes(tmp_path_factory):
     with cluster(folder, nodes=2) as env:
         yield env
     assert _cluster_processes(folder) == []
+
+
+def _job_sockets(job: str) -> list[tuple[str, str, str, str]]:
+    """The internet sockets of every process of `job` now (the batch script, mpiexec, srun,
+    the proxies, the ranks: all carry SLURM_JOB_ID): (pid, local, remote, TCP state), the
+    addresses as /proc/net/{tcp,udp}[6] lists them, read back to text."""
+    marker = f"SLURM_JOB_ID={job}".encode()
+    owners = {}  # socket inode: pid
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or marker not in _environment(proc):
+                continue
+            for descriptor in (proc / "fd").iterdir():
+                target = os.readlink(descriptor)
+                if target.startswith("socket:["):
+                    owners[target[len("socket:[") : -1]] = proc.name
+        except OSError:  # ended meanwhile
+            continue
+    sockets = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        lines = Path("/proc/net", table).read_text().splitlines()[1:]
+        for fields in (line.split() for line in lines):
+            if fields[9] in owners:
+                local, remote = (_address(field) for field in fields[1:3])
+                sockets.append((owners[fields[9]], local, remote, fields[3]))
+    return sockets
+
+
+def _address(field: str) -> str:
+    """/proc/net's `0100007F:1F90` (each 32-bit word in host order) as `127.0.0.1`."""
+    packed = bytes.fromhex(field.split(":")[0])
+    words = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def _on_loopback(address: str) -> bool:
+    """In 127.0.0.0/8 (as IPv4, or IPv4 mapped into IPv6)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("127.0.0.0/8")
+
+
+def assert_on_the_loopback(sockets, log):
+    """Every connection of the job runs between two loopback addresses; a socket not connected
+    (one that listens, say) is bound to one, or to every address: srun's and hydra's
+    listeners take no address."""
+    unspecified = [ipaddress.ip_address(remote).is_unspecified for _, _, remote, _ in sockets]
+    assert not all(unspecified), (sockets, log)  # the job's connections were seen: it checks
+    for (pid, local, remote, state), alone in zip(sockets, unspecified, strict=True):
+        if alone:
+            assert ipaddress.ip_address(local).is_unspecified or _on_loopback(local), (pid, local)
+        else:
+            assert _on_loopback(local) and _on_loopback(remote), (pid, local, remote, state)
 
 
 _SERIAL_SURFACE = []
@@ -145,6 +205,8 @@ def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
     slowed = recording(slurm_nodes, tmp_path / "first", LSURF_TEST_SLOW_SECONDS="0.2")
     job = submit(slowed, config, tmp_path, tasks=TWO_NODES)
     wait_for_points(slurm_nodes, job, output, 6, tmp_path)
+    # Mid-run, the ranks of both nodes, their proxies and sruns all connected: on the loopback.
+    assert_on_the_loopback(_job_sockets(job), job_log(tmp_path, job))
     subprocess.run(["scancel", job], env=slurm_nodes, check=True)
     ended = wait_for(slurm_nodes, job, ENDED)
     log = job_log(tmp_path, job)
