@@ -140,6 +140,9 @@ EXEMPT = {
     ),
     "sbatch --ntasks=5 --gpus=4 --time=02:00:00 launch/slurm.sbatch connect"
     " configs/connect/connect.yaml": "a Slurm cluster with GPUs (test_slurm submits a connect job)",
+    # tests/test_slurm_nodes.py submits the two-node line of the same section to two fake nodes.
+    "sbatch --nodes=2 --ntasks=9 --ntasks-per-node=5 --gpus-per-node=4 launch/slurm.sbatch"
+    " CONFIG.yaml": "a Slurm cluster of two nodes with GPUs",
     # Installing against a cluster's own MPI (a module system, the network).
     "python -m venv .venv && . .venv/bin/activate": "a cluster's MPI module",
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",

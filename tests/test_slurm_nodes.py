@@ -12,11 +12,13 @@ the one kernel), or GPUs. Skips like tests/test_slurm.py (fails with LSURF_REQUI
 import ipaddress
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from doc_commands import documented
 from test_slurm import (
     ENDED,
     GRID,
@@ -31,10 +33,21 @@ from test_slurm import (
 
 from lsurf.files.surface import read_surface
 
-# Master and a worker on node1, two workers on node2: workers on both nodes.
-TWO_NODES = ("--nodes=2", "--ntasks-per-node=2")
-HOSTS = ["node1", "node1", "node2", "node2"]  # by rank
 POINTS = 48  # GRID's
+
+# The jobs' shapes as docs/cluster.md shows them (`sbatch OPTIONS launch/slurm.sbatch ...`) and
+# the node each rank must run on: the master and a worker on node1, two workers on node2; and
+# a real cluster's shape (workers = GPUs per node, one more task for the master) scaled down
+# to one worker a node, where Slurm's allocation is 2 + 2 and mpiexec starts 2 + 1 ranks.
+FOUR_TASKS = "sbatch --nodes=2 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml"
+THREE_TASKS = "sbatch --nodes=2 --ntasks=3 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml"
+HOSTS = {FOUR_TASKS: ["node1", "node1", "node2", "node2"], THREE_TASKS: ["node1", "node1", "node2"]}
+
+
+def options(shape: str) -> list[str]:
+    """The sbatch options of a command docs/cluster.md shows."""
+    words = shlex.split(documented(shape).text)
+    return words[1 : words.index("launch/slurm.sbatch")]
 
 
 def _required() -> bool:
@@ -163,21 +176,24 @@ def recording(env, places, **extra):
     return dict(env, PYTHONPATH=path, LSURF_TEST_PLACES=str(places), **extra)
 
 
-def assert_on_both_nodes(places, log):
-    """Rank 0 and one worker ran on node1, two workers on node2, each seen by MPI and lsurf as
-    its own node, and every worker evaluated points. Returns the points per rank."""
+def assert_on_both_nodes(places, hosts, log):
+    """Each rank ran on its node of `hosts` (by rank) as its hostname, Slurm and MPI tell, MPI's
+    shared-memory split (which lsurf's GPU placement follows) sees the nodes apart, and every
+    worker evaluated points. Returns the points per rank."""
     ranks = {}
     for path in places.glob("rank-*.json"):
         record = json.loads(path.read_text())
         ranks[record["rank"]] = record
-    assert sorted(ranks) == [0, 1, 2, 3], (ranks, log)
-    assert [ranks[rank]["host"] for rank in range(4)] == HOSTS, (ranks, log)
-    assert [ranks[rank]["slurm_node"] for rank in range(4)] == HOSTS, ranks
-    assert [ranks[rank]["slurm_node_id"] for rank in range(4)] == ["0", "0", "1", "1"], ranks
-    assert [ranks[rank]["processor"] for rank in range(4)] == HOSTS, ranks
-    # MPI's shared-memory split, which lsurf's GPU placement follows, sees the two nodes.
-    assert [ranks[rank]["node_ranks"] for rank in range(4)] == [[0, 1]] * 2 + [[2, 3]] * 2
-    points = [ranks[rank]["points"] for rank in range(4)]
+    assert sorted(ranks) == list(range(len(hosts))), (ranks, log)
+    records = [ranks[rank] for rank in range(len(hosts))]
+    assert [record["host"] for record in records] == hosts, (ranks, log)
+    assert [record["slurm_node"] for record in records] == hosts, ranks
+    assert [record["processor"] for record in records] == hosts, ranks
+    node_ids = [str(sorted(set(hosts)).index(host)) for host in hosts]
+    assert [record["slurm_node_id"] for record in records] == node_ids, ranks
+    node_ranks = [[other for other, its in enumerate(hosts) if its == host] for host in hosts]
+    assert [record["node_ranks"] for record in records] == node_ranks, ranks
+    points = [record["points"] for record in records]
     assert points[0] == 0 and all(points[1:]), (points, log)  # the master evaluates nothing
     return points
 
@@ -187,12 +203,12 @@ def test_a_two_node_job_runs_workers_on_both_nodes_and_gives_the_serial_surface(
 ):
     config, reference = nodes_config
     places = tmp_path / "places"
-    job = submit(recording(slurm_nodes, places), config, tmp_path, tasks=TWO_NODES)
+    job = submit(recording(slurm_nodes, places), config, tmp_path, tasks=options(FOUR_TASKS))
     ended = wait_for(slurm_nodes, job, ENDED)
     log = job_log(tmp_path, job)
     assert ended == "COMPLETED" and "4 tasks on node[1-2]" in log and "on 3 workers" in log, log
     assert f"{POINTS}/{POINTS} points (100%)" in log, log
-    assert sum(assert_on_both_nodes(places, log)) == POINTS  # each point once
+    assert sum(assert_on_both_nodes(places, HOSTS[FOUR_TASKS], log)) == POINTS  # each once
     assert_same(tmp_path / "out" / "surface.h5", reference)
 
 
@@ -203,7 +219,7 @@ def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
     output = tmp_path / "out" / "surface.h5"
     # Every point 0.2 s slower, so the job is cancelled part-way, not raced by a fast machine.
     slowed = recording(slurm_nodes, tmp_path / "first", LSURF_TEST_SLOW_SECONDS="0.2")
-    job = submit(slowed, config, tmp_path, tasks=TWO_NODES)
+    job = submit(slowed, config, tmp_path, tasks=options(THREE_TASKS))
     wait_for_points(slurm_nodes, job, output, 6, tmp_path)
     # Mid-run, the ranks of both nodes, their proxies and sruns all connected: on the loopback.
     assert_on_the_loopback(_job_sockets(job), job_log(tmp_path, job))
@@ -213,12 +229,13 @@ def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
     assert ended == "CANCELLED" and "SIGTERM received: " in log, log
     done = int(read_surface(output).done.sum())
     assert 6 <= done < POINTS, log
-    assert_on_both_nodes(tmp_path / "first", log)
-    resumed = submit(recording(slurm_nodes, tmp_path / "second"), config, tmp_path, tasks=TWO_NODES)
+    assert_on_both_nodes(tmp_path / "first", HOSTS[THREE_TASKS], log)
+    second = recording(slurm_nodes, tmp_path / "second")
+    resumed = submit(second, config, tmp_path, tasks=options(THREE_TASKS))
     ended = wait_for(slurm_nodes, resumed, ENDED)
     log = job_log(tmp_path, resumed)
     assert ended == "COMPLETED", log
     resumed_from = f"resuming {output}: {done}/{POINTS} points done, {POINTS - done} to go"
-    assert f"{resumed_from} on 3 workers" in log, log
-    assert sum(assert_on_both_nodes(tmp_path / "second", log)) == POINTS - done
+    assert f"{resumed_from} on 2 workers" in log, log
+    assert sum(assert_on_both_nodes(tmp_path / "second", HOSTS[THREE_TASKS], log)) == POINTS - done
     assert_same(output, reference)
