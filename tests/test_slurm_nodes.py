@@ -15,6 +15,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def _cluster_processes(folder: Path) -> list[str]:
         try:
             command = (proc / "cmdline").read_bytes()
             environment = _environment(proc)
-            status = (proc / "stat").read_text().split()[2]
+            status = (proc / "stat").read_text().rpartition(")")[2].split()[0]  # after (comm)
         except OSError:  # ended meanwhile
             continue
         if status != "Z" and (str(folder).encode() in command or conf in environment):
@@ -93,7 +94,10 @@ def slurm_nodes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm-nodes")
     with cluster(folder, nodes=2) as env:
         yield env
-    assert _cluster_processes(folder) == []
+    deadline = time.monotonic() + 10  # slurm_down.sh's SIGKILLs land within moments
+    while (left := _cluster_processes(folder)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == []
 
 
 def _job_sockets(job: str) -> list[tuple[str, str, str, str]]:
