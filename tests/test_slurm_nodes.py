@@ -36,18 +36,33 @@ from lsurf.files.surface import read_surface
 
 POINTS = 48  # GRID's
 
-# The jobs' shapes as docs/cluster.md shows them (`sbatch OPTIONS launch/slurm.sbatch ...`) and
-# the node each rank must run on: the master and a worker on node1, two workers on node2; and
-# a real cluster's shape (workers = GPUs per node, one more task for the master) scaled down
-# to one worker a node, where Slurm's allocation is 2 + 2 and mpiexec starts 2 + 1 ranks.
-FOUR_TASKS = "sbatch --nodes=2 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml"
-THREE_TASKS = "sbatch --nodes=2 --ntasks=3 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml"
-HOSTS = {FOUR_TASKS: ["node1", "node1", "node2", "node2"], THREE_TASKS: ["node1", "node1", "node2"]}
+# The jobs' shapes as docs/cluster.md shows them, and the node each rank must run on.
 
 
-def options(shape: str) -> list[str]:
-    """The sbatch options of a command docs/cluster.md shows."""
-    words = shlex.split(documented(shape).text)
+def four_tasks() -> list[str]:
+    """The master and a worker on node1, two workers on node2."""
+    shown = documented("sbatch --nodes=2 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml")
+    return _options(shown.text)
+
+
+FOUR_HOSTS = ["node1", "node1", "node2", "node2"]  # by rank
+
+
+def three_tasks() -> list[str]:
+    """A real cluster's shape (workers = GPUs a node, one more task for the master) scaled down
+    to one worker a node: Slurm allocates 2 + 2, mpiexec starts 2 + 1 ranks."""
+    shown = documented(
+        "sbatch --nodes=2 --ntasks=3 --ntasks-per-node=2 launch/slurm.sbatch CONFIG.yaml"
+    )
+    return _options(shown.text)
+
+
+THREE_HOSTS = ["node1", "node1", "node2"]
+
+
+def _options(command: str) -> list[str]:
+    """The sbatch options of `sbatch OPTIONS launch/slurm.sbatch ...`."""
+    words = shlex.split(command)
     return words[1 : words.index("launch/slurm.sbatch")]
 
 
@@ -207,12 +222,12 @@ def test_a_two_node_job_runs_workers_on_both_nodes_and_gives_the_serial_surface(
 ):
     config, reference = nodes_config
     places = tmp_path / "places"
-    job = submit(recording(slurm_nodes, places), config, tmp_path, tasks=options(FOUR_TASKS))
+    job = submit(recording(slurm_nodes, places), config, tmp_path, tasks=four_tasks())
     ended = wait_for(slurm_nodes, job, ENDED)
     log = job_log(tmp_path, job)
     assert ended == "COMPLETED" and "4 tasks on node[1-2]" in log and "on 3 workers" in log, log
     assert f"{POINTS}/{POINTS} points (100%)" in log, log
-    assert sum(assert_on_both_nodes(places, HOSTS[FOUR_TASKS], log)) == POINTS  # each once
+    assert sum(assert_on_both_nodes(places, FOUR_HOSTS, log)) == POINTS  # each once
     assert_same(tmp_path / "out" / "surface.h5", reference)
 
 
@@ -223,7 +238,7 @@ def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
     output = tmp_path / "out" / "surface.h5"
     # Every point 0.2 s slower, so the job is cancelled part-way, not raced by a fast machine.
     slowed = recording(slurm_nodes, tmp_path / "first", LSURF_TEST_SLOW_SECONDS="0.2")
-    job = submit(slowed, config, tmp_path, tasks=options(THREE_TASKS))
+    job = submit(slowed, config, tmp_path, tasks=three_tasks())
     wait_for_points(slurm_nodes, job, output, 6, tmp_path)
     # Mid-run, the ranks of both nodes, their proxies and sruns all connected: on the loopback.
     assert_on_the_loopback(_job_sockets(job), job_log(tmp_path, job))
@@ -233,13 +248,13 @@ def test_a_two_node_job_cancelled_part_way_resumes_to_the_serial_surface(
     assert ended == "CANCELLED" and "SIGTERM received: " in log, log
     done = int(read_surface(output).done.sum())
     assert 6 <= done < POINTS, log
-    assert_on_both_nodes(tmp_path / "first", HOSTS[THREE_TASKS], log)
+    assert_on_both_nodes(tmp_path / "first", THREE_HOSTS, log)
     second = recording(slurm_nodes, tmp_path / "second")
-    resumed = submit(second, config, tmp_path, tasks=options(THREE_TASKS))
+    resumed = submit(second, config, tmp_path, tasks=three_tasks())
     ended = wait_for(slurm_nodes, resumed, ENDED)
     log = job_log(tmp_path, resumed)
     assert ended == "COMPLETED", log
     resumed_from = f"resuming {output}: {done}/{POINTS} points done, {POINTS - done} to go"
     assert f"{resumed_from} on 2 workers" in log, log
-    assert sum(assert_on_both_nodes(tmp_path / "second", HOSTS[THREE_TASKS], log)) == POINTS - done
+    assert sum(assert_on_both_nodes(tmp_path / "second", THREE_HOSTS, log)) == POINTS - done
     assert_same(output, reference)
