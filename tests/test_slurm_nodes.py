@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import shlex
+import struct
 import subprocess
 import sys
 import time
@@ -142,10 +143,11 @@ def _job_sockets(job: str) -> list[tuple[str, str, str, str]]:
 
 
 def _address(field: str) -> str:
-    """/proc/net's `0100007F:1F90` (each 32-bit word in host order) as `127.0.0.1`."""
-    packed = bytes.fromhex(field.split(":")[0])
-    words = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
-    return str(ipaddress.ip_address(words))
+    """/proc/net's `0100007F:1F90` as `127.0.0.1`: the kernel prints the address as 32-bit
+    words in this machine's byte order (IPv6 as four of them), the port after the colon."""
+    digits = field.split(":")[0]
+    words = [int(digits[i : i + 8], 16) for i in range(0, len(digits), 8)]
+    return str(ipaddress.ip_address(struct.pack(f"={len(words)}I", *words)))
 
 
 def _on_loopback(address: str) -> bool:
