@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= runs/demo
 
-.PHONY: install demo test docs-check cluster-deps bench lint clean-demo
+.PHONY: install demo test docs-check cluster-deps bench lint clean-demo gpu-check
 
 install: $(VENV)/.installed
 
@@ -71,3 +71,9 @@ lint: install
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# The GPU check for a lent device (benchmarks/gpu_check.sh): device, CUDA tests, timings;
+# its report goes to $(GPU_CHECK_OUT)/gpu-check-report.md.
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check:
+	benchmarks/gpu_check.sh --out $(GPU_CHECK_OUT)
