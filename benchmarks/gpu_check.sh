@@ -1,109 +1,46 @@
 #!/usr/bin/env bash
-# The GPU check for the first device lent to the project (issue 24, part 3): install, print
-# the device, run the CUDA tests, then time a sweep and extrapolate it to a 51x51 plane.
-# Every step has its own timeout and the script goes on after a failing one, reporting it
-# and exiting non-zero at the end. --cpu (or LSURF_GPU_CHECK_DEVICE=cpu) runs the same steps
-# on the CPU with tiny sizes, so tests/test_gpu_check.py checks the script here.
-# LSURF_GPU_CHECK_FAIL=STEP makes that step fail (for the test of the exit code).
+# The GPU check for the first device lent to the project (issue 24, part 3): in one run of at
+# most 8 minutes on one GPU, the CUDA tests, a sweep under `mpiexec -n 2` on the GPU against the
+# serial one, and the headline timing (ResNet-56, a 51x51 plane over the 50,000-image train
+# split, fp32, tf32 and bf16), into OUT/gpu-check-report.md. benchmarks/gpu_check.py runs the
+# steps and says what each does; this script is the install step.
+#
+#   benchmarks/gpu_check.sh [--out DIR] [--work DIR] [--cpu] [--steps A,B] [--mpiexec PATH|none]
+#                           [--plan]
+#
+# Install: a Python that already imports torch wins, and lsurf runs from this checkout through
+# PYTHONPATH, nothing installed (a lent device machine reaches no package index, and a venv with
+# torch is over what travels to it): .venv/bin/python where `make install` made one, else
+# python3. Only where neither imports torch is `make install` run (a fresh machine with network).
+#
+# MPI on a lent device: whether it has an mpiexec is unknown. The mpi step takes the first of
+# .venv/bin/mpiexec, one beside the Python, `mpiexec` on PATH, or the mpich wheel carried in
+# .whl/ (installed under the work folder; it holds mpiexec and libmpi and fits any Python),
+# and with none it is skipped, the report saying why. To carry the wheel, once, here, from the
+# repository's root:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+#     -d .whl mpich==5.0.2
+# then the device tool's run with carry [".whl"] and the command
+#   benchmarks/gpu_check.sh --out $OUT --work /tmp/gpu-check
+# (the work folder outside $OUT: the data is 150 MB and only the report and the logs come back).
 set -u
-out=${OUT:-runs/gpu-check}
-device=${LSURF_GPU_CHECK_DEVICE:-cuda}
-while [ $# -gt 0 ]; do
-  case $1 in
-    --out) out=$2; shift 2 ;;
-    --cpu) device=cpu; shift ;;
-    *) echo "gpu_check.sh: unknown option $1; use --out DIR or --cpu" >&2; exit 2 ;;
-  esac
-done
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-report=$out/gpu-check-report.md
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-if [ "$device" = cpu ]; then
-  model=resnet20 train_size=500 slice_rows=3 budget=120
-else
-  model=resnet56 train_size=50000 slice_rows=3 budget=240
-fi
-failed=0
-echo "# lsurf GPU check ($device)" >"$report"
-
-# Install: a torch already importable wins (the device machine cannot reach a package index
-# and a venv with torch is over the 64 MiB carry), else the project's own `make install`.
-if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, lsurf" 2>/dev/null; then
-  python=.venv/bin/python
-elif python3 -c "import torch" 2>/dev/null; then
-  # No pip install of lsurf itself: PYTHONPATH below finds it, and never rewrites
-  # whichever environment python3 belongs to.
+# No cd: --out and --work are the caller's paths, relative to where it stands.
+if [ -x "$repo/.venv/bin/python" ] && "$repo/.venv/bin/python" -c "import torch, lsurf" 2>/dev/null; then
+  python=$repo/.venv/bin/python
+  install="the project's .venv (made by make install)"
+elif python3 -c "import torch, h5py, yaml" 2>/dev/null; then
   python=python3
+  install="python3, which imports torch; lsurf from this checkout through PYTHONPATH"
 else
-  make install >/dev/null && python=.venv/bin/python
+  echo "gpu_check.sh: no Python here imports torch; running make install" >&2
+  make -C "$repo" install >&2 || { echo "gpu_check.sh: make install failed" >&2; exit 1; }
+  python=$repo/.venv/bin/python
+  install="make install (no Python here imported torch)"
 fi
 export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
-
-step() {  # step NAME SECONDS COMMAND...: run it under timeout, record pass/fail + tail
-  local name=$1 seconds=$2 log=$out/$1.log status
-  shift 2
-  if [ "${LSURF_GPU_CHECK_FAIL:-}" = "$name" ]; then
-    echo "injected failure (LSURF_GPU_CHECK_FAIL=$name)" >"$log"; status=1
-  else
-    timeout "$seconds" "$@" >"$log" 2>&1; status=$?
-  fi
-  if [ $status -eq 0 ]; then result=pass; else result="FAIL (exit $status)"; failed=1; fi
-  echo "step $name: $result"
-  { echo; echo "## step $name: $result"; echo; echo '```'; tail -n 20 "$log"; echo '```'; } >>"$report"
-}
-
-step device 60 bash -c "nvidia-smi || echo 'nvidia-smi: not found'; $python -c '
-import torch
-print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda)
-print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\")'"
-step cuda-tests 240 "$python" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py -s
-
-# The data and a seeded random-init checkpoint of the timed model: the per-point cost does
-# not depend on the weights or the coordinates.
-work=$out/work
-step data 240 bash -c "$python -m lsurf data synth --out $work/data --train-size $train_size \
-  --test-size 100 && $python -c '
-import torch; from lsurf import models
-torch.manual_seed(0); torch.save(models.build(\"$model\").state_dict(), \"$work/model.pt\")'"
-
-rows=$out/timing.rows
-: >"$rows"
-for precision in fp32 bf16 tf32; do
-  if [ "$device" = cpu ] && [ "$precision" = bf16 ]; then continue; fi
-  goal=3; [ "$precision" = fp32 ] && goal=10
-  points=$((slice_rows * 51)); [ "$device" = cpu ] && points=$((slice_rows * 3))
-  cols=$((points / slice_rows))
-  cat >"$work/sweep-$precision.yaml" <<YAML
-model: {name: $model, checkpoint: $work/model.pt}
-data: {root: $work/data, splits: [train], batch_size: 500}
-directions: {kind: random, norm: filter, ignore: biasbn, seed: 0}
-grid: {x: "-1:1:$cols", y: "-1:1:$slice_rows"}
-evaluation: {device: $device, precision: $precision}
-output: $work/surface-$precision.h5
-YAML
-  start=$(date +%s.%N)
-  step "timing-$precision" "$budget" "$python" -m lsurf sweep "$work/sweep-$precision.yaml"
-  end=$(date +%s.%N)
-  if [ "$result" = pass ]; then
-    "$python" - "$start" "$end" "$points" "$goal" "$precision" >>"$rows" <<'PY'
-import sys
-start, end, points = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-goal, precision = float(sys.argv[4]), sys.argv[5]
-rate = (end - start) / points  # seconds per point, start-up included: an upper bound
-minutes = rate * 2601 / 60
-print(f"| {precision} | {points} | {end - start:.3f} | {rate:.6f} | {minutes:.3f} | {goal:g} | {'met' if minutes <= goal else 'missed'} |")
-PY
-  fi
-done
-{
-  echo; echo "## timing (extrapolated to a 51x51 plane: minutes = s/point x 2601 / 60)"; echo
-  echo '| precision | points | seconds | s/point | minutes for 2601 | goal (min) | verdict |'
-  echo '| --- | --- | --- | --- | --- | --- | --- |'
-  cat "$rows"
-} >>"$report"
-rm -f "$rows"
-tail -n 5 "$report"
-echo "report: $report"
-exit $failed
+export LSURF_GPU_CHECK_INSTALL=$install
+# Progress lines are timestamped as they arrive: nothing may sit in a buffer.
+export PYTHONUNBUFFERED=1
+exec "$python" "$repo/benchmarks/gpu_check.py" "$@"

@@ -148,6 +148,13 @@ EXEMPT = {
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",
     "pip install --no-binary=mpi4py mpi4py": "a cluster's MPI module, a C compiler",
     "pip install -e .": "a cluster's MPI module",
+    # The GPU check (README, docs/benchmarks.md): its CPU mode runs in tests/test_gpu_check.py.
+    "make gpu-check": "needs a CUDA device (8 minutes)",
+    "benchmarks/gpu_check.sh --out runs/gpu-check": "needs a CUDA device (8 minutes)",
+    "benchmarks/gpu_check.sh --out $OUT --work /tmp/gpu-check": "the device tool's command",
+    "echo /.whl/ >> .git/info/exclude": "the device tool's carried wheels",
+    "python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64"
+    " -d .whl mpich==5.0.2": "a package index",
     # docs/trackers.md: the optional extras (the test environment has both installed).
     "pip install lsurf[wandb]": "a package index",
     "pip install lsurf[tensorboard]": "a package index",
