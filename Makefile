@@ -72,8 +72,9 @@ lint: install
 clean-demo:
 	rm -rf $(DEMO)
 
-# The GPU check for a lent device (benchmarks/gpu_check.sh): device, CUDA tests, timings;
-# its report goes to $(GPU_CHECK_OUT)/gpu-check-report.md.
+# The GPU check for a lent device (benchmarks/gpu_check.sh, at most 8 minutes): the device, the
+# CUDA tests, a sweep under mpiexec -n 2 on the GPU, the 51x51 ResNet-56 timings; its report
+# goes to $(GPU_CHECK_OUT)/gpu-check-report.md.
 GPU_CHECK_OUT ?= runs/gpu-check
 gpu-check:
 	benchmarks/gpu_check.sh --out $(GPU_CHECK_OUT)

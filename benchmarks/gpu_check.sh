@@ -23,14 +23,19 @@
 #     -d .whl mpich==5.0.2
 # then the device tool's run with carry [".whl"] and the command
 #   benchmarks/gpu_check.sh --out $OUT --work /tmp/gpu-check
-# (the work folder outside $OUT: the data is 150 MB and only the report and the logs come back).
+# (the work folder outside $OUT: the data is about 220 MB and only the report and the logs come back).
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# Whether a Python has these modules, without importing them (torch takes seconds; the device
+# step imports it and reports a broken one).
+has() {
+  "$1" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" "${@:2}" 2>/dev/null
+}
 # No cd: --out and --work are the caller's paths, relative to where it stands.
-if [ -x "$repo/.venv/bin/python" ] && "$repo/.venv/bin/python" -c "import torch, lsurf" 2>/dev/null; then
+if [ -x "$repo/.venv/bin/python" ] && has "$repo/.venv/bin/python" torch lsurf; then
   python=$repo/.venv/bin/python
   install="the project's .venv (made by make install)"
-elif python3 -c "import torch, h5py, yaml" 2>/dev/null; then
+elif has python3 torch h5py yaml; then
   python=python3
   install="python3, which imports torch; lsurf from this checkout through PYTHONPATH"
 else
