@@ -538,9 +538,10 @@ def report_text(
         f"## timing: {sizes.model}, a 51x51 plane ({PLANE_POINTS} points) over "
         f"{sizes.train_size:,} train images, batch {sizes.batch_size}, on {sizes.device}",
         "",
-        "Rate between the first finished point and the last (start-up excluded); minutes = "
-        "rate x 2601 / 60, and with start-up (start-up + rate x 2601) / 60, which the goal is "
-        "held against.",
+        "lsurf's evaluation defaults (BN folded, channels_last, no compile, every example at "
+        "every point) and evaluation.precision as the row says. Rate between the first finished "
+        "point and the last (start-up excluded); minutes = rate x 2601 / 60, and with start-up "
+        "(start-up + rate x 2601) / 60, which the goal is held against.",
         "",
         *TIMING_HEADER,
         *(timing_row(timing) for timing in timings),
