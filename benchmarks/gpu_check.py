@@ -41,6 +41,7 @@ This file imports no torch: the orchestration must not cost what it measures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -56,6 +57,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_NAME = "gpu-check-report.md"
@@ -214,8 +216,8 @@ def time_sweep(config: Path, precision: str, window: float, stop_by: float, resu
     assert sweep.stdout is not None
     arrivals: queue.Queue[tuple[float, str] | None] = queue.Queue()
 
-    def read(stream: object) -> None:  # a thread: lines with their arrival time, then None
-        for line in stream:  # type: ignore[attr-defined]
+    def read(stream: IO[str]) -> None:  # a thread: lines with their arrival time, then None
+        for line in stream:
             arrivals.put((time.monotonic(), line.rstrip("\n")))
         arrivals.put(None)
 
@@ -250,7 +252,7 @@ def time_sweep(config: Path, precision: str, window: float, stop_by: float, resu
     except ValueError as error:
         print(f"no timing: {error}", flush=True)
         return 1
-    result.write_text(json.dumps(timing.__dict__))
+    result.write_text(json.dumps(dataclasses.asdict(timing)))
     print(timing_row(timing), flush=True)
     return 0
 
