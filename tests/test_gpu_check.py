@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +120,50 @@ def test_the_launcher_is_found_in_order_or_its_absence_explained(tmp_path, monke
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "mpiexec").touch(mode=0o755)
     assert gpu_check.find_launcher(None, tmp_path).found == "on PATH"  # before the wheel
+
+
+def test_the_install_step_takes_a_python_with_torch_and_installs_only_without_one(tmp_path):
+    # A copy of the script in a repository of its own, whose gpu_check.py says what it got.
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "benchmarks")
+    (repo / "benchmarks" / "gpu_check.py").write_text(
+        "import os, sys\n"
+        "print(sys.argv[1:], os.environ['LSURF_GPU_CHECK_INSTALL'],"
+        " os.environ['PYTHONPATH'].split(':')[0], os.environ['PYTHONUNBUFFERED'])\n"
+    )
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+
+    def executable(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n" + text + "\n")
+        path.chmod(0o755)
+
+    def run(path: str) -> str:
+        env = {**os.environ, "PATH": path}
+        script = str(repo / "benchmarks" / "gpu_check.sh")
+        result = subprocess.run([script, "--cpu"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    system = "/usr/bin:/bin"
+    # python3 imports torch (the device machine): it runs, lsurf from the checkout.
+    said = run(f"{Path(sys.executable).parent}:{system}")
+    assert said.startswith("['--cpu'] python3, which imports torch")
+    assert f" {repo} 1" in said
+    # A .venv that has torch and lsurf wins over python3.
+    executable(repo / ".venv" / "bin" / "python", f'exec {sys.executable} "$@"')
+    assert "the project's .venv" in run(f"{Path(sys.executable).parent}:{system}")
+    # No Python with torch: make install, and its .venv runs the check.
+    (repo / ".venv").rename(tmp_path / "venv")
+    executable(bin_folder / "python3", "exit 1")
+    executable(
+        bin_folder / "make",
+        f'echo "$@" > {tmp_path / "make.args"}; mv {tmp_path / "venv"} {repo / ".venv"}',
+    )
+    assert "make install (no Python here imported torch)" in run(f"{bin_folder}:{system}")
+    assert (tmp_path / "make.args").read_text().split() == ["-C", str(repo), "install"]
 
 
 def test_a_failing_step_and_one_past_its_budget_are_reported_and_the_run_goes_on(tmp_path):
