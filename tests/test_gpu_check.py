@@ -94,6 +94,9 @@ def test_the_cuda_run_fits_eight_minutes():
         "timing-bf16",
     ]
     assert total == sum(budgets.values()) <= 480
+    page = section((ROOT / "docs" / "benchmarks.md").read_text(), "GPU check")
+    shown = {name: float(table(page, name)[0][1]) for name in budgets}
+    assert shown == budgets  # docs/benchmarks.md shows the budgets --plan prints
     for name, window in gpu_check.CUDA.windows.items():
         # The window of points, the stop before the kill, and at least 20 s of start-up.
         assert window + gpu_check.KILL_GRACE + 5 + 20 <= budgets[name]
