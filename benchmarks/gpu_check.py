@@ -5,7 +5,8 @@ benchmarks/gpu_check.sh picks the Python (the install step) and runs this file. 
 each under its own time budget (a step past its budget gets SIGTERM, then SIGKILL, and is
 reported as cut; the run goes on with the next step):
 
-- device: nvidia-smi, torch's version and CUDA build, the device's name;
+- device: nvidia-smi, torch's version and CUDA build, the device's name (a failure in the CUDA
+  mode where torch sees no CUDA device);
 - cuda-tests: tests/test_cuda.py (fp32 CUDA against the CPU, a streamed split read from pinned
   memory through non-blocking copies against the cached one, bf16/TF32 error table, compile);
 - data: synthetic CIFAR-10 in the real file layout (`lsurf data synth`, the 50,000-image train
@@ -394,7 +395,7 @@ def plan_steps(
             budgets["device"],
             [
                 ["bash", "-c", "nvidia-smi || echo 'nvidia-smi: not found'"],
-                [python, "-c", DEVICE_REPORT],
+                [python, "-c", DEVICE_REPORT, sizes.device],  # fails in the CUDA mode without one
             ],
         ),
         Step(
@@ -480,6 +481,7 @@ def plan_steps(
 
 
 DEVICE_REPORT = """
+import sys
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda)
 if torch.cuda.is_available():
@@ -488,6 +490,8 @@ if torch.cuda.is_available():
           round(properties.total_memory / 2**30, 1), "GiB")
 else:
     print("device cpu (no CUDA device)")
+if sys.argv[1:] == ["cuda"] and not torch.cuda.is_available():
+    sys.exit("no CUDA device: the check needs one (--cpu runs its CPU mode)")
 """
 CHECKPOINT = """
 import torch

@@ -1,6 +1,7 @@
-"""benchmarks/gpu_check.sh: its arithmetic and budgets, its launcher search, and a whole run in
-its CPU mode (every step, the MPI comparison included, and the report); a failing step and a
-step past its budget are reported and make the exit code non-zero, without stopping the run."""
+"""benchmarks/gpu_check.sh: its arithmetic and budgets, its install step and launcher search,
+and a whole run in its CPU mode (every step, the MPI comparison included, and the report); a
+failing step and a step past its budget are reported and make the exit code non-zero, without
+stopping the run; the CUDA mode on a machine without a GPU fails at once, saying why."""
 
 import importlib.util
 import math
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from doc_commands import documented
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +171,16 @@ def test_the_install_step_takes_a_python_with_torch_and_installs_only_without_on
     assert (tmp_path / "make.args").read_text().split() == ["-C", str(repo), "install"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA device")
+def test_the_cuda_mode_fails_its_first_step_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["-c", "cuda"])  # as the device step runs it
+    with pytest.raises(SystemExit, match="no CUDA device: the check needs one"):
+        exec(gpu_check.DEVICE_REPORT, {})
+    assert "device cpu (no CUDA device)" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["-c", "cpu"])  # the CPU mode's
+    exec(gpu_check.DEVICE_REPORT, {})
+
+
 def test_a_failing_step_and_one_past_its_budget_are_reported_and_the_run_goes_on(tmp_path):
     started = time.monotonic()
     result = run_script(
@@ -185,8 +197,9 @@ def test_a_failing_step_and_one_past_its_budget_are_reported_and_the_run_goes_on
     assert result.returncode == 1, result.stdout + result.stderr
     assert time.monotonic() - started < 20
     report = (tmp_path / "out" / "gpu-check-report.md").read_text()
-    assert "## step device: FAIL (injected)" in report
-    [[_, outcome, seconds, budget]] = table(section(report, "steps"), "data")
+    steps = section(report, "steps")
+    assert table(steps, "device")[0][1] == "FAIL (injected)"
+    [[_, outcome, seconds, budget]] = table(steps, "data")
     assert outcome == "TIMEOUT (cut at 2 s)" and budget == "2"
     assert 1.5 <= float(seconds) < 3.5  # cut at its budget, not at the sleep's 600 s
     assert "cut: past the step's budget of 2 s" in report
