@@ -63,6 +63,7 @@ from typing import IO
 REPO = Path(__file__).resolve().parent.parent
 REPORT_NAME = "gpu-check-report.md"
 LOGS_NAME = "gpu-check-logs.txt"
+WORK_MARK = ".lsurf-gpu-check"  # in a work folder this check made, which a rerun may empty
 PLANE_POINTS = 51 * 51  # the headline plane
 GOAL_MINUTES = {"fp32": 10.0, "tf32": 3.0, "bf16": 3.0}  # the goals on one H100
 TOTAL_BUDGET = 480.0  # one device call: 8 minutes, leaving room for the machine's start
@@ -598,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.time_sweep is not None:
         return time_sweep(args.time_sweep, args.precision, args.window, args.stop_by, args.result)
-    sizes = CPU if args.cpu or os.environ.get("LSURF_GPU_CHECK_DEVICE") == "cpu" else CUDA
+    sizes = CPU if args.cpu else CUDA
     out = args.out.resolve()
     work = (args.work or out / "gpu-check-work").resolve()
     logs = work / "logs"
@@ -622,9 +623,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{step.name:12} {step.budget:6g} s")
         print(f"{'total':12} {sum(step.budget for step in steps):6g} s (of {TOTAL_BUDGET:g})")
         return 0
+    if work.exists() and any(work.iterdir()) and not (work / WORK_MARK).exists():
+        print(f"gpu_check: --work {work} holds files this check did not write; name a new folder")
+        return 2
     if work.exists():
         shutil.rmtree(work)  # its own scratch: a rerun must not resume the last run's sweeps
     logs.mkdir(parents=True)
+    (work / WORK_MARK).touch()
     out.mkdir(parents=True, exist_ok=True)
     for path, config in configs.items():
         path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML

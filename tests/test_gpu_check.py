@@ -206,6 +206,16 @@ def test_a_failing_step_and_one_past_its_budget_are_reported_and_the_run_goes_on
     assert "## step mpi: skipped" in report and "--mpiexec none" in report  # no failure
     bad = run_script("--steps", "device,nonsense", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown step nonsense" in bad.stdout
+    # A rerun empties its own work folder; a folder of someone else's is refused, untouched.
+    again = run_script("--steps", "mpi", "--mpiexec", "none", "--out", "out", cwd=tmp_path)
+    assert (
+        again.returncode == 0 and not (tmp_path / "out" / "gpu-check-work/logs/data.log").exists()
+    )
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    refused = run_script("--work", "mine", "--steps", "mpi", "--mpiexec", "none", cwd=tmp_path)
+    assert refused.returncode == 2 and "holds files this check did not write" in refused.stdout
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.slow
