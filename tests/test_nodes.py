@@ -1,27 +1,25 @@
 """A multi-node MPI job on one machine: two hostnames made with UTS namespaces, hydra starting
 a proxy on each through tests/cluster/node_launcher.sh (in place of ssh), all traffic on the
-loopback. Placement per node, the serial surface bit for bit, and a whole node killed."""
+loopback: placement per node, and the serial surface bit for bit."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import pytest
+import test_mpi
 from conftest import MpiRun
-from surface_helpers import done_count
-from test_mpi import GRID, assert_same, finish, kill_tree, serial_surface  # noqa: F401
+from test_mpi import GRID, assert_same, finish
 
 from lsurf.files.surface import read_surface
 
 LAUNCHER = Path(__file__).resolve().parent / "cluster" / "node_launcher.sh"
-INJECT = Path(__file__).resolve().parent / "inject"
 # node1 runs the master and two workers, node2 two workers: ranks 0-2 on node1, 3-4 on node2.
 HOSTS = "node1:3,node2:2"
+serial_surface = test_mpi.serial_surface  # the fixture: the same sweep, serially
 RANKS = 5
 
 
@@ -80,3 +78,18 @@ def test_each_node_places_its_own_workers_and_the_master_stays_on_node1(nodes_ru
     # The master uses no GPU, so node1's workers take cuda:0 and cuda:1 as node2's do.
     devices = [by_rank[r]["device"] for r in range(RANKS)]
     assert devices == [None, "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+
+
+def sweep_on_nodes(nodes_run, config, env=None):
+    return nodes_run.start(RANKS, "-m", "lsurf", "sweep", config, *GRID, env=env)
+
+
+def test_two_nodes_of_two_workers_give_the_serial_surface_bit_for_bit(
+    nodes_run, sweep_yaml, tmp_path, serial_surface
+):
+    output = tmp_path / "nodes.h5"
+    config = sweep_yaml({"output": str(output)}, name="nodes.yaml")
+    code, text = finish(sweep_on_nodes(nodes_run, config))
+    assert code == 0, text
+    assert f"on {RANKS - 1} workers" in text
+    assert_same(read_surface(output), serial_surface)
