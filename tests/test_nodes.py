@@ -1,18 +1,21 @@
 """A multi-node MPI job on one machine: two hostnames made with UTS namespaces, hydra starting
 a proxy on each through tests/cluster/node_launcher.sh (in place of ssh), all traffic on the
-loopback: placement per node, and the serial surface bit for bit."""
+loopback: placement per node, the serial surface bit for bit, a node lost mid-sweep."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import test_mpi
 from conftest import MpiRun
-from test_mpi import GRID, assert_same, finish
+from surface_helpers import done_count
+from test_mpi import GRID, INJECT, assert_same, finish
 
 from lsurf.files.surface import read_surface
 
@@ -37,6 +40,12 @@ class NodesRun(MpiRun):
         # carries the ranks' messages between the nodes in shared memory (one kernel).
         return super().environment(UCX_NET_DEVICES="lo", **extra)
 
+    def injected(self, **extra: str) -> dict[str, str]:
+        """The environment with tests/inject's hooks in front of the PYTHONPATH it had (which
+        may name the checkout under test)."""
+        path = os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")]))
+        return self.environment(PYTHONPATH=path, **extra)
+
 
 @pytest.fixture
 def nodes_run(mpi_run: MpiRun) -> NodesRun:
@@ -60,6 +69,7 @@ pathlib.Path(sys.argv[1], f"{session.rank}.json").write_text(json.dumps({
     "rank": session.rank, "host": socket.gethostname(), "processor": MPI.Get_processor_name(),
     "shared": shared.Get_size(), "node_ranks": session.node_ranks,
     "device": None if session.is_master else session.placement(2).device,
+    "named": session.name_rank(session.rank),  # how lsurf's messages name this rank
 }))
 """
 
@@ -78,6 +88,8 @@ def test_each_node_places_its_own_workers_and_the_master_stays_on_node1(nodes_ru
     # The master uses no GPU, so node1's workers take cuda:0 and cuda:1 as node2's do.
     devices = [by_rank[r]["device"] for r in range(RANKS)]
     assert devices == [None, "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    # A failure's line ("rank 3 on node2 failed at point ...") says where the rank ran.
+    assert by_rank[3]["named"] == "rank 3 on node2" and by_rank[0]["named"] == "rank 0 on node1"
 
 
 def sweep_on_nodes(nodes_run, config, env=None):
@@ -92,4 +104,51 @@ def test_two_nodes_of_two_workers_give_the_serial_surface_bit_for_bit(
     code, text = finish(sweep_on_nodes(nodes_run, config))
     assert code == 0, text
     assert f"on {RANKS - 1} workers" in text
+    assert_same(read_surface(output), serial_surface)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie left for its parent to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_node_killed_mid_sweep_ends_the_job_naming_it_and_the_rerun_resumes(
+    nodes_run, sweep_yaml, tmp_path, serial_surface
+):
+    output = tmp_path / "nodes.h5"
+    config = sweep_yaml({"output": str(output)}, name="nodes.yaml")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # Slowed (a chunk is ~2 points at 0.5 s a point), so the kill lands mid-sweep; every rank
+    # leaves HOSTNAME.PID in `pids`, so node2's are known.
+    env = nodes_run.injected(LSURF_TEST_SLOW_SECONDS="0.5", LSURF_TEST_PID_DIR=str(pids))
+    process = sweep_on_nodes(nodes_run, config, env=env)
+    deadline = time.monotonic() + 120
+    while done_count(output) < 3:
+        assert process.poll() is None, finish(process)[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    ranks = {path.name: int(path.suffix[1:]) for path in pids.iterdir()}
+    node2 = [pid for name, pid in ranks.items() if name.startswith("node2.")]
+    assert len(node2) == 2 and len(ranks) == RANKS
+    killed = time.monotonic()
+    for pid in node2:  # the whole node at once: its ranks die without a word
+        os.kill(pid, signal.SIGKILL)
+    code, text = finish(process, timeout=30)
+    assert code != 0
+    # Every rank is gone within the 30 s too (node1's may end a moment after mpiexec).
+    while any(alive(pid) for pid in ranks.values()):
+        assert time.monotonic() - killed < 30, [pid for pid in ranks.values() if alive(pid)]
+        time.sleep(0.05)
+    # The line that names the node is hydra's: it ends the job as soon as a rank dies.
+    lost = [line for line in text.splitlines() if "RUNNING AT node2" in line]
+    assert len(lost) == 1, text
+    stopped = read_surface(output)  # readable after the kill, partly done
+    assert 3 <= stopped.done.sum() < 24
+    code, text = finish(sweep_on_nodes(nodes_run, config))
+    assert code == 0, text
+    assert "resuming" in text
     assert_same(read_surface(output), serial_surface)

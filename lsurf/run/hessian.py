@@ -105,7 +105,7 @@ def run_hessian(
         group.abort(1)
     except Exception:
         # A bug, or a crash in user code: the other ranks would wait in the next sum forever.
-        to_stderr(f"rank {group.rank} failed:\n{traceback.format_exc().rstrip()}")
+        to_stderr(f"{group.name_rank(group.rank)} failed:\n{traceback.format_exc().rstrip()}")
         group.abort(1)
 
 
@@ -256,7 +256,7 @@ def _stop(group: mpi.Group | None, failures: list[tuple[int, str]]) -> NoReturn:
     if group is None:
         raise LsurfError(message)
     if group.rank == 0:
-        raise LsurfError(f"rank {failed_rank}: {message}")
+        raise LsurfError(f"{group.name_rank(failed_rank)}: {message}")
     raise SystemExit(0)  # quietly: rank 0 reports the error and ends the job with its code
 
 

@@ -76,3 +76,6 @@ class LocalSession:
 
     def abort(self, exit_code: int) -> NoReturn:
         raise SystemExit(exit_code)
+
+    def name_rank(self, rank: int) -> str:
+        return f"rank {rank}"

@@ -90,9 +90,16 @@ class _World:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         # Ranks sharing this node's memory: the node-local view, whatever the launcher.
-        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.node_ranks: list[int] = node.allgather(self.rank)  # world ranks, node order
-        node.Free()
+        self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.node_ranks: list[int] = self.node.allgather(self.rank)  # world ranks, node order
+        # Every rank's node, so that a message about a rank can say where it ran.
+        self.hosts: list[str] = self.comm.allgather(MPI.Get_processor_name())
+
+    def name_rank(self, rank: int) -> str:
+        """'rank 3 on node2' in a job across nodes; 'rank 3' where every rank shares one."""
+        if len(set(self.hosts)) > 1:
+            return f"rank {rank} on {self.hosts[rank]}"
+        return f"rank {rank}"
 
     def abort(self, exit_code: int) -> NoReturn:
         """End every rank of the job now (a bug on this rank: the others must not wait)."""

@@ -116,6 +116,10 @@ class MasterSide(Protocol):
 
     def abort(self, exit_code: int) -> NoReturn: ...
 
+    def name_rank(self, rank: int) -> str:
+        """How messages name a rank: 'rank 3', or 'rank 3 on node2' in a job across nodes."""
+        ...
+
 
 class WorkerSide(Protocol):
     """What a worker's loop (`lsurf.run.worker.serve_chunks`) needs of its session."""

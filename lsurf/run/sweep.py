@@ -124,14 +124,14 @@ def run_job(
                 # Every rank's error names its rank (a worker's arrives as "rank N: ...").
                 if str(error).startswith("rank "):
                     raise
-                raise LsurfError(f"rank 0: {error}") from None
+                raise LsurfError(f"{session.name_rank(0)}: {error}") from None
         run_worker(session)
         return None
     except (LsurfError, SystemExit, KeyboardInterrupt):
         raise  # the other ranks were told to stop; the CLI reports
     except Exception:
         # A bug: never leave the other ranks hanging, even without `python -m mpi4py`.
-        log(f"rank {session.rank} failed:\n{traceback.format_exc().rstrip()}")
+        log(f"{session.name_rank(session.rank)} failed:\n{traceback.format_exc().rstrip()}")
         session.abort(1)
 
 
@@ -219,9 +219,10 @@ def load_workers(
         user_errors = all(failure.kind == "input" for failure in failures)
         session.stop_workers(EXIT_BAD_INPUT if user_errors else 1)
         first = failures[0]
+        where = session.name_rank(first.rank)
         if first.kind == "input":
-            raise LsurfError(f"rank {first.rank}: {first.message}")
-        raise RuntimeError(f"rank {first.rank} failed during set-up:\n{first.message}")
+            raise LsurfError(f"{where}: {first.message}")
+        raise RuntimeError(f"{where} failed during set-up:\n{first.message}")
     if any(report.columns != reports[0].columns for report in reports):
         session.stop_workers(EXIT_BAD_INPUT)
         raise OutputError(
@@ -303,7 +304,7 @@ def serve_queue(
         failure = error.failure
         prepared = sweeps[failure.sweep]
         log(
-            f"rank {failure.rank} failed at point {failure.point} "
+            f"{session.name_rank(failure.rank)} failed at point {failure.point} "
             f"({_coordinates(prepared.grid, failure.point)}) of {labels[failure.sweep]}; "
             f"stopping the job:\n{failure.message}"
         )

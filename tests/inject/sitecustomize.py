@@ -6,6 +6,8 @@ running sweep is not raced by a sweep that finishes first on a fast machine.
 LSURF_TEST_PLACES=DIR: each rank of an MPI session writes DIR/rank-R.json, where it ran (its
 hostname, Slurm node, MPI processor name, lsurf's node-local ranks) and how many points it
 has evaluated, so a multi-node test sees which node each worker ran on and that it worked.
+LSURF_TEST_PID_DIR=d: each process writes an empty file d/HOSTNAME.PID as it starts, so a test
+can find (and kill) the processes of one fake node.
 Inactive without these variables, so the production code carries no test hooks.
 """
 
@@ -14,6 +16,13 @@ import os
 FAIL_RANK = os.environ.get("LSURF_TEST_FAIL_RANK")
 SLOW_SECONDS = os.environ.get("LSURF_TEST_SLOW_SECONDS")
 PLACES = os.environ.get("LSURF_TEST_PLACES")
+PID_DIR = os.environ.get("LSURF_TEST_PID_DIR")
+
+if PID_DIR:
+    import pathlib
+    import socket
+
+    pathlib.Path(PID_DIR, f"{socket.gethostname()}.{os.getpid()}").touch()
 
 if FAIL_RANK or SLOW_SECONDS:
     import time
