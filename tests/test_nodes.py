@@ -96,15 +96,59 @@ def sweep_on_nodes(nodes_run, config, env=None):
     return nodes_run.start(RANKS, "-m", "lsurf", "sweep", config, *GRID, env=env)
 
 
-def test_two_nodes_of_two_workers_give_the_serial_surface_bit_for_bit(
+def held_splits(folder: Path) -> dict[int, dict]:
+    """Each worker's report of where its splits' tensors lie (tests/inject, SPLITS_DIR)."""
+    return {int(path.stem): json.loads(path.read_text()) for path in folder.glob("*.json")}
+
+
+def test_two_nodes_of_two_workers_hold_one_copy_each_and_give_the_serial_surface_bit_for_bit(
     nodes_run, sweep_yaml, tmp_path, serial_surface
 ):
     output = tmp_path / "nodes.h5"
     config = sweep_yaml({"output": str(output)}, name="nodes.yaml")
-    code, text = finish(sweep_on_nodes(nodes_run, config))
+    reports = tmp_path / "splits"
+    reports.mkdir()
+    env = nodes_run.injected(LSURF_TEST_SPLITS_DIR=str(reports))
+    code, text = finish(sweep_on_nodes(nodes_run, config, env=env))
     assert code == 0, text
     assert f"on {RANKS - 1} workers" in text
+    assert "  data: train, test held once per node, in MPI shared memory" in text.splitlines()
     assert_same(read_surface(output), serial_surface)
+    held = held_splits(reports)
+    assert sorted(held) == [1, 2, 3, 4]
+    for node, ranks in (("node1", [1, 2]), ("node2", [3, 4])):
+        assert {held[rank]["host"] for rank in ranks} == {node}
+        for tensor in ("inputs", "targets"):
+            for name in ("train", "test"):
+                where = [held[rank]["splits"][name][tensor] for rank in ranks]
+                # One mapping of one file in the node's shared memory, the same for its workers.
+                assert where[0] == where[1] and where[0]["perms"].endswith("s"), where
+                assert where[0]["path"].startswith("/dev/shm/") and where[0]["inode"] > 0
+    # Each node its own copy (the nodes share no memory on a real cluster).
+    mapped = {held[rank]["host"]: held[rank]["splits"]["train"]["inputs"]["inode"] for rank in held}
+    assert mapped["node1"] != mapped["node2"]
+
+
+def test_without_mpi_shared_memory_each_worker_holds_its_own_copy_and_the_log_says_so(
+    nodes_run, sweep_yaml, tmp_path, serial_surface
+):
+    output = tmp_path / "own.h5"
+    config = sweep_yaml({"output": str(output)}, name="own.yaml")
+    reports = tmp_path / "splits"
+    reports.mkdir()
+    env = nodes_run.injected(LSURF_TEST_SPLITS_DIR=str(reports), LSURF_TEST_NO_SHARED_MEMORY="1")
+    code, text = finish(sweep_on_nodes(nodes_run, config, env=env))
+    assert code == 0, text
+    notes = [line for line in text.splitlines() if line.startswith("  data: ")]
+    assert notes == [
+        "  data: a copy of train, test per worker (MPI shared memory unavailable: "
+        + notes[0].split("unavailable: ", 1)[1]
+    ]
+    assert "held once per node" not in text
+    assert_same(read_surface(output), serial_surface)
+    for report in held_splits(reports).values():
+        for split in report["splits"].values():
+            assert not split["inputs"]["path"].startswith("/dev/shm/"), split  # the heap
 
 
 def alive(pid: int) -> bool:

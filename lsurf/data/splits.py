@@ -38,6 +38,10 @@ this torch. `batches(batch_size, order_seed)` cuts that order into batches of ba
 whose sampler is the permutation), so a point that stops after k batches has used the first
 k·batch_size examples of the permutation.
 
+A cached split on the CPU also travels as plain arrays (`pack`, `unpack`): how the workers of
+an MPI node hold one copy of it between them (lsurf.run.worker), the same bytes in the same
+layout as the split they would each have loaded.
+
 Inputs: the data config, a split name, a device, whether images go channels_last.
 Outputs: `SplitData` objects; user mistakes raise a one-line `DataError` (or `ConfigError`).
 """
@@ -46,7 +50,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -133,6 +139,54 @@ class CachedSplit(SplitData):
     def first(self, count: int) -> Batch:
         assert count >= 1, "a probe needs at least one example"
         return self.inputs[:count], self.targets[:count]
+
+
+@dataclass(frozen=True)
+class PackedSplit:
+    """What turns a cached split's arrays back into the split: its name and classes, and the
+    shape and strides of its inputs and of its targets (each array is a tensor's memory, in
+    order: a contiguous or a channels_last tensor, read flat)."""
+
+    name: str
+    num_classes: int | None
+    layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # (shape, stride) of each
+
+
+def pack(split: SplitData) -> tuple[PackedSplit, list[np.ndarray]] | None:
+    """A cached CPU split as (what it is, [inputs, targets] as flat arrays sharing its
+    memory); None for a split that does not travel so (streamed, on a GPU, or of a dtype
+    numpy does not hold, such as bfloat16)."""
+    if not isinstance(split, CachedSplit) or split.inputs.device.type != "cpu":
+        return None
+    # A view into a larger tensor (labels sliced from a file's) travels as a copy of itself;
+    # clone keeps the strides of a contiguous or channels_last tensor.
+    tensors = [t if _is_dense(t) else t.clone() for t in (split.inputs, split.targets)]
+    if not all(_is_dense(tensor) and tensor.dtype != torch.bfloat16 for tensor in tensors):
+        return None
+    # Its memory as one flat run of elements, whatever its layout: the strides go with it.
+    arrays = [tensor.as_strided((tensor.numel(),), (1,)).numpy() for tensor in tensors]
+    layouts = tuple((tuple(tensor.shape), tuple(tensor.stride())) for tensor in tensors)
+    return PackedSplit(split.name, split.num_classes, layouts), arrays
+
+
+def unpack(packed: PackedSplit, arrays: list[np.ndarray]) -> CachedSplit:
+    """The cached split around `arrays` (no copy), with the shapes and strides `pack` took
+    them from: the same layout, so the same kernels and the same bits."""
+    inputs, targets = (
+        torch.from_numpy(array).as_strided(shape, stride)
+        for array, (shape, stride) in zip(arrays, packed.layouts, strict=True)
+    )
+    return CachedSplit(packed.name, packed.num_classes, inputs, targets)
+
+
+def _is_dense(tensor: torch.Tensor) -> bool:
+    """The tensor fills its memory exactly, from its start, in one of the two layouts a cached
+    split has (contiguous, or channels_last images)."""
+    layout_ok = tensor.is_contiguous() or (
+        tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+    )
+    fills = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return bool(layout_ok and fills and tensor.storage_offset() == 0)
 
 
 class StreamedSplit(SplitData):

@@ -22,10 +22,14 @@ while any sweep still has points. The master keeps up to `PIPELINE` chunks in fl
 worker, so a worker never waits for the master's reply between two chunks, and sizes chunks
 to about a second of work (lsurf.run.schedule, one planner per sweep: each model's cost is its
 own), so it handles a few messages per worker per second whatever a point costs.
+
+The workers of a node hold one copy of their data between them (`Session.share_on_node`): the
+node's first worker loads it into an MPI shared-memory window, the others map that window.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
@@ -36,8 +40,11 @@ from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
+from lsurf.errors import LsurfError
 from lsurf.run.protocol import (
     GRACE_SECONDS,
+    Load,
+    NodeCopy,
     Placement,
     Preempted,
     Record,
@@ -52,10 +59,18 @@ TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_FAILED = 11, 12, 13, 14, 15
 PIPELINE = 2  # chunks in flight per worker: one being evaluated, one waiting
 DRAIN = 512  # messages handled in a row at most before the master checks for a stop
 POLL_SECONDS = 0.002  # sleep between probes: ~0.2% of a 1 s point, no core spinning
+# The first waits of a collective sleep this long, doubling up to POLL_SECONDS: a Hessian-vector
+# product of a small model takes milliseconds, so a flat 2 ms sleep would double its cost,
+# while a short one that grows never spins a core for long.
+FIRST_POLL_SECONDS = 0.00005
 # Before MPI_Abort: a moment for the launcher to forward the line that says why the job ends
 # (each rank's output reaches mpiexec through pipes that the abort may cut before they are
 # drained; seen once on a loaded 2-core machine: the failure line was lost).
 ABORT_GRACE_SECONDS = 1.0
+
+# Where each array of a node's shared copy starts, in bytes: as torch's own CPU allocator aligns
+# a tensor (a kernel may choose its code path by the alignment of its input).
+NODE_ALIGNMENT = 64
 
 # Environment variables that launchers set in every rank: MPICH/Hydra and Intel MPI (PMI_*),
 # Open MPI, PMIx (srun --mpi=pmix), and MPICH's node-local counts.
@@ -70,6 +85,34 @@ class Stop:
 
 
 _W = TypeVar("_W", bound="_World")
+
+
+def _specs(loaded: tuple[Any, list[np.ndarray]]) -> list[tuple[str, tuple[int, ...]]]:
+    """(dtype, shape) of each array of a node's copy, as the other workers rebuild them."""
+    arrays = loaded[1]
+    assert all(array.flags.c_contiguous for array in arrays), "a node copy is C-contiguous"
+    return [(array.dtype.str, array.shape) for array in arrays]
+
+
+def _offsets(specs: list[tuple[str, tuple[int, ...]]]) -> tuple[list[int], int]:
+    """Where each array starts in the window (NODE_ALIGNMENT apart), and the window's size."""
+    offsets, end = [], 0
+    for dtype, shape in specs:
+        start = -(-end // NODE_ALIGNMENT) * NODE_ALIGNMENT
+        offsets.append(start)
+        end = start + np.dtype(dtype).itemsize * math.prod(shape)
+    return offsets, max(end, 1)
+
+
+def _portable(error: Exception, where: str) -> Exception:
+    """`error` as the other workers of the node raise it: a user error as it is (its one line,
+    whichever worker's report rank 0 shows), anything else named as the loader's failure."""
+    if isinstance(error, LsurfError):
+        try:
+            return pickle.loads(pickle.dumps(error))
+        except Exception:  # noqa: BLE001 - an error class that does not pickle: its text
+            return LsurfError(str(error))
+    return RuntimeError(f"{where} failed to load this node's copy of the data: {error!r}")
 
 
 def launched_by_mpi() -> bool:
@@ -108,6 +151,25 @@ class _World:
         self.comm.Abort(exit_code)
         os._exit(exit_code)  # MPI_Abort may return before the launcher reaps this process
 
+    def _complete(self, request: Any) -> None:
+        """Wait for a non-blocking collective: Test + a short sleep that grows, since MPI's
+        blocking collectives busy-wait like its blocking receive."""
+        pause = FIRST_POLL_SECONDS
+        while not request.Test():
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
+
+    def _broadcast(self, comm: Any, payload: Any) -> Any:
+        """Rank 0 of `comm`'s `payload` (any picklable object) on each of its ranks; the others
+        pass None."""
+        root = comm.Get_rank() == 0
+        data = pickle.dumps(payload) if root else b""
+        length = np.array([len(data)], dtype=np.int64)
+        self._complete(comm.Ibcast(length, root=0))
+        buffer = bytearray(data) if root else bytearray(int(length[0]))
+        self._complete(comm.Ibcast(buffer, root=0))
+        return payload if root else pickle.loads(buffer)
+
 
 def join(world: type[_W]) -> _W | None:
     """This process's `world` (a Session or a Group) in an mpiexec/srun job of two ranks or
@@ -134,6 +196,12 @@ class Session(_World):
         super().__init__()
         self.local_workers = [rank for rank in self.node_ranks if rank != 0]
         self.exit_code = 0  # set by the master's Stop
+        # This node's workers, who share one copy of their data (the master loads none).
+        colour = self._mpi.UNDEFINED if self.is_master else 0
+        self._node_workers = self.node.Split(colour, key=self.rank)
+        # Never freed: a window's memory is its workers' data for the whole job, and freeing
+        # is collective (a worker freeing alone would wait for the others forever).
+        self._windows: list[Any] = []
 
     @property
     def is_master(self) -> bool:
@@ -299,13 +367,63 @@ class Session(_World):
     def report_failure(self, failure: WorkerFailure) -> None:
         self.comm.send(failure, dest=0, tag=TAG_FAILED)
 
+    def share_on_node(self, load: Load) -> NodeCopy | None:
+        """One copy of `load()`'s arrays per node, in MPI shared memory (protocol.WorkerSide).
+
+        The node's first worker runs `load()` and tells the others what it built (or its
+        error, which then ends every worker of the node alike, before any collective they
+        could wait in); all allocate one shared window together, the first copies its arrays
+        in and drops its own, and every worker maps the window's bytes as the same arrays.
+        A worker alone on its node keeps what it loaded. Where MPI cannot allocate the window,
+        each worker loads its own copy (the copy says why, for the log).
+        """
+        workers = self._node_workers
+        if workers.Get_size() == 1:
+            alone = load()
+            return None if alone is None else NodeCopy(*alone, shared=False)
+        loads = workers.Get_rank() == 0
+        loaded: tuple[Any, list[np.ndarray]] | None = None
+        announced: tuple[Any, ...] | None = None
+        if loads:
+            try:
+                loaded = load()
+            except Exception as error:
+                self._broadcast(workers, ("failed", _portable(error, self.name_rank(self.rank))))
+                raise
+            announced = ("nothing",) if loaded is None else ("arrays", loaded[0], _specs(loaded))
+        message = self._broadcast(workers, announced)
+        if message[0] == "failed":
+            raise message[1]
+        if message[0] == "nothing":
+            return None
+        header, specs = message[1], message[2]
+        offsets, total = _offsets(specs)
+        try:
+            window = self._allocate_shared(total if loads else 0, workers)
+        except self._mpi.Exception as error:
+            own = loaded if loads else load()
+            assert own is not None, "every worker of a node loads the same"
+            reason = f"MPI shared memory unavailable: {error}"
+            return NodeCopy(*own, shared=False, reason=reason)
+        self._windows.append(window)
+        memory, _ = window.Shared_query(0)  # the first worker's segment: the whole copy
+        views = [
+            np.frombuffer(memory, np.dtype(dtype), math.prod(shape), offset).reshape(shape)
+            for (dtype, shape), offset in zip(specs, offsets, strict=True)
+        ]
+        if loaded is not None:
+            for view, array in zip(views, loaded[1], strict=True):
+                view[...] = array
+        del loaded  # the first worker's own copy goes: the window is the node's one copy
+        self._complete(workers.Ibarrier())  # the copy is whole before any worker reads it
+        return NodeCopy(header, views, shared=True)
+
+    def _allocate_shared(self, nbytes: int, comm: Any) -> Any:
+        """The node's window: `nbytes` on the first worker, none on the others."""
+        return self._mpi.Win.Allocate_shared(nbytes, 1, comm=comm)
+
 
 # ---------------------------------------------------------------------------- every rank as one
-
-# The first waits of a collective sleep this long, doubling up to POLL_SECONDS: a Hessian-vector
-# product of a small model takes milliseconds, so a flat 2 ms sleep would double its cost,
-# while a short one that grows never spins a core for long.
-FIRST_POLL_SECONDS = 0.00005
 
 
 class Group(_World):
@@ -325,20 +443,9 @@ class Group(_World):
         """This rank's GPU (round-robin by node-local rank) or its share of the node's cores."""
         return place_worker(self.local_rank, self.local_size, cuda_devices, available_cores())
 
-    def _complete(self, request: Any) -> None:
-        pause = FIRST_POLL_SECONDS
-        while not request.Test():
-            time.sleep(pause)
-            pause = min(2 * pause, POLL_SECONDS)
-
     def broadcast(self, payload: Any) -> Any:
         """Rank 0's `payload` (any picklable object) on every rank; the others pass None."""
-        data = pickle.dumps(payload) if self.rank == 0 else b""
-        length = np.array([len(data)], dtype=np.int64)
-        self._complete(self.comm.Ibcast(length, root=0))
-        buffer = bytearray(data) if self.rank == 0 else bytearray(int(length[0]))
-        self._complete(self.comm.Ibcast(buffer, root=0))
-        return payload if self.rank == 0 else pickle.loads(buffer)
+        return self._broadcast(self.comm, payload)
 
     def gather_failures(self, message: str | None) -> list[tuple[int, str]]:
         """Every rank says whether it failed (`message`, None when it did not); all ranks get

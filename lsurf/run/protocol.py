@@ -8,7 +8,8 @@ records the values that come back; a worker evaluates chunks until it is told to
 (`lsurf.run.sweep`, `lsurf.run.worker`) is written once against these types.
 
 Also here: how a failure is reported, the SIGTERM flag the loops check between points,
-and where a worker runs (its device and threads), which both sessions decide alike.
+where a worker runs (its device and threads), which both sessions decide alike, and what a
+worker gets back when its node holds one copy of its data (`NodeCopy`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,22 @@ class Ready:
 
     columns: list[list[Any]]  # per sweep: its lsurf.metrics.Column list
     notes: list[list[str]]  # per sweep
+
+
+@dataclass(frozen=True)
+class NodeCopy:
+    """What `WorkerSide.share_on_node` hands each worker of a node: the `header` and `arrays`
+    that the node's loader built, either views of one copy in the node's shared memory
+    (`shared`) or this worker's own arrays, with the `reason` there is no shared copy (None
+    where the worker is alone on its node: nothing to share)."""
+
+    header: Any  # picklable: what the arrays are (lsurf.data.splits.PackedSplit for a split)
+    arrays: list[np.ndarray]  # C-contiguous
+    shared: bool
+    reason: str | None = None
+
+
+Load = Callable[[], "tuple[Any, list[np.ndarray]] | None"]  # (header, arrays), or nothing to share
 
 
 class Preempted(Exception):
@@ -140,6 +157,12 @@ class WorkerSide(Protocol):
     ) -> None: ...
 
     def report_failure(self, failure: WorkerFailure) -> None: ...
+
+    def share_on_node(self, load: Load) -> NodeCopy | None:
+        """`load()` run once on this worker's node and its arrays held there once, for every
+        worker of the node (all of them call this, in the same order); None where `load()`
+        had nothing to share. An error in `load()` is raised on every worker of the node."""
+        ...
 
 
 class WorkerFailed(Exception):

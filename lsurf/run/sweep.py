@@ -228,7 +228,13 @@ def load_workers(
         raise OutputError(
             "the workers measure different metrics (their data differs between nodes?)"
         )
-    return reports[0]
+    # Each note once, from every worker: nodes may differ in what they say (how they hold
+    # their data), though not in what they measure.
+    notes = [
+        list(dict.fromkeys(note for report in reports for note in report.notes[sweep]))
+        for sweep in range(len(sweeps))
+    ]
+    return protocol.Ready(reports[0].columns, notes)
 
 
 def _commit(

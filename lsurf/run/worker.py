@@ -7,6 +7,10 @@ a time (lsurf.run.phases.load), `evaluate_chunk` evaluates the points of a chunk
 So the serial surface is the MPI surface bit for bit: the same evaluator code on the same
 points.
 
+The workers of an MPI node evaluating on the CPU hold one copy of each cached split between
+them (`NodeCopies`, through the session's `share_on_node`), not one each: the same bytes, so
+the same bits. A worker on a GPU loads its own, since its data lives in GPU memory anyway.
+
 Input: the setups rank 0 sent (`WorkerSetup`, one per sweep) and a `WorkerSide` session.
 Output: results (or failures) sent back through the session; no file is touched here.
 """
@@ -16,18 +20,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 
 from lsurf.config import DataConfig
-from lsurf.data.splits import SplitData
+from lsurf.data.splits import SplitData, pack, unpack
 from lsurf.errors import LsurfError
 from lsurf.evaluate import Evaluator, pick_device
 from lsurf.grid import Grid
 from lsurf.metrics import Column
 from lsurf.run.phases import FROM_CONFIG, Sources, WorkerSetup, load
 from lsurf.run.protocol import Ready, TerminationFlag, WorkerFailure, WorkerSide, failure
+
+CPU = torch.device("cpu")
 
 
 class PointFailed(Exception):
@@ -86,8 +94,8 @@ class Evaluators:
         self._device_of = device_of
         self._open = sources.open_split
         self._sources = replace(sources, open_split=self._open_split)
-        self._splits: dict[tuple[str, str, str, bool], SplitData] = {}
-        self._wanted: set[tuple[str, str, str, bool]] = set()
+        self._splits: dict[tuple[str, str, bool, str], SplitData] = {}
+        self._wanted: set[tuple[str, str, bool, str]] = set()
         self._current: tuple[int, Evaluator] | None = None
 
     def check(self) -> Ready:
@@ -118,13 +126,82 @@ class Evaluators:
     def _open_split(
         self, data: DataConfig, name: str, device: torch.device, channels_last: bool
     ) -> SplitData:
-        # What decides a split's tensors (which splits a sweep evaluates and in what batch
-        # size do not): sweeps of one dataset share them.
-        key = (repr(replace(data, splits=(), batch_size=0)), name, str(device), channels_last)
+        key = (*split_key(data, name, channels_last), str(device))
         self._wanted.add(key)
         if key not in self._splits:
             self._splits[key] = self._open(data, name, device, channels_last)
         return self._splits[key]
+
+
+def split_key(data: DataConfig, name: str, channels_last: bool) -> tuple[str, str, bool]:
+    """What decides a split's tensors on a device (which splits a sweep evaluates and in what
+    batch size do not): sweeps of one dataset share them."""
+    return repr(replace(data, splits=(), batch_size=0)), name, channels_last
+
+
+class NodeCopies:
+    """The cached CPU splits of a job's sweeps, held once by the workers of each node.
+
+    Built by every worker of the job at set-up, in the same order (the setups are the same
+    on every worker): for each split that a sweep evaluates on the CPU, the node's first
+    worker loads it and the session shares it (`WorkerSide.share_on_node`). `open_split`
+    hands out the shared split, and opens any other as `FROM_CONFIG` does; `notes` say, per
+    sweep, what the log should tell of it. Splits of sweeps on a GPU are not shared: each
+    worker's copy lives in its GPU's memory, and a host copy kept for the job would only add
+    to the node's memory (loading is a transient host copy per worker, freed once on the GPU).
+    The shared copies stay for the whole job (a window is freed only by all its workers).
+    """
+
+    def __init__(
+        self,
+        session: WorkerSide,
+        setups: Sequence[WorkerSetup],
+        device_of: Callable[[WorkerSetup], torch.device],
+    ) -> None:
+        self._splits: dict[tuple[str, str, bool], SplitData] = {}
+        self.notes: list[list[str]] = []
+        for setup in setups:
+            # A setup of another job's kind (lsurf sharpness's) loads its own data.
+            if getattr(setup, "load", None) is not None or device_of(setup).type != "cpu":
+                self.notes.append([])
+                continue
+            data, channels_last = setup.config.data, setup.config.evaluation.channels_last
+            shared: list[str] = []
+            private: list[str] = []
+            reasons: set[str] = set()
+            for name in data.splits:
+                key = split_key(data, name, channels_last)
+                if key in self._splits:
+                    continue  # an earlier sweep's split: shared already
+                copy = session.share_on_node(partial(_load_packed, data, name, channels_last))
+                if copy is None:
+                    continue  # not cached (streamed): each worker opens its own
+                self._splits[key] = unpack(copy.header, copy.arrays)
+                (shared if copy.shared else private).append(name)
+                reasons.update([copy.reason] if copy.reason is not None else [])
+            self.notes.append(_notes(shared, private, reasons))
+
+    def open_split(
+        self, data: DataConfig, name: str, device: torch.device, channels_last: bool
+    ) -> SplitData:
+        split = self._splits.get(split_key(data, name, channels_last))
+        if split is None or device.type != "cpu":
+            return FROM_CONFIG.open_split(data, name, device, channels_last)
+        return split
+
+
+def _load_packed(data: DataConfig, name: str, channels_last: bool) -> Any:
+    """What the node's first worker loads: the split as arrays (None: it does not travel)."""
+    return pack(FROM_CONFIG.open_split(data, name, CPU, channels_last))
+
+
+def _notes(shared: list[str], private: list[str], reasons: set[str]) -> list[str]:
+    notes = []
+    if shared:
+        notes.append(f"data: {', '.join(shared)} held once per node, in MPI shared memory")
+    if private and reasons:
+        notes.append(f"data: a copy of {', '.join(private)} per worker ({'; '.join(reasons)})")
+    return notes
 
 
 def run_worker(session: WorkerSide) -> None:
@@ -135,8 +212,9 @@ def run_worker(session: WorkerSide) -> None:
     if setups is None:
         return
     try:
-        evaluators = _worker_evaluators(session, setups)
+        evaluators, data_notes = _worker_evaluators(session, setups)
         ready = evaluators.check()  # every sweep's set-up, before anything is written
+        ready = Ready(ready.columns, [said + data_notes[s] for s, said in enumerate(ready.notes)])
     except LsurfError as error:
         session.report_ready(WorkerFailure(session.rank, None, str(error), "input"))
         return _wait_for_stop(session)
@@ -165,9 +243,12 @@ def run_worker(session: WorkerSide) -> None:
         raise SystemExit(session.exit_code)
 
 
-def _worker_evaluators(session: WorkerSide, setups: list[WorkerSetup]) -> Evaluators:
+def _worker_evaluators(
+    session: WorkerSide, setups: list[WorkerSetup]
+) -> tuple[Evaluators, list[list[str]]]:
     """This worker's evaluators: on its GPU (round-robin on its node) for the sweeps that
-    may use one, on the CPU for those whose evaluation.device is cpu."""
+    may use one, on the CPU for those whose evaluation.device is cpu, with the CPU data
+    held once per node; and what the log should say of each sweep's data."""
     wanted = {setup.config.evaluation.device for setup in setups}
     cuda = wanted != {"cpu"} and torch.cuda.is_available()
     if "cuda" in wanted and not cuda:
@@ -179,7 +260,11 @@ def _worker_evaluators(session: WorkerSide, setups: list[WorkerSetup]) -> Evalua
         on_cpu = setup.config.evaluation.device == "cpu"
         return torch.device("cpu" if on_cpu else placement.device)
 
-    return Evaluators(setups, device_of)
+    # Before any model is built: every worker of a node reaches the sharing together, since
+    # nothing it does first can fail on one worker and not the others.
+    copies = NodeCopies(session, setups, device_of)
+    sources = replace(FROM_CONFIG, open_split=copies.open_split)
+    return Evaluators(setups, device_of, sources), copies.notes
 
 
 def _wait_for_stop(session: WorkerSide) -> None:

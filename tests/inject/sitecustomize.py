@@ -8,6 +8,9 @@ hostname, Slurm node, MPI processor name, lsurf's node-local ranks) and how many
 has evaluated, so a multi-node test sees which node each worker ran on and that it worked.
 LSURF_TEST_PID_DIR=d: each process writes an empty file d/HOSTNAME.PID as it starts, so a test
 can find (and kill) the processes of one fake node.
+LSURF_TEST_SPLITS_DIR=d: each worker writes d/RANK.json once set up: its host, and for each
+split it holds, the memory mapping (/proc/self/maps) its inputs and targets lie in.
+LSURF_TEST_NO_SHARED_MEMORY=1: MPI refuses every shared-memory window (as where it has none).
 Inactive without these variables, so the production code carries no test hooks.
 """
 
@@ -17,6 +20,8 @@ FAIL_RANK = os.environ.get("LSURF_TEST_FAIL_RANK")
 SLOW_SECONDS = os.environ.get("LSURF_TEST_SLOW_SECONDS")
 PLACES = os.environ.get("LSURF_TEST_PLACES")
 PID_DIR = os.environ.get("LSURF_TEST_PID_DIR")
+SPLITS_DIR = os.environ.get("LSURF_TEST_SPLITS_DIR")
+NO_SHARED_MEMORY = os.environ.get("LSURF_TEST_NO_SHARED_MEMORY")
 
 if PID_DIR:
     import pathlib
@@ -99,3 +104,53 @@ if PLACES:
         return values
 
     evaluate_module.Evaluator.evaluate = counting_evaluate
+
+
+def mapping_of(address):
+    """The /proc/self/maps entry holding `address`: its permissions, inode and path."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            low, high = (int(bound, 16) for bound in fields[0].split("-"))
+            if low <= address < high:
+                path = fields[5].strip() if len(fields) > 5 else ""
+                return {"perms": fields[1], "inode": int(fields[4]), "path": path}
+    return None
+
+
+if SPLITS_DIR:
+    import json
+    import pathlib
+    import socket
+
+    import lsurf.run.worker as worker_module
+
+    original_check = worker_module.Evaluators.check
+
+    def reporting_check(self):
+        from mpi4py import MPI
+
+        ready = original_check(self)
+        held = {
+            key[1]: {
+                "inputs": mapping_of(split.inputs.data_ptr()),
+                "targets": mapping_of(split.targets.data_ptr()),
+            }
+            for key, split in self._splits.items()
+        }
+        rank = MPI.COMM_WORLD.Get_rank()
+        report = {"rank": rank, "host": socket.gethostname(), "splits": held}
+        pathlib.Path(SPLITS_DIR, f"{rank}.json").write_text(json.dumps(report))
+        return ready
+
+    worker_module.Evaluators.check = reporting_check
+
+if NO_SHARED_MEMORY:
+    import lsurf.run.mpi as mpi_module
+
+    def refused(self, nbytes, comm):
+        from mpi4py import MPI
+
+        raise MPI.Exception(MPI.ERR_NO_MEM)
+
+    mpi_module.Session._allocate_shared = refused
