@@ -7,7 +7,8 @@ every point is done and finite, and its columns are exactly the splits' loss and
 exits 0 naming those columns and the complete grid; plot exits 0 and writes the figures its
 dimension calls for, each a non-empty PNG; the same sweep run again finds its file complete
 and leaves it as it was. A sample of the cases also runs under
-`mpiexec -n 3`, which must give the serial surface bit for bit.
+`mpiexec -n 3`, which must give the serial surface bit for bit, its two CPU workers holding one
+copy of the data between them.
 
 The model is convnet_small on the session's generated CIFAR-10 data (tests/conftest.py); the
 second and third checkpoints, the PCA trajectory (and a second run from its start), and the
@@ -314,6 +315,9 @@ def test_three_ranks_give_the_serial_surface_bit_for_bit(mpi_run, kind, splits, 
     done = mpi_run(3, "-m", "lsurf", "sweep", config, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on 2 workers" in done.stdout + done.stderr
+    if not torch.cuda.is_available():  # the default device is then the CPU: one copy per node
+        shared = f"  data: {', '.join(splits)} held once per node, in MPI shared memory"
+        assert shared in (done.stdout + done.stderr).splitlines()
     serial = read_surface(serial_folder / "surface.h5")
     parallel = read_surface(mpi_folder / "surface.h5")
     assert parallel.done.all()

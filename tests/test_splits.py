@@ -14,7 +14,7 @@ from torch import nn
 
 from lsurf.config import DataConfig
 from lsurf.data.cifar import load_split
-from lsurf.data.splits import SplitData, open_split, open_splits
+from lsurf.data.splits import CachedSplit, SplitData, open_split, open_splits, pack, unpack
 from lsurf.data.synthetic import write_synthetic
 from lsurf.errors import ConfigError, DataError
 
@@ -140,6 +140,36 @@ def test_cifar_split_over_the_cache_budget_streams_the_same_batches(cifar_root: 
     assert_same_batches(cached, streamed, batch_size=32)
     model = image_model(10)
     assert mean_loss(model, cached, 32) == mean_loss(model, streamed, 32)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_packed_split_unpacks_to_the_same_tensors_layout_and_losses(
+    cifar_root: Path, channels_last: bool
+):
+    split = open_split(data_config(root=cifar_root), "test", CPU, channels_last)
+    packed = pack(split)
+    assert packed is not None
+    header, arrays = packed
+    # What another process maps: a copy of the bytes alone, in a buffer of its own.
+    copied = [np.frombuffer(bytearray(array.tobytes()), array.dtype) for array in arrays]
+    again = unpack(header, copied)
+    assert (again.name, again.num_classes, len(again)) == ("test", 10, 100)
+    assert again.inputs.stride() == split.inputs.stride()
+    assert again.inputs.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.equal(again.inputs, split.inputs) and torch.equal(again.targets, split.targets)
+    assert again.inputs.data_ptr() == copied[0].ctypes.data  # the buffer itself, not a copy
+    model = image_model(10)
+    assert mean_loss(model, again, 32) == mean_loss(model, split, 32)
+
+
+def test_only_cached_cpu_splits_of_numpy_dtypes_pack(cifar_root: Path):
+    inputs, targets = torch.randn(6, 5), torch.arange(10)
+    view = pack(CachedSplit("train", 2, inputs[:3], targets[4:7]))  # views travel as copies
+    assert view is not None and [array.tolist() for array in view[1][1:]] == [[4, 5, 6]]
+    assert unpack(*view).inputs.equal(inputs[:3])
+    assert pack(CachedSplit("train", 2, inputs.bfloat16(), targets[:6])) is None
+    streamed = open_split(data_config(root=cifar_root, cache_mb=0), "test", CPU, True)
+    assert not streamed.cached and pack(streamed) is None
 
 
 # --- image folders -------------------------------------------------------------------------
