@@ -25,7 +25,16 @@ A last part reads the train files, cold, with 1 and with many processes at once 
 read contention of many ranks on one node). From the measured figures the benchmark prints
 the arithmetic for 64 ranks per node.
 
+With --node-copy it measures instead what one copy of the data per node saves: a node's CPU
+workers hold each cached split once, in MPI shared memory (lsurf.run.worker.NodeCopies). A
+small model (convnet_small) on 20,000 train images, 1 and 3 workers, each with the shared copy
+and with a copy per worker (the path lsurf takes where MPI refuses the window, forced here by
+refusing it on the rank side); the node's summed RSS and PSS at their peak and at the end, and
+the workers' own peaks. PSS is the figure that counts: a page of the shared copy is in the RSS
+of every worker that reads it, and in the node's PSS once.
+
 Run: .venv/bin/python benchmarks/startup.py [--quick] [--ranks 1 3 6 8]
+     .venv/bin/python benchmarks/startup.py --node-copy [--train-size N]  (about a minute)
 (--quick: 10,000 train images and ranks 1 and 3, about a minute. The default takes about five
 minutes on 2 cores, most of it the first point itself, ResNet-20 on 50,000 images with a thread
 per worker; --ranks 1 3 6 8 about nine, with 11 GB at the peak of -n 8.)
@@ -57,6 +66,8 @@ GB = 1e9
 RANKS_PER_NODE = 64
 READERS = (1, 8, 64)  # processes reading the train files at once, cold
 LAYOUT_TIMEOUT = 1800  # seconds; a rank that died without taking the job down ends here
+PER_WORKER_VARIABLE = "LSURF_BENCHMARK_COPY_PER_WORKER"  # --node-copy: refuse the shared copy
+NODE_COPY_TRAIN = 20_000  # --node-copy's train images: 246 MB as float32
 
 
 def proc_kib(pid: str, source: str, fields: tuple[str, ...]) -> dict[str, int]:
@@ -136,6 +147,19 @@ def install_timers(journal: Journal) -> None:
         setattr(owner, name, journal.timed(label, getattr(owner, name)))
 
 
+def refuse_shared_memory() -> None:
+    """On this rank, MPI refuses the node's shared window: each worker loads its own copy, as
+    where a machine has no MPI shared memory."""
+    from mpi4py import MPI
+
+    from lsurf.run import mpi
+
+    def refused(self: Any, nbytes: int, comm: Any) -> Any:
+        raise MPI.Exception(MPI.ERR_NO_MEM)
+
+    mpi.Session._allocate_shared = refused  # type: ignore[method-assign]
+
+
 def rank_main(config: Path, journals: Path, launch: float) -> int:
     """One rank of a measured sweep: the real `lsurf sweep`, with its start-up timed."""
     top = time.time()
@@ -154,6 +178,8 @@ def rank_main(config: Path, journals: Path, launch: float) -> int:
 
     journal.span("lsurf import", started, time.time())
     install_timers(journal)
+    if os.environ.get(PER_WORKER_VARIABLE):
+        refuse_shared_memory()
     started = time.time()
     code = cli.main(["sweep", str(config), "--log-every", "1"])
     journal.span("sweep", started, time.time())
@@ -171,6 +197,7 @@ class TreeMemory:
         self.every = every
         self.peak_rss_kib = 0
         self.peak_pss_kib = 0
+        self.pss_kib = 0  # the latest sample
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -188,6 +215,8 @@ class TreeMemory:
                 pss += memory["Pss"]
             self.peak_rss_kib = max(self.peak_rss_kib, rss)
             self.peak_pss_kib = max(self.peak_pss_kib, pss)
+            if pss:
+                self.pss_kib = pss
 
     def _tree(self) -> list[int]:
         children: dict[int, list[int]] = {}
@@ -241,6 +270,8 @@ class Layout:
     journals: dict[int, list[Span]]
     node_rss_kib: int  # peak of the summed RSS of every process of the job
     node_pss_kib: int  # the same in PSS (pages shared between ranks counted once)
+    log: str = ""  # rank 0's log lines
+    held_pss_kib: int = 0  # the summed PSS when the first point was done (all set up)
 
     @property
     def workers(self) -> list[int]:
@@ -298,10 +329,13 @@ def read_journal(path: Path) -> list[Span]:
     return [Span(**json.loads(line)) for line in path.read_text().splitlines()]
 
 
-def run_layout(ranks: int, config: Path, folder: Path, data_files: list[Path]) -> Layout:
-    """Launch one sweep on `ranks` ranks, cold data, and collect what it measured."""
+def run_layout(
+    ranks: int, config: Path, folder: Path, data_files: list[Path], per_worker: bool = False
+) -> Layout:
+    """Launch one sweep on `ranks` ranks, cold data, and collect what it measured (with
+    `per_worker`, each worker holding its own copy of the data)."""
     evict(data_files)
-    journals = folder / f"journals{ranks}"
+    journals = folder / f"journals{ranks}{'-own' if per_worker else ''}"
     journals.mkdir()
     launch = time.time()
     command = [str(MPIEXEC), "-n", str(ranks), sys.executable, __file__, "--rank-side"]
@@ -312,16 +346,18 @@ def run_layout(ranks: int, config: Path, folder: Path, data_files: list[Path]) -
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: a hung job is ended as a whole
+        env=dict(os.environ, **{PER_WORKER_VARIABLE: "1"} if per_worker else {}),
     )
     memory = TreeMemory(process.pid)
     watchdog = threading.Timer(LAYOUT_TIMEOUT, os.killpg, (process.pid, 9))
     watchdog.start()
     assert process.stderr is not None
-    first_point, log = None, []
+    first_point, log, held_pss_kib = None, [], 0
     for line in process.stderr:
         log.append(line)
         if first_point is None and FIRST_POINT.match(line):
             first_point = time.time() - launch
+            held_pss_kib = memory.pss_kib  # every worker set up, its data loaded
     code = process.wait()
     watchdog.cancel()
     memory.stop()
@@ -333,11 +369,13 @@ def run_layout(ranks: int, config: Path, folder: Path, data_files: list[Path]) -
         {rank: read_journal(journals / f"rank{rank}.jsonl") for rank in range(ranks)},
         memory.peak_rss_kib,
         memory.peak_pss_kib,
+        "".join(log),
+        held_pss_kib,
     )
 
 
-def write_inputs(folder: Path, train_size: int) -> None:
-    """Synthetic CIFAR-10 (real file layout) and a random ResNet-20 checkpoint in `folder`."""
+def write_inputs(folder: Path, train_size: int, model: str = "resnet20") -> None:
+    """Synthetic CIFAR-10 (real file layout) and a random `model` checkpoint in `folder`."""
     import torch
 
     from lsurf import models
@@ -346,17 +384,17 @@ def write_inputs(folder: Path, train_size: int) -> None:
 
     write_synthetic(folder / "data", train_size=train_size, test_size=1000)
     torch.manual_seed(0)
-    save_checkpoint(folder / "model.pt", models.build("resnet20").state_dict())
+    save_checkpoint(folder / "model.pt", models.build(model).state_dict())
 
 
-def write_config(folder: Path, ranks: int) -> Path:
+def write_config(folder: Path, ranks: int, model: str = "resnet20") -> Path:
     """The sweep for `ranks` ranks: one point per worker, so it ends after its first round
     (two for a serial run: a grid has at least two points)."""
     import yaml
 
     points = max(2, ranks - 1)
     config = {
-        "model": {"name": "resnet20", "checkpoint": str(folder / "model.pt")},
+        "model": {"name": model, "checkpoint": str(folder / "model.pt")},
         "data": {"root": str(folder / "data"), "splits": ["train"], "batch_size": 250},
         "grid": {"x": f"-1:1:{points}"},
         "output": str(folder / f"surface{ranks}.h5"),  # its direction file beside it
@@ -537,11 +575,55 @@ def print_arithmetic(
         )
 
 
+def node_copy(train_size: int) -> None:
+    """--node-copy: a node's memory with one shared copy of the data against a copy per
+    worker, 1 and 3 workers (mpiexec -n 2 and -n 4: rank 0 loads no data)."""
+    print(
+        f"convnet_small (random checkpoint), synthetic CIFAR-10 train split of {train_size:,} "
+        f"images ({train_size * IMAGE_BYTES * 4 / MB:.0f} MB as float32), one point per worker"
+    )
+    print(
+        "\nnode RSS/PSS: summed over mpiexec and every rank, at the peak and (PSS held) when "
+        "the first point\nwas done, every worker set up; worker peak: the largest and the "
+        "smallest VmHWM of a worker\n(the first worker loads the data; the others map it), "
+        "which counts the shared pages it read;\nGB = 1e9 B\n"
+    )
+    print(
+        f"{'workers':>7} {'data held':>15} {'node RSS peak':>13} {'node PSS peak':>13} "
+        f"{'node PSS held':>13} {'worker peak max, min':>20}"
+    )
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        write_inputs(folder, train_size, "convnet_small")
+        data_files = sorted((folder / "data").rglob("data_batch_*"))
+        for workers in (1, 3):
+            config = write_config(folder, workers + 1, "convnet_small")
+            for per_worker in (False, True):
+                layout = run_layout(workers + 1, config, folder, data_files, per_worker)
+                for output in folder.glob(f"surface{workers + 1}*"):  # the next run starts anew
+                    output.unlink()
+                shared = "held once per node, in MPI shared memory" in layout.log
+                assert shared == (workers > 1 and not per_worker), layout.log
+                held = "once per node" if shared else "per worker"
+                lowest = min(layout.journals[rank][-1].peak_kib for rank in layout.workers)
+                print(
+                    f"{workers:>7} {held:>15} {gigabytes(layout.node_rss_kib):>13.2f} "
+                    f"{gigabytes(layout.node_pss_kib):>13.2f} "
+                    f"{gigabytes(layout.held_pss_kib):>13.2f} "
+                    f"{gigabytes(layout.worker_kib('peak_kib')):>14.2f}, "
+                    f"{gigabytes(lowest):.2f}",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 train images, ranks 1 3")
     parser.add_argument("--ranks", type=int, nargs="+", help="layouts (default 1 3 6)")
     parser.add_argument("--train-size", type=int, help="train images (default 50,000)")
+    parser.add_argument(
+        "--node-copy", action="store_true", help="one copy of the data per node vs per worker"
+    )
     parser.add_argument("--rank-side", nargs=3, help=argparse.SUPPRESS)  # inside mpiexec
     parser.add_argument("--reader", nargs="+", help=argparse.SUPPRESS)  # one cold reader
     args = parser.parse_args()
@@ -552,6 +634,10 @@ def main() -> None:
         reader_main(float(args.reader[0]), args.reader[1:])
         return
 
+    if args.node_copy:
+        print(f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores")
+        node_copy(args.train_size or NODE_COPY_TRAIN)
+        return
     ranks = args.ranks or ([1, 3] if args.quick else [1, 3, 6])
     train_size = args.train_size or (10_000 if args.quick else CIFAR_TRAIN)
     cores = len(os.sched_getaffinity(0))

@@ -143,6 +143,17 @@ EXEMPT = {
     # tests/test_slurm_nodes.py submits the two-node line of the same section to two fake nodes.
     "sbatch --nodes=2 --ntasks=9 --ntasks-per-node=5 --gpus-per-node=4 launch/slurm.sbatch"
     " CONFIG.yaml": "a Slurm cluster of two nodes with GPUs",
+    # Several real nodes (tests/test_nodes.py runs such a job across two fake nodes on one
+    # machine, through tests/cluster/node_launcher.sh in place of ssh).
+    "mpiexec -hosts gpu01:5,gpu02:4 -n 9 .venv/bin/python -m mpi4py -m lsurf sweep"
+    " configs/random-2d.yaml": "several real nodes with GPUs, ssh between them",
+    "mpiexec -f hosts.txt -n 9 .venv/bin/python -m mpi4py -m lsurf sweep configs/random-2d.yaml": (
+        "several real nodes with GPUs, ssh between them"
+    ),
+    "srun --mpi=pmix --nodes=2 --ntasks=9 --ntasks-per-node=5 --gpus-per-node=4 .venv/bin/python"
+    " -m mpi4py -m lsurf sweep configs/random-2d.yaml": (
+        "a Slurm allocation of two GPU nodes, a PMIx-enabled MPI"
+    ),
     # Installing against a cluster's own MPI (a module system, the network).
     "python -m venv .venv && . .venv/bin/activate": "a cluster's MPI module",
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",
