@@ -1,10 +1,12 @@
 """Benchmark: start-up at scale — from launch to the first finished point, and where it goes.
 
-Every worker rank reads and normalizes the dataset itself. This measures what that costs, in
-seconds and in memory, for a CIFAR-sized sweep: synthetic CIFAR-10 in the real file layout
-(`lsurf data synth`, 50,000 train images), a randomly initialised ResNet-20 checkpoint, the
-train split evaluated whole, one point per worker. Each layout (1, 3, 6 ranks by default; on
-this machine every layout above 3 ranks oversubscribes its cores) is launched as
+Every worker rank reads and normalizes the dataset itself, as on GPUs (on the CPU a node's
+workers hold one copy between them; this refuses it, and --node-copy measures it). This
+measures what that costs, in seconds and in memory, for a CIFAR-sized sweep: synthetic
+CIFAR-10 in the real file layout (`lsurf data synth`, 50,000 train images), a randomly
+initialised ResNet-20 checkpoint, the train split evaluated whole, one point per worker. Each
+layout (1, 3, 6 ranks by default; on this machine every layout above 3 ranks oversubscribes
+its cores) is launched as
 
     mpiexec -n R python benchmarks/startup.py --rank-side CONFIG JOURNALS LAUNCH
 
@@ -653,7 +655,8 @@ def main() -> None:
         data_files = sorted((folder / "data").rglob("data_batch_*"))
         layouts = []
         for count in ranks:
-            layouts.append(run_layout(count, write_config(folder, count), folder, data_files))
+            config = write_config(folder, count)
+            layouts.append(run_layout(count, config, folder, data_files, per_worker=True))
             print(f"  -n {count}: first point after {layouts[-1].first_point:.1f} s", flush=True)
         readers = READERS[:2] if args.quick else READERS
         reads = {count: read_cold(count, data_files) for count in readers}

@@ -1,5 +1,6 @@
 """The distributed sweep under a real mpiexec: same bits as serial, kill -9, failures, SIGTERM."""
 
+import json
 import os
 import signal
 import subprocess
@@ -68,7 +69,11 @@ def test_info_reads_a_surface_that_a_running_sweep_holds_open(sweep_yaml):
 
 
 def environment(**extra):
-    """One thread per process and no injected behaviour, unless `extra` asks for it."""
+    """One thread per process and no injected behaviour, unless `extra` asks for it. A
+    PYTHONPATH in `extra` (tests/inject's hooks) goes in front of this process's own, which
+    may name the checkout under test."""
+    if "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
+        extra["PYTHONPATH"] += os.pathsep + os.environ["PYTHONPATH"]
     return MpiRun().environment(**extra)
 
 
@@ -247,3 +252,27 @@ def test_resume_refuses_a_changed_config_and_sigterm_leaves_a_resumable_file(
     code, text = finish(launch(3, config, mpi=mpi_run))
     assert code == 0, text
     assert_same(read_surface(output), serial_surface)
+
+
+def test_without_mpi_shared_memory_each_worker_holds_its_own_copy_and_says_so(
+    mpi_run, sweep_yaml, tmp_path, serial_surface
+):
+    output = tmp_path / "own.h5"
+    config = sweep_yaml({"output": str(output)}, name="own.yaml")
+    reports = tmp_path / "splits"
+    reports.mkdir()
+    # tests/inject: MPI refuses the node's window, as on a machine without shared memory.
+    env = environment(
+        LSURF_TEST_NO_SHARED_MEMORY="1", LSURF_TEST_SPLITS_DIR=str(reports), PYTHONPATH=str(INJECT)
+    )
+    code, text = finish(launch(3, config, env=env, mpi=mpi_run))
+    assert code == 0, text
+    notes = [line for line in text.splitlines() if line.startswith("  data: ")]
+    assert len(notes) == 1, text
+    assert notes[0].startswith("  data: a copy of train, test per worker (MPI shared memory ")
+    assert_same(read_surface(output), serial_surface)  # never silently different
+    held = [json.loads(path.read_text()) for path in reports.glob("*.json")]
+    assert len(held) == 2
+    for report in held:
+        for split in report["splits"].values():
+            assert not split["inputs"]["path"].startswith("/dev/shm/"), split  # its own heap

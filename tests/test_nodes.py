@@ -129,28 +129,6 @@ def test_two_nodes_of_two_workers_hold_one_copy_each_and_give_the_serial_surface
     assert mapped["node1"] != mapped["node2"]
 
 
-def test_without_mpi_shared_memory_each_worker_holds_its_own_copy_and_the_log_says_so(
-    nodes_run, sweep_yaml, tmp_path, serial_surface
-):
-    output = tmp_path / "own.h5"
-    config = sweep_yaml({"output": str(output)}, name="own.yaml")
-    reports = tmp_path / "splits"
-    reports.mkdir()
-    env = nodes_run.injected(LSURF_TEST_SPLITS_DIR=str(reports), LSURF_TEST_NO_SHARED_MEMORY="1")
-    code, text = finish(sweep_on_nodes(nodes_run, config, env=env))
-    assert code == 0, text
-    notes = [line for line in text.splitlines() if line.startswith("  data: ")]
-    assert notes == [
-        "  data: a copy of train, test per worker (MPI shared memory unavailable: "
-        + notes[0].split("unavailable: ", 1)[1]
-    ]
-    assert "held once per node" not in text
-    assert_same(read_surface(output), serial_surface)
-    for report in held_splits(reports).values():
-        for split in report["splits"].values():
-            assert not split["inputs"]["path"].startswith("/dev/shm/"), split  # the heap
-
-
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie left for its parent to reap."""
     try:
