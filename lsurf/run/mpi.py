@@ -160,8 +160,8 @@ class _World:
             pause = min(2 * pause, POLL_SECONDS)
 
     def _broadcast(self, comm: Any, payload: Any) -> Any:
-        """Rank 0 of `comm`'s `payload` (any picklable object) on each of its ranks; the others
-        pass None."""
+        """The `payload` (any picklable object) of `comm`'s rank 0 on each of its ranks; the
+        others pass None."""
         root = comm.Get_rank() == 0
         data = pickle.dumps(payload) if root else b""
         length = np.array([len(data)], dtype=np.int64)
