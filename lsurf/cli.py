@@ -569,7 +569,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lsurf import __version__
+
     parser = _Parser(prog="lsurf", description="Loss-surface sweeps of neural networks.")
+    # What an installed image or environment holds, without importing torch.
+    parser.add_argument("--version", action="version", version=f"lsurf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
         command.arguments(commands.add_parser(name, help=command.help))

@@ -4,6 +4,7 @@ import sys
 import h5py
 import pytest
 
+import lsurf
 from lsurf import models
 from lsurf.checkpoint import save_checkpoint
 from lsurf.cli import main
@@ -135,6 +136,23 @@ def test_as_a_process_bad_input_prints_one_line_without_traceback(tmp_path, swee
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "valid names" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_version_prints_the_packages_version_without_importing_torch():
+    # The first thing `make docker-test` asks of an image; it must not wait for torch.
+    code = (
+        "import sys\n"
+        "from lsurf.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "finally:\n"
+        "    print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"lsurf {lsurf.__version__}\n" and result.stderr == "False\n"
 
 
 def test_rerunning_a_complete_sweep_exits_0_untouched(sweep_yaml, existing_output, capsys):
