@@ -44,6 +44,15 @@ test: install cluster-deps
 docs-check: install
 	$(BIN)/python tests/doc_commands.py
 
+# The container (docker/Dockerfile, docs/container.md): built with podman on a local Debian
+# bookworm base (made once with debootstrap, then reused) and run: lsurf --version, a sweep
+# under mpiexec -n 3, and the demo, whose surface must equal this host's demo bit for bit.
+# As root on Debian/Ubuntu it first installs podman, runc and debootstrap; docker/test.py
+# prints each step's time. Not part of `make test` (about 25 minutes on a shared machine).
+.PHONY: docker-test
+docker-test: install
+	$(BIN)/python docker/test.py
+
 cluster-deps:
 	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

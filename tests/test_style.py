@@ -16,7 +16,10 @@ def test_ruff_finds_nothing():
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     result = subprocess.run(
-        [ruff, "check", "lsurf", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+        [ruff, "check", "lsurf", "tests", "benchmarks", "docker"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
