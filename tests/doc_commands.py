@@ -154,6 +154,29 @@ EXEMPT = {
     " -m mpi4py -m lsurf sweep configs/random-2d.yaml": (
         "a Slurm allocation of two GPU nodes, a PMIx-enabled MPI"
     ),
+    # docs/container.md: a Docker engine with GPUs, Apptainer, Slurm. `make docker-test`
+    # builds the same Dockerfile with podman and runs --version, mpiexec and the demo inside;
+    # tests/test_docker.py checks the Dockerfile.
+    "make docker-test": "builds a 7 GB image and runs the demo twice: 25 minutes",
+    "docker build -f docker/Dockerfile -t lsurf .": "Docker; make docker-test builds it (podman)",
+    "docker run --rm lsurf --version": "Docker; make docker-test runs it with podman",
+    'docker run --rm --gpus all -v "$PWD/runs:/opt/lsurf/runs" lsurf sweep runs/sweep.yaml': (
+        "Docker with GPUs"
+    ),
+    'docker run --rm --gpus all --entrypoint mpiexec -v "$PWD/runs:/opt/lsurf/runs" lsurf'
+    " -n 5 python -m mpi4py -m lsurf sweep runs/sweep.yaml": (
+        "Docker with GPUs; make docker-test runs mpiexec -n 3 in the image with podman"
+    ),
+    "apptainer build lsurf.sif docker-daemon://lsurf:latest": "Apptainer (not in Debian)",
+    "podman save --format oci-archive -o lsurf.tar localhost/lsurf:latest": (
+        "a 7 GB archive of an image make docker-test builds"
+    ),
+    "apptainer build lsurf.sif oci-archive://lsurf.tar": "Apptainer (not in Debian)",
+    "srun --ntasks=1 --gpus=4 apptainer exec --nv lsurf.sif mpiexec -launcher fork -n 5"
+    " python -m mpi4py -m lsurf sweep CONFIG.yaml": "Slurm with GPUs and Apptainer",
+    "srun --mpi=pmix apptainer exec --nv lsurf.sif python -m mpi4py -m lsurf sweep CONFIG.yaml": (
+        "Slurm with PMIx and Apptainer"
+    ),
     # Installing against a cluster's own MPI (a module system, the network).
     "python -m venv .venv && . .venv/bin/activate": "a cluster's MPI module",
     "pip install torch==2.14.1 torchvision==0.29.1": "a cluster's MPI module",
