@@ -48,7 +48,7 @@ docs-check: install
 # bookworm base (made once with debootstrap, then reused) and run: lsurf --version, a sweep
 # under mpiexec -n 3, and the demo, whose surface must equal this host's demo bit for bit.
 # As root on Debian/Ubuntu it first installs podman, runc and debootstrap; docker/test.py
-# prints each step's time. Not part of `make test` (about 25 minutes on a shared machine).
+# prints each step's time. Not part of `make test`: CI runs it as a step of its own after it.
 .PHONY: docker-test
 docker-test: install
 	$(BIN)/python docker/test.py

@@ -192,3 +192,15 @@ def test_podman_gets_its_ulimits_line_once_in_the_containers_table():
     # Set already, to anything: left as it is, so a second run changes nothing.
     assert script.with_ulimits_line(script.with_ulimits_line(existing)) is None
     assert script.with_ulimits_line('[containers]\ndefault_ulimits = ["nofile=1:2"]\n') is None
+
+
+def test_ci_runs_make_docker_test_as_its_own_step_after_the_tests():
+    steps = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "make test" in steps and "make docker-test" in steps
+    assert steps.index("make test") < steps.index("make docker-test")
+    # Its own time, printed after it.
+    assert any("docker-test" in line and "SECONDS" in line for line in steps)
