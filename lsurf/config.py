@@ -213,11 +213,15 @@ class EvaluationConfig:
     # activations. Files written before this key existed were evaluated unfolded.
     fold_bn: bool = True
     # torch.compile of the network (lsurf.evaluate), paid once per process and model at set-up
-    # (30–70 s for a ResNet on a 2-core CPU); the same values to fp32 rounding. Off by
-    # default: it pays off after ~190 points per worker there (benchmarks/evaluation_speed.py
-    # says where for a model and machine), so on long sweeps only. A failure
-    # leaves the eager network, with a note in the log.
-    compile: bool = False
+    # (~30 s for a ResNet-20 on a 2-core CPU, less with the cache warm); the same values to
+    # fp32 rounding. auto: compile where the points each worker evaluates save more than the
+    # compile costs (lsurf.compilation.decide; the choice is recorded in the surface file, so a
+    # resume makes the same one); true/false force it. A failure leaves the eager network,
+    # with a note in the log.
+    compile: bool | Literal["auto"] = "auto"
+    # Where inductor keeps compiled kernels for the next process (None: TORCHINDUCTOR_CACHE_DIR
+    # where set, else $XDG_CACHE_HOME/lsurf/inductor, ~/.cache/lsurf/inductor by default).
+    compile_cache: Path | None = None
     # At every point, reset each BatchNorm's running statistics and re-estimate them in train
     # mode, without gradients, over this many examples of the train split in the seeded order
     # of bn_seed, then evaluate in eval mode (lsurf.evaluate.NormStatistics). None: the

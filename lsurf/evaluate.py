@@ -54,12 +54,13 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import torch
 from torch import nn
 
-from lsurf import hessian, params
+from lsurf import compilation, hessian, params
 from lsurf.config import ParamsSelection
 from lsurf.data.cifar import Split
 from lsurf.data.splits import CachedSplit, SplitData
@@ -183,6 +184,9 @@ class Evaluator:
 
     # Standard errors and early stopping: off unless `estimate_errors` turns them on.
     errors: StandardErrors | None = None
+    # What evaluation.compile: auto chose for this evaluator (None: compile was forced), which
+    # rank 0 records in the surface file's config.
+    compile_choice: bool | None = None
 
     def __init__(
         self,
@@ -198,6 +202,7 @@ class Evaluator:
         fold_bn: bool = False,
         compile: bool = False,
         norm_statistics: NormStatistics | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # torch's overloads of Module.to lack (device=, memory_format=), which it takes
@@ -253,8 +258,9 @@ class Evaluator:
         self.folded = Folded(self.model)
         if fold_bn:
             self._fold()
+        self._fold_bn = fold_bn
         if compile:
-            self._compile()
+            self.compile_network(compile_cache)
         # Per split, whether it has an accuracy column: decided once, not at every point.
         self._accuracy = {column.split for column in self.columns if column.metric is ACCURACY}
         self.hessian = None if curvature is None else self._hessian_operator(curvature)
@@ -275,12 +281,17 @@ class Evaluator:
         return self.folded.network if self._compiled is None else self._compiled
 
     @torch.inference_mode()
-    def _compile(self) -> None:
+    def compile_network(self, cache: Path | None = None) -> None:
         """torch.compile of the network, paid now: a pass over a whole batch and the last
         (shorter) batch of each split compiles every shape a point meets, and checks the
         compiled outputs against the eager ones. Any failure (an operation the compiler does
         not support, no C++ compiler for the CPU backend) or a disagreement leaves the eager
-        network in place, with a note saying why: a slower sweep, never a wrong value."""
+        network in place, with a note saying why: a slower sweep, never a wrong value. With a
+        `cache` folder, inductor keeps its kernels there (lsurf.compilation), and a network
+        compiled there once is marked, so the next process finds it warm."""
+        if cache is not None:
+            compilation.use_cache(cache)
+        hits_before = _cache_hits()
         started = time.perf_counter()
         try:
             # A module compiles to a module (OptimizedModule); torch.compile's stub says Callable.
@@ -304,7 +315,33 @@ class Evaluator:
             return
         self._compiled = compiled
         seconds = time.perf_counter() - started
-        self.notes.append(f"compiled with torch.compile in {seconds:.0f} s")
+        hits = _cache_hits() - hits_before
+        where = "" if cache is None else f", cache {cache}"
+        self.notes.append(
+            f"compiled with torch.compile in {seconds:.0f} s ({hits} graphs from the cache{where})"
+        )
+        if cache is not None:
+            key = compilation.graph_key(
+                self.model, self.batch_size, self.precision, self._fold_bn, self.device.type
+            )
+            compilation.mark_compiled(cache, key)
+
+    @torch.inference_mode()
+    def flops_per_example(self) -> float:
+        """Floating-point operations of the evaluated network per example, counted by torch's
+        FlopCounterMode on the first split's probe batch (the same count on every worker);
+        0 where the counter fails on the network."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        split = next(iter(self.splits.values()))
+        inputs, _ = split.first(min(PROBE_EXAMPLES, len(split)))
+        counter = FlopCounterMode(display=False)
+        try:
+            with counter, torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
+                self.network(inputs)
+        except Exception:  # noqa: BLE001 - no count: auto stays eager
+            return 0.0
+        return counter.get_total_flops() / max(len(inputs), 1)
 
     @property
     def _bf16(self) -> bool:
@@ -722,6 +759,16 @@ def _apart(found: torch.Tensor, expected: torch.Tensor) -> float:
     output (the folding and compile checks)."""
     scale = float(expected.abs().max()) or 1.0
     return float((found - expected).abs().max()) / scale
+
+
+def _cache_hits() -> int:
+    """Graphs inductor has loaded from its FX graph cache in this process so far (its own
+    counter; 0 where this torch keeps none)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return 0
+    return int(counters["inductor"]["fxgraph_cache_hit"])
 
 
 def _reason(error: BaseException) -> str:

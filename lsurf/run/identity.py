@@ -28,6 +28,7 @@ OPERATIONAL_KEYS = {
     "data.download",
     "data.cache_mb",
     "data.workers",
+    "evaluation.compile_cache",
     "hessian.top_k",
     "hessian.trace_samples",
     "hessian.density_runs",

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsurf import checkpoint, kinds, models, params
+from lsurf import checkpoint, compilation, kinds, models, params
 from lsurf.config import DataConfig, GridConfig, ModelConfig, SweepConfig, on_plane
 from lsurf.data.splits import SplitData, open_split
 from lsurf.directions import Directions
@@ -46,6 +46,7 @@ from lsurf.evaluate import (
 )
 from lsurf.files import directions as direction_file
 from lsurf.files import surface as surface_file
+from lsurf.files.hdf5 import stored_config
 from lsurf.grid import AutoAxis, Axis, Grid, fit_axis
 from lsurf.hessian import HessianOperator
 from lsurf.losses import Loss, build_loss
@@ -100,10 +101,16 @@ class Prepared:
     grid: Grid
     identity: dict[str, Any]  # attributes that tell this sweep from any other
     selected: params.Selected | None = None  # what directions.params picked, if it selects
+    # evaluation.compile: auto's inputs from rank 0 (with_compile_plan), the same for every
+    # worker: how many workers share the grid, and whether the compile cache holds the network.
+    workers: int = 1
+    warm_cache: bool = False
 
     def worker_setup(self) -> WorkerSetup:
         state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
-        return WorkerSetup(self.config, state, self.directions, self.grid)
+        return WorkerSetup(
+            self.config, state, self.directions, self.grid, self.workers, self.warm_cache
+        )
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,8 @@ class WorkerSetup:
     state: dict[str, torch.Tensor]  # θ*: the checkpoint's full state dict
     directions: Directions
     grid: Grid
+    workers: int = 1  # sharing the grid (evaluation.compile: auto)
+    warm_cache: bool = False  # rank 0's compile cache holds this network (auto)
 
 
 def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CONFIG) -> Prepared:
@@ -238,6 +247,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         name: sources.open_split(config.data, name, device, channels_last)
         for name in config.data.splits
     }
+    evaluation = config.evaluation
     evaluator = Evaluator(
         model,
         setup.directions,
@@ -245,17 +255,81 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         config.data.batch_size,
         device,
         channels_last,
-        config.evaluation.precision,
-        sources.loss(config.evaluation.loss),
+        evaluation.precision,
+        sources.loss(evaluation.loss),
         curvature_settings(config) if config.hessian.eigenvalues else None,
-        fold_bn=config.evaluation.fold_bn,
-        compile=config.evaluation.compile,
+        fold_bn=evaluation.fold_bn,
+        compile=evaluation.compile is True,
         norm_statistics=norm_statistics(config, sources, device, channels_last),
+        compile_cache=compilation.cache_folder(evaluation.compile_cache),
     )
+    if evaluation.compile == "auto":
+        decision = compile_decision(setup, evaluator)
+        evaluator.compile_choice = decision.compile
+        evaluator.notes.append(decision.reason)
+        if decision.compile:
+            evaluator.compile_network(compilation.cache_folder(evaluation.compile_cache))
     errors = error_settings(config)
     if errors is not None:
         evaluator.estimate_errors(errors)
     return evaluator
+
+
+def compile_decision(setup: WorkerSetup, evaluator: Evaluator) -> compilation.Decision:
+    """What evaluation.compile: auto chooses (lsurf.compilation.decide), from what every
+    worker knows alike: the grid's points over the workers, the examples each point evaluates
+    and the network's operations per example, the device and rank 0's view of the cache; so
+    all of them choose the same."""
+    points = -(-setup.grid.size // max(setup.workers, 1))  # the most any worker may get
+    examples = sum(len(split) for split in evaluator.splits.values())
+    flops = evaluator.flops_per_example()
+    return compilation.decide(points, examples, flops, evaluator.device.type, setup.warm_cache)
+
+
+def with_compile_plan(prepared: Prepared, workers: int) -> Prepared:
+    """`prepared` with what evaluation.compile: auto decides from (rank 0 tells every worker
+    the same): the workers sharing its grid, and whether the cache holds its network."""
+    evaluation = prepared.config.evaluation
+    if evaluation.compile != "auto":
+        return prepared
+    cuda = evaluation.device == "cuda" or (
+        evaluation.device == "auto" and torch.cuda.is_available()
+    )
+    key = compilation.graph_key(
+        prepared.model,
+        prepared.config.data.batch_size,
+        evaluation.precision,
+        evaluation.fold_bn,
+        "cuda" if cuda else "cpu",
+    )
+    warm = compilation.is_warm(compilation.cache_folder(evaluation.compile_cache), key)
+    return replace(prepared, workers=max(workers, 1), warm_cache=warm)
+
+
+def with_compile_choice(prepared: Prepared, compiled: bool) -> Prepared:
+    """`prepared` with evaluation.compile: auto resolved to the workers' choice, before its
+    surface file records the config: a resume reads the choice back from there."""
+    if prepared.config.evaluation.compile != "auto":
+        return prepared
+    evaluation = replace(prepared.config.evaluation, compile=compiled)
+    config = replace(prepared.config, evaluation=evaluation)
+    identity = prepared.identity | {"config": to_yaml(config)}
+    return replace(prepared, config=config, identity=identity)
+
+
+def with_recorded_compile(prepared: Prepared, force: bool) -> Prepared:
+    """evaluation.compile: auto on an output to resume takes the choice its stored config
+    records (a file written before auto existed records false or true as well): compiled and
+    eager values differ in their last bits, so a resume never switches."""
+    config = prepared.config
+    if config.evaluation.compile != "auto" or force or not config.output.exists():
+        return prepared
+    stored = stored_config(surface_file.read_surface_attributes(config.output))
+    evaluation = stored.get("evaluation") if isinstance(stored, dict) else None
+    compiled = evaluation.get("compile", False) if isinstance(evaluation, dict) else False
+    if not isinstance(compiled, bool):
+        return prepared  # not a surface this version wrote: check_output says what differs
+    return with_compile_choice(prepared, compiled)
 
 
 def norm_statistics(

@@ -31,6 +31,8 @@ from lsurf.run.phases import (
     load,
     prepare,
     share_direction_files,
+    with_compile_plan,
+    with_recorded_compile,
 )
 
 WORKER_COUNTS = (1, 4, 16)
@@ -45,6 +47,8 @@ def plan_sweeps(configs: Sequence[SweepConfig], force: bool = False) -> list[str
     """Every sweep's plan, then (for several) the job's: points and time on 1, 4, 16 workers."""
     check_distinct_outputs(configs)
     every = share_direction_files([prepare(config, force) for config in configs])
+    # compile: auto as a resume would take it, and as a first run on one worker would choose.
+    every = [with_compile_plan(with_recorded_compile(p, force), 1) for p in every]
     states = [check_output(prepared, force) for prepared in every]
     left = [p.config for p, state in zip(every, states, strict=True) if state is not True]
     capacity.check_sweeps_fit(left)

@@ -51,6 +51,8 @@ class Ready:
 
     columns: list[list[Any]]  # per sweep: its lsurf.metrics.Column list
     notes: list[list[str]]  # per sweep
+    # per sweep: what evaluation.compile: auto chose (None: forced), for its surface file
+    compile_choices: list[bool | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ from lsurf.run.phases import (
     open_output,
     prepare,
     share_direction_files,
+    with_compile_choice,
+    with_compile_plan,
+    with_recorded_compile,
 )
 from lsurf.run.progress import Log, Progress, to_stderr
 from lsurf.run.worker import run_worker
@@ -167,9 +170,16 @@ def _run_master(
     if not active:
         session.send_setup(None)
         return [outcomes[position] for position in range(len(every))]
-    sweeps = [every[position] for position in active]
+    workers = max(len(session.workers), 1)  # a serial run is its own one worker
+    sweeps = [with_compile_plan(every[position], workers) for position in active]
     resumes = [states[position] is False for position in active]
     ready = load_workers(session, sweeps, terminated)
+    # evaluation.compile: auto, as the workers chose, goes into each new file's config.
+    choices = ready.compile_choices or [None] * len(sweeps)
+    sweeps = [
+        sweep if choice is None else with_compile_choice(sweep, choice)
+        for sweep, choice in zip(sweeps, choices, strict=True)
+    ]
     run = OpenOutputs(sweeps, _commit(session, sweeps, resumes, ready.columns), log)
     serve_queue(session, run, sweeps, resumes, ready.notes, terminated, log, log_every)
     for position, prepared, todo in zip(active, sweeps, run.todo, strict=True):
@@ -186,6 +196,7 @@ def _check(
     try:
         check_distinct_outputs(configs)
         every = share_direction_files([prepare(config, force, sources) for config in configs])
+        every = [with_recorded_compile(prepared, force) for prepared in every]
         states = [check_output(prepared, force) for prepared in every]
         pending_sweeps = zip(every, states, strict=True)
         capacity.check_sweeps_fit([p.config for p, state in pending_sweeps if state is not True])

@@ -103,10 +103,12 @@ class Evaluators:
         each sweep's columns and notes, in order."""
         columns: list[list[Column]] = [[] for _ in self._setups]
         notes: list[list[str]] = [[] for _ in self._setups]
+        choices: list[bool | None] = [None for _ in self._setups]
         for sweep in reversed(range(len(self._setups))):
             evaluator = self.get(sweep)
             columns[sweep], notes[sweep] = evaluator.columns, evaluator.notes
-        return Ready(columns, notes)
+            choices[sweep] = getattr(evaluator, "compile_choice", None)  # sharpness: none
+        return Ready(columns, notes, choices)
 
     def get(self, sweep: int) -> Evaluator:
         """The evaluator of `sweep` (its position in the job's list)."""
