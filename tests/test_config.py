@@ -47,7 +47,8 @@ def test_the_minimal_form_from_the_issue_parses_with_every_default(tmp_path, mon
         "min_examples": 1000,
         "control_variate": False,
         "fold_bn": True,
-        "compile": False,
+        "compile": "auto",
+        "compile_cache": None,
         "bn_recompute": None,
         "bn_seed": 0,
     }

@@ -10,7 +10,15 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluation_speed.py"
 LABEL_WIDTH = 28  # the script's label column
 EXAMPLES, STOPPING_EXAMPLES, MIN_EXAMPLES, GRID = 64, 256, 64, 3
-EXACT = ["bare eager forward", "lsurf folded"]  # each held to 1e-5 against the reference
+# each held to 1e-5 against the reference: fp32, whatever the way
+EXACT = [
+    "bare eager forward",
+    "lsurf default (folded)",
+    "lsurf folded, one batch",
+    "2 points per pass (vmap)",
+    "reference emulation",
+]
+OUTSIDE_LSURF = ["2 points per pass (vmap)", "reference emulation"]  # no peak-RSS process
 
 
 def rows(text: str, header: str) -> dict[str, list[str]]:
@@ -65,19 +73,40 @@ def test_exact_variants_match_and_early_stopping_reports_what_it_used():
     assert list(speed) == [
         "bare eager forward",
         "lsurf unfolded eager",
-        "lsurf folded",
+        "lsurf default (folded)",
+        "lsurf folded, one batch",
         "lsurf bf16 (folded)",
+        *OUTSIDE_LSURF,
     ], out
-    assert speed["lsurf unfolded eager"][3] == "reference", out
-    for figures in speed.values():
-        best, median, ratio, _, peak, unit = figures
+    assert speed["lsurf unfolded eager"][4] == "reference", out
+    emulation_best = float(speed["reference emulation"][0])
+    for label, figures in speed.items():
+        best, median, ratio, to_reference, _, *peak = figures
         assert 0 < float(best) <= float(median) and float(ratio.removesuffix("x")) > 0, out
-        assert float(peak) > 0 and unit == "MiB", out  # each variant's fresh process
+        # ref/variant is the emulation's best over this one's, each printed to 4 decimals.
+        found = float(to_reference.removesuffix("x"))
+        low = (emulation_best - 5e-5) / (float(best) + 5e-5) - 0.005
+        high = (emulation_best + 5e-5) / (float(best) - 5e-5) + 0.005
+        assert low <= found <= high, out
+        if label in OUTSIDE_LSURF:
+            assert peak == ["-"], out
+        else:
+            assert float(peak[0]) > 0 and peak[1] == "MiB", out  # each variant's fresh process
     for label in EXACT:
-        assert float(speed[label][3]) <= 1e-5, out
+        assert float(speed[label][4]) <= 1e-5, out
     # bf16 keeps 8 bits: its error is visible, and far below the loss itself.
-    assert 1e-8 < float(speed["lsurf bf16 (folded)"][3]) < 0.05, out
+    assert 1e-8 < float(speed["lsurf bf16 (folded)"][4]) < 0.05, out
     assert "error <= 1e-05: met" in out, out
+    # The default against the targets, from the same table's figures.
+    default = speed["lsurf default (folded)"]
+    to_bare, to_reference = (float(figure.removesuffix("x")) for figure in default[2:4])
+    assert (
+        f"default vs target: 1.5x bare -> {to_bare:.2f}x "
+        f"({'met' if to_bare >= 1.5 else 'missed'}); 3x reference -> {to_reference:.2f}x "
+        f"({'met' if to_reference >= 3 else 'missed'})"
+    ) in out, out
+    # What evaluation.compile: auto chooses on this grid, said in the table's header.
+    assert "lsurf's default here: compile auto: eager (9 points per worker x 64 examples" in out
 
     stopping = rows(out, "\nearly stopping:")
     targets = ["rel_error 1% (target)", "rel_error 1% plain", "rel_error 2%", "rel_error 2% plain"]

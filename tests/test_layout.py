@@ -42,6 +42,7 @@ MATH = {
     "lsurf.pca",
     "lsurf.projection",
     "lsurf.folding",
+    "lsurf.compilation",
     "lsurf.hessian",
     "lsurf.losses",
     "lsurf.evaluate",
