@@ -66,7 +66,7 @@ from lsurf.data.cifar import Split
 from lsurf.data.splits import CachedSplit, SplitData
 from lsurf.directions import Directions
 from lsurf.errors import ConfigError, DataError, LsurfError
-from lsurf.folding import Folded, fold_batch_norm, with_moved_norms
+from lsurf.folding import Folded, fold_batch_norm, fuse_activations, with_moved_norms
 from lsurf.losses import (
     Baseline,
     Loss,
@@ -255,6 +255,7 @@ class Evaluator:
         # variate); empty unless `estimate_errors` asks for it.
         self.baselines: dict[str, Baseline] = {}
         self._compiled: nn.Module | None = None
+        self._fused: nn.Module | None = None  # lsurf.folding.fuse_activations' network
         self.folded = Folded(self.model)
         if fold_bn:
             self._fold()
@@ -277,8 +278,12 @@ class Evaluator:
 
     @property
     def network(self) -> nn.Module:
-        """The module each point's forward passes run (compiled, where it was)."""
-        return self.folded.network if self._compiled is None else self._compiled
+        """The module each point's forward passes run: compiled, where it was; else the folded
+        network with its convolutions fused with their ReLUs, where they were; else the
+        folded network (the model itself where nothing folded)."""
+        if self._compiled is not None:
+            return self._compiled
+        return self.folded.network if self._fused is None else self._fused
 
     @torch.inference_mode()
     def compile_network(self, cache: Path | None = None) -> None:
@@ -338,7 +343,7 @@ class Evaluator:
         counter = FlopCounterMode(display=False)
         try:
             with counter, torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
-                self.network(inputs)
+                self.folded.network(inputs)
         except Exception:  # noqa: BLE001 - no count: auto stays eager
             return 0.0
         return counter.get_total_flops() / max(len(inputs), 1)
@@ -360,6 +365,23 @@ class Evaluator:
             self.notes.append(f"BN not folded: {self.folded.reason}")
         # Each pair the probe batches' shapes leave unfolded, by name.
         self.notes += [f"BN not folded: {skipped}" for skipped in self.folded.skipped]
+        if self.folded.count and self.device.type == "cpu" and self.precision == "fp32":
+            self._fuse(probes)
+
+    def _fuse(self, probes: dict[str, torch.Tensor]) -> None:
+        """The folded convolutions fused with the ReLUs after them (lsurf.folding), where the
+        fused network gives the model's outputs on every probe batch; a note either way."""
+        try:
+            fused, count = fuse_activations(self.folded)
+            differs = _disagreement(self.model, fused, probes, "") if count else ""
+        except Exception as error:  # noqa: BLE001 - a oneDNN call that refuses: unfused
+            self.notes.append(f"ReLU not fused: {_reason(error)}")
+            return
+        if differs:
+            self.notes.append(f"ReLU not fused: {differs.replace('folded', 'fused', 1)}")
+        elif count:
+            self._fused = fused
+            self.notes.append(f"{count} convolutions fused with the ReLU after them (oneDNN)")
 
     def _checked_fold(self, probes: dict[str, torch.Tensor]) -> Folded:
         """The folded network, if it gives the model's outputs on every probe batch (to fp32
