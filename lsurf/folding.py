@@ -219,15 +219,14 @@ def fuse_activations(folded: Folded) -> tuple[nn.Module, int]:
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """A ReLU of one input, not in place (an in-place one writes a tensor others may read)."""
+    """A ReLU of one input (in place or not: fusing reads only inputs that nothing else reads)."""
     if node.op == "call_module":
-        module = modules.get(_module_name(node))
-        return type(module) is nn.ReLU and not module.inplace and len(node.args) == 1
+        return type(modules.get(_module_name(node))) is nn.ReLU and len(node.args) == 1
     return (
         node.op == "call_function"
-        and node.target in (F.relu, torch.relu)
+        and node.target in (F.relu, torch.relu, torch.relu_)
         and len(node.args) == 1
-        and not node.kwargs.get("inplace", False)
+        and set(node.kwargs) <= {"inplace"}
     )
 
 

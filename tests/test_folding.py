@@ -3,6 +3,7 @@ model of the zoo, at any point of any plane (BN parameters and statistics moving
 model itself wherever folding does not apply, and old files never resumed folded."""
 
 import copy
+import re
 
 import h5py
 import pytest
@@ -10,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from lsurf import folding, models, params
+from lsurf import evaluate, folding, models, params
 from lsurf.cli import main
 from lsurf.data.cifar import Split
 from lsurf.directions import Directions, random_directions
@@ -47,6 +48,9 @@ def both(model: nn.Module, directions: Directions, split: Split) -> tuple[Evalua
     plain = Evaluator(copy.deepcopy(model), directions, {"train": split}, 4, device)
     folded = Evaluator(model, directions, {"train": split}, 4, device, fold_bn=True)
     return plain, folded
+
+
+FUSED = re.compile(r"\d+ convolutions fused with the ReLU after them \(oneDNN\)")
 
 
 def assert_close(plain: Evaluator, folded: Evaluator, points=POINTS) -> None:
@@ -91,7 +95,9 @@ def test_folded_losses_equal_the_models_at_random_points(name):
     directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
     plain, folded = both(model, directions, data())
     assert folded.folded.count > 0, folded.folded.reason
-    assert folded.notes == [f"BN folded into {folded.folded.count} convolutions"]
+    assert folded.notes[0] == f"BN folded into {folded.folded.count} convolutions"
+    # and, on this CPU, the folded convolutions with a ReLU after them fused with it
+    assert [FUSED.fullmatch(note) is not None for note in folded.notes[1:]] == [True], folded.notes
     assert_close(plain, folded)
 
 
@@ -279,7 +285,12 @@ EXACTNESS = {
         ["BN not folded: no convolution is followed by its own batch norm"],
     ),
     "one exact pair, one not": (Mixed, (6, 6), ["BN folded into 1 convolutions", SEQUENCE_NOTE]),
-    "conv and 2-D linear": (ConvAndLinear, (3, 8, 8), ["BN folded into 2 convolutions"]),
+    "conv and 2-D linear": (
+        ConvAndLinear,
+        (3, 8, 8),
+        # the Conv2d's ReLU fuses (oneDNN); a Linear's is left to eager
+        ["BN folded into 2 convolutions", "1 convolutions fused with the ReLU after them (oneDNN)"],
+    ),
 }
 
 
@@ -423,7 +434,7 @@ def test_a_compile_failure_leaves_the_eager_network_with_one_note(monkeypatch):
     assert compiled.notes[-1] == (
         "not compiled: torch.compile failed (RuntimeError: unsupported operator aten::something)"
     )
-    assert compiled.network is compiled.folded.network
+    assert compiled._compiled is None  # the eager network evaluates
     for a, b in POINTS:
         assert compiled.evaluate(a, b) == eager.evaluate(a, b)
 
@@ -457,3 +468,80 @@ def test_compiled_sweeps_are_the_same_bits_serially_and_on_three_ranks(
     assert second.done.all()
     for name, values in first.metrics.items():
         assert (second.metrics[name] == values).all(), name
+
+
+# ---------------------------------------------------------------------------- fused ReLUs
+
+
+def unfused(monkeypatch) -> None:
+    """Evaluators built from now on leave the folded network unfused."""
+    monkeypatch.setattr(evaluate, "fuse_activations", lambda folded: (folded.network, 0))
+
+
+def fused_pair(monkeypatch, name: str = "resnet20", precision: str = "fp32"):
+    torch.manual_seed(0)
+    model = realistic(models.build(name))
+    directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
+    split, device = data(), torch.device("cpu")
+    fused = Evaluator(
+        copy.deepcopy(model), directions, {"train": split}, 4, device, fold_bn=True,
+        precision=precision,
+    )  # fmt: skip
+    with monkeypatch.context() as patch:
+        unfused(patch)
+        plain = Evaluator(model, directions, {"train": split}, 4, device, fold_bn=True)
+    return plain, fused
+
+
+def test_relus_fuse_into_the_folded_convolutions_with_the_unfused_losses_bit_for_bit(
+    monkeypatch,
+):
+    plain, fused = fused_pair(monkeypatch)
+    # ResNet-20: the stem's conv → ReLU, each block's conv1 → ReLU and conv2 + shortcut → ReLU.
+    assert fused.notes == [
+        "BN folded into 19 convolutions",
+        "19 convolutions fused with the ReLU after them (oneDNN)",
+    ]
+    assert plain.notes == ["BN folded into 19 convolutions"]
+    for a, b in POINTS:  # refolded at every point: the fused calls read the live weights
+        assert fused.evaluate(a, b) == plain.evaluate(a, b), (a, b)
+
+
+def test_bf16_leaves_the_relus_unfused():
+    torch.manual_seed(0)
+    model = realistic(models.build("resnet20"))
+    directions = random_directions(params.movable(model, False), "filter", "biasbn", 0, True)
+    folded = Evaluator(
+        model, directions, {"train": data()}, 4, torch.device("cpu"), fold_bn=True,
+        precision="bf16",
+    )  # fmt: skip
+    assert folded.notes == ["BN folded into 19 convolutions"]  # autocast: eager kernels
+
+
+def test_a_fusion_that_fails_or_disagrees_leaves_the_folded_network_with_a_note(monkeypatch):
+    def failing(*args):
+        raise RuntimeError("oneDNN refuses")
+
+    monkeypatch.setattr(folding, "_convolution_relu", failing)
+    plain, fused = fused_pair(monkeypatch, "convnet_small")
+    assert fused.notes == [
+        "BN folded into 2 convolutions",
+        "ReLU not fused: RuntimeError: oneDNN refuses",
+    ]
+    assert fused.network is fused.folded.network
+    for a, b in POINTS:
+        assert fused.evaluate(a, b) == plain.evaluate(a, b)
+    monkeypatch.undo()
+    wrong = folding._convolution_relu  # the real one again
+
+    def shifted(*args):
+        return wrong(*args) + 1.0  # a wrong fusion
+
+    monkeypatch.setattr(folding, "_convolution_relu", shifted)
+    _, fused = fused_pair(monkeypatch, "convnet_small")
+    assert fused.notes[0] == "BN folded into 2 convolutions"
+    assert fused.notes[1].startswith(
+        "ReLU not fused: the fused network's outputs on the train probe batch differ from the "
+        "model's by "
+    ), fused.notes
+    assert fused.network is fused.folded.network
