@@ -302,7 +302,7 @@ class GroupedPoints:
     @torch.inference_mode()
     def evaluate(self, points: list[tuple[float, float]]) -> list[float]:
         """The mean loss at each of `points`, all of them in one pass over the batches."""
-        network = self.evaluator.network
+        network = self.evaluator.folded.network  # unfused: vmap has no rule for oneDNN's calls
         weights = []
         for a, b in points:  # each point's folded weights, as lsurf's evaluator makes them
             self.evaluator.move_to(a, b)

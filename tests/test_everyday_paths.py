@@ -231,6 +231,19 @@ def test_a_default_sweep_runs_reads_describes_and_plots(kind, splits, inputs, tm
     assert output.read_bytes() == before
 
 
+def test_a_default_sweep_says_what_compile_auto_chose_and_records_it(inputs, tmp_path, capsys):
+    # evaluation.compile: auto, the default: a 3x2 plane saves far less than any compile costs
+    # (tests/test_compilation.py holds the rule choosing compile, which the suite never pays).
+    config = minimal_config("random-2d", ("train",), inputs, tmp_path)
+    capsys.readouterr()
+    assert main(["sweep", str(config)]) == 0
+    log = capsys.readouterr().err
+    chose = [line.strip() for line in log.splitlines() if "compile auto" in line]
+    assert len(chose) == 1 and chose[0].startswith("compile auto: eager (6 points per worker x ")
+    stored = yaml.safe_load(read_surface(tmp_path / "surface.h5").attributes["config"])
+    assert stored["evaluation"]["compile"] is False  # the choice, which a resume keeps
+
+
 def test_a_plane_in_parameters_chosen_by_name_runs_describes_and_plots(inputs, tmp_path, capsys):
     # directions.params, every other setting at its default: the other tensors stay at θ*.
     splits = ("train", "test")
