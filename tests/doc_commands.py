@@ -128,6 +128,22 @@ EXEMPT = {
     ".venv/bin/lsurf compare runs/resnet56-again.h5"
     " model_300.t7_weights_xignore=biasbn_xnorm=filter_yignore=biasbn_ynorm=filter.h5"
     "_[-1.0,1.0,51]x[-1.0,1.0,51].h5 --rtol 1e-4": "a surface file the reference code wrote",
+    # docs/benchmarks.md: the reference code side by side (a network: GitHub, CIFAR-10).
+    "git clone https://github.com/tomgoldstein/loss-landscape && cd loss-landscape": (
+        "a network (GitHub)"
+    ),
+    "python -c \"import torch, cifar10.model_loader as m; torch.save({'state_dict':"
+    " m.load('resnet20').state_dict()}, 'resnet20_init.t7')\"": "the reference code's clone",
+    "python plot_surface.py --model resnet20 --model_file resnet20_init.t7 --x=-1:1:3"
+    " --y=-1:1:3 --xnorm filter --xignore biasbn --ynorm filter --yignore biasbn"
+    " --batch_size 250 --data_split 50": "the reference code's clone, real CIFAR-10",
+    ".venv/bin/lsurf sweep configs/random-2d.yaml --set model.name=resnet20"
+    " --set model.checkpoint=loss-landscape/resnet20_init.t7"
+    " --set data.root=loss-landscape/cifar10/data --set data.reference_split=50"
+    " --set data.splits=[train] --set data.batch_size=250 --set grid.x=-1:1:3"
+    " --set grid.y=-1:1:3 --set output=runs/side-by-side.h5 --plan": (
+        "the reference code's clone, real CIFAR-10"
+    ),
     # A Slurm cluster with GPUs (tests/test_slurm.py submits launch/slurm.sbatch to a real
     # one-node cluster, with 3 tasks and no GPUs).
     "sbatch --nodes=1 --ntasks=5 --gpus=4 --time=12:00:00 launch/slurm.sbatch"
