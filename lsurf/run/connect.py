@@ -174,6 +174,11 @@ def _check_output(config: ConnectConfig, attributes: dict[str, Any], force: bool
     changed = []
     old = stored_config(found)
     new = to_plain(config)
+    evaluation = old.get("evaluation") if isinstance(old, dict) else None
+    if isinstance(evaluation, dict) and new["evaluation"]["compile"] == "auto":
+        # A file written before auto existed was eager with compile: false, as auto is here.
+        if evaluation.get("compile", False) is False:
+            old = old | {"evaluation": evaluation | {"compile": "auto"}}
     changed += [key for key in differences(old, new) if key not in OPERATIONAL_KEYS]
     if found.get("checkpoint_sha256s") != attributes["checkpoint_sha256s"]:
         changed.append("checkpoint contents")
@@ -325,6 +330,9 @@ def _sweep(
         bn_recompute=section.bn_examples if recompute else None,
         bn_seed=section.bn_seed,
         fold_bn=config.evaluation.fold_bn and not recompute,
+        # compile: auto leaves a path eager: its choice would have no record in the connect
+        # file for a resume to keep (compiled and eager values differ in their last bits)
+        compile=config.evaluation.compile is True,
     )
     return check_sweep(
         SweepConfig(

@@ -105,11 +105,18 @@ class Prepared:
     # worker: how many workers share the grid, and whether the compile cache holds the network.
     workers: int = 1
     warm_cache: bool = False
+    compile_note: str = ""  # a resumed auto sweep: the choice its file records, for the log
 
     def worker_setup(self) -> WorkerSetup:
         state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
         return WorkerSetup(
-            self.config, state, self.directions, self.grid, self.workers, self.warm_cache
+            self.config,
+            state,
+            self.directions,
+            self.grid,
+            self.workers,
+            self.warm_cache,
+            self.compile_note,
         )
 
 
@@ -123,6 +130,7 @@ class WorkerSetup:
     grid: Grid
     workers: int = 1  # sharing the grid (evaluation.compile: auto)
     warm_cache: bool = False  # rank 0's compile cache holds this network (auto)
+    compile_note: str = ""  # what a resumed auto sweep's log says of its recorded choice
 
 
 def prepare(config: SweepConfig, force: bool = False, sources: Sources = FROM_CONFIG) -> Prepared:
@@ -263,6 +271,8 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         norm_statistics=norm_statistics(config, sources, device, channels_last),
         compile_cache=compilation.cache_folder(evaluation.compile_cache),
     )
+    if setup.compile_note:
+        evaluator.notes.append(setup.compile_note)
     if evaluation.compile == "auto":
         decision = compile_decision(setup, evaluator)
         evaluator.compile_choice = decision.compile
@@ -329,7 +339,8 @@ def with_recorded_compile(prepared: Prepared, force: bool) -> Prepared:
     compiled = evaluation.get("compile", False) if isinstance(evaluation, dict) else False
     if not isinstance(compiled, bool):
         return prepared  # not a surface this version wrote: check_output says what differs
-    return with_compile_choice(prepared, compiled)
+    note = compilation.recorded(compiled).reason
+    return replace(with_compile_choice(prepared, compiled), compile_note=note)
 
 
 def norm_statistics(
