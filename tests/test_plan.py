@@ -35,11 +35,12 @@ def test_a_new_sweep_is_planned_without_writing_anything(sweep_yaml, tmp_path):
     )
     assert lines[7].startswith("model    convnet_small, 1586 parameters, on cpu, ")
     assert lines[8] == "network  BN folded into 2 convolutions"
+    assert lines[9] == "network  2 convolutions fused with the ReLU after them (oneDNN)"
     # evaluation.compile: auto, what it chose for one worker and why (tests/test_compilation.py)
-    assert lines[9].startswith("network  compile auto: eager (12 points per worker x 300 ")
-    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[10]).group(1))
+    assert lines[10].startswith("network  compile auto: eager (12 points per worker x 300 ")
+    seconds = float(re.fullmatch(r"timing   (\S+) s per point here .*", lines[11]).group(1))
     assert seconds > 0
-    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[11])
+    assert re.fullmatch(r"         12 points on  1 worker  ≈ \d+ s", lines[12])
 
 
 def test_a_partial_sweep_is_planned_as_a_resume_and_left_untouched(sweep_yaml, tmp_path):
