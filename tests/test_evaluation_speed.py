@@ -64,7 +64,7 @@ def test_exact_variants_match_and_early_stopping_reports_what_it_used():
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # minutes on a loaded 2-core machine (the reference emulation forks loaders)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
