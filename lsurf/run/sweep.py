@@ -245,7 +245,8 @@ def load_workers(
         list(dict.fromkeys(note for report in reports for note in report.notes[sweep]))
         for sweep in range(len(sweeps))
     ]
-    return protocol.Ready(reports[0].columns, notes)
+    # What compile: auto chose is the same on every worker (one rule, the same inputs).
+    return protocol.Ready(reports[0].columns, notes, reports[0].compile_choices)
 
 
 def _commit(

@@ -216,7 +216,8 @@ def run_worker(session: WorkerSide) -> None:
     try:
         evaluators, data_notes = _worker_evaluators(session, setups)
         ready = evaluators.check()  # every sweep's set-up, before anything is written
-        ready = Ready(ready.columns, [said + data_notes[s] for s, said in enumerate(ready.notes)])
+        notes = [said + data_notes[s] for s, said in enumerate(ready.notes)]
+        ready = Ready(ready.columns, notes, ready.compile_choices)
     except LsurfError as error:
         session.report_ready(WorkerFailure(session.rank, None, str(error), "input"))
         return _wait_for_stop(session)
