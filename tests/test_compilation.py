@@ -89,6 +89,19 @@ def test_a_small_auto_sweep_stays_eager_says_why_and_records_the_choice(sweep_ya
     assert stored_compile(output) is False  # what the resume reads back, never 'auto'
 
 
+def test_every_worker_of_an_mpi_sweep_makes_the_same_choice_and_rank_0_records_it(
+    mpi_run, sweep_yaml
+):
+    # 12 points over 2 workers: 6 each, as every worker computes from what rank 0 sent.
+    config = sweep_yaml()
+    job = mpi_run(3, "-m", "lsurf", "sweep", config, timeout=180)
+    assert job.returncode == 0, job.stderr
+    chose = [line.strip() for line in job.stderr.splitlines() if "compile auto" in line]
+    assert len(chose) == 1, job.stderr  # one line: the workers' notes agree
+    assert chose[0].startswith("compile auto: eager (6 points per worker x 300 examples")
+    assert stored_compile(load_sweep_config(config).output) is False
+
+
 def test_a_resume_makes_the_first_runs_choice_whatever_the_rule_says_now(sweep_yaml, monkeypatch):
     path = sweep_yaml()
     output = run_sweep(load_sweep_config(path), log=lambda _: None).path
