@@ -32,9 +32,9 @@ from torch import nn
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"  # where inductor keeps its caches
 MARKERS = "lsurf-compiled"  # the folder of lsurf's markers inside the cache
 
-# What compiling costs a worker and what it saves, by device type, from ResNet-20 and ResNet-56
-# on the 2-core CPU of docs/benchmarks.md (benchmarks/evaluation_speed.py prints both beside
-# these). The saving is per billion floating-point operations of the forward (torch's
+# What compiling costs a worker and what it saves, by device type, from ResNet-20 on the
+# 2-core CPU of docs/benchmarks.md (benchmarks/evaluation_speed.py prints its measurements
+# beside these). The saving is per billion floating-point operations of the forward (torch's
 # FlopCounterMode), so a network 3x as deep saves 3x as much per example; it is what compiling
 # adds to the default's folded network with its fused ReLUs, which already has most of what
 # inductor fuses. The cost is the seconds a compile adds to a worker's set-up, the larger

@@ -72,7 +72,11 @@ def stored_compile(output: Path) -> object:
     return yaml.safe_load(read_surface(output).attributes["config"])["evaluation"]["compile"]
 
 
-def test_a_small_auto_sweep_stays_eager_says_why_and_records_the_choice(sweep_yaml):
+def test_a_small_auto_sweep_stays_eager_says_why_and_records_the_choice(
+    sweep_yaml, monkeypatch, tmp_path
+):
+    # A cache of its own, empty: the machine's may hold this network already (warm).
+    monkeypatch.setenv(compilation.CACHE_VARIABLE, str(tmp_path / "inductor"))
     config = load_sweep_config(sweep_yaml())
     assert config.evaluation.compile == "auto"  # the default
     lines = plan_sweep(config)

@@ -82,7 +82,8 @@ def test_exact_variants_match_and_early_stopping_reports_what_it_used():
     emulation_best = float(speed["reference emulation"][0])
     for label, figures in speed.items():
         best, median, ratio, to_reference, _, *peak = figures
-        assert 0 < float(best) <= float(median) and float(ratio.removesuffix("x")) > 0, out
+        # (the emulation's bare/variant may round to 0.00x: its loader forks per point)
+        assert 0 < float(best) <= float(median) and float(ratio.removesuffix("x")) >= 0, out
         # ref/variant is the emulation's best over this one's, each printed to 4 decimals.
         found = float(to_reference.removesuffix("x"))
         low = (emulation_best - 5e-5) / (float(best) + 5e-5) - 0.005
