@@ -32,14 +32,15 @@ from torch import nn
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"  # where inductor keeps its caches
 MARKERS = "lsurf-compiled"  # the folder of lsurf's markers inside the cache
 
-# What compiling costs a worker and what it saves, by device type, from ResNet-20 on the
-# 2-core CPU of docs/benchmarks.md (benchmarks/evaluation_speed.py prints its measurements
-# beside these). The saving is per billion floating-point operations of the forward (torch's
-# FlopCounterMode), so a network 3x as deep saves 3x as much per example; it is what compiling
-# adds to the default's folded network with its fused ReLUs, which already has most of what
-# inductor fuses. The cost is the seconds a compile adds to a worker's set-up, the larger
-# network's (a smaller one compiles sooner: auto errs toward eager). Cold: nothing in the
-# cache; warm: this network's graphs are there (dynamo still traces, inductor loads them).
+# What compiling costs a worker and what it saves, by device type, from ResNet-20 on the 2-core
+# CPU of docs/benchmarks.md (benchmarks/evaluation_speed.py prints its measurements beside
+# these). The saving is per billion floating-point operations of the forward (its convolutions
+# and linear layers, Evaluator.flops_per_example), so a network 3x as deep saves 3x as much per
+# example; it is what compiling adds to the default's folded network with its fused ReLUs,
+# which already has most of what inductor fuses. The cost is the seconds a compile adds to a
+# worker's set-up, the larger network's (a smaller one compiles sooner: auto errs toward
+# eager). Cold: nothing in the cache; warm: this network's graphs are there (dynamo still
+# traces, inductor loads them).
 COMPILE_SECONDS = {"cpu": {False: 30.0, True: 10.0}}
 SAVED_PER_GFLOP = {"cpu": 7.0e-4}  # seconds: the default's eager network minus compiled
 
