@@ -30,12 +30,10 @@ demo: install
 
 # The Slurm tests run a real one-node cluster: Debian's slurm-wlm and munge, installed here
 # when this is root on Debian/Ubuntu (as CI is); elsewhere those tests skip with a note.
-# Three pytest workers (pytest-xdist) on CI's 2 cores, each with cores/3 threads, at least one
-# (tests/conftest.py): the MPI jobs run one at a time on one of them (their own xdist group, as
-# the Slurm tests have theirs), everything else spreads over the rest. A third worker fills the
-# cores while the MPI and Slurm groups' jobs wait on their launches (measured 7:40 against 8:11
-# for two).
-TEST_WORKERS ?= 3
+# Two pytest workers (pytest-xdist), each with cores/2 threads (tests/conftest.py): the MPI jobs
+# run one at a time on one of them (their own xdist group, as the Slurm tests have theirs),
+# everything else spreads over both. Three measured the same (10:57 against 10:44, Dec 2026).
+TEST_WORKERS ?= 2
 test: install cluster-deps
 	LSURF_REQUIRE_SLURM=$$(command -v slurmctld >/dev/null && echo 1 || echo 0) \
 	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
