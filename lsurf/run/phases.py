@@ -256,6 +256,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         for name in config.data.splits
     }
     evaluation = config.evaluation
+    cache = compilation.cache_folder(evaluation.compile_cache)
     evaluator = Evaluator(
         model,
         setup.directions,
@@ -269,7 +270,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         fold_bn=evaluation.fold_bn,
         compile=evaluation.compile is True,
         norm_statistics=norm_statistics(config, sources, device, channels_last),
-        compile_cache=compilation.cache_folder(evaluation.compile_cache),
+        compile_cache=cache,
     )
     if setup.compile_note:
         evaluator.notes.append(setup.compile_note)
@@ -278,7 +279,7 @@ def load(setup: WorkerSetup, device: torch.device, sources: Sources = FROM_CONFI
         evaluator.compile_choice = decision.compile
         evaluator.notes.append(decision.reason)
         if decision.compile:
-            evaluator.compile_network(compilation.cache_folder(evaluation.compile_cache))
+            evaluator.compile_network(cache)
     errors = error_settings(config)
     if errors is not None:
         evaluator.estimate_errors(errors)
